@@ -1,0 +1,19 @@
+# Setup is two commands: `make install` then `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install test lint
+
+install:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -r requirements.txt
+	$(BIN)/pip install --no-deps -e .
+
+test:
+	$(BIN)/ruff check src tests run_experiment.py
+	$(BIN)/pytest
+
+lint:
+	$(BIN)/ruff check --fix src tests run_experiment.py

@@ -1,0 +1,142 @@
+"""The ``promoe`` command line: ``data summary``, ``score``, ``baseline heuristic``, ``config``, ``run``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+
+from promoe.config import DATA_ENV, ExperimentConfig, help_lines, load_config, to_dict
+from promoe.errors import PromoeError
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="default", help="config preset in configs/ or a .yaml path")
+    p.add_argument("--data-root", help=f"folder with the offline data packages (default: ${DATA_ENV})")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. data.val_tasks=10 (see `promoe config --keys`)")
+
+
+def _config(args: argparse.Namespace) -> ExperimentConfig:
+    cfg = load_config(args.preset, args.overrides)
+    if getattr(args, "data_root", None):
+        cfg.data = replace(cfg.data, root=args.data_root)
+    return cfg
+
+
+def cmd_data_summary(args: argparse.Namespace) -> int:
+    from promoe.data.sources import load_tasks
+    from promoe.data.splits import TaskSplits, load_splits
+    from promoe.data.summary import summarize
+
+    if args.tasks:
+        tasks = [t for f in args.tasks for t in load_tasks(f)]
+        splits = TaskSplits(train=[], val=[], test=tasks, sources={"tasks": ", ".join(args.tasks)})
+    else:
+        splits = load_splits(_config(args).data)
+    print(summarize(splits, show_excluded=args.show_excluded))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from promoe.io import read_predictions, read_references, write_json
+    from promoe.metrics import score
+
+    result = score(read_predictions(args.predictions), read_references(args.references))
+    if args.output:
+        write_json(args.output, result)
+    shown = result if args.full else {k: v for k, v in result.items() if k != "per_task"}
+    print(json.dumps(shown, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_baseline_heuristic(args: argparse.Namespace) -> int:
+    from promoe.baselines import run_heuristics
+    from promoe.data.splits import load_splits
+    from promoe.io import write_json
+
+    splits = load_splits(_config(args).data)
+    results = run_heuristics(splits.test, args.output_dir)
+    summary = {name: {k: r[k] for k in ("rougeL", "exact_match", "rougeL_task_mean",
+                                        "exact_match_task_mean", "n", "n_tasks")}
+               for name, r in results.items()}
+    write_json(Path(args.output_dir) / "summary.json", summary)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.keys:
+        print("\n".join(help_lines()))
+    else:
+        print(yaml.safe_dump(to_dict(_config(args)), sort_keys=False), end="")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from promoe.experiment import run
+
+    cfg = _config(args)
+    if args.output_dir:
+        cfg.output_dir = args.output_dir
+    print(run(cfg))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="promoe", description="PRo-MoE: proactive routing for MoE models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="inspect task data").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("summary", help="tasks and instances per split, category and source")
+    _add_config_args(p)
+    p.add_argument("--tasks", nargs="+", help="summarise these task files instead of the configured splits")
+    p.add_argument("--show-excluded", action="store_true", help="list every left-out task and why")
+    p.set_defaults(func=cmd_data_summary)
+
+    p = sub.add_parser("score", help="score predictions against references (official SNI formats)")
+    p.add_argument("--predictions", required=True, help="JSON Lines of {id, prediction}")
+    p.add_argument("--references", required=True,
+                   help="JSON Lines of {id, references, task_id, task_category, track}")
+    p.add_argument("--output", help="write the full result (with per_task) as JSON here")
+    p.add_argument("--full", action="store_true", help="also print per_task")
+    p.set_defaults(func=cmd_score)
+
+    base = sub.add_parser("baseline", help="model-free baselines").add_subparsers(dest="baseline", required=True)
+    p = base.add_parser("heuristic", help="copy-input and copy-demonstration baselines on the test tasks")
+    p.add_argument("--output-dir", required=True, help="folder for predictions, references and scores")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_baseline_heuristic)
+
+    p = sub.add_parser("config", help="print the resolved config, or every key with its help")
+    p.add_argument("--keys", action="store_true", help="list every config key with its default and help")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("run", help="run the experiment (same as python run_experiment.py)")
+    p.add_argument("--output-dir", help="parent folder of the run folder (default: config output_dir)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except PromoeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Typed experiment configuration: dataclasses + YAML presets + ``a.b=c`` overrides.
+
+Defaults live in the dataclasses below; a preset in ``configs/<name>.yaml`` holds only what differs
+from them, and command-line ``key=value`` overrides are applied last. Unknown keys and wrong types
+are errors that name the file (or override) and the key. Configs are data: values are parsed with
+``yaml.safe_load`` and nothing is imported or evaluated from them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from promoe.errors import ConfigError
+
+DATA_ENV = "PROMOE_DATA"
+"""Environment variable naming the folder that holds the offline data packages (sni/, bigbench/, ...)."""
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _f(default: Any, help: str) -> Any:
+    """A dataclass field with a help text (shown by ``promoe config --help-keys``)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class DataConfig:
+    """Where tasks come from and how they are split."""
+
+    root: str | None = _f(None, f"Folder with the offline packages (sni/, bigbench/, paraphrases/); "
+                                f"unset: ${DATA_ENV}.")
+    source: Literal["offline", "sni_repo", "hf"] = _f(
+        "offline", "offline: packages under `root`; sni_repo: official repository layout at `sni_repo`; "
+                   "hf: the Hugging Face copy `hf_dataset`.")
+    sni_repo: str | None = _f(None, "Local clone of allenai/natural-instructions (source=sni_repo).")
+    hf_dataset: str = _f("Muennighoff/natural-instructions", "HF dataset id (source=hf).")
+    train_collections: list[str] = _f(["sni", "niv1", "bigbench"],
+                                      "Training collections to use (offline): sni, niv1, bigbench.")
+    max_subtasks_per_family: int = _f(20, "Cap on subtasks kept from one BIG-bench task family.")
+    max_train_instances_per_task: int = _f(100, "Cap on training instances per task.")
+    val_tasks: int = _f(24, "Training tasks (whole families) held out as the validation set.")
+    test_max_instances_per_task: int = _f(
+        7, "Cap on real test instances per test task (the offline partial tasks have at most 7).")
+    test_positive_examples: bool = _f(
+        True, "Also score each test task's positive examples (tagged origin=positive_example).")
+    split_seed: int = _f(0, "Seed of the validation split and of family capping.")
+
+
+@dataclass
+class PromptConfig:
+    """Tk-Instruct prompt encoding."""
+
+    n_pos_examples: int = _f(0, "Positive examples shown in the prompt (0: definition only).")
+    add_explanation: bool = _f(False, "Append each example's explanation.")
+
+
+@dataclass
+class ExperimentConfig:
+    """The whole experiment."""
+
+    name: str = _f("default", "Run name; results go to <output_dir>/<name>.")
+    output_dir: str = _f("results", "Folder that receives one sub-folder per run.")
+    seed: int = _f(0, "Global seed.")
+    data: DataConfig = field(default_factory=DataConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} keys, got {value!r}")
+        return _build(tp, value, where)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r}; valid keys here: {sorted(names)}")
+    obj = cls()
+    for key, value in values.items():
+        sub = f"{where}.{key}" if where else key
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            value = {**dataclasses.asdict(current), **value}
+        setattr(obj, key, _coerce(value, hints[key], sub))
+    return obj
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {p!r} is not a section")
+    node[leaf] = value
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def preset_path(name: str) -> Path:
+    """The YAML file of preset ``name`` (a name in ``configs/`` or a path to a .yaml file)."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml"):
+        return p
+    return CONFIG_DIR / f"{name}.yaml"
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        known = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
+        raise ConfigError(f"config {str(path)!r} not found; presets: {known}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {str(path)!r} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {str(path)!r} must be a mapping of keys to values")
+    return data
+
+
+def load_config(preset: str = "default", overrides: list[str] | None = None) -> ExperimentConfig:
+    """Build the config of ``preset`` with ``key=value`` overrides applied (values parsed as YAML)."""
+    path = preset_path(preset)
+    tree = read_yaml(path)
+    try:
+        cfg_tree = {}
+        for item in overrides or []:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not key=value (e.g. data.val_tasks=10)")
+            key, raw = item.split("=", 1)
+            _set_dotted(cfg_tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        return _build(ExperimentConfig, _merge(tree, cfg_tree), "")
+    except ConfigError as e:
+        raise ConfigError(f"{path.name}: {e}") from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The resolved config as plain data (what a run writes to ``config.yaml``)."""
+    return dataclasses.asdict(cfg)
+
+
+def help_lines(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
+    """``key (type, default): help`` for every config key, for ``--help``."""
+    lines = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            lines += help_lines(hints[f.name], f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"  {prefix}{f.name} = {default!r}  -- {f.metadata.get('help', '')}")
+    return lines

@@ -1,0 +1,245 @@
+"""Train / validation / test task sets, following the SNI protocol.
+
+* test: the official test list; offline, all 119 test tasks from the test-task export, with the
+  complete test tasks capped to the same number of instances as the others;
+* train: every training task available, keeping only tasks on the SNI training list where a task has
+  an SNI name, dropping BIG-bench tasks that share a source dataset with an SNI test task, and
+  capping BIG-bench families with hundreds of subtasks;
+* validation: whole training-task families held out, chosen deterministically by a seeded hash.
+
+Every task considered gets a :class:`Decision` (kept or why not), which ``promoe data summary`` shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from promoe.config import DATA_ENV, DataConfig
+from promoe.data.schema import Task
+from promoe.data.sources import (
+    positive_example_instances,
+    read_categories,
+    read_hf_sni,
+    read_repo_layout,
+    read_split_list,
+    read_task_package,
+    read_test_meta,
+    require_path,
+)
+from promoe.errors import DataError
+
+log = logging.getLogger(__name__)
+
+COLLECTION_FILES = {"sni": "sni/train.jsonl.gz", "niv1": "bigbench/niv1.jsonl.gz",
+                    "bigbench": "bigbench/bigbench.jsonl.gz"}
+"""Offline training packages, relative to the data root."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What happened to one candidate task."""
+
+    task: str
+    collection: str
+    kept: bool
+    reason: str
+    split: str = "train"
+
+
+@dataclass
+class TaskSplits:
+    """The task sets of an experiment and the record of how they were chosen."""
+
+    train: list[Task]
+    val: list[Task]
+    test: list[Task]
+    decisions: list[Decision] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+    """Which files each part was read from (recorded in every run)."""
+
+
+def stable_hash(*parts: object) -> int:
+    """A hash that is the same on every machine and Python run (unlike ``hash``)."""
+    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:8], "big")
+
+
+def cap_instances(task: Task, n: int) -> Task:
+    """Keep the first ``n`` instances (upstream puts the evaluation instances first)."""
+    return task if len(task.instances) <= n else replace(task, instances=task.instances[:n])
+
+
+def select_training_tasks(
+    candidates: list[Task], *, train_list: set[str], test_list: set[str], max_per_family: int, seed: int
+) -> tuple[list[Task], list[Decision]]:
+    """Apply the SNI training protocol to candidate tasks; return the kept ones and every decision."""
+    decisions: list[Decision] = []
+    kept: list[Task] = []
+    by_family: dict[str, list[Task]] = defaultdict(list)
+    for t in candidates:
+        sni_name = t.meta.get("sni_task") or (t.name if t.collection == "sni" else None)
+        overlap = t.meta.get("sni_test_dataset_overlap")
+        if sni_name and sni_name in test_list:
+            reason = f"is SNI test task {sni_name}"
+        elif sni_name and sni_name not in train_list:
+            reason = f"{sni_name} is not on the SNI training list (SNI excluded it)"
+        elif overlap:
+            reason = f"shares a source dataset with SNI test task(s) {', '.join(overlap)}"
+        elif not t.instances:
+            reason = "has no instances"
+        else:
+            by_family[t.family].append(t)
+            continue
+        decisions.append(Decision(t.name, t.collection, False, reason))
+    for family, members in by_family.items():
+        members = sorted(members, key=lambda t: stable_hash(seed, t.name))
+        for i, t in enumerate(members):
+            if i < max_per_family:
+                kept.append(t)
+                decisions.append(Decision(t.name, t.collection, True, "training task"))
+            else:
+                decisions.append(Decision(t.name, t.collection, False,
+                                          f"family {family} capped at {max_per_family} subtasks"))
+    kept.sort(key=lambda t: t.name)
+    return kept, decisions
+
+
+def carve_validation(tasks: list[Task], n_tasks: int, seed: int) -> tuple[list[Task], list[Task]]:
+    """Hold out whole families (about ``n_tasks`` tasks) of the training tasks for validation."""
+    families: dict[str, list[Task]] = defaultdict(list)
+    for t in tasks:
+        families[t.family].append(t)
+    order = sorted(families, key=lambda f: stable_hash("val", seed, f))
+    val_families: set[str] = set()
+    n = 0
+    for f in order:
+        if n >= n_tasks:
+            break
+        val_families.add(f)
+        n += len(families[f])
+    train = [t for t in tasks if t.family not in val_families]
+    val = [t for t in tasks if t.family in val_families]
+    return train, val
+
+
+def build_test_tasks(
+    meta_tasks: list[Task], complete_tasks: list[Task], *, max_instances: int, positive_examples: bool
+) -> list[Task]:
+    """The offline test set: every test task's first instances (+ positive examples, tagged).
+
+    A complete test task replaces the export's first instances by its own (real ids, all references)
+    under the same cap as every other task, so that no task dominates.
+    """
+    complete = {t.name: t for t in complete_tasks}
+    out = []
+    for t in meta_tasks:
+        full = complete.get(t.name)
+        instances = (full or t).instances[:max_instances]
+        if positive_examples:
+            instances = instances + positive_example_instances(t)
+        out.append(replace(t, instances=instances,
+                           reasoning=full.reasoning if full else t.reasoning,
+                           domains=full.domains if full else t.domains,
+                           source=full.source if full else t.source))
+    return out
+
+
+def data_root(cfg: DataConfig) -> Path:
+    """The offline data folder from config or the environment, with a clear error if absent."""
+    root = cfg.root or os.environ.get(DATA_ENV)
+    if not root:
+        raise DataError(
+            "no data location given", field="data.root",
+            fix=f"set {DATA_ENV}=<folder holding sni/ and bigbench/>, pass --data-root, "
+                f"or set data.root in the config",
+        )
+    return require_path(root, "data folder (data.root / $PROMOE_DATA)")
+
+
+def load_splits(cfg: DataConfig) -> TaskSplits:
+    """Build train / validation / test tasks for the configured source."""
+    if cfg.source == "offline":
+        splits = _offline(cfg)
+    elif cfg.source == "sni_repo":
+        splits = _from_repo(cfg)
+    else:
+        splits = _from_hf(cfg)
+    log.info("tasks: %d train, %d validation, %d test (%d candidates left out)", len(splits.train),
+             len(splits.val), len(splits.test), sum(not d.kept for d in splits.decisions))
+    return splits
+
+
+def _finish(pool: list[Task], test: list[Task], decisions: list[Decision], cfg: DataConfig,
+            sources: dict[str, str]) -> TaskSplits:
+    pool = [cap_instances(t, cfg.max_train_instances_per_task) for t in pool]
+    train, val = carve_validation(pool, cfg.val_tasks, cfg.split_seed)
+    val_names = {t.name for t in val}
+    decisions = [replace(d, split="val") if d.kept and d.task in val_names else d for d in decisions]
+    decisions += [Decision(t.name, t.collection, True, "test task", split="test") for t in test]
+    return TaskSplits(train, val, test, decisions, sources)
+
+
+def _offline(cfg: DataConfig) -> TaskSplits:
+    root = data_root(cfg)
+    train_list = set(read_split_list(root / "sni/splits/default/train_tasks.txt"))
+    test_list = set(read_split_list(root / "sni/splits/default/test_tasks.txt"))
+    meta = read_test_meta(root / "sni/test_task_meta.jsonl.gz")
+    complete = read_task_package(root / "sni/test.jsonl.gz", collection="sni")
+    missing = test_list - {t.name for t in meta}
+    if missing:
+        raise DataError(f"{len(missing)} test tasks of the split list are missing, e.g. {min(missing)}",
+                        file=str(root / "sni/test_task_meta.jsonl.gz"), fix="use the complete package")
+    test = build_test_tasks(meta, complete, max_instances=cfg.test_max_instances_per_task,
+                            positive_examples=cfg.test_positive_examples)
+    sources = {"test": "sni/test_task_meta.jsonl.gz + sni/test.jsonl.gz"}
+    candidates = []
+    for name in cfg.train_collections:
+        if name not in COLLECTION_FILES:
+            raise DataError(f"unknown collection {name!r}", field="data.train_collections",
+                            fix=f"choose from {sorted(COLLECTION_FILES)}")
+        candidates += read_task_package(root / COLLECTION_FILES[name], collection=name)
+        sources[f"train:{name}"] = COLLECTION_FILES[name]
+    pool, decisions = select_training_tasks(candidates, train_list=train_list, test_list=test_list,
+                                            max_per_family=cfg.max_subtasks_per_family, seed=cfg.split_seed)
+    return _finish(pool, test, decisions, cfg, sources)
+
+
+def _from_repo(cfg: DataConfig) -> TaskSplits:
+    if not cfg.sni_repo:
+        raise DataError("data.source is sni_repo but no repository is given", field="data.sni_repo",
+                        fix="set data.sni_repo=<clone of allenai/natural-instructions>")
+    train_tasks, _ = read_repo_layout(cfg.sni_repo, split="train")
+    test_tasks, missing = read_repo_layout(cfg.sni_repo, split="test")
+    if missing:
+        raise DataError(f"{len(missing)} test task files are missing, e.g. {missing[0]}",
+                        file=str(Path(cfg.sni_repo) / "tasks"), fix="use a complete clone")
+    test = [_test_task(t, cfg) for t in test_tasks]
+    train_list = {t.name for t in train_tasks}
+    pool, decisions = select_training_tasks(train_tasks, train_list=train_list, test_list=set(),
+                                            max_per_family=cfg.max_subtasks_per_family, seed=cfg.split_seed)
+    return _finish(pool, test, decisions, cfg, {"repo": str(cfg.sni_repo)})
+
+
+def _from_hf(cfg: DataConfig) -> TaskSplits:
+    categories = None
+    root = cfg.root or None
+    if root and (Path(root) / "sni/task_categories.tsv").exists():
+        categories = read_categories(Path(root) / "sni/task_categories.tsv")
+    train_tasks = read_hf_sni(cfg.hf_dataset, split="train", categories=categories)
+    test = [_test_task(t, cfg) for t in read_hf_sni(cfg.hf_dataset, split="test", categories=categories)]
+    pool, decisions = select_training_tasks(train_tasks, train_list={t.name for t in train_tasks},
+                                            test_list=set(), max_per_family=cfg.max_subtasks_per_family,
+                                            seed=cfg.split_seed)
+    return _finish(pool, test, decisions, cfg, {"hf": cfg.hf_dataset})
+
+
+def _test_task(t: Task, cfg: DataConfig) -> Task:
+    """A complete test task: its first instances (upstream's first 100 are the official ones)."""
+    instances = t.instances[: cfg.test_max_instances_per_task]
+    if cfg.test_positive_examples:
+        instances = instances + positive_example_instances(t)
+    return replace(t, instances=instances)

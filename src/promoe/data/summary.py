@@ -1,0 +1,67 @@
+"""``promoe data summary``: what the task sets hold and why candidates were left out."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from promoe.data.schema import Task
+from promoe.data.splits import TaskSplits
+
+
+def _count_table(title: str, counts: dict[str, tuple[int, int]], limit: int | None = None) -> list[str]:
+    rows = sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    shown = rows if limit is None else rows[:limit]
+    width = max([len(k) for k, _ in shown] + [len(title)])
+    lines = [f"  {title:<{width}}  tasks  instances"]
+    lines += [f"  {k:<{width}}  {t:>5}  {n:>9}" for k, (t, n) in shown]
+    if len(shown) < len(rows):
+        rest = rows[len(shown):]
+        lines.append(f"  {'(' + str(len(rest)) + ' more)':<{width}}  {sum(t for _, (t, _) in rest):>5}"
+                     f"  {sum(n for _, (_, n) in rest):>9}")
+    return lines
+
+
+def _by(tasks: list[Task], key) -> dict[str, tuple[int, int]]:
+    out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for t in tasks:
+        out[key(t)][0] += 1
+        out[key(t)][1] += len(t.instances)
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def _reason_kind(reason: str) -> str:
+    """Group reasons that differ only in the task they name."""
+    for prefix in ("is SNI test task", "shares a source dataset", "family "):
+        if reason.startswith(prefix):
+            return {"is SNI test task": "is an SNI test task",
+                    "shares a source dataset": "shares a source dataset with an SNI test task",
+                    "family ": "BIG-bench family capped"}[prefix]
+    if reason.endswith("(SNI excluded it)"):
+        return "not on the SNI training list (SNI excluded it)"
+    return reason
+
+
+def summarize(splits: TaskSplits, *, categories: int = 15, show_excluded: bool = False) -> str:
+    """A plain-text report of the splits: per split, per category, per source, and left-out tasks."""
+    lines = []
+    for name, tasks in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+        n_inst = sum(len(t.instances) for t in tasks)
+        lines.append(f"{name}: {len(tasks)} tasks, {n_inst} instances")
+        if not tasks:
+            continue
+        lines += _count_table("collection", _by(tasks, lambda t: t.collection))
+        origins = Counter(i.origin for t in tasks for i in t.instances)
+        if len(origins) > 1:
+            lines.append("  instances by origin: " + ", ".join(f"{k} {v}" for k, v in sorted(origins.items())))
+        lines += _count_table("category", _by(tasks, lambda t: t.category), limit=categories)
+        lines.append("")
+    left = [d for d in splits.decisions if not d.kept]
+    lines.append(f"left out: {len(left)} candidate tasks")
+    by_reason = Counter((d.collection, _reason_kind(d.reason)) for d in left)
+    for (coll, reason), n in sorted(by_reason.items()):
+        lines.append(f"  {coll:<9} {n:>4}  {reason}")
+    if show_excluded:
+        lines += [f"    {d.task}: {d.reason}" for d in sorted(left, key=lambda d: d.task)]
+    if splits.sources:
+        lines.append("sources: " + "; ".join(f"{k} <- {v}" for k, v in splits.sources.items()))
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""The experiment driver behind ``python run_experiment.py``.
+
+Today it prepares the task splits and runs the heuristic baselines on the test tasks, writing every
+output a run owns under ``<output_dir>/<name>/``; model training and evaluation plug in here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from pathlib import Path
+
+import yaml
+
+from promoe.baselines import run_heuristics
+from promoe.config import ExperimentConfig, to_dict
+from promoe.data.splits import TaskSplits, load_splits
+from promoe.data.summary import summarize
+from promoe.io import atomic_write_text, write_json
+
+log = logging.getLogger(__name__)
+
+SUMMARY_KEYS = ("rougeL", "exact_match", "n", "rougeL_task_mean", "exact_match_task_mean", "n_tasks",
+                "per_category")
+
+
+def write_splits(splits: TaskSplits, run_dir: Path) -> None:
+    """Record which tasks each split holds, where they came from, and every left-out candidate."""
+    write_json(run_dir / "splits.json", {
+        "sources": splits.sources,
+        "train_collections": sorted({t.collection for t in splits.train + splits.val}),
+        "train": [t.name for t in splits.train],
+        "val": [t.name for t in splits.val],
+        "test": [t.name for t in splits.test],
+        "left_out": [{"task": d.task, "collection": d.collection, "reason": d.reason}
+                     for d in splits.decisions if not d.kept],
+    })
+    atomic_write_text(run_dir / "data_summary.txt", summarize(splits) + "\n")
+
+
+def per_task_csv(results: dict[str, dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["model", "task", "category", "n", "rougeL", "exact_match"])
+    for model, res in results.items():
+        for task, row in res["per_task"].items():
+            w.writerow([model, task, row["category"], row["n"], row["rougeL"], row["exact_match"]])
+    return buf.getvalue()
+
+
+def report(cfg: ExperimentConfig, results: dict[str, dict], splits: TaskSplits, times: dict[str, float]) -> str:
+    lines = [f"# PRo-MoE run `{cfg.name}`", "",
+             f"Test: {len(splits.test)} tasks, {sum(len(t.instances) for t in splits.test)} instances. "
+             f"Training pool: {len(splits.train)} train + {len(splits.val)} validation tasks "
+             f"from {', '.join(cfg.data.train_collections)}.", "",
+             "| model | ROUGE-L | EM | ROUGE-L (task mean) | EM (task mean) | n |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for model, r in results.items():
+        lines.append(f"| {model} | {r['rougeL']:.2f} | {r['exact_match']:.2f} | {r['rougeL_task_mean']:.2f} "
+                     f"| {r['exact_match_task_mean']:.2f} | {r['n']} |")
+    cats = sorted({c for r in results.values() for c in r["per_category"]})
+    lines += ["", "## ROUGE-L per category", "", "| category | " + " | ".join(results) + " |",
+              "|---|" + "---:|" * len(results)]
+    for c in cats:
+        vals = [results[m]["per_category"].get(c, {}).get("rougeL") for m in results]
+        lines.append(f"| {c} | " + " | ".join("" if v is None else f"{v:.2f}" for v in vals) + " |")
+    lines += ["", "Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()), ""]
+    return "\n".join(lines)
+
+
+def run(cfg: ExperimentConfig) -> Path:
+    """Run the experiment of ``cfg``; returns the run folder."""
+    run_dir = Path(cfg.output_dir) / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    splits = load_splits(cfg.data)
+    write_splits(splits, run_dir)
+    times["data"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    results = run_heuristics(splits.test, run_dir)
+    times["heuristics"] = time.perf_counter() - t0
+    write_json(run_dir / "summary.json", {m: {k: r[k] for k in SUMMARY_KEYS} for m, r in results.items()})
+    atomic_write_text(run_dir / "per_task.csv", per_task_csv(results))
+    atomic_write_text(run_dir / "REPORT.md", report(cfg, results, splits, times))
+    log.info("results in %s", run_dir)
+    return run_dir

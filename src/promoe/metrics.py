@@ -1,0 +1,120 @@
+"""SNI evaluation metrics, computed exactly as the official script does.
+
+Official: ``eval/automatic/evaluation.py`` of allenai/natural-instructions (the same logic as
+Tk-Instruct ``compute_metrics.py``): exact match after lower-casing, deleting ASCII punctuation and
+collapsing whitespace; ROUGE-L F-measure from ``rouge_score`` with the Porter stemmer and its default
+tokenizer; the max over references per instance; the mean over instances × 100, rounded to 4
+decimals; overall, per category (``"_".join(category.lower().split())``) and per task. A missing
+prediction counts as the empty string.
+"""
+
+from __future__ import annotations
+
+import string
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from rouge_score import rouge_scorer
+
+_PUNCT = set(string.punctuation)
+
+
+def normalize_answer(s: str) -> str:
+    """Lower-case, delete ``string.punctuation``, collapse whitespace (SQuAD without article removal)."""
+    return " ".join("".join(ch for ch in s.lower() if ch not in _PUNCT).split())
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(reference))
+
+
+@lru_cache(maxsize=1)
+def _scorer() -> rouge_scorer.RougeScorer:
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F-measure (rouge_score, stemmer on, default tokenizer)."""
+    return _scorer().score(target=reference, prediction=prediction)["rougeL"].fmeasure
+
+
+def max_over_references(metric, prediction: str, references: Sequence[str]) -> float:
+    return max(metric(prediction, ref) for ref in references)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One line of an official reference file."""
+
+    id: str
+    references: tuple[str, ...]
+    task_id: str
+    task_category: str
+    track: str = "default"
+
+
+def instance_scores(prediction: str, references: Sequence[str]) -> tuple[float, float]:
+    """``(rougeL, exact_match)`` of one prediction, each the max over references, in [0, 1]."""
+    if not references:
+        raise ValueError("an instance needs at least one reference")
+    return max_over_references(rouge_l, prediction, references), max_over_references(
+        exact_match, prediction, references
+    )
+
+
+def category_key(category: str) -> str:
+    """The official per-category key: lower-case words joined by underscores."""
+    return "_".join(category.lower().split())
+
+
+def _mean(values: list[float]) -> float:
+    return round(100.0 * sum(values) / len(values), 4) if values else 0.0
+
+
+def score(predictions: dict[str, str], references: Sequence[Reference]) -> dict:
+    """Score predictions (``{id: text}``) against references, as the official script.
+
+    Returns ``rougeL``, ``exact_match`` and ``n`` (instance means, as the official script) with
+    ``per_category`` and ``per_task`` breakdowns (each ``{rougeL, exact_match, n}``), and the
+    task-level means ``rougeL_task_mean`` / ``exact_match_task_mean`` (every task weighs the same,
+    since offline test tasks have unequal instance counts). Only the ``default`` track is scored;
+    other tracks raise, since they need a different tokenizer.
+    """
+    other = sorted({r.track for r in references} - {"default"})
+    if other:
+        raise ValueError(f"only the 'default' track is supported; references hold {other}")
+    rl_all: list[float] = []
+    em_all: list[float] = []
+    by_cat: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+    by_task: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+    task_cat: dict[str, str] = {}
+    for ref in references:
+        rl, em = instance_scores(predictions.get(ref.id, ""), ref.references)
+        rl_all.append(rl)
+        em_all.append(em)
+        for bucket in (by_cat[category_key(ref.task_category)], by_task[ref.task_id]):
+            bucket[0].append(rl)
+            bucket[1].append(em)
+        task_cat[ref.task_id] = category_key(ref.task_category)
+
+    def table(groups: dict[str, tuple[list[float], list[float]]]) -> dict[str, dict]:
+        return {k: {"rougeL": _mean(r), "exact_match": _mean(e), "n": len(r)}
+                for k, (r, e) in sorted(groups.items())}
+
+    per_task = table(by_task)
+    for k, v in per_task.items():
+        v["category"] = task_cat[k]
+    task_rl = [sum(r) / len(r) for r, _ in by_task.values()]
+    task_em = [sum(e) / len(e) for _, e in by_task.values()]
+    return {
+        "rougeL": _mean(rl_all),
+        "exact_match": _mean(em_all),
+        "n": len(rl_all),
+        "rougeL_task_mean": _mean(task_rl),
+        "exact_match_task_mean": _mean(task_em),
+        "n_tasks": len(per_task),
+        "per_category": table(by_cat),
+        "per_task": per_task,
+    }
