@@ -1,0 +1,86 @@
+"""Shared fixtures: a tiny offline data folder laid out like the real one."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+
+def _task(name: str, category: str, n: int, *, meta: dict | None = None, n_pos: int = 2) -> dict:
+    return {
+        "Definition": [f"Solve {name}: answer with the label"],
+        "Categories": [category],
+        "Reasoning": [],
+        "Domains": ["Toys"],
+        "Source": ["unit"],
+        "Positive Examples": [{"input": f"{name} demo {i}", "output": f"label{i}", "explanation": "e"}
+                              for i in range(n_pos)],
+        "Negative Examples": [],
+        "Instances": [{"id": f"{name}-{i}", "input": f"{name} input {i}", "output": [f"label{i % 2}"]}
+                      for i in range(n)],
+        "_meta": {"task": name, **(meta or {})},
+    }
+
+
+def _write_gz(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+@pytest.fixture
+def tiny_data_root(tmp_path: Path) -> Path:
+    """An offline data folder with 3 test tasks (1 complete), SNI/NIv1/BIG-bench training tasks."""
+    root = tmp_path / "data"
+    tests = ["task901_toy_entailment", "task902_toy_titles", "task903_toy_complete"]
+    trains = ["task801_toy_qa", "task802_toy_qg", "task001_toy_niv1", "task062_bigbench_repeat"]
+    split = root / "sni/splits/default"
+    split.mkdir(parents=True)
+    (split / "train_tasks.txt").write_text("\n".join(trains) + "\n")
+    (split / "test_tasks.txt").write_text("\n".join(tests) + "\n")
+    meta = []
+    for i, name in enumerate(tests):
+        meta.append({
+            "task": name, "category": ["Textual Entailment", "Title Generation", "Word Analogy"][i],
+            "Definition": f"Toy test task {name}.",
+            "positive_examples": [{"input": f"pos {name} {j}", "output": f"out{j}", "explanation": ""}
+                                  for j in range(2)],
+            "negative_examples": [],
+            "first_instances": [{"input": f"first {name} {j}", "output": f"ref{j}"} for j in range(i + 1)],
+        })
+    _write_gz(root / "sni/test_task_meta.jsonl.gz", meta)
+    complete = _task(tests[2], "Word Analogy", 10)
+    _write_gz(root / "sni/test.jsonl.gz", [complete])
+    _write_gz(root / "sni/train.jsonl.gz", [_task("task801_toy_qa", "Question Answering", 6),
+                                            _task("task802_toy_qg", "Question Generation", 6)])
+    niv1 = [
+        _task("niv1_subtask001_toy", "Question Answering", 5, n_pos=0,
+              meta={"collection": "niv1", "sni_task": "task001_toy_niv1"}),
+        _task("niv1_subtask020_toy", "Answerability Classification", 5, n_pos=0,
+              meta={"collection": "niv1", "sni_task": tests[0]}),
+        _task("niv1_subtask003_toy", "Question Generation", 5, n_pos=0,
+              meta={"collection": "niv1", "sni_task": "task003_excluded"}),
+    ]
+    _write_gz(root / "bigbench/niv1.jsonl.gz", niv1)
+    bb = [_task(f"bb_family__sub{i}", "logical reasoning", 4, n_pos=0,
+                meta={"collection": "bigbench", "bb_task": "family"}) for i in range(5)]
+    bb.append(_task("bb_overlap", "zero-shot", 4, n_pos=0,
+                    meta={"collection": "bigbench", "bb_task": "overlap",
+                          "sni_test_dataset_overlap": [tests[1]]}))
+    bb.append(_task("bb_single", "mathematics", 4, n_pos=0, meta={"collection": "bigbench", "bb_task": "single"}))
+    _write_gz(root / "bigbench/bigbench.jsonl.gz", bb)
+    return root
+
+
+@pytest.fixture
+def real_data_root() -> Path:
+    """The real offline packages, when $PROMOE_DATA points at them (skipped otherwise)."""
+    root = os.environ.get("PROMOE_DATA")
+    if not root or not (Path(root) / "sni/test_task_meta.jsonl.gz").exists():
+        pytest.skip("PROMOE_DATA does not point at the offline data packages")
+    return Path(root)

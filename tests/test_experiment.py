@@ -1,0 +1,92 @@
+"""End to end: `run_experiment.py` / `promoe baseline heuristic` into tmp_path, and the real offline data."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import yaml
+
+from promoe.cli import main
+from promoe.config import DataConfig
+from promoe.data.splits import load_splits
+
+
+def test_smoke_run_writes_every_output(tiny_data_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    assert main(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(out)]) == 0
+    run = out / "smoke"
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["data"]["root"] == str(tiny_data_root)
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary) == {"copy_input", "copy_demo"}
+    for res in summary.values():
+        assert 0.0 <= res["rougeL"] <= 100.0 and res["n"] > 0 and "per_category" in res
+    refs = [json.loads(line) for line in (run / "references.jsonl").read_text().splitlines()]
+    assert {"id", "references", "task_id", "task_category", "track"} <= set(refs[0])
+    preds = [json.loads(line) for line in (run / "predictions/copy_input.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in preds] == [r["id"] for r in refs]
+    with (run / "per_task.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {r["model"] for r in rows} == {"copy_input", "copy_demo"}
+    assert len(rows) == 2 * 3  # two heuristics × three test tasks
+    splits = json.loads((run / "splits.json").read_text())
+    assert splits["train_collections"] == ["niv1", "sni"]  # the smoke preset leaves BIG-bench out
+    assert "REPORT.md" in {p.name for p in run.iterdir()}
+
+
+def test_copy_demo_never_copies_the_scored_example_itself(tiny_data_root: Path, tmp_path: Path) -> None:
+    # task901 is scored on 1 first instance + its 2 positive examples (pos0 -> out0, pos1 -> out1).
+    # Leave-one-out: pos0 is answered with out1 and pos1 with out0, so every prediction is wrong;
+    # copying the example's own output would score 2 of 3.
+    out = tmp_path / "h"
+    assert main(["baseline", "heuristic", "--output-dir", str(out), "--data-root", str(tiny_data_root)]) == 0
+    task = json.loads((out / "scores/copy_demo.json").read_text())["per_task"]["task901_toy_entailment"]
+    assert task["n"] == 3 and task["exact_match"] == 0.0
+    preds = {json.loads(line)["id"]: json.loads(line)["prediction"]
+             for line in (out / "predictions/copy_demo.jsonl").read_text().splitlines()}
+    assert preds["task901_toy_entailment-pos0"] == "out1"
+    assert preds["task901_toy_entailment-pos1"] == "out0"
+
+
+def test_bad_data_root_is_one_clear_error(tmp_path: Path, capsys) -> None:
+    code = main(["baseline", "heuristic", "--output-dir", str(tmp_path / "x"), "--data-root",
+                 str(tmp_path / "missing")])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing" in err and "PROMOE_DATA" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_real_offline_splits_follow_the_sni_protocol(real_data_root: Path) -> None:
+    splits = load_splits(DataConfig(root=str(real_data_root)))
+    test_names = set((real_data_root / "sni/splits/default/test_tasks.txt").read_text().split())
+    train_list = set((real_data_root / "sni/splits/default/train_tasks.txt").read_text().split())
+    assert {t.name for t in splits.test} == test_names and len(test_names) == 119
+    pool = splits.train + splits.val
+    assert not {t.name for t in splits.train} & {t.name for t in splits.val}
+    for t in pool:
+        sni = t.meta.get("sni_task") or (t.name if t.collection == "sni" else None)
+        assert sni is None or sni in train_list
+        assert not t.meta.get("sni_test_dataset_overlap")
+    families: dict[str, int] = {}
+    for t in pool:
+        families[t.family] = families.get(t.family, 0) + 1
+    assert max(families.values()) <= DataConfig().max_subtasks_per_family
+    left = [d for d in splits.decisions if not d.kept]
+    assert sum("is SNI test task" in d.reason for d in left) == 7
+    assert sum("not on the SNI training list" in d.reason for d in left) == 37
+    for t in splits.test:
+        real = [i for i in t.instances if i.origin == "instance"]
+        assert len(real) <= DataConfig().test_max_instances_per_task
+    assert sum(i.origin == "positive_example" for t in splits.test for i in t.instances) == 385
+
+
+def test_real_heuristic_floors(real_data_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "h"
+    assert main(["baseline", "heuristic", "--output-dir", str(out), "--data-root", str(real_data_root),
+                 "data.test_positive_examples=false"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    # The SNI paper reports 14.2 (copy input) and 28.5 (copy demo) ROUGE-L on the full test set.
+    assert 8 < s["copy_input"]["rougeL"] < 16 < 24 < s["copy_demo"]["rougeL"] < 34
+    assert s["copy_demo"]["n_tasks"] == 113  # 6 test tasks have no first instances offline
