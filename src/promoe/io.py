@@ -84,6 +84,14 @@ def read_predictions(path: str | Path) -> dict[str, str]:
     return out
 
 
+def _track(row: dict[str, Any], *, file: str, line: int) -> str:
+    track = row.get("track", "default")
+    if track != "default":
+        raise DataError(f"line {line}: track {track!r} is not supported", file=file, field="track",
+                        fix="score the English 'default' track only (xlingual needs another tokenizer)")
+    return track
+
+
 def read_references(path: str | Path) -> list[Reference]:
     """Read an official reference file; refuses duplicate ids and empty reference lists."""
     refs, seen = [], set()
@@ -101,7 +109,7 @@ def read_references(path: str | Path) -> list[Reference]:
             id=rid, references=tuple(texts),
             task_id=_field(row, "task_id", str, file=str(path), line=line),
             task_category=_field(row, "task_category", str, file=str(path), line=line),
-            track=row.get("track") or "default",
+            track=_track(row, file=str(path), line=line),
         ))
     if not refs:
         raise DataError("holds no references", file=str(path), fix="give a non-empty reference file")
