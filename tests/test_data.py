@@ -262,10 +262,16 @@ def test_task_name_with_a_path_is_refused(tmp_path: Path, bad_name: str) -> None
     assert err.field == "task name" and repr(bad_name) in str(err) and f"{pkg}:1" in str(err)
 
 
-def test_task_name_with_a_path_in_a_task_file_is_refused(tmp_path: Path) -> None:
+def test_task_file_is_named_after_its_file_not_its_meta(tmp_path: Path) -> None:
+    # the name becomes part of output paths: a path in _meta.task must not leak into it
     f = _write_json(tmp_path / "task100_ok.json", _record("../evil"))
+    assert [t.name for t in load_tasks(f)] == ["task100_ok"]
+
+
+def test_task_file_with_an_unsafe_name_is_refused(tmp_path: Path) -> None:
+    f = _write_json(tmp_path / "bad name;rm.json", _record("task100_ok"))
     err = _data_error(load_tasks, f)
-    assert "'../evil'" in str(err) and str(f) in str(err)
+    assert "'bad name;rm'" in str(err) and str(f) in str(err)
 
 
 def test_package_line_without_task_name(tmp_path: Path) -> None:
@@ -644,7 +650,7 @@ def test_presets_and_overrides_apply() -> None:
 
 
 @pytest.mark.parametrize(("override", "named"), [
-    ("data.nope=1", "'nope'"),
+    ("data.nope=1", "'data.nope'"),
     ("nope=1", "'nope'"),
     ("data.val_tasks=abc", "data.val_tasks"),
     ("data.val_tasks=true", "data.val_tasks"),
@@ -670,7 +676,7 @@ def test_unknown_key_under_a_section_names_its_section() -> None:
 
 @pytest.mark.parametrize(("text", "named"), [
     ("name: mine\nbogus_key: 1\n", "'bogus_key'"),
-    ("data:\n  bogus_key: 1\n", "'bogus_key'"),
+    ("data:\n  bogus_key: 1\n", "'data.bogus_key'"),
     ("data:\n  val_tasks: many\n", "data.val_tasks"),
 ])
 def test_preset_file_with_bad_key(tmp_path: Path, text: str, named: str) -> None:

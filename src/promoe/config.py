@@ -115,7 +115,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(values) - names)
     if unknown:
         prefix = f"{where}." if where else ""
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r}; valid keys here: {sorted(names)}")
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; valid keys here: {sorted(names)}")
     obj = cls()
     for key, value in values.items():
         sub = f"{where}.{key}" if where else key

@@ -198,7 +198,8 @@ def task_from_record(
         raise DataError("missing required field", file=file, task=name, field="Instances",
                         fix='add "Instances": [{"id": ..., "input": ..., "output": [...]}]')
     lists = {
-        key: _str_list(record.get(key) or [], file=file, task=name, field=key) for key in _LIST_FIELDS
+        key: _str_list([] if record.get(key) is None else record[key], file=file, task=name, field=key)
+        for key in _LIST_FIELDS
     }
     family = meta.get("bb_task")
     return Task(

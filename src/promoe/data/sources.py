@@ -72,9 +72,7 @@ def read_task_file(path: str | Path, *, collection: str = "user") -> Task:
                         file=str(p), fix="fix the JSON syntax") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot be read ({e})", file=str(p), fix="check the file") from None
-    meta = record.get("_meta") if isinstance(record, dict) else None
-    name = meta.get("task") if isinstance(meta, dict) and meta.get("task") else p.name.removesuffix(".json")
-    return task_from_record(record, file=str(p), name=name, collection=collection)
+    return task_from_record(record, file=str(p), name=p.name.removesuffix(".json"), collection=collection)
 
 
 def read_task_package(path: str | Path, *, collection: str = "user") -> list[Task]:
@@ -209,7 +207,8 @@ def read_categories(path: str | Path) -> dict[str, str]:
 
 def load_tasks(path: str | Path, *, collection: str = "user") -> list[Task]:
     """Read tasks from any supported file: a task JSON, a JSON Lines package, or a ``tasks/`` folder."""
-    p = require_path(path, "task source", fix="give a task .json file, a .jsonl(.gz) package or a folder")
+    p = require_path(path, "task source",
+                     fix="give a task .json file, a .jsonl(.gz) package or a folder; " + HOW_TO_GET_SNI)
     if p.is_dir():
         files = sorted((p / "tasks").glob("*.json")) if (p / "tasks").is_dir() else sorted(p.glob("*.json"))
         if not files:
