@@ -71,6 +71,27 @@ def cmd_baseline_heuristic(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_summary(args: argparse.Namespace) -> int:
+    import copy
+
+    from promoe.model.backbone import load_backbone
+    from promoe.model.moe_model import MODEL_KINDS, build_model, param_counts
+
+    cfg = _config(args)
+    bb = load_backbone(cfg.model, seed=cfg.seed)
+    base = sum(p.numel() for p in bb.model.parameters())
+    m = cfg.model
+    print(f"backbone {m.backbone} ({bb.family}): {base:,} parameters; MoE positions: "
+          f"{m.moe_layers if m.moe_layers is not None else f'top {m.n_moe_layers}'}, "
+          f"{m.n_experts} experts, top-{m.top_k}, promoe mode {m.proactive_mode}")
+    cols = ("total", "activated", "trainable", "moe_ffn_total", "moe_ffn_activated", "hypernetwork_per_task")
+    print(f"{'model':<8}" + "".join(f"{c:>22}" for c in cols))
+    for kind in MODEL_KINDS:
+        counts = param_counts(build_model(copy.deepcopy(bb.model), bb.family, m, kind, seed=cfg.seed))
+        print(f"{kind:<8}" + "".join(f"{counts[c]:>22,}" for c in cols))
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.keys:
         print("\n".join(help_lines()))
@@ -114,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True, help="folder for predictions, references and scores")
     _add_config_args(p)
     p.set_defaults(func=cmd_baseline_heuristic)
+
+    model = sub.add_parser("model", help="inspect models").add_subparsers(dest="model_command", required=True)
+    p = model.add_parser("summary", help="total / activated / trainable parameters of dense, moe and promoe")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_model_summary)
 
     p = sub.add_parser("config", help="print the resolved config, or every key with its help")
     p.add_argument("--keys", action="store_true", help="list every config key with its default and help")

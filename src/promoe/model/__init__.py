@@ -1,0 +1,1 @@
+"""Models: backbones, sparse upcycling, MoE layers, routers, the hypernetwork, losses, statistics."""

@@ -1,0 +1,74 @@
+"""The MoE layer (router + experts) and its hook into a Hugging Face backbone.
+
+:class:`MoELayer` is plain: ``(x, task) -> (y, RoutingInfo)``. A backbone calls its FFN modules with
+hidden states only, so :class:`MoEBlock` stands in the FFN's place and exchanges the rest through a
+:class:`RoutingContext` owned by the model wrapper: the wrapper puts the per-task routing parameters
+in before a forward pass and takes every layer's :class:`RoutingInfo` out after it. Nothing is global.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+from promoe.model.experts import Experts
+from promoe.model.router import Router, RouterOutput
+
+
+@dataclass
+class RoutingInfo:
+    """One MoE layer's routing decision for one forward pass."""
+
+    layer: int  # index among the model's MoE layers
+    router: RouterOutput
+
+
+class MoELayer(nn.Module):
+    """A router choosing among a bank of experts, token by token."""
+
+    def __init__(self, *, experts: Experts, router: Router, layer: int) -> None:
+        super().__init__()
+        self.experts, self.router, self.layer = experts, router, layer
+
+    def forward(self, x: Tensor, task: Tensor | None = None) -> tuple[Tensor, RoutingInfo]:
+        b, t, d = x.shape
+        r = self.router(x, task)  # weights/indices (B, T, k)
+        k = r.indices.shape[-1]
+        y = self.experts(x.reshape(b * t, d), r.indices.reshape(b * t, k), r.weights.reshape(b * t, k))
+        return y.view(b, t, d), RoutingInfo(layer=self.layer, router=r)
+
+
+@dataclass
+class RoutingContext:
+    """Per-forward exchange between a model wrapper and its MoE blocks."""
+
+    task: Tensor | None = None
+    """Generated routing parameters (B, n_layers, n_out), or None for static routing."""
+    record: bool = True
+    records: list[RoutingInfo] = field(default_factory=list)
+
+    def layer_task(self, layer: int) -> Tensor | None:
+        return None if self.task is None else self.task[:, layer]
+
+
+class MoEBlock(nn.Module):
+    """Stands in for a backbone's FFN module: runs its :class:`MoELayer` with the context's task."""
+
+    def __init__(self, moe: MoELayer, context: RoutingContext) -> None:
+        super().__init__()
+        self.moe = moe
+        self.context = context
+
+    def forward(self, hidden_states: Tensor, *args, **kwargs) -> Tensor:
+        y, info = self.moe(hidden_states, self.context.layer_task(self.moe.layer))
+        if self.context.record:
+            self.context.records.append(info)
+        return y
+
+
+class PassThrough(nn.Module):
+    """Identity used where a family splits its FFN over two modules (BERT's intermediate/output)."""
+
+    def forward(self, hidden_states: Tensor, *args, **kwargs) -> Tensor:
+        return hidden_states

@@ -1,0 +1,202 @@
+"""The three models of the experiment around one backbone: ``dense``, ``moe`` and ``promoe``.
+
+:func:`build_model` upcycles the chosen FFN positions of a backbone:
+
+* ``dense`` — one FFN per position with the MoE's *activated* FFN parameters: ``top_k`` upcycled
+  experts concatenated (down projection divided by ``top_k``), always on;
+* ``moe`` — ``n_experts`` upcycled experts and a static token-level top-k gate;
+* ``promoe`` — the same experts, a :class:`ProactiveRouter` per layer and one shared hypernetwork
+  that generates every layer's routing parameters from the task-description embedding.
+
+All three reproduce the backbone before training. :class:`MoEModel` returns its own losses:
+``ModelOutput(loss, lm_loss, aux_loss, logits, routing)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from promoe.config import ModelConfig
+from promoe.model.hypernet import HyperNetwork
+from promoe.model.losses import load_balancing_loss, router_z_loss
+from promoe.model.moe import MoEBlock, MoELayer, RoutingContext, RoutingInfo
+from promoe.model.router import ProactiveRouter, Router, TokenRouter, UniformRouter
+from promoe.model.upcycle import ADAPTERS, experts_from_ffn
+
+ModelKind = Literal["dense", "moe", "promoe"]
+MODEL_KINDS: tuple[ModelKind, ...] = ("dense", "moe", "promoe")
+
+
+@dataclass
+class ModelOutput:
+    loss: Tensor | None  # lm_loss + weighted aux losses (None without labels)
+    lm_loss: Tensor | None
+    aux_loss: Tensor  # weighted load-balancing + z-loss
+    logits: Tensor | None  # None for encoder-only backbones (see `backbone_output`)
+    routing: list[RoutingInfo]
+    backbone_output: object = None  # the backbone's own output (hidden states, caches, ...)
+
+
+def moe_slots(cfg: ModelConfig, n_slots: int) -> list[int]:
+    """The FFN positions to convert: ``cfg.moe_layers`` or the top ``cfg.n_moe_layers``."""
+    slots = cfg.moe_layers if cfg.moe_layers is not None else list(range(n_slots - cfg.n_moe_layers, n_slots))
+    bad = [s for s in slots if not 0 <= s < n_slots]
+    if bad or not slots or len(set(slots)) != len(slots):
+        raise ValueError(f"MoE positions {slots} are not distinct positions in [0, {n_slots})")
+    return sorted(slots)
+
+
+class MoEModel(nn.Module):
+    """A backbone whose FFNs at ``slots`` are MoE layers, plus the hypernetwork for ``promoe``."""
+
+    def __init__(self, *, backbone: nn.Module, kind: ModelKind, slots: list[int], context: RoutingContext,
+                 hyper: HyperNetwork | None, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.backbone, self.kind, self.slots, self.hyper, self.cfg = backbone, kind, slots, hyper, cfg
+        self.context = context
+        self._routing_cache: dict[str, Tensor] = {}
+        self.n_routing_computes = 0  # how many task embeddings went through the hypernetwork
+
+    @property
+    def moe_layers(self) -> list[MoELayer]:
+        return sorted((m for m in self.modules() if isinstance(m, MoELayer)), key=lambda m: m.layer)
+
+    # -- proactive routing ------------------------------------------------------------------------
+    def task_routing(self, task_emb: Tensor | None, task_keys: list[str] | None = None) -> Tensor | None:
+        """Generated routing parameters (B, n_layers, n_out), computed once per distinct task.
+
+        Outside training, results are cached by ``task_keys`` so a task's routing is generated once
+        and reused for all its instances; in training each distinct task of the batch runs once.
+        """
+        if self.hyper is None or task_emb is None:
+            return None
+        if task_keys is None:
+            task_keys = [str(i) for i in range(task_emb.shape[0])]  # no dedup without keys
+        use_cache = not (self.training and torch.is_grad_enabled())
+        first: dict[str, int] = {}
+        for i, key in enumerate(task_keys):
+            first.setdefault(key, i)
+        missing = [k for k in first if not (use_cache and k in self._routing_cache)]
+        generated: dict[str, Tensor] = {}
+        if missing:
+            rows = torch.tensor([first[k] for k in missing], device=task_emb.device)
+            out = self.hyper(task_emb.index_select(0, rows))  # (n_missing, L, n_out)
+            self.n_routing_computes += len(missing)
+            generated = dict(zip(missing, out, strict=True))
+            if use_cache:
+                self._routing_cache.update({k: v.detach() for k, v in generated.items()})
+        table = {**(self._routing_cache if use_cache else {}), **generated}
+        return torch.stack([table[k] for k in task_keys])
+
+    def clear_routing_cache(self) -> None:
+        self._routing_cache.clear()
+
+    def train(self, mode: bool = True) -> MoEModel:
+        self._routing_cache.clear()  # parameters may change: generated routing is stale
+        return super().train(mode)
+
+    # -- forward / generate -----------------------------------------------------------------------
+    def _run(self, fn, task_emb: Tensor | None, task_keys: list[str] | None, record: bool):
+        self.context.task, self.context.record, self.context.records = (
+            self.task_routing(task_emb, task_keys), record, [])
+        try:
+            return fn(), self.context.records
+        finally:
+            self.context.task, self.context.records = None, []
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
+                task_emb: Tensor | None = None, task_keys: list[str] | None = None, **kwargs) -> ModelOutput:
+        if labels is not None:
+            kwargs["labels"] = labels  # encoder-only backbones take no labels
+        out, routing = self._run(
+            lambda: self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs),
+            task_emb, task_keys, record=True)
+        masks = [m for m in (attention_mask, kwargs.get("decoder_attention_mask")) if m is not None]
+        aux = self.aux_loss(routing, masks)
+        lm_loss = getattr(out, "loss", None)
+        loss = None if lm_loss is None else lm_loss + aux
+        return ModelOutput(loss=loss, lm_loss=lm_loss, aux_loss=aux, logits=getattr(out, "logits", None),
+                           routing=routing, backbone_output=out)
+
+    @torch.no_grad()
+    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, task_emb: Tensor | None = None,
+                 task_keys: list[str] | None = None, **gen_kwargs) -> Tensor:
+        out, _ = self._run(lambda: self.backbone.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                                          **gen_kwargs), task_emb, task_keys, record=False)
+        return out
+
+    def aux_loss(self, routing: list[RoutingInfo], masks: list[Tensor]) -> Tensor:
+        """Weighted load-balancing + z-loss over layers (per token, or per example for task-level routing)."""
+        if self.kind == "dense" or not routing:
+            return torch.zeros(())
+        total = routing[0].router.probs.new_zeros(())
+        for info in routing:
+            r = info.router
+            if r.task_level:  # balance across the batch's tasks, not its tokens
+                probs, idx, logits, mask = r.probs[:, 0], r.indices[:, 0], r.logits[:, 0], None
+            else:
+                probs, idx, logits = r.probs, r.indices, r.logits
+                mask = next((m for m in masks if m.shape == probs.shape[:2]), None)
+            total = total + self.cfg.aux_loss_weight * load_balancing_loss(probs=probs, indices=idx, mask=mask)
+            total = total + self.cfg.z_loss_weight * router_z_loss(logits=logits, mask=mask)
+        return total / len(routing)
+
+
+def _router(kind: ModelKind, cfg: ModelConfig, d_model: int) -> Router:
+    common = dict(d_model=d_model, jitter=cfg.router_jitter, noise=cfg.router_noise)
+    if kind == "dense":
+        return UniformRouter(n_experts=1, top_k=1, **common)
+    if kind == "moe":
+        return TokenRouter(n_experts=cfg.n_experts, top_k=cfg.top_k, **common)
+    return ProactiveRouter(mode=cfg.proactive_mode, rank=cfg.hyper_rank, n_experts=cfg.n_experts,
+                           top_k=cfg.top_k, **common)
+
+
+def build_model(backbone: nn.Module, family: str, cfg: ModelConfig, kind: ModelKind, *, seed: int = 0) -> MoEModel:
+    """Upcycle ``backbone`` (modified in place) into the ``kind`` model of the experiment."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; choose from {MODEL_KINDS}")
+    adapter = ADAPTERS[family]
+    all_slots = adapter.slots(backbone)
+    slots = moe_slots(cfg, len(all_slots))
+    torch.manual_seed(seed)
+    context = RoutingContext()
+    routers = []
+    for layer, s in enumerate(slots):
+        ffn = adapter.read(all_slots[s])
+        d_model = ffn.down.shape[0]
+        if kind == "dense":
+            experts = experts_from_ffn(ffn, n_experts=1, width=cfg.expert_width, mix=cfg.top_k)
+        else:
+            experts = experts_from_ffn(ffn, n_experts=cfg.n_experts, width=cfg.expert_width)
+        experts.to(ffn.down.dtype)
+        router = _router(kind, cfg, d_model)
+        routers.append(router)
+        adapter.replace(all_slots[s], MoEBlock(MoELayer(experts=experts, router=router, layer=layer), context))
+    hyper = None
+    if kind == "promoe":
+        hyper = HyperNetwork(d_task=cfg.d_task, n_layers=len(slots), n_out=routers[0].n_generated,
+                             d_hidden=cfg.d_hyper, d_layer=cfg.d_layer)
+    if cfg.freeze_lower:
+        backbone.requires_grad_(False)
+        for s in range(slots[0], len(all_slots)):
+            all_slots[s].requires_grad_(True)
+    return MoEModel(backbone=backbone, kind=kind, slots=slots, context=context, hyper=hyper, cfg=cfg)
+
+
+def param_counts(model: MoEModel) -> dict[str, int]:
+    """Total, activated (per token) and trainable parameters, and the MoE FFNs' share of each."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    ffn_total = ffn_active = 0
+    for layer in model.moe_layers:
+        per = layer.experts.n_params_per_expert()
+        ffn_total += per * layer.experts.n_experts
+        ffn_active += per * layer.router.top_k
+    hyper = sum(p.numel() for p in model.hyper.parameters()) if model.hyper is not None else 0
+    return {"total": total, "activated": total - ffn_total + ffn_active - hyper, "trainable": trainable,
+            "moe_ffn_total": ffn_total, "moe_ffn_activated": ffn_active, "hypernetwork_per_task": hyper}
