@@ -92,6 +92,14 @@ def cmd_model_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_check(args: argparse.Namespace) -> int:
+    from promoe.model.check import check_models
+
+    rows = check_models(_config(args), steps=args.steps, batch_size=args.batch_size, n_test=args.n_test)
+    print(json.dumps(rows, indent=2, ensure_ascii=False))
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.keys:
         print("\n".join(help_lines()))
@@ -140,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = model.add_parser("summary", help="total / activated / trainable parameters of dense, moe and promoe")
     _add_config_args(p)
     p.set_defaults(func=cmd_model_summary)
+    p = model.add_parser("check", help="build every model, check it reproduces the backbone, train a few "
+                                       "steps on training tasks and generate for test tasks")
+    p.add_argument("--steps", type=int, default=3, help="training steps per model")
+    p.add_argument("--batch-size", type=int, default=4, help="training examples per step")
+    p.add_argument("--n-test", type=int, default=4, help="test instances to generate answers for")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_model_check)
 
     p = sub.add_parser("config", help="print the resolved config, or every key with its help")
     p.add_argument("--keys", action="store_true", help="list every config key with its default and help")

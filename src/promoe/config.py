@@ -74,7 +74,8 @@ class ModelConfig:
                                      "~/.cache/promoe).")
     moe_layers: list[int] | None = _f(None, "FFN positions to convert (unset: the top `n_moe_layers`).")
     n_moe_layers: int = _f(6, "How many top FFN positions become MoE layers (when moe_layers is unset).")
-    freeze_lower: bool = _f(True, "Freeze embeddings and every layer below the first MoE layer.")
+    freeze_lower: bool = _f(True, "Freeze the embeddings (and the tied output head) and every layer below the first MoE layer; "
+                                     "the layers from the first MoE layer up are trained.")
     n_experts: int = _f(8, "Experts per MoE layer.")
     top_k: int = _f(2, "Experts chosen per token (or per task in proactive `task` mode).")
     expert_width: int | None = _f(

@@ -22,6 +22,8 @@ class RoutingInfo:
 
     layer: int  # index among the model's MoE layers
     router: RouterOutput
+    mask: Tensor | None = None
+    """(B, T) tokens that count (padding excluded), set by the model wrapper after the forward pass."""
 
 
 class MoELayer(nn.Module):
@@ -48,8 +50,20 @@ class RoutingContext:
     record: bool = True
     records: list[RoutingInfo] = field(default_factory=list)
 
-    def layer_task(self, layer: int) -> Tensor | None:
-        return None if self.task is None else self.task[:, layer]
+    def layer_task(self, layer: int, batch: int) -> Tensor | None:
+        """Routing parameters of ``layer`` for a batch of ``batch`` rows.
+
+        Generation with beams or several sequences per prompt repeats each prompt's rows
+        consecutively, so each task row is repeated the same way.
+        """
+        if self.task is None:
+            return None
+        task = self.task[:, layer]
+        if batch != task.shape[0]:
+            if batch % task.shape[0]:
+                raise ValueError(f"batch of {batch} rows does not extend {task.shape[0]} task rows")
+            task = task.repeat_interleave(batch // task.shape[0], dim=0)
+        return task
 
 
 class MoEBlock(nn.Module):
@@ -61,7 +75,7 @@ class MoEBlock(nn.Module):
         self.context = context
 
     def forward(self, hidden_states: Tensor, *args, **kwargs) -> Tensor:
-        y, info = self.moe(hidden_states, self.context.layer_task(self.moe.layer))
+        y, info = self.moe(hidden_states, self.context.layer_task(self.moe.layer, hidden_states.shape[0]))
         if self.context.record:
             self.context.records.append(info)
         return y

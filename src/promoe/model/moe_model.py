@@ -53,10 +53,12 @@ def moe_slots(cfg: ModelConfig, n_slots: int) -> list[int]:
 class MoEModel(nn.Module):
     """A backbone whose FFNs at ``slots`` are MoE layers, plus the hypernetwork for ``promoe``."""
 
-    def __init__(self, *, backbone: nn.Module, kind: ModelKind, slots: list[int], context: RoutingContext,
-                 hyper: HyperNetwork | None, cfg: ModelConfig) -> None:
+    def __init__(self, *, backbone: nn.Module, kind: ModelKind, slots: list[int], layer_stack: list[str],
+                 context: RoutingContext, hyper: HyperNetwork | None, cfg: ModelConfig) -> None:
         super().__init__()
         self.backbone, self.kind, self.slots, self.hyper, self.cfg = backbone, kind, slots, hyper, cfg
+        self.layer_stack = layer_stack  # "encoder" / "decoder" stream of each MoE layer
+        self.is_seq2seq = "decoder" in layer_stack or bool(getattr(backbone.config, "is_encoder_decoder", False))
         self.context = context
         self._routing_cache: dict[str, Tensor] = {}
         self.n_routing_computes = 0  # how many task embeddings went through the hypernetwork
@@ -74,9 +76,9 @@ class MoEModel(nn.Module):
         """
         if self.hyper is None or task_emb is None:
             return None
-        if task_keys is None:
-            task_keys = [str(i) for i in range(task_emb.shape[0])]  # no dedup without keys
-        use_cache = not (self.training and torch.is_grad_enabled())
+        use_cache = task_keys is not None and not (self.training and torch.is_grad_enabled())
+        if task_keys is None:  # without keys rows cannot be matched to tasks: no dedup, no cache
+            task_keys = [f"row{i}" for i in range(task_emb.shape[0])]
         first: dict[str, int] = {}
         for i, key in enumerate(task_keys):
             first.setdefault(key, i)
@@ -115,8 +117,13 @@ class MoEModel(nn.Module):
         out, routing = self._run(
             lambda: self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs),
             task_emb, task_keys, record=True)
-        masks = [m for m in (attention_mask, kwargs.get("decoder_attention_mask")) if m is not None]
-        aux = self.aux_loss(routing, masks)
+        masks = {"encoder": attention_mask, "decoder": kwargs.get("decoder_attention_mask")}
+        if masks["decoder"] is None and labels is not None and self.is_seq2seq:
+            masks["decoder"] = labels.ne(-100)  # decoder position t predicts labels[t]
+        for info in routing:
+            mask = masks[self.layer_stack[info.layer]]
+            info.mask = mask if mask is not None and mask.shape == info.router.probs.shape[:2] else None
+        aux = self.aux_loss(routing)
         lm_loss = getattr(out, "loss", None)
         loss = None if lm_loss is None else lm_loss + aux
         return ModelOutput(loss=loss, lm_loss=lm_loss, aux_loss=aux, logits=getattr(out, "logits", None),
@@ -129,7 +136,7 @@ class MoEModel(nn.Module):
                                                           **gen_kwargs), task_emb, task_keys, record=False)
         return out
 
-    def aux_loss(self, routing: list[RoutingInfo], masks: list[Tensor]) -> Tensor:
+    def aux_loss(self, routing: list[RoutingInfo]) -> Tensor:
         """Weighted load-balancing + z-loss over layers (per token, or per example for task-level routing)."""
         if self.kind == "dense" or not routing:
             return torch.zeros(())
@@ -139,8 +146,7 @@ class MoEModel(nn.Module):
             if r.task_level:  # balance across the batch's tasks, not its tokens
                 probs, idx, logits, mask = r.probs[:, 0], r.indices[:, 0], r.logits[:, 0], None
             else:
-                probs, idx, logits = r.probs, r.indices, r.logits
-                mask = next((m for m in masks if m.shape == probs.shape[:2]), None)
+                probs, idx, logits, mask = r.probs, r.indices, r.logits, info.mask
             total = total + self.cfg.aux_loss_weight * load_balancing_loss(probs=probs, indices=idx, mask=mask)
             total = total + self.cfg.z_loss_weight * router_z_loss(logits=logits, mask=mask)
         return total / len(routing)
@@ -167,7 +173,7 @@ def build_model(backbone: nn.Module, family: str, cfg: ModelConfig, kind: ModelK
     context = RoutingContext()
     routers = []
     for layer, s in enumerate(slots):
-        ffn = adapter.read(all_slots[s])
+        ffn = adapter.read(all_slots[s], backbone.config)
         d_model = ffn.down.shape[0]
         if kind == "dense":
             experts = experts_from_ffn(ffn, n_experts=1, width=cfg.expert_width, mix=cfg.top_k)
@@ -185,7 +191,8 @@ def build_model(backbone: nn.Module, family: str, cfg: ModelConfig, kind: ModelK
         backbone.requires_grad_(False)
         for s in range(slots[0], len(all_slots)):
             all_slots[s].requires_grad_(True)
-    return MoEModel(backbone=backbone, kind=kind, slots=slots, context=context, hyper=hyper, cfg=cfg)
+    return MoEModel(backbone=backbone, kind=kind, slots=slots, context=context, hyper=hyper, cfg=cfg,
+                    layer_stack=[adapter.stack(backbone, s) for s in slots])
 
 
 def param_counts(model: MoEModel) -> dict[str, int]:

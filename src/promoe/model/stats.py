@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from promoe.model.moe import RoutingInfo
 
@@ -36,14 +35,14 @@ class RoutingStats:
         self.task_load: dict[str, np.ndarray] = defaultdict(lambda: np.zeros((n_layers, n_experts)))
 
     @torch.no_grad()
-    def update(self, routing: list[RoutingInfo], attention_mask: Tensor | None, task_keys: list[str]) -> None:
-        """Add one batch: ``routing`` from the model, ``task_keys`` naming each example's task."""
+    def update(self, routing: list[RoutingInfo], task_keys: list[str]) -> None:
+        """Add one batch: ``routing`` from the model (with its masks), ``task_keys`` naming each example's task."""
         for info in routing:
             r = info.router
             b, t, e = r.probs.shape
-            mask = attention_mask if attention_mask is not None and attention_mask.shape == (b, t) else None
-            keep = torch.ones(b, t, dtype=torch.bool) if mask is None else mask.bool().cpu()
-            onehot = torch.zeros(b, t, e).scatter_(-1, r.indices.cpu(), 1.0) * keep[..., None]
+            keep = torch.ones(b, t, dtype=torch.bool) if info.mask is None else info.mask.bool().cpu()
+            onehot = torch.zeros(b, t, e).scatter_add_(-1, r.indices.cpu(), torch.ones(r.indices.shape))
+            onehot = onehot * keep[..., None]
             probs = r.probs.float().cpu() * keep[..., None]
             ent = -(r.probs.float().cpu().clamp_min(1e-12).log() * r.probs.float().cpu()).sum(-1) * keep
             self.load[info.layer] += onehot.sum((0, 1)).numpy()

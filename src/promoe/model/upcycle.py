@@ -51,7 +51,12 @@ class FamilyAdapter(ABC):
         """The modules owning one FFN each, bottom to top."""
 
     @abstractmethod
-    def read(self, slot: nn.Module) -> FFNWeights: ...
+    def read(self, slot: nn.Module, config) -> FFNWeights:
+        """The FFN weights of ``slot``; ``config`` is the backbone's config (activation names)."""
+
+    def stack(self, model: nn.Module, index: int) -> str:
+        """Which token stream slot ``index`` processes: ``encoder`` (the input) or ``decoder``."""
+        return "encoder"
 
     @abstractmethod
     def replace(self, slot: nn.Module, block: nn.Module) -> None: ...
@@ -65,10 +70,10 @@ class LlamaAdapter(FamilyAdapter):
     def slots(self, model: nn.Module) -> list[nn.Module]:
         return list(_base(model, "model").layers)
 
-    def read(self, slot: nn.Module) -> FFNWeights:
+    def read(self, slot: nn.Module, config) -> FFNWeights:
         mlp = slot.mlp
         return FFNWeights(gate=mlp.gate_proj.weight, up=mlp.up_proj.weight, down=mlp.down_proj.weight,
-                          act=mlp.config.hidden_act, gate_bias=mlp.gate_proj.bias, up_bias=mlp.up_proj.bias,
+                          act=config.hidden_act, gate_bias=mlp.gate_proj.bias, up_bias=mlp.up_proj.bias,
                           down_bias=mlp.down_proj.bias)
 
     def replace(self, slot: nn.Module, block: nn.Module) -> None:
@@ -79,13 +84,14 @@ class T5Adapter(FamilyAdapter):
     def slots(self, model: nn.Module) -> list[nn.Module]:
         return list(model.encoder.block) + list(model.decoder.block)
 
-    def read(self, slot: nn.Module) -> FFNWeights:
+    def read(self, slot: nn.Module, config) -> FFNWeights:
         ff = slot.layer[-1].DenseReluDense
-        act = ff.act.__class__.__name__
-        act = {"NewGELUActivation": "gelu_new", "ReLU": "relu", "GELUActivation": "gelu"}.get(act, act)
         if hasattr(ff, "wi_0"):
-            return FFNWeights(gate=ff.wi_0.weight, up=ff.wi_1.weight, down=ff.wo.weight, act=act)
-        return FFNWeights(up=ff.wi.weight, down=ff.wo.weight, act=act)
+            return FFNWeights(gate=ff.wi_0.weight, up=ff.wi_1.weight, down=ff.wo.weight, act=config.dense_act_fn)
+        return FFNWeights(up=ff.wi.weight, down=ff.wo.weight, act=config.dense_act_fn)
+
+    def stack(self, model: nn.Module, index: int) -> str:
+        return "encoder" if index < len(model.encoder.block) else "decoder"
 
     def replace(self, slot: nn.Module, block: nn.Module) -> None:
         slot.layer[-1].DenseReluDense = block
@@ -95,11 +101,9 @@ class BertAdapter(FamilyAdapter):
     def slots(self, model: nn.Module) -> list[nn.Module]:
         return list(_base(model, "bert").encoder.layer)
 
-    def read(self, slot: nn.Module) -> FFNWeights:
+    def read(self, slot: nn.Module, config) -> FFNWeights:
         return FFNWeights(up=slot.intermediate.dense.weight, up_bias=slot.intermediate.dense.bias,
-                          down=slot.output.dense.weight, down_bias=slot.output.dense.bias,
-                          act=slot.intermediate.config.hidden_act if hasattr(slot.intermediate, "config")
-                          else "gelu")
+                          down=slot.output.dense.weight, down_bias=slot.output.dense.bias, act=config.hidden_act)
 
     def replace(self, slot: nn.Module, block: nn.Module) -> None:
         slot.intermediate = PassThrough()
