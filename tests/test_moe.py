@@ -698,3 +698,34 @@ def test_moe_slots() -> None:
     for n in (0, 5):
         with pytest.raises(ValueError):
             moe_slots(ModelConfig(n_moe_layers=n), 4)
+
+
+# -- frozen lower part computed once ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("kind", "mode"), VARIANTS)
+def test_cached_lower_part_gives_the_same_loss_and_gradients(kind: str, mode: str) -> None:
+    """``forward(lower=lower_hidden(...))`` equals the full forward, value and gradients."""
+    base = tiny_llama()
+    ids, mask = left_padded()
+    labels = ids.masked_fill(mask == 0, -100)
+    emb = torch.randn(3, D_TASK)
+    full, split = build(base, "llama", kind, mode).train(), build(base, "llama", kind, mode).train()
+    assert split.split == 2
+    a = full(ids, attention_mask=mask, labels=labels, task_emb=emb, task_keys=["a", "b", "c"])
+    lower = split.lower_hidden(ids, mask)
+    assert not lower.requires_grad and lower.shape == (3, ids.shape[1], D)
+    b = split(attention_mask=mask, labels=labels, task_emb=emb, task_keys=["a", "b", "c"], lower=lower)
+    torch.testing.assert_close(a.logits, b.logits)
+    torch.testing.assert_close(a.loss, b.loss)
+    a.loss.backward()
+    b.loss.backward()
+    for (name, p), q in zip(full.named_parameters(), split.parameters(), strict=True):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, msg=name)
+    assert len(split.backbone.model.layers) == 4  # the full stack is restored afterwards
+
+
+def test_lower_hidden_needs_a_frozen_decoder_stack() -> None:
+    with pytest.raises(ValueError, match="freeze_lower"):
+        build(tiny_llama(), "llama", "moe", freeze_lower=False).lower_hidden(torch.ones(1, 3, dtype=torch.long))

@@ -76,7 +76,7 @@ def check_models(cfg: ExperimentConfig, *, steps: int = 3, batch_size: int = 4, 
             encoded = [encode_pair(tok, chat_prompt(tok, task_prompt(t, i)), i.outputs[0], max_length=max_length)
                        for t, i in chunk]
             keys = [t.name for t, _ in chunk]
-            batch = pad_batch(encoded, keys, pad_id=tok.pad_token_id)
+            batch = pad_batch(encoded, keys, pad_id=tok.pad_token_id, left=False)
             loss = model(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
                          task_emb=torch.stack([emb[k] for k in keys]), task_keys=keys).loss
             opt.zero_grad()

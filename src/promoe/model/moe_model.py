@@ -14,6 +14,8 @@ All three reproduce the backbone before training. :class:`MoEModel` returns its 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -101,6 +103,37 @@ class MoEModel(nn.Module):
         self._routing_cache.clear()  # parameters may change: generated routing is stale
         return super().train(mode)
 
+    # -- frozen lower part, computed once --------------------------------------------------------
+    @property
+    def split(self) -> int | None:
+        """Layer index where the trained part starts, when the part below is frozen and can be cached."""
+        return self.slots[0] if self.cfg.freeze_lower and self.layer_stack[0] == "encoder" and hasattr(
+            getattr(self.backbone, "model", None), "layers") else None
+
+    @contextmanager
+    def _only_layers(self, start: int, stop: int | None, *, final_norm: bool) -> Iterator[None]:
+        """Run the decoder stack on ``layers[start:stop]`` only (optionally without its final norm)."""
+        base = self.backbone.model
+        layers, norm = base.layers, base.norm
+        base.layers = nn.ModuleList(list(layers)[start:stop])
+        if not final_norm:
+            base.norm = nn.Identity()
+        try:
+            yield
+        finally:
+            base.layers, base.norm = layers, norm
+
+    @torch.no_grad()
+    def lower_hidden(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Hidden states (B, T, D) entering layer :attr:`split`: the frozen part, the same for
+        ``dense``, ``moe`` and ``promoe`` built with the same MoE positions, so it is computed once per
+        example and shared (pass it back as ``forward(lower=...)``)."""
+        if self.split is None:
+            raise ValueError("lower_hidden needs a decoder-only backbone with freeze_lower=True")
+        with self._only_layers(0, self.split, final_norm=False):
+            return self.backbone.model(input_ids=input_ids, attention_mask=attention_mask,
+                                       use_cache=False).last_hidden_state
+
     # -- forward / generate -----------------------------------------------------------------------
     def _run(self, fn, task_emb: Tensor | None, task_keys: list[str] | None, record: bool):
         self.context.task, self.context.record, self.context.records = (
@@ -110,13 +143,22 @@ class MoEModel(nn.Module):
         finally:
             self.context.task, self.context.records = None, []
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
-                task_emb: Tensor | None = None, task_keys: list[str] | None = None, **kwargs) -> ModelOutput:
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                labels: Tensor | None = None, task_emb: Tensor | None = None, task_keys: list[str] | None = None,
+                lower: Tensor | None = None, **kwargs) -> ModelOutput:
+        """Loss and routing for a batch; ``lower`` = :meth:`lower_hidden` output skips the frozen part."""
         if labels is not None:
             kwargs["labels"] = labels  # encoder-only backbones take no labels
-        out, routing = self._run(
-            lambda: self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs),
-            task_emb, task_keys, record=True)
+
+        def run():
+            if lower is None:
+                return self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            if self.split is None:
+                raise ValueError("`lower` needs a decoder-only backbone with freeze_lower=True")
+            with self._only_layers(self.split, None, final_norm=True):
+                return self.backbone(inputs_embeds=lower, attention_mask=attention_mask, use_cache=False, **kwargs)
+
+        out, routing = self._run(run, task_emb, task_keys, record=True)
         masks = {"encoder": attention_mask, "decoder": kwargs.get("decoder_attention_mask")}
         if masks["decoder"] is None and labels is not None and self.is_seq2seq:
             masks["decoder"] = labels.ne(-100)  # decoder position t predicts labels[t]
