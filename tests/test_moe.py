@@ -34,7 +34,15 @@ from promoe.model.experts import Experts
 from promoe.model.hypernet import HyperNetwork
 from promoe.model.losses import load_balancing_loss, router_z_loss
 from promoe.model.moe import MoELayer, RoutingInfo
-from promoe.model.moe_model import MODEL_KINDS, ModelOutput, MoEModel, build_model, moe_slots, param_counts
+from promoe.model.moe_model import (
+    MODEL_KINDS,
+    ModelOutput,
+    MoEModel,
+    build_model,
+    moe_slots,
+    param_counts,
+    replace_routers,
+)
 from promoe.model.router import ProactiveRouter, RandomRouter, RouterOutput, TokenRouter, UniformRouter
 from promoe.model.stats import RoutingStats
 from promoe.model.upcycle import ADAPTERS, experts_from_ffn
@@ -729,3 +737,12 @@ def test_cached_lower_part_gives_the_same_loss_and_gradients(kind: str, mode: st
 def test_lower_hidden_needs_a_frozen_decoder_stack() -> None:
     with pytest.raises(ValueError, match="freeze_lower"):
         build(tiny_llama(), "llama", "moe", freeze_lower=False).lower_hidden(torch.ones(1, 3, dtype=torch.long))
+
+
+def test_replace_routers_with_floors() -> None:
+    model = build(tiny_llama(), "llama", "promoe", "prior")
+    replace_routers(model, "uniform")
+    assert model.hyper is None and all(isinstance(m.router, UniformRouter) for m in model.moe_layers)
+    ids, mask = left_padded()
+    out = model(ids, attention_mask=mask, task_emb=torch.randn(3, D_TASK))
+    assert all(info.router.indices.shape[-1] == E for info in out.routing)  # every expert, always
