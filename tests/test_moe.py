@@ -746,3 +746,26 @@ def test_replace_routers_with_floors() -> None:
     ids, mask = left_padded()
     out = model(ids, attention_mask=mask, task_emb=torch.randn(3, D_TASK))
     assert all(info.router.indices.shape[-1] == E for info in out.routing)  # every expert, always
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_target_only_loss_equals_the_backbone_loss(kind: str) -> None:
+    """The output head runs on target positions only, with the backbone's own loss value and gradients."""
+    base = tiny_llama()
+    ids, mask = left_padded()
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :3] = -100  # prompt positions
+    emb = torch.randn(3, D_TASK)
+    fast, full = build(base, "llama", kind).train(), build(base, "llama", kind).train()
+    a = fast(ids, attention_mask=mask, labels=labels, task_emb=emb)
+    b = full(ids, attention_mask=mask, labels=labels, task_emb=emb, full_logits=True)
+    assert a.logits is None and b.logits is not None
+    with torch.no_grad():
+        ref = base(input_ids=ids, attention_mask=mask, labels=labels).loss
+    torch.testing.assert_close(a.lm_loss, ref)
+    torch.testing.assert_close(a.loss, b.loss)
+    a.loss.backward()
+    b.loss.backward()
+    for (name, p), q in zip(fast.named_parameters(), full.parameters(), strict=True):
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, msg=name)

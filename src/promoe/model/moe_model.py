@@ -14,12 +14,15 @@ All three reproduce the backbone before training. :class:`MoEModel` returns its 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from promoe.config import ModelConfig
@@ -145,18 +148,30 @@ class MoEModel(nn.Module):
 
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 labels: Tensor | None = None, task_emb: Tensor | None = None, task_keys: list[str] | None = None,
-                lower: Tensor | None = None, **kwargs) -> ModelOutput:
-        """Loss and routing for a batch; ``lower`` = :meth:`lower_hidden` output skips the frozen part."""
-        if labels is not None:
-            kwargs["labels"] = labels  # encoder-only backbones take no labels
+                lower: Tensor | None = None, full_logits: bool = False, **kwargs) -> ModelOutput:
+        """Loss and routing for a batch; ``lower`` = :meth:`lower_hidden` output skips the frozen part.
+
+        With ``labels`` on a decoder-only backbone the output head runs only where a target token is
+        predicted (most positions are prompt), and ``logits`` is None unless ``full_logits``; the loss
+        is the same token-mean cross-entropy as the backbone's own.
+        """
+        targets_only = labels is not None and not full_logits and self._decoder_only
 
         def run():
-            if lower is None:
-                return self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-            if self.split is None:
+            if lower is not None and self.split is None:
                 raise ValueError("`lower` needs a decoder-only backbone with freeze_lower=True")
+            inputs = {"input_ids": input_ids} if lower is None else {"inputs_embeds": lower, "use_cache": False}
+            if targets_only:
+                with self._only_layers(self.split or 0, None, final_norm=True) if lower is not None \
+                        else contextlib.nullcontext():
+                    hidden = self.backbone.model(attention_mask=attention_mask, **inputs, **kwargs).last_hidden_state
+                return self._target_loss(hidden, labels)
+            if labels is not None:
+                kwargs["labels"] = labels  # encoder-only backbones take no labels
+            if lower is None:
+                return self.backbone(attention_mask=attention_mask, **inputs, **kwargs)
             with self._only_layers(self.split, None, final_norm=True):
-                return self.backbone(inputs_embeds=lower, attention_mask=attention_mask, use_cache=False, **kwargs)
+                return self.backbone(attention_mask=attention_mask, **inputs, **kwargs)
 
         out, routing = self._run(run, task_emb, task_keys, record=True)
         masks = {"encoder": attention_mask, "decoder": kwargs.get("decoder_attention_mask")}
@@ -170,6 +185,17 @@ class MoEModel(nn.Module):
         loss = None if lm_loss is None else lm_loss + aux
         return ModelOutput(loss=loss, lm_loss=lm_loss, aux_loss=aux, logits=getattr(out, "logits", None),
                            routing=routing, backbone_output=out)
+
+    @property
+    def _decoder_only(self) -> bool:
+        return hasattr(self.backbone, "lm_head") and hasattr(getattr(self.backbone, "model", None), "layers")
+
+    def _target_loss(self, hidden: Tensor, labels: Tensor) -> SimpleNamespace:
+        """Next-token cross-entropy on target positions only (position t predicts labels[t + 1])."""
+        y = F.pad(labels, (0, 1), value=-100)[:, 1:]
+        keep = y.ne(-100)
+        logits = self.backbone.lm_head(hidden[keep])  # (N_targets, V)
+        return SimpleNamespace(loss=F.cross_entropy(logits.float(), y[keep]), logits=None)
 
     @torch.no_grad()
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, task_emb: Tensor | None = None,
