@@ -6,11 +6,14 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from promoe.cli import main
 from promoe.config import DataConfig
 from promoe.data.splits import load_splits
+
+MODELS = {"copy_input", "copy_demo", "backbone", "dense", "moe", "promoe"}
 
 
 def test_smoke_run_writes_every_output(tiny_data_root: Path, tmp_path: Path) -> None:
@@ -20,20 +23,39 @@ def test_smoke_run_writes_every_output(tiny_data_root: Path, tmp_path: Path) -> 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["data"]["root"] == str(tiny_data_root)
     summary = json.loads((run / "summary.json").read_text())
-    assert set(summary) == {"copy_input", "copy_demo"}
+    assert set(summary) == MODELS
     for res in summary.values():
         assert 0.0 <= res["rougeL"] <= 100.0 and res["n"] > 0 and "per_category" in res
     refs = [json.loads(line) for line in (run / "references.jsonl").read_text().splitlines()]
     assert {"id", "references", "task_id", "task_category", "track"} <= set(refs[0])
-    preds = [json.loads(line) for line in (run / "predictions/copy_input.jsonl").read_text().splitlines()]
-    assert [p["id"] for p in preds] == [r["id"] for r in refs]
+    for model in MODELS:
+        preds = [json.loads(line) for line in (run / f"predictions/{model}.jsonl").read_text().splitlines()]
+        assert sorted(p["id"] for p in preds) == sorted(r["id"] for r in refs), model
     with (run / "per_task.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert {r["model"] for r in rows} == {"copy_input", "copy_demo"}
-    assert len(rows) == 2 * 3  # two heuristics × three test tasks
+    assert {r["model"] for r in rows} == MODELS
+    assert len(rows) == len(MODELS) * 3  # three test tasks
+    for model in ("dense", "moe", "promoe"):
+        metrics = [json.loads(line) for line in (run / f"train/{model}/metrics.jsonl").read_text().splitlines()]
+        assert [m["step"] for m in metrics] == [1, 2, 3, 4] and "val_loss" in metrics[-1]
+        assert (run / f"train/{model}/best.safetensors").exists()
+        with np.load(run / f"routing/{model}.npz", allow_pickle=False) as z:
+            assert z["load"].shape == (2, 1 if model == "dense" else 4) and z["tokens"].sum() > 0
     splits = json.loads((run / "splits.json").read_text())
     assert splits["train_collections"] == ["niv1", "sni"]  # the smoke preset leaves BIG-bench out
+    times = json.loads((run / "times.json").read_text())
+    assert {"train_dense", "eval_promoe", "peak_rss_gib"} <= set(times)
     assert "REPORT.md" in {p.name for p in run.iterdir()}
+
+
+def test_finished_stages_are_not_redone(tiny_data_root: Path, tmp_path: Path) -> None:
+    args = ["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(tmp_path)]
+    assert main(args) == 0
+    first = json.loads((tmp_path / "smoke/summary.json").read_text())
+    stamp = (tmp_path / "smoke/predictions/moe.jsonl").stat().st_mtime_ns
+    assert main(args) == 0
+    assert json.loads((tmp_path / "smoke/summary.json").read_text()) == first
+    assert (tmp_path / "smoke/predictions/moe.jsonl").stat().st_mtime_ns == stamp
 
 
 def test_copy_demo_never_copies_the_scored_example_itself(tiny_data_root: Path, tmp_path: Path) -> None:

@@ -52,6 +52,8 @@ class DataConfig:
         7, "Cap on real test instances per test task (the offline partial tasks have at most 7).")
     test_positive_examples: bool = _f(
         True, "Also score each test task's positive examples (tagged origin=positive_example).")
+    max_test_tasks: int | None = _f(None, "Evaluate on this many test tasks only, spread over the list "
+                                          "(quick runs; unset: all).")
     split_seed: int = _f(0, "Seed of the validation split and of family capping.")
 
 
@@ -98,6 +100,42 @@ class ModelConfig:
 
 
 @dataclass
+class TrainConfig:
+    """Meta-training of the models on the training tasks."""
+
+    models: list[str] = _f(["dense", "moe", "promoe"], "Models to train and evaluate (dense, moe, promoe).")
+    steps: int = _f(150, "Optimizer steps per model.")
+    batch_size: int = _f(8, "Global batch size (examples per optimizer step, over all processes).")
+    micro_batch_size: int | None = _f(None, "Examples per forward pass and process (unset: the whole share "
+                                            "of the batch); smaller values accumulate gradients.")
+    lr: float = _f(1e-4, "Peak learning rate of the backbone's trained layers and experts.")
+    router_lr: float = _f(1e-3, "Peak learning rate of routers and the hypernetwork.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    warmup_steps: int = _f(10, "Linear warm-up steps.")
+    schedule: Literal["cosine", "linear", "constant"] = _f("cosine", "Decay after warm-up.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0: off).")
+    max_length: int = _f(512, "Maximum tokens of prompt + target (the prompt's start is cut first).")
+    max_target_length: int = _f(32, "Maximum target tokens.")
+    examples_per_task: int = _f(8, "Training examples kept per task.")
+    temperature: float = _f(1.0, "Task sampling temperature: P(task) ∝ n_examples^(1/T).")
+    val_examples_per_task: int = _f(2, "Validation examples per validation task.")
+    eval_every: int = _f(50, "Validation loss every this many steps (0: only at the end).")
+    patience: int = _f(0, "Stop after this many validations without improvement (0: never).")
+    checkpoint_every: int = _f(50, "Save a resumable checkpoint every this many steps.")
+    mixed_precision: Literal["no", "bf16", "fp16"] = _f("no", "Accelerate mixed precision (bf16 on GPUs).")
+
+
+@dataclass
+class EvalConfig:
+    """Zero-shot evaluation on the test tasks."""
+
+    batch_size: int = _f(8, "Prompts generated together (sorted by length).")
+    max_new_tokens: int = _f(32, "Generation limit; decoding also stops after the first non-empty line.")
+    max_length: int = _f(1024, "Prompt tokens kept (the start of longer prompts is cut).")
+    backbone: bool = _f(True, "Also evaluate the untrained backbone.")
+
+
+@dataclass
 class ExperimentConfig:
     """The whole experiment."""
 
@@ -106,6 +144,8 @@ class ExperimentConfig:
     seed: int = _f(0, "Global seed.")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import resource
 import time
 from pathlib import Path
 
@@ -66,7 +67,8 @@ def report(cfg: ExperimentConfig, results: dict[str, dict], splits: TaskSplits, 
     for c in cats:
         vals = [results[m]["per_category"].get(c, {}).get("rougeL") for m in results]
         lines.append(f"| {c} | " + " | ".join("" if v is None else f"{v:.2f}" for v in vals) + " |")
-    lines += ["", "Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()), ""]
+    lines += ["", "Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items() if k != "peak_rss_gib"),
+              f"Peak memory: {times.get('peak_rss_gib', 0):.2f} GiB.", ""]
     return "\n".join(lines)
 
 
@@ -83,8 +85,14 @@ def run(cfg: ExperimentConfig) -> Path:
     t0 = time.perf_counter()
     results = run_heuristics(splits.test, run_dir)
     times["heuristics"] = time.perf_counter() - t0
+    if cfg.train.models or cfg.eval.backbone:
+        from promoe.pipeline import run_models
+
+        results.update(run_models(cfg, splits, run_dir, times))
+    times["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     write_json(run_dir / "summary.json", {m: {k: r[k] for k in SUMMARY_KEYS} for m, r in results.items()})
     atomic_write_text(run_dir / "per_task.csv", per_task_csv(results))
+    write_json(run_dir / "times.json", times)
     atomic_write_text(run_dir / "REPORT.md", report(cfg, results, splits, times))
     log.info("results in %s", run_dir)
     return run_dir

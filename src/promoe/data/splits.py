@@ -175,6 +175,9 @@ def load_splits(cfg: DataConfig) -> TaskSplits:
 
 def _finish(pool: list[Task], test: list[Task], decisions: list[Decision], cfg: DataConfig,
             sources: dict[str, str]) -> TaskSplits:
+    if cfg.max_test_tasks is not None and cfg.max_test_tasks < len(test):
+        stride = len(test) / cfg.max_test_tasks
+        test = [test[int(i * stride)] for i in range(cfg.max_test_tasks)]
     pool = [cap_instances(t, cfg.max_train_instances_per_task) for t in pool]
     train, val = carve_validation(pool, cfg.val_tasks, cfg.split_seed)
     val_names = {t.name for t in val}

@@ -148,12 +148,15 @@ class MoEModel(nn.Module):
 
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 labels: Tensor | None = None, task_emb: Tensor | None = None, task_keys: list[str] | None = None,
-                lower: Tensor | None = None, full_logits: bool = False, **kwargs) -> ModelOutput:
+                lower: Tensor | None = None, full_logits: bool = False, num_items: float | None = None,
+                **kwargs) -> ModelOutput:
         """Loss and routing for a batch; ``lower`` = :meth:`lower_hidden` output skips the frozen part.
 
         With ``labels`` on a decoder-only backbone the output head runs only where a target token is
         predicted (most positions are prompt), and ``logits`` is None unless ``full_logits``; the loss
-        is the same token-mean cross-entropy as the backbone's own.
+        is the same token-mean cross-entropy as the backbone's own, or the token sum divided by
+        ``num_items`` (the target tokens of the whole global batch, for exact gradient accumulation and
+        data parallelism).
         """
         targets_only = labels is not None and not full_logits and self._decoder_only
 
@@ -165,7 +168,7 @@ class MoEModel(nn.Module):
                 with self._only_layers(self.split or 0, None, final_norm=True) if lower is not None \
                         else contextlib.nullcontext():
                     hidden = self.backbone.model(attention_mask=attention_mask, **inputs, **kwargs).last_hidden_state
-                return self._target_loss(hidden, labels)
+                return self._target_loss(hidden, labels, num_items)
             if labels is not None:
                 kwargs["labels"] = labels  # encoder-only backbones take no labels
             if lower is None:
@@ -190,19 +193,30 @@ class MoEModel(nn.Module):
     def _decoder_only(self) -> bool:
         return hasattr(self.backbone, "lm_head") and hasattr(getattr(self.backbone, "model", None), "layers")
 
-    def _target_loss(self, hidden: Tensor, labels: Tensor) -> SimpleNamespace:
+    def _target_loss(self, hidden: Tensor, labels: Tensor, num_items: float | None) -> SimpleNamespace:
         """Next-token cross-entropy on target positions only (position t predicts labels[t + 1])."""
         y = F.pad(labels, (0, 1), value=-100)[:, 1:]
         keep = y.ne(-100)
         logits = self.backbone.lm_head(hidden[keep])  # (N_targets, V)
-        return SimpleNamespace(loss=F.cross_entropy(logits.float(), y[keep]), logits=None)
+        if num_items is None:
+            return SimpleNamespace(loss=F.cross_entropy(logits.float(), y[keep]), logits=None)
+        return SimpleNamespace(loss=F.cross_entropy(logits.float(), y[keep], reduction="sum") / num_items,
+                               logits=None)
 
     @torch.no_grad()
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, task_emb: Tensor | None = None,
-                 task_keys: list[str] | None = None, **gen_kwargs) -> Tensor:
-        out, _ = self._run(lambda: self.backbone.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                                          **gen_kwargs), task_emb, task_keys, record=False)
-        return out
+                 task_keys: list[str] | None = None, return_routing: bool = False, **gen_kwargs):
+        """``backbone.generate`` with the tasks' routing; with ``return_routing`` also the routing of
+        the prompt pass (masked by ``attention_mask``) and of every generated token."""
+        out, routing = self._run(lambda: self.backbone.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                                                **gen_kwargs), task_emb, task_keys,
+                                 record=return_routing)
+        if not return_routing:
+            return out
+        for info in routing:
+            if attention_mask is not None and info.router.probs.shape[:2] == attention_mask.shape:
+                info.mask = attention_mask
+        return out, routing
 
     def aux_loss(self, routing: list[RoutingInfo]) -> Tensor:
         """Weighted load-balancing + z-loss over layers (per token, or per example for task-level routing)."""

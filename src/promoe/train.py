@@ -1,0 +1,244 @@
+"""Meta-training of one model on the training tasks, through Hugging Face Accelerate.
+
+The same code runs on one CPU, one GPU or several processes (``accelerate launch`` / ``torchrun``):
+every process takes its share of each global batch of the seeded sampling plan, the loss of a
+micro-batch is its target-token sum over the global batch's target-token count (so accumulation and
+data parallelism give exactly the one-process gradient), AdamW with warm-up and decay, gradient
+clipping, validation loss on held-out *training* tasks for model selection, resumable safetensors
+checkpoints, ``metrics.jsonl`` and a progress bar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from promoe.config import TrainConfig
+from promoe.data.collate import IGNORE, Encoded, pad_batch
+from promoe.data.examples import TrainExample, sampling_plan
+from promoe.errors import PromoeError
+from promoe.io import atomic_write_text
+from promoe.model.moe_model import MoEModel
+
+log = logging.getLogger(__name__)
+
+LowerFn = Callable[[MoEModel, Sequence[int], torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(model, example indices, input_ids, attention_mask) -> lower hidden states`` (shared, cached)."""
+
+
+class TrainingError(PromoeError):
+    """Training cannot go on (non-finite loss or gradients)."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    best_val_loss: float | None
+    best_step: int | None
+    history: list[dict] = field(default_factory=list)
+
+
+def _trainable(model: MoEModel) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_trainable(model: MoEModel, path: Path) -> None:
+    """The trained parameters only (the frozen backbone is rebuilt from the backbone cache)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({n: p.detach().contiguous().cpu() for n, p in _trainable(model).items()}, str(tmp))
+    tmp.replace(path)
+
+
+def load_trainable(model: MoEModel, path: Path) -> None:
+    state = load_file(str(path))
+    params = _trainable(model)
+    missing = sorted(set(params) - set(state))
+    if missing:
+        raise PromoeError(f"{path}: checkpoint lacks {len(missing)} trained parameters, e.g. {missing[0]}")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(state[n])
+
+
+def _batch(examples: Sequence[TrainExample], idx: Sequence[int], pad_id: int, seq2seq: bool):
+    enc = [Encoded(list(examples[i].input_ids), list(examples[i].labels), 0) for i in idx]
+    return pad_batch(enc, [examples[i].task for i in idx], pad_id=pad_id, left=False, seq2seq=seq2seq)
+
+
+def _n_targets(examples: Sequence[TrainExample], idx: Sequence[int], seq2seq: bool) -> int:
+    # a causal example predicts labels[1:]; its first label is prompt (IGNORE) by construction
+    return sum(sum(lab != IGNORE for lab in (examples[i].labels if seq2seq else examples[i].labels[1:]))
+               for i in idx)
+
+
+class Trainer:
+    """Trains one :class:`MoEModel`; ``out_dir`` receives metrics, checkpoints and ``best.safetensors``."""
+
+    def __init__(self, model: MoEModel, *, cfg: TrainConfig, examples: Sequence[TrainExample],
+                 val_examples: Sequence[TrainExample], task_emb: dict[str, torch.Tensor], pad_id: int,
+                 out_dir: Path, seed: int = 0, lower: LowerFn | None = None,
+                 accelerator: Accelerator | None = None) -> None:
+        self.cfg, self.examples, self.val_examples, self.task_emb = cfg, examples, val_examples, task_emb
+        self.pad_id, self.out_dir, self.seed, self.lower = pad_id, Path(out_dir), seed, lower
+        self.acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
+        self.seq2seq = model.is_seq2seq
+        self.raw = model
+        fast = [p for n, p in model.named_parameters() if p.requires_grad and ("router" in n or n.startswith("hyper"))]
+        ids = {id(p) for p in fast}
+        slow = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+        groups = [{"params": slow, "lr": cfg.lr}] + ([{"params": fast, "lr": cfg.router_lr}] if fast else [])
+        opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        sched = get_scheduler(cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup", opt,
+                              num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps)
+        self.model, self.opt, self.sched = self.acc.prepare(model, opt, sched)
+        self.plan = sampling_plan(examples, steps=cfg.steps, batch_size=cfg.batch_size,
+                                  temperature=cfg.temperature, seed=seed)
+
+    # -- one step --------------------------------------------------------------------------------
+    def _forward(self, idx: Sequence[int], examples: Sequence[TrainExample], num_items: float):
+        b = _batch(examples, idx, self.pad_id, self.seq2seq)
+        dev = self.acc.device
+        emb = torch.stack([self.task_emb[k] for k in b.task_keys]).to(dev)
+        lower = None
+        if self.lower is not None and examples is self.examples:
+            lower = self.lower(self.acc.unwrap_model(self.model), idx, b.input_ids, b.attention_mask).to(dev)
+        return self.model(input_ids=None if lower is not None else b.input_ids.to(dev),
+                          attention_mask=b.attention_mask.to(dev), labels=b.labels.to(dev), task_emb=emb,
+                          task_keys=b.task_keys, lower=lower, num_items=num_items)
+
+    def step(self, step: int) -> dict[str, float]:
+        idx = self.plan[step]
+        world, rank = self.acc.num_processes, self.acc.process_index
+        mine = idx[rank::world]
+        micro = self.cfg.micro_batch_size or len(mine)
+        chunks = [mine[i:i + micro] for i in range(0, len(mine), micro)]
+        n_targets = _n_targets(self.examples, idx, self.seq2seq)
+        totals = {"loss": 0.0, "lm_loss": 0.0, "aux_loss": 0.0}
+        self.model.train()
+        for j, chunk in enumerate(chunks):
+            sync = j == len(chunks) - 1
+            ctx = self.acc.no_sync(self.model) if not sync else contextlib.nullcontext()
+            with ctx, self.acc.autocast():
+                out = self._forward(chunk, self.examples, n_targets / world)
+                aux = out.aux_loss * len(chunk) / len(idx) * world
+                loss = out.lm_loss + aux
+            if not torch.isfinite(loss):
+                raise TrainingError(f"step {step}: non-finite loss {loss.item()} on tasks "
+                                    f"{sorted({self.examples[i].task for i in chunk})}; the last good "
+                                    f"checkpoint is kept in {self.out_dir / 'last'}")
+            self.acc.backward(loss)
+            totals["lm_loss"] += out.lm_loss.item() / world
+            totals["aux_loss"] += aux.item() / world
+        stats = torch.tensor([totals["lm_loss"], totals["aux_loss"]], device=self.acc.device)
+        stats = self.acc.reduce(stats, reduction="sum")
+        if self.cfg.max_grad_norm > 0:
+            norm = self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+            if not torch.isfinite(torch.as_tensor(norm)):
+                raise TrainingError(f"step {step}: non-finite gradient norm; the last good checkpoint is kept "
+                                    f"in {self.out_dir / 'last'}")
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        lm, aux = stats.tolist()
+        return {"step": step + 1, "loss": lm + aux, "lm_loss": lm, "aux_loss": aux,
+                "lr": self.sched.get_last_lr()[0]}
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Token-mean loss on the validation examples (all processes see all of them)."""
+        self.model.eval()
+        total, count, bs = 0.0, 0, max(1, self.cfg.micro_batch_size or self.cfg.batch_size)
+        order = sorted(range(len(self.val_examples)), key=lambda i: len(self.val_examples[i].input_ids))
+        for s in range(0, len(order), bs):
+            idx = order[s:s + bs]
+            n = _n_targets(self.val_examples, idx, self.seq2seq)
+            with self.acc.autocast():
+                out = self._forward(idx, self.val_examples, 1.0)
+            total += out.lm_loss.item()
+            count += n
+        self.model.train()
+        return total / max(count, 1)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def _save_last(self, step: int, state: dict) -> None:
+        if not self.acc.is_main_process:
+            return
+        tmp, last = self.out_dir / ".last.tmp", self.out_dir / "last"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_trainable(self.acc.unwrap_model(self.model), tmp / "trainable.safetensors")
+        torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}, tmp / "optim.pt")
+        atomic_write_text(tmp / "state.json", json.dumps({**state, "step": step}))
+        old = self.out_dir / ".last.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if last.exists():
+            last.rename(old)
+        tmp.rename(last)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _resume(self) -> dict:
+        last = self.out_dir / "last"
+        if not (last / "state.json").exists():
+            return {"step": 0, "best_val_loss": None, "best_step": None, "bad_validations": 0}
+        state = json.loads((last / "state.json").read_text())
+        load_trainable(self.acc.unwrap_model(self.model), last / "trainable.safetensors")
+        optim = torch.load(last / "optim.pt", weights_only=True, map_location="cpu")
+        self.opt.load_state_dict(optim["optimizer"])
+        self.sched.load_state_dict(optim["scheduler"])
+        log.info("%s: resumed at step %d", self.out_dir, state["step"])
+        return state
+
+    def _log(self, row: dict) -> None:
+        if self.acc.is_main_process:
+            with (self.out_dir / "metrics.jsonl").open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+
+    # -- the loop --------------------------------------------------------------------------------
+    def fit(self, desc: str = "train") -> TrainResult:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        state = self._resume()
+        start = state["step"]
+        metrics = self.out_dir / "metrics.jsonl"
+        if self.acc.is_main_process and metrics.exists():  # drop lines from after the checkpoint
+            rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start))
+        bar = tqdm(range(start, self.cfg.steps), desc=desc, initial=start, total=self.cfg.steps,
+                   disable=not self.acc.is_main_process, dynamic_ncols=True)
+        for step in bar:
+            row = self.step(step)
+            done = step + 1
+            if (self.cfg.eval_every and done % self.cfg.eval_every == 0) or done == self.cfg.steps:
+                row["val_loss"] = self.validate()
+                best = state["best_val_loss"]
+                if best is None or row["val_loss"] < best:
+                    state.update(best_val_loss=row["val_loss"], best_step=done, bad_validations=0)
+                    if self.acc.is_main_process:
+                        save_trainable(self.acc.unwrap_model(self.model), self.out_dir / "best.safetensors")
+                else:
+                    state["bad_validations"] += 1
+            self._log(row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}))
+            stop = self.cfg.patience and state["bad_validations"] >= self.cfg.patience
+            if done % self.cfg.checkpoint_every == 0 or done == self.cfg.steps or stop:
+                self._save_last(done, state)
+            if stop:
+                log.info("%s: early stop at step %d (best %d)", desc, done, state["best_step"])
+                break
+        self.acc.wait_for_everyone()
+        best_path = self.out_dir / "best.safetensors"
+        if best_path.exists():
+            load_trainable(self.acc.unwrap_model(self.model), best_path)
+        history = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+        return TrainResult(steps=self.cfg.steps, best_val_loss=state["best_val_loss"], best_step=state["best_step"],
+                           history=history)
