@@ -636,8 +636,9 @@ def test_presets_and_overrides_apply() -> None:
     smoke = load_config("smoke")
     assert smoke.name == "smoke"
     assert smoke.data.train_collections == ["sni", "niv1"]
-    assert smoke.data.val_tasks == 4 and smoke.data.max_train_instances_per_task == 8
-    assert smoke.data.test_max_instances_per_task == 2
+    assert smoke.data.val_tasks == 2 and smoke.data.max_train_instances_per_task == 4
+    assert smoke.model.backbone == "tiny-llama" and smoke.train.steps == 4
+    assert smoke.data.test_max_instances_per_task == 1
     assert smoke.data.split_seed == DataConfig().split_seed  # untouched keys keep their defaults
 
     cfg = load_config("default", ["data.val_tasks=3", "prompt.n_pos_examples=2", "data.root=",
@@ -736,3 +737,13 @@ def test_summary_of_empty_splits() -> None:
     text = summarize(TaskSplits([], [], []))
     assert "train: 0 tasks, 0 instances" in text and "test: 0 tasks, 0 instances" in text
     assert "left out: 0 candidate tasks" in text
+
+
+def test_test_set_total_cap_keeps_real_instances_first(tiny_data_root: Path) -> None:
+    from promoe.data.splits import load_splits
+
+    splits = load_splits(DataConfig(root=str(tiny_data_root), test_max_per_task=2))
+    by_name = {t.name: t for t in splits.test}
+    # task901 has 1 first instance + 2 positives, task903 is complete (10 instances)
+    assert [i.origin for i in by_name["task901_toy_entailment"].instances] == ["instance", "positive_example"]
+    assert [i.origin for i in by_name["task903_toy_complete"].instances] == ["instance", "instance"]

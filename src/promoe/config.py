@@ -52,6 +52,9 @@ class DataConfig:
         7, "Cap on real test instances per test task (the offline partial tasks have at most 7).")
     test_positive_examples: bool = _f(
         True, "Also score each test task's positive examples (tagged origin=positive_example).")
+    test_max_per_task: int | None = _f(
+        None, "Cap on all scored instances of a test task, real instances first, then positive examples "
+              "(unset: no cap).")
     max_test_tasks: int | None = _f(None, "Evaluate on this many test tasks only, spread over the list "
                                           "(quick runs; unset: all).")
     split_seed: int = _f(0, "Seed of the validation split and of family capping.")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from promoe.analysis import analyze
 from promoe.baselines import run_heuristics
 from promoe.config import ExperimentConfig, to_dict
 from promoe.data.splits import TaskSplits, load_splits
@@ -51,25 +52,16 @@ def per_task_csv(results: dict[str, dict]) -> str:
     return buf.getvalue()
 
 
-def report(cfg: ExperimentConfig, results: dict[str, dict], splits: TaskSplits, times: dict[str, float]) -> str:
-    lines = [f"# PRo-MoE run `{cfg.name}`", "",
-             f"Test: {len(splits.test)} tasks, {sum(len(t.instances) for t in splits.test)} instances. "
-             f"Training pool: {len(splits.train)} train + {len(splits.val)} validation tasks "
-             f"from {', '.join(cfg.data.train_collections)}.", "",
-             "| model | ROUGE-L | EM | ROUGE-L (task mean) | EM (task mean) | n |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for model, r in results.items():
-        lines.append(f"| {model} | {r['rougeL']:.2f} | {r['exact_match']:.2f} | {r['rougeL_task_mean']:.2f} "
-                     f"| {r['exact_match_task_mean']:.2f} | {r['n']} |")
-    cats = sorted({c for r in results.values() for c in r["per_category"]})
-    lines += ["", "## ROUGE-L per category", "", "| category | " + " | ".join(results) + " |",
-              "|---|" + "---:|" * len(results)]
-    for c in cats:
-        vals = [results[m]["per_category"].get(c, {}).get("rougeL") for m in results]
-        lines.append(f"| {c} | " + " | ".join("" if v is None else f"{v:.2f}" for v in vals) + " |")
-    lines += ["", "Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items() if k != "peak_rss_gib"),
-              f"Peak memory: {times.get('peak_rss_gib', 0):.2f} GiB.", ""]
-    return "\n".join(lines)
+def stage_notes(cfg: ExperimentConfig, splits: TaskSplits, times: dict[str, float]) -> str:
+    """Run facts appended to REPORT.md: data, stage times, peak memory."""
+    n_test = sum(len(t.instances) for t in splits.test)
+    return "\n".join([
+        "## Run", "",
+        f"Test: {len(splits.test)} tasks, {n_test} instances. Meta-training pool: {len(splits.train)} training + "
+        f"{len(splits.val)} validation tasks from {', '.join(cfg.data.train_collections)} "
+        f"(backbone {cfg.model.backbone}).", "",
+        "Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items() if k != "peak_rss_gib") + ".",
+        f"Peak memory (RSS): {times.get('peak_rss_gib', 0):.2f} GiB.", ""])
 
 
 def run(cfg: ExperimentConfig) -> Path:
@@ -93,6 +85,7 @@ def run(cfg: ExperimentConfig) -> Path:
     write_json(run_dir / "summary.json", {m: {k: r[k] for k in SUMMARY_KEYS} for m, r in results.items()})
     atomic_write_text(run_dir / "per_task.csv", per_task_csv(results))
     write_json(run_dir / "times.json", times)
-    atomic_write_text(run_dir / "REPORT.md", report(cfg, results, splits, times))
+    atomic_write_text(run_dir / "REPORT_extra.md", stage_notes(cfg, splits, times))
+    analyze(run_dir)
     log.info("results in %s", run_dir)
     return run_dir

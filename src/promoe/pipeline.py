@@ -79,7 +79,7 @@ def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: 
                         batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
                         max_length=cfg.eval.max_length, stats=stats, desc=f"eval {name}")
         (run_dir / "routing").mkdir(parents=True, exist_ok=True)
-        if name != "backbone":
+        if stats.n_experts > 1:  # the dense FFN has nothing to route
             stats.save(run_dir / "routing" / f"{name}.npz")
         results[name] = write_predictions(run_dir, name, items, preds, splits.test)
         times[f"eval_{name}"] = time.perf_counter() - t1

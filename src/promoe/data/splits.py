@@ -127,7 +127,8 @@ def carve_validation(tasks: list[Task], n_tasks: int, seed: int) -> tuple[list[T
 
 
 def build_test_tasks(
-    meta_tasks: list[Task], complete_tasks: list[Task], *, max_instances: int, positive_examples: bool
+    meta_tasks: list[Task], complete_tasks: list[Task], *, max_instances: int, positive_examples: bool,
+    max_total: int | None = None,
 ) -> list[Task]:
     """The offline test set: every test task's first instances (+ positive examples, tagged).
 
@@ -141,7 +142,7 @@ def build_test_tasks(
         instances = (full or t).instances[:max_instances]
         if positive_examples:
             instances = instances + positive_example_instances(t)
-        out.append(replace(t, instances=instances,
+        out.append(replace(t, instances=instances[:max_total],
                            reasoning=full.reasoning if full else t.reasoning,
                            domains=full.domains if full else t.domains,
                            source=full.source if full else t.source))
@@ -197,7 +198,7 @@ def _offline(cfg: DataConfig) -> TaskSplits:
         raise DataError(f"{len(missing)} test tasks of the split list are missing, e.g. {min(missing)}",
                         file=str(root / "sni/test_task_meta.jsonl.gz"), fix="use the complete package")
     test = build_test_tasks(meta, complete, max_instances=cfg.test_max_instances_per_task,
-                            positive_examples=cfg.test_positive_examples)
+                            positive_examples=cfg.test_positive_examples, max_total=cfg.test_max_per_task)
     sources = {"test": "sni/test_task_meta.jsonl.gz + sni/test.jsonl.gz"}
     candidates = []
     for name in cfg.train_collections:
@@ -245,4 +246,4 @@ def _test_task(t: Task, cfg: DataConfig) -> Task:
     instances = t.instances[: cfg.test_max_instances_per_task]
     if cfg.test_positive_examples:
         instances = instances + positive_example_instances(t)
-    return replace(t, instances=instances)
+    return replace(t, instances=instances[: cfg.test_max_per_task])
