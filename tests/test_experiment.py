@@ -119,3 +119,25 @@ def test_real_heuristic_floors(real_data_root: Path, tmp_path: Path) -> None:
     # The SNI paper reports 14.2 (copy input) and 28.5 (copy demo) ROUGE-L on the full test set.
     assert 8 < s["copy_input"]["rougeL"] < 16 < 24 < s["copy_demo"]["rougeL"] < 34
     assert s["copy_demo"]["n_tasks"] == 113  # 6 test tasks have no first instances offline
+
+
+def test_trained_model_scores_a_new_task_file_and_answers_one_instance(tiny_data_root: Path, tmp_path: Path,
+                                                                        capsys) -> None:
+    assert main(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir",
+                 str(tmp_path)]) == 0
+    run = tmp_path / "smoke"
+    task = {"Definition": ["Repeat the word."], "Categories": ["Misc."],
+            "Instances": [{"id": f"u-{i}", "input": w, "output": [w]} for i, w in enumerate(["cat", "dog"])]}
+    task_file = tmp_path / "task999_user_repeat.json"
+    task_file.write_text(json.dumps(task))
+    capsys.readouterr()
+    assert main(["eval", "--run", str(run), "--model", "promoe", "--tasks", str(task_file)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 2 and out["n_tasks"] == 1 and "rougeL" in out
+    scored = run / "user_eval/task999_user_repeat"
+    assert (scored / "predictions/promoe.jsonl").exists() and (scored / "references.jsonl").exists()
+    assert main(["predict", "--run", str(run), "--model", "moe", "--definition", "Say yes or no.",
+                 "--input", "Is it raining?"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("answer:") and text.count("layer") == 2
+    assert main(["predict", "--run", str(run), "--model", "nope", "--definition", "d", "--input", "i"]) == 2

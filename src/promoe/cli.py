@@ -100,6 +100,25 @@ def cmd_model_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from promoe.inference import eval_task_file
+
+    result = eval_task_file(args.run, args.model, args.tasks, args.output_dir)
+    print(json.dumps({k: v for k, v in result.items() if k != "per_task"}, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from promoe.inference import predict_one
+
+    out = predict_one(args.run, args.model, args.definition, args.input)
+    print(f"answer: {out['answer']}")
+    for row in out["routing"]:
+        experts = ", ".join(f"{e} ({100 * w:.0f}%)" for e, w in row["experts"].items())
+        print(f"  layer {row['layer']}: experts {experts}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.keys:
         print("\n".join(help_lines()))
@@ -155,6 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, default=4, help="test instances to generate answers for")
     _add_config_args(p)
     p.set_defaults(func=cmd_model_check)
+
+    p = sub.add_parser("eval", help="score a trained model zero-shot on a task file (SNI schema)")
+    p.add_argument("--run", required=True, help="run folder written by run_experiment.py")
+    p.add_argument("--model", required=True, help="dense, moe, promoe, or backbone (untrained)")
+    p.add_argument("--tasks", required=True, help="task .json, .jsonl(.gz) package or folder of task files")
+    p.add_argument("--output-dir", help="where predictions and scores go (default: RUN/user_eval/<file>)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="answer one instance of a new task with a trained model")
+    p.add_argument("--run", required=True, help="run folder written by run_experiment.py")
+    p.add_argument("--model", required=True, help="dense, moe, promoe, or backbone (untrained)")
+    p.add_argument("--definition", required=True, help="the task's instruction (its Definition)")
+    p.add_argument("--input", required=True, help="the instance input")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("config", help="print the resolved config, or every key with its help")
     p.add_argument("--keys", action="store_true", help="list every config key with its default and help")

@@ -1,0 +1,93 @@
+"""Using a trained model of a run: score it zero-shot on any task file, or answer one new instance.
+
+``promoe eval --run DIR --model NAME --tasks FILE`` and ``promoe predict --run DIR --model NAME
+--definition TEXT --input TEXT`` rebuild the model from the run's resolved config, the backbone cache
+and the run's ``train/<model>/best.safetensors`` (safetensors only; nothing is unpickled).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from promoe.config import ExperimentConfig, load_config
+from promoe.data.schema import Instance, Task
+from promoe.data.sources import load_tasks
+from promoe.errors import PromoeError
+from promoe.evaluate import eval_items, predict, write_predictions
+from promoe.model.backbone import load_backbone
+from promoe.model.moe_model import MODEL_KINDS, MoEModel, build_model
+from promoe.model.prompting import chat_prompt
+from promoe.model.stats import RoutingStats
+from promoe.model.task_encoder import TaskEncoder, build_task_encoder
+from promoe.train import load_trainable
+
+
+@dataclass
+class Trained:
+    cfg: ExperimentConfig
+    model: MoEModel
+    tokenizer: object
+    encoder: TaskEncoder
+    seq2seq: bool
+
+    def wrap(self, text: str) -> str:
+        return text if self.seq2seq else chat_prompt(self.tokenizer, text)
+
+
+def load_trained(run_dir: str | Path, name: str) -> Trained:
+    """Rebuild model ``name`` (dense, moe, promoe, or backbone = untrained) of the run in ``run_dir``."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise PromoeError(f"{run_dir}: no config.yaml — not a run folder (give the folder run_experiment made)")
+    cfg = load_config(str(run_dir / "config.yaml"))
+    if name not in (*MODEL_KINDS, "backbone"):
+        raise PromoeError(f"unknown model {name!r}; choose from {[*MODEL_KINDS, 'backbone']}")
+    weights = run_dir / "train" / name / "best.safetensors"
+    if name != "backbone" and not weights.exists():
+        raise PromoeError(f"{weights}: missing — was model {name!r} trained in this run? (train.models)")
+    bb = load_backbone(cfg.model, seed=cfg.seed)
+    model = build_model(bb.model, bb.family, cfg.model, "dense" if name == "backbone" else name, seed=cfg.seed)
+    if name != "backbone":
+        load_trainable(model, weights)
+    return Trained(cfg, model.eval(), bb.tokenizer, build_task_encoder(cfg.model), bb.is_seq2seq)
+
+
+def _embeddings(trained: Trained, tasks: list[Task]) -> dict[str, torch.Tensor]:
+    return dict(zip([t.name for t in tasks], trained.encoder.encode([t.definition for t in tasks]), strict=True))
+
+
+def eval_task_file(run_dir: str | Path, name: str, tasks_file: str | Path, out_dir: str | Path | None = None) -> dict:
+    """Score model ``name`` zero-shot on every instance of ``tasks_file``; writes official-format files."""
+    tasks = load_tasks(tasks_file)
+    trained = load_trained(run_dir, name)
+    items = eval_items(tasks, origins=("instance",))
+    if not items:
+        raise PromoeError(f"{tasks_file}: the tasks hold no instances to score")
+    out = Path(out_dir) if out_dir else Path(run_dir) / "user_eval" / Path(tasks_file).name.split(".")[0]
+    preds = predict(trained.model, trained.tokenizer, items, task_emb=_embeddings(trained, tasks),
+                    prompt=trained.cfg.prompt, wrap=trained.wrap, batch_size=trained.cfg.eval.batch_size,
+                    max_new_tokens=trained.cfg.eval.max_new_tokens, max_length=trained.cfg.eval.max_length,
+                    desc=f"eval {name}")
+    return write_predictions(out, name, items, preds, tasks)
+
+
+def predict_one(run_dir: str | Path, name: str, definition: str, text: str) -> dict:
+    """Answer one instance of a new task; also the experts each MoE layer chose for it."""
+    trained = load_trained(run_dir, name)
+    task = Task(name="user_task", definition=definition, instances=(Instance("user-0", text, ("",)),))
+    n_experts = trained.model.moe_layers[0].experts.n_experts
+    stats = RoutingStats(len(trained.model.moe_layers), n_experts)
+    answer = predict(trained.model, trained.tokenizer, eval_items([task]), task_emb=_embeddings(trained, [task]),
+                     prompt=trained.cfg.prompt, wrap=trained.wrap, max_new_tokens=trained.cfg.eval.max_new_tokens,
+                     max_length=trained.cfg.eval.max_length, stats=stats, desc="predict")["user-0"]
+    share = stats.load / np.maximum(stats.load.sum(1, keepdims=True), 1)
+    layers = []
+    for layer, row in enumerate(share):
+        top = np.argsort(-row)[: min(4, n_experts)]
+        layers.append({"layer": trained.model.slots[layer],
+                       "experts": {int(e): round(float(row[e]), 3) for e in top if row[e] > 0}})
+    return {"model": name, "answer": answer, "routing": layers}
