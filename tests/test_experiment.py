@@ -141,3 +141,15 @@ def test_trained_model_scores_a_new_task_file_and_answers_one_instance(tiny_data
     text = capsys.readouterr().out
     assert text.startswith("answer:") and text.count("layer") == 2
     assert main(["predict", "--run", str(run), "--model", "nope", "--definition", "d", "--input", "i"]) == 2
+
+
+def test_several_seeds_aggregate_into_mean_and_ci(tiny_data_root: Path, tmp_path: Path) -> None:
+    assert main(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(tmp_path),
+                 "train.steps=2", "train.eval_every=1", "--seeds", "0", "1"]) == 0
+    top = tmp_path / "smoke"
+    assert (top / "seeds/0/summary.json").exists() and (top / "seeds/1/summary.json").exists()
+    seeds = json.loads((top / "seeds.json").read_text())
+    for model in ("dense", "moe", "promoe", "copy_demo"):
+        agg = seeds[model]["rougeL"]
+        assert agg["n"] == 2 and agg["low"] <= agg["mean"] <= agg["high"]
+    assert "## Seeds" in (top / "REPORT.md").read_text()

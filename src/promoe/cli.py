@@ -128,12 +128,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from promoe.experiment import run
+    from promoe.experiment import run, run_seeds
 
     cfg = _config(args)
     if args.output_dir:
         cfg.output_dir = args.output_dir
-    print(run(cfg))
+    print(run_seeds(cfg, args.seeds) if args.seeds and len(args.seeds) > 1 else
+          run(replace(cfg, seed=args.seeds[0]) if args.seeds else cfg))
     return 0
 
 
@@ -196,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the experiment (same as python run_experiment.py)")
     p.add_argument("--output-dir", help="parent folder of the run folder (default: config output_dir)")
+    p.add_argument("--seeds", type=int, nargs="+", help="run once per seed (into RUN/seeds/<seed>/) and "
+                                                        "aggregate the overall scores into mean ± CI")
     _add_config_args(p)
     p.set_defaults(func=cmd_run)
     return parser

@@ -57,7 +57,8 @@ def eval_items(tasks: Sequence[Task], origins: Sequence[str] = ("instance", "pos
 @torch.no_grad()
 def predict(model: MoEModel, tokenizer, items: Sequence[tuple[Task, Instance]], *, task_emb: dict[str, torch.Tensor],
             prompt: PromptConfig, wrap: Callable[[str], str], batch_size: int = 8, max_new_tokens: int = 32,
-            max_length: int = 1024, stats: RoutingStats | None = None, desc: str = "eval") -> dict[str, str]:
+            max_length: int = 1024, stats: RoutingStats | None = None, desc: str = "eval",
+            disable_progress: bool = False) -> dict[str, str]:
     """Greedy answers ``{instance id: first non-empty line}`` for ``items``."""
     model.eval()
     prompts = [wrap(task_prompt(t, i, n_pos_examples=prompt.n_pos_examples, add_explanation=prompt.add_explanation))
@@ -67,12 +68,14 @@ def predict(model: MoEModel, tokenizer, items: Sequence[tuple[Task, Instance]], 
     order = sorted(range(len(items)), key=lambda j: lengths[j])
     stopper = None
     out: dict[str, str] = {}
-    for s in tqdm(range(0, len(order), batch_size), desc=desc, dynamic_ncols=True):
+    device = next(model.parameters()).device
+    for s in tqdm(range(0, len(order), batch_size), desc=desc, dynamic_ncols=True, disable=disable_progress):
         idx = order[s:s + batch_size]
         enc = tokenizer([prompts[j] for j in idx], return_tensors="pt", padding=True, truncation=True,
                         max_length=max_length, add_special_tokens=False)
         keys = [items[j][0].name for j in idx]
-        emb = torch.stack([task_emb[k] for k in keys]) if task_emb else None
+        emb = torch.stack([task_emb[k] for k in keys]).to(device) if task_emb else None
+        enc = {k: v.to(device) for k, v in enc.items()}
         if stopper is None or stopper.prompt_len != enc["input_ids"].shape[1]:
             stopper = _stopper(tokenizer, enc["input_ids"].shape[1], stopper)
         gen, routing = model.generate(enc["input_ids"], attention_mask=enc["attention_mask"], task_emb=emb,

@@ -10,10 +10,13 @@ import csv
 import io
 import logging
 import resource
+import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
+from accelerate import Accelerator
 
 from promoe.analysis import analyze
 from promoe.baselines import run_heuristics
@@ -65,22 +68,30 @@ def stage_notes(cfg: ExperimentConfig, splits: TaskSplits, times: dict[str, floa
 
 
 def run(cfg: ExperimentConfig) -> Path:
-    """Run the experiment of ``cfg``; returns the run folder."""
+    """Run the experiment of ``cfg``; returns the run folder. Under ``accelerate launch`` / ``torchrun``
+    every process runs this; the main process alone writes the run's files."""
+    acc = Accelerator(mixed_precision=cfg.train.mixed_precision)
+    main = acc.is_main_process
     run_dir = Path(cfg.output_dir) / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     splits = load_splits(cfg.data)
-    write_splits(splits, run_dir)
     times["data"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    results = run_heuristics(splits.test, run_dir)
-    times["heuristics"] = time.perf_counter() - t0
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        write_splits(splits, run_dir)
+        t0 = time.perf_counter()
+        results = run_heuristics(splits.test, run_dir)
+        times["heuristics"] = time.perf_counter() - t0
+    acc.wait_for_everyone()
     if cfg.train.models or cfg.eval.backbone:
         from promoe.pipeline import run_models
 
-        results.update(run_models(cfg, splits, run_dir, times))
+        model_results = run_models(cfg, splits, run_dir, times, acc)
+    if not main:
+        return run_dir
+    results.update(model_results if cfg.train.models or cfg.eval.backbone else {})
     times["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     write_json(run_dir / "summary.json", {m: {k: r[k] for k in SUMMARY_KEYS} for m, r in results.items()})
     atomic_write_text(run_dir / "per_task.csv", per_task_csv(results))
@@ -89,3 +100,29 @@ def run(cfg: ExperimentConfig) -> Path:
     analyze(run_dir)
     log.info("results in %s", run_dir)
     return run_dir
+
+
+SEED_COPY = ("config.yaml", "splits.json", "data_summary.txt", "references.jsonl", "summary.json", "per_task.csv",
+             "times.json", "REPORT_extra.md", "scores", "predictions", "routing")
+
+
+def run_seeds(cfg: ExperimentConfig, seeds: list[int]) -> Path:
+    """One run per seed in ``<run>/seeds/<seed>/``; ``<run>/`` shows the first seed's run in full and the
+    mean ± CI of every model's overall scores over the seeds (``seeds.json`` and REPORT.md)."""
+    top = Path(cfg.output_dir) / cfg.name
+    for seed in seeds:
+        run(replace(cfg, seed=seed, output_dir=str(top / "seeds"), name=str(seed)))
+    if not Accelerator().is_main_process:
+        return top
+    first = top / "seeds" / str(seeds[0])
+    for item in SEED_COPY:
+        src, dst = first / item, top / item
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        elif src.exists():
+            shutil.copy2(src, dst)
+    for curves in (first / "train").glob("*/metrics.jsonl"):
+        (top / "train" / curves.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(curves, top / "train" / curves.parent.name / "metrics.jsonl")
+    analyze(top)
+    return top

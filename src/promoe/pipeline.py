@@ -16,13 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
 from torch import Tensor
 
 from promoe.config import ExperimentConfig
 from promoe.data.examples import TrainExample, build_examples
 from promoe.data.splits import TaskSplits
 from promoe.evaluate import eval_items, predict, write_predictions
-from promoe.io import read_predictions
+from promoe.io import read_predictions, read_references, references_of
 from promoe.metrics import score
 from promoe.model.backbone import load_backbone
 from promoe.model.moe_model import MoEModel, build_model
@@ -59,8 +61,14 @@ class LowerCache:
         return out
 
 
-def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: dict[str, float]) -> dict[str, dict]:
-    """Evaluate the untrained backbone and train + evaluate every configured model; returns scores."""
+def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: dict[str, float],
+               accelerator: Accelerator | None = None) -> dict[str, dict]:
+    """Evaluate the untrained backbone and train + evaluate every configured model; returns scores.
+
+    With several processes, training is data-parallel and evaluation is sharded (each process
+    generates for every n-th test instance); the main process writes every file.
+    """
+    acc = accelerator or Accelerator(mixed_precision=cfg.train.mixed_precision)
     t0 = time.perf_counter()
     bb = load_backbone(cfg.model, seed=cfg.seed)
     tok = bb.tokenizer
@@ -75,21 +83,31 @@ def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: 
     def evaluate(name: str, model: MoEModel) -> None:
         t1 = time.perf_counter()
         stats = RoutingStats(len(model.moe_layers), model.moe_layers[0].experts.n_experts)
-        preds = predict(model, tok, items, task_emb=task_emb, prompt=cfg.prompt, wrap=wrap,
-                        batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
-                        max_length=cfg.eval.max_length, stats=stats, desc=f"eval {name}")
-        (run_dir / "routing").mkdir(parents=True, exist_ok=True)
-        if stats.n_experts > 1:  # the dense FFN has nothing to route
-            stats.save(run_dir / "routing" / f"{name}.npz")
-        results[name] = write_predictions(run_dir, name, items, preds, splits.test)
+        model.to(acc.device)
+        with acc.autocast():
+            preds = predict(model, tok, items[acc.process_index::acc.num_processes], task_emb=task_emb,
+                            prompt=cfg.prompt, wrap=wrap, batch_size=cfg.eval.batch_size,
+                            max_new_tokens=cfg.eval.max_new_tokens, max_length=cfg.eval.max_length, stats=stats,
+                            desc=f"eval {name}", disable_progress=not acc.is_main_process)
+        if acc.num_processes > 1:
+            shares = gather_object([(preds, stats.state())])
+            preds = {k: v for p, _ in shares for k, v in p.items()}
+            stats = RoutingStats(stats.n_layers, stats.n_experts)
+            for _, state in shares:
+                stats.merge(state)
+        if acc.is_main_process:
+            if stats.n_experts > 1:  # the dense FFN has nothing to route
+                (run_dir / "routing").mkdir(parents=True, exist_ok=True)
+                stats.save(run_dir / "routing" / f"{name}.npz")
+            write_predictions(run_dir, name, items, preds, splits.test)
+        acc.wait_for_everyone()
+        results[name] = score(preds, references_of(splits.test))
         times[f"eval_{name}"] = time.perf_counter() - t1
         log.info("%s: ROUGE-L %.2f, EM %.2f (%d instances)", name, results[name]["rougeL"],
                  results[name]["exact_match"], results[name]["n"])
 
     def done(name: str) -> bool:
         if (run_dir / "scores" / f"{name}.json").exists() and (run_dir / "predictions" / f"{name}.jsonl").exists():
-            from promoe.io import read_references
-
             results[name] = score(read_predictions(run_dir / "predictions" / f"{name}.jsonl"),
                                   read_references(run_dir / "references.jsonl"))
             log.info("%s: already evaluated, kept", name)
@@ -115,7 +133,7 @@ def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: 
         model = build_model(copy.deepcopy(bb.model), bb.family, cfg.model, kind, seed=cfg.seed)
         trainer = Trainer(model, cfg=cfg.train, examples=examples, val_examples=val_examples, task_emb=task_emb,
                           pad_id=tok.pad_token_id, out_dir=run_dir / "train" / kind, seed=cfg.seed,
-                          lower=lower if model.split is not None else None)
+                          lower=lower if model.split is not None else None, accelerator=acc)
         result = trainer.fit(desc=f"train {kind}")
         times[f"train_{kind}"] = time.perf_counter() - t1
         log.info("%s: trained %d steps, best validation loss %s at step %s", kind, result.steps,

@@ -34,7 +34,7 @@ from promoe.model.moe_model import MoEModel
 log = logging.getLogger(__name__)
 
 LowerFn = Callable[[MoEModel, Sequence[int], torch.Tensor, torch.Tensor], torch.Tensor]
-"""``(model, example indices, input_ids, attention_mask) -> lower hidden states`` (shared, cached)."""
+"""``(model, example keys, input_ids, attention_mask) -> lower hidden states`` (shared, cached)."""
 
 
 class TrainingError(PromoeError):
@@ -55,6 +55,7 @@ def _trainable(model: MoEModel) -> dict[str, torch.Tensor]:
 
 def save_trainable(model: MoEModel, path: Path) -> None:
     """The trained parameters only (the frozen backbone is rebuilt from the backbone cache)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file({n: p.detach().contiguous().cpu() for n, p in _trainable(model).items()}, str(tmp))
     tmp.replace(path)
@@ -101,7 +102,10 @@ class Trainer:
         opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
         sched = get_scheduler(cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup", opt,
                               num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps)
-        self.model, self.opt, self.sched = self.acc.prepare(model, opt, sched)
+        # the scheduler is not prepared: Accelerate would step it once per process, but every process
+        # here takes a share of one global batch, so one optimizer step is one scheduler step
+        self.model, self.opt = self.acc.prepare(model, opt)
+        self.sched = sched
         self.plan = sampling_plan(examples, steps=cfg.steps, batch_size=cfg.batch_size,
                                   temperature=cfg.temperature, seed=seed)
 
@@ -111,8 +115,9 @@ class Trainer:
         dev = self.acc.device
         emb = torch.stack([self.task_emb[k] for k in b.task_keys]).to(dev)
         lower = None
-        if self.lower is not None and examples is self.examples:
-            lower = self.lower(self.acc.unwrap_model(self.model), idx, b.input_ids, b.attention_mask).to(dev)
+        if self.lower is not None:  # cache keys: training examples i >= 0, validation examples -1 - i
+            keys = list(idx) if examples is self.examples else [-1 - i for i in idx]
+            lower = self.lower(self.acc.unwrap_model(self.model), keys, b.input_ids, b.attention_mask).to(dev)
         return self.model(input_ids=None if lower is not None else b.input_ids.to(dev),
                           attention_mask=b.attention_mask.to(dev), labels=b.labels.to(dev), task_emb=emb,
                           task_keys=b.task_keys, lower=lower, num_items=num_items)

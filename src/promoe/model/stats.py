@@ -53,6 +53,18 @@ class RoutingStats:
             for i, key in enumerate(task_keys):
                 self.task_load[key][info.layer] += per_example[i]
 
+    def state(self) -> dict:
+        """Plain counts (for gathering across processes)."""
+        return {"load": self.load, "prob_sum": self.prob_sum, "entropy_sum": self.entropy_sum,
+                "tokens": self.tokens, "task_load": dict(self.task_load)}
+
+    def merge(self, state: dict) -> None:
+        """Add the counts of another :meth:`state` (e.g. another process's share of the test set)."""
+        for key in ("load", "prob_sum", "entropy_sum", "tokens"):
+            setattr(self, key, getattr(self, key) + state[key])
+        for task, load in state["task_load"].items():
+            self.task_load[task] += load
+
     def summary(self) -> dict[str, list[float]]:
         """Per layer: normalised load, load CV (0 = balanced), mean token entropy, entropy of mean probs."""
         tokens = np.maximum(self.tokens, 1)[:, None]
