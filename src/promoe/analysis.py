@@ -13,8 +13,6 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,7 @@ from matplotlib.figure import Figure
 
 from promoe.data.sources import iter_jsonl
 from promoe.errors import DataError
-from promoe.io import atomic_write_text, write_json
+from promoe.io import atomic_write_bytes, atomic_write_text, write_json
 from promoe.significance import aggregate_seeds, bootstrap_ci, paired_test
 
 log = logging.getLogger(__name__)
@@ -164,25 +162,11 @@ def seed_summary(seeds: dict[str, dict[str, dict]]) -> dict:
 # ----------------------------------------------------------------------------------------------- figures
 
 
-def _atomic_write_bytes(path: Path, blob: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save(fig: Figure, path: Path) -> None:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _colors(models: list[str] | set[str]) -> dict[str, tuple]:
