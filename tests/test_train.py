@@ -1,0 +1,78 @@
+"""Trainer: resume from a checkpoint gives the uninterrupted result; sampling plan; NaN stops cleanly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from promoe.config import ModelConfig, PromptConfig, TrainConfig
+from promoe.data.examples import build_examples, sampling_plan
+from promoe.data.schema import Instance, Task
+from promoe.model.backbone import load_backbone
+from promoe.model.moe_model import build_model
+from promoe.model.task_encoder import HashingEncoder
+from promoe.train import Trainer, TrainingError, save_trainable
+
+MCFG = ModelConfig(backbone="tiny-llama", n_moe_layers=2, n_experts=4, task_encoder="hashing", d_task=32, d_hyper=16)
+TASKS = [Task(name=f"task{t}", definition=f"Task {t}: copy the {w}.",
+              instances=tuple(Instance(f"t{t}-{i}", f"{w} {i} {'x' * (i * 3)}", (f"{w}{i}",)) for i in range(6)))
+         for t, w in enumerate(["word", "number", "colour"])]
+
+
+def _trainer(out: Path, **kw) -> Trainer:
+    bb = load_backbone(MCFG, seed=0)
+    examples = build_examples(TASKS, bb.tokenizer, per_task=6, max_length=64, max_target_length=8,
+                              prompt=PromptConfig())
+    emb = dict(zip([t.name for t in TASKS], HashingEncoder(32).encode([t.definition for t in TASKS]), strict=True))
+    cfg = TrainConfig(**{"steps": 6, "batch_size": 4, "lr": 1e-3, "warmup_steps": 1, "eval_every": 3,
+                         "checkpoint_every": 2, "max_length": 64, **kw})
+    model = build_model(bb.model, bb.family, MCFG, "promoe", seed=0)
+    return Trainer(model, cfg=cfg, examples=examples, val_examples=examples[:4], task_emb=emb,
+                   pad_id=bb.tokenizer.pad_token_id, out_dir=out, seed=0)
+
+
+def test_resume_from_checkpoint_equals_uninterrupted(tmp_path: Path) -> None:
+    full = _trainer(tmp_path / "full")
+    full.fit()
+    save_trainable(full.raw, tmp_path / "full.safetensors")
+
+    part = _trainer(tmp_path / "part")
+    state = {"best_val_loss": None, "best_step": None, "bad_validations": 0}
+    for step in range(2):  # two steps, a checkpoint, then the process "dies"
+        part.step(step)
+    part._save_last(2, {**state, "step": 2})
+    resumed = _trainer(tmp_path / "part")
+    resumed.fit()
+    save_trainable(resumed.raw, tmp_path / "resumed.safetensors")
+    a, b = load_file(str(tmp_path / "full.safetensors")), load_file(str(tmp_path / "resumed.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+    steps = [int(line.split('"step": ')[1].split(",")[0])
+             for line in (tmp_path / "part/metrics.jsonl").read_text().splitlines()]
+    assert steps == [3, 4, 5, 6]  # the resumed run logs only the steps it ran
+
+
+def test_sampling_plan_is_deterministic_balanced_and_bucketed() -> None:
+    bb = load_backbone(MCFG, seed=0)
+    examples = build_examples(TASKS, bb.tokenizer, per_task=6, max_length=1024, max_target_length=8,
+                              prompt=PromptConfig())
+    plan = sampling_plan(examples, steps=32, batch_size=4, temperature=1.0, seed=3)
+    assert plan == sampling_plan(examples, steps=32, batch_size=4, temperature=1.0, seed=3)
+    assert plan != sampling_plan(examples, steps=32, batch_size=4, temperature=1.0, seed=4)
+    assert len(plan) == 32 and all(len(b) == 4 for b in plan)
+    counts = [sum(examples[i].task == t.name for b in plan for i in b) for t in TASKS]
+    assert min(counts) > 0.5 * max(counts)  # equal-size tasks are drawn about equally
+    spread = [max(len(examples[i].input_ids) for i in b) - min(len(examples[i].input_ids) for i in b) for b in plan]
+    overall = max(len(e.input_ids) for e in examples) - min(len(e.input_ids) for e in examples)
+    assert sum(spread) / len(spread) < 0.5 * overall  # batches hold examples of similar length
+
+
+def test_non_finite_loss_stops_with_the_step_and_tasks(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path / "nan")
+    with torch.no_grad():
+        trainer.raw.moe_layers[0].experts.w_out.fill_(float("nan"))
+    with pytest.raises(TrainingError, match=r"step 0: non-finite loss .* tasks \['task"):
+        trainer.fit()
