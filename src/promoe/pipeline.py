@@ -140,6 +140,7 @@ def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: 
                  result.best_val_loss, result.best_step)
         evaluate(kind, trainer.acc.unwrap_model(trainer.model))
         del model, trainer
+        acc.free_memory()  # Accelerate keeps references to prepared models and optimizers
         gc.collect()
     times["lower_cache"] = lower.seconds
     return results
