@@ -4,7 +4,7 @@
 * caching the frozen lower part: tokens/s, fp32 vs bf16 autocast, for 24 and 28 frozen layers;
 * one training step (batch 8) of dense / moe / promoe on the cached lower part, top 6 vs top 2
   layers, fp32 vs bf16 autocast;
-* greedy generation of 16 new tokens per instance for the untrained backbone.
+* greedy generation (at most 16 new tokens, stopping after the first line) for the untrained backbone.
 
 Usage: ``python benchmarks/backbone_choices.py [--json OUT] [key=value ...]`` (needs $PROMOE_DATA).
 """
@@ -25,8 +25,8 @@ from promoe.config import load_config
 from promoe.data.collate import encode_pair, pad_batch
 from promoe.data.prompts import task_prompt
 from promoe.data.splits import load_splits
+from promoe.evaluate import predict
 from promoe.model.backbone import load_backbone
-from promoe.model.generation import generate_answers
 from promoe.model.moe_model import build_model
 from promoe.model.prompting import chat_prompt
 from promoe.model.task_encoder import build_task_encoder
@@ -96,13 +96,13 @@ def main(argv: list[str]) -> dict:
             del model, opt
     # generation of the untrained backbone, 8 test instances at a time
     model = build_model(copy.deepcopy(bb.model), bb.family, cfg.model, "dense").eval()
-    prompts = [chat_prompt(tok, task_prompt(t, i)) for t, i in test[:16]]
+    items = test[:16]
     for dtype in ("fp32", "bf16"):
         def gen(dtype=dtype):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
-                for s in range(0, len(prompts), 8):
-                    generate_answers(model, tok, prompts[s:s + 8], max_new_tokens=16)
-        res[f"generate_dense_{dtype}_s_per_instance"] = timed(gen) / len(prompts)
+                predict(model, tok, items, task_emb={}, prompt=cfg.prompt, wrap=lambda text: chat_prompt(tok, text),
+                        batch_size=8, max_new_tokens=16)
+        res[f"generate_dense_{dtype}_s_per_instance"] = timed(gen) / len(items)
         print(f"generate {dtype}: {res[f'generate_dense_{dtype}_s_per_instance']:.3f} s/instance", flush=True)
     if args.json:
         with open(args.json, "w") as f:

@@ -221,7 +221,7 @@ def _from_repo(cfg: DataConfig) -> TaskSplits:
     if missing:
         raise DataError(f"{len(missing)} test task files are missing, e.g. {missing[0]}",
                         file=str(Path(cfg.sni_repo) / "tasks"), fix="use a complete clone")
-    test = [_test_task(t, cfg) for t in test_tasks]
+    test = _complete_test_tasks(test_tasks, cfg)
     train_list = {t.name for t in train_tasks}
     pool, decisions = select_training_tasks(train_tasks, train_list=train_list, test_list=set(),
                                             max_per_family=cfg.max_subtasks_per_family, seed=cfg.split_seed)
@@ -234,16 +234,14 @@ def _from_hf(cfg: DataConfig) -> TaskSplits:
     if root and (Path(root) / "sni/task_categories.tsv").exists():
         categories = read_categories(Path(root) / "sni/task_categories.tsv")
     train_tasks = read_hf_sni(cfg.hf_dataset, split="train", categories=categories)
-    test = [_test_task(t, cfg) for t in read_hf_sni(cfg.hf_dataset, split="test", categories=categories)]
+    test = _complete_test_tasks(read_hf_sni(cfg.hf_dataset, split="test", categories=categories), cfg)
     pool, decisions = select_training_tasks(train_tasks, train_list={t.name for t in train_tasks},
                                             test_list=set(), max_per_family=cfg.max_subtasks_per_family,
                                             seed=cfg.split_seed)
     return _finish(pool, test, decisions, cfg, {"hf": cfg.hf_dataset})
 
 
-def _test_task(t: Task, cfg: DataConfig) -> Task:
-    """A complete test task: its first instances (upstream's first 100 are the official ones)."""
-    instances = t.instances[: cfg.test_max_instances_per_task]
-    if cfg.test_positive_examples:
-        instances = instances + positive_example_instances(t)
-    return replace(t, instances=instances[: cfg.test_max_per_task])
+def _complete_test_tasks(tasks: list[Task], cfg: DataConfig) -> list[Task]:
+    """Complete test tasks (upstream's first 100 instances are the official ones), capped as offline."""
+    return build_test_tasks(tasks, [], max_instances=cfg.test_max_instances_per_task,
+                            positive_examples=cfg.test_positive_examples, max_total=cfg.test_max_per_task)

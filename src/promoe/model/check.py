@@ -19,8 +19,8 @@ from promoe.data.collate import encode_pair, pad_batch
 from promoe.data.prompts import task_prompt
 from promoe.data.schema import Instance, Task
 from promoe.data.splits import load_splits
+from promoe.evaluate import predict
 from promoe.model.backbone import load_backbone
-from promoe.model.generation import generate_answers
 from promoe.model.moe_model import build_model
 from promoe.model.prompting import chat_prompt
 from promoe.model.task_encoder import build_task_encoder
@@ -84,7 +84,9 @@ def check_models(cfg: ExperimentConfig, *, steps: int = 3, batch_size: int = 4, 
             opt.step()
             losses.append(loss.item())
         model.eval()
-        answers = generate_answers(model, tok, prompts, task_emb=test_emb, task_keys=test_keys, max_new_tokens=16)
+        preds = predict(model, tok, test, task_emb=emb, prompt=cfg.prompt, wrap=lambda text: chat_prompt(tok, text),
+                        max_new_tokens=16, desc=f"generate {kind}")
+        answers = [preds[i.id] for _, i in test]
         name = kind if mode is None else f"{kind}:{mode}"
         rows.append({"model": name, "max_logit_diff_before_training": diff, "losses": losses,
                      "answers": answers, "seconds": time.perf_counter() - t0})
