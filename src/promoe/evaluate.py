@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -18,6 +20,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from promoe.config import PromptConfig
 from promoe.data.prompts import task_prompt
 from promoe.data.schema import Instance, Task
+from promoe.decode import eos_ids, greedy, prefill, supports_shared_prefix
 from promoe.io import reference_rows, references_of, write_json, write_jsonl
 from promoe.metrics import score
 from promoe.model.moe_model import MoEModel
@@ -54,40 +57,87 @@ def eval_items(tasks: Sequence[Task], origins: Sequence[str] = ("instance", "pos
     return [(t, i) for t in tasks for i in t.instances if i.origin in origins]
 
 
+@dataclass
+class Variant:
+    """One row of an evaluation: a model and the task descriptions its router sees.
+
+    ``task_emb`` maps a task name to the embedding fed to the router (the task's own Definition, or
+    an ablation's replacement); ``tasks`` limits the variant to some tasks (None: all).
+    """
+
+    name: str
+    model: MoEModel
+    task_emb: dict[str, torch.Tensor] | None = None
+    stats: RoutingStats | None = None
+    tasks: set[str] | None = None
+
+
 @torch.no_grad()
-def predict(model: MoEModel, tokenizer, items: Sequence[tuple[Task, Instance]], *, task_emb: dict[str, torch.Tensor],
-            prompt: PromptConfig, wrap: Callable[[str], str], batch_size: int = 8, max_new_tokens: int = 32,
-            max_length: int = 1024, stats: RoutingStats | None = None, desc: str = "eval",
-            disable_progress: bool = False) -> dict[str, str]:
-    """Greedy answers ``{instance id: first non-empty line}`` for ``items``."""
-    model.eval()
+def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tuple[Task, Instance]], *,
+                     prompt: PromptConfig, wrap: Callable[[str], str], batch_size: int = 8,
+                     max_new_tokens: int = 32, max_length: int = 1024, desc: str = "eval",
+                     disable_progress: bool = False) -> dict[str, dict[str, str]]:
+    """Greedy answers ``{variant: {instance id: first non-empty line}}`` for ``items``.
+
+    All variants see the same prompts. When their backbone allows it (see
+    :func:`~promoe.decode.supports_shared_prefix`; the variants must share the frozen lower layers),
+    each batch's pass through the lower layers is computed once for all variants.
+    """
+    for v in variants:
+        v.model.eval()
     prompts = [wrap(task_prompt(t, i, n_pos_examples=prompt.n_pos_examples, add_explanation=prompt.add_explanation))
                for t, i in items]
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     order = sorted(range(len(items)), key=lambda j: lengths[j])
+    shared = all(supports_shared_prefix(v.model) for v in variants)
     stopper = None
-    out: dict[str, str] = {}
-    device = next(model.parameters()).device
+    out: dict[str, dict[str, str]] = {v.name: {} for v in variants}
+    device = next(variants[0].model.parameters()).device
     for s in tqdm(range(0, len(order), batch_size), desc=desc, dynamic_ncols=True, disable=disable_progress):
         idx = order[s:s + batch_size]
         enc = tokenizer([prompts[j] for j in idx], return_tensors="pt", padding=True, truncation=True,
                         max_length=max_length, add_special_tokens=False)
-        keys = [items[j][0].name for j in idx]
-        emb = torch.stack([task_emb[k] for k in keys]).to(device) if task_emb else None
         enc = {k: v.to(device) for k, v in enc.items()}
         if stopper is None or stopper.prompt_len != enc["input_ids"].shape[1]:
             stopper = _stopper(tokenizer, enc["input_ids"].shape[1], stopper)
-        gen, routing = model.generate(enc["input_ids"], attention_mask=enc["attention_mask"], task_emb=emb,
-                                      task_keys=keys, return_routing=True, max_new_tokens=max_new_tokens,
-                                      do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                                      stopping_criteria=StoppingCriteriaList([stopper]))
-        if stats is not None:
-            stats.update(routing, keys)
-        texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        for j, text in zip(idx, texts, strict=True):
-            out[items[j][1].id] = first_line(text)
+        prefix = prefill(variants[0].model, enc["input_ids"], enc["attention_mask"]) if shared else None
+        for v in variants:
+            rows = [r for r, j in enumerate(idx) if v.tasks is None or items[j][0].name in v.tasks]
+            if not rows:
+                continue
+            keys = [items[idx[r]][0].name for r in rows]
+            emb = torch.stack([v.task_emb[k] for k in keys]).to(device) if v.task_emb else None
+            route_keys = [f"{v.name}/{k}" for k in keys]  # variants of one model route one task differently
+            sel = torch.tensor(rows, device=device)
+            ids, mask = enc["input_ids"][sel], enc["attention_mask"][sel]
+            if shared:
+                part = prefix if len(rows) == len(idx) else prefix.select(sel)
+                new, routing = v.model.with_routing(
+                    partial(greedy, v.model, part, max_new_tokens=max_new_tokens, stopper=stopper,
+                            pad_id=tokenizer.pad_token_id, eos=eos_ids(v.model)),
+                    emb, route_keys, record=v.stats is not None)
+                for info in routing:
+                    if info.router.probs.shape[:2] == mask.shape:
+                        info.mask = mask
+            else:
+                gen, routing = v.model.generate(ids, attention_mask=mask, task_emb=emb, task_keys=route_keys,
+                                                return_routing=True, max_new_tokens=max_new_tokens,
+                                                do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                                stopping_criteria=StoppingCriteriaList([stopper]))
+                new = gen[:, ids.shape[1]:]
+            if v.stats is not None:
+                v.stats.update(routing, keys)
+            texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+            for r, text in zip(rows, texts, strict=True):
+                out[v.name][items[idx[r]][1].id] = first_line(text)
     return out
+
+
+def predict(model: MoEModel, tokenizer, items: Sequence[tuple[Task, Instance]], *,
+            task_emb: dict[str, torch.Tensor] | None, stats: RoutingStats | None = None, **kw) -> dict[str, str]:
+    """Greedy answers ``{instance id: first non-empty line}`` of one model (see :func:`predict_variants`)."""
+    return predict_variants([Variant("model", model, task_emb, stats)], tokenizer, items, **kw)["model"]
 
 
 def _stopper(tokenizer, prompt_len: int, previous: FirstLineDone | None) -> FirstLineDone:

@@ -138,7 +138,8 @@ class MoEModel(nn.Module):
                                        use_cache=False).last_hidden_state
 
     # -- forward / generate -----------------------------------------------------------------------
-    def _run(self, fn, task_emb: Tensor | None, task_keys: list[str] | None, record: bool):
+    def with_routing(self, fn, task_emb: Tensor | None, task_keys: list[str] | None, record: bool):
+        """``fn()`` with the tasks' routing in place; returns its result and the recorded routing."""
         self.context.task, self.context.record, self.context.records = (
             self.task_routing(task_emb, task_keys), record, [])
         try:
@@ -176,7 +177,7 @@ class MoEModel(nn.Module):
             with self._only_layers(self.split, None, final_norm=True):
                 return self.backbone(attention_mask=attention_mask, **inputs, **kwargs)
 
-        out, routing = self._run(run, task_emb, task_keys, record=True)
+        out, routing = self.with_routing(run, task_emb, task_keys, record=True)
         masks = {"encoder": attention_mask, "decoder": kwargs.get("decoder_attention_mask")}
         if masks["decoder"] is None and labels is not None and self.is_seq2seq:
             masks["decoder"] = labels.ne(-100)  # decoder position t predicts labels[t]
@@ -208,7 +209,7 @@ class MoEModel(nn.Module):
                  task_keys: list[str] | None = None, return_routing: bool = False, **gen_kwargs):
         """``backbone.generate`` with the tasks' routing; with ``return_routing`` also the routing of
         the prompt pass (masked by ``attention_mask``) and of every generated token."""
-        out, routing = self._run(lambda: self.backbone.generate(input_ids=input_ids, attention_mask=attention_mask,
+        out, routing = self.with_routing(lambda: self.backbone.generate(input_ids=input_ids, attention_mask=attention_mask,
                                                                 **gen_kwargs), task_emb, task_keys,
                                  record=return_routing)
         if not return_routing:

@@ -1,0 +1,99 @@
+"""Shared-prefix greedy decoding of several variants equals each variant's own ``generate``."""
+
+from __future__ import annotations
+
+import copy
+from functools import partial
+
+import pytest
+import torch
+from transformers import StoppingCriteriaList
+
+from promoe.config import ModelConfig, PromptConfig
+from promoe.data.schema import Instance, Task
+from promoe.decode import eos_ids, greedy, prefill, supports_shared_prefix
+from promoe.evaluate import FirstLineDone, Variant, predict_variants
+from promoe.model.backbone import load_backbone
+from promoe.model.moe_model import build_model
+from promoe.model.prompting import chat_prompt
+from promoe.model.task_encoder import HashingEncoder
+
+CFG = ModelConfig(backbone="tiny-llama", n_moe_layers=1, n_experts=4, top_k=2, task_encoder="hashing", d_task=16,
+                  d_hyper=16)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    torch.manual_seed(0)
+    return load_backbone(CFG, seed=0)
+
+
+def _models(bb):
+    models = {}
+    for kind in ("dense", "moe", "promoe"):
+        m = build_model(copy.deepcopy(bb.model), bb.family, CFG, kind, seed=1)
+        with torch.no_grad():  # trained-looking weights so that the models disagree
+            for p in m.parameters():
+                if p.requires_grad:
+                    p.add_(torch.randn_like(p) * 0.3)
+        models[kind] = m.eval()
+    return models
+
+
+def _tasks() -> list[Task]:
+    tasks = []
+    for t in range(3):
+        inst = [Instance(id=f"t{t}-{i}", input="x" * (3 + 7 * i + t) + f" case {i}", outputs=("a",))
+                for i in range(3)]
+        tasks.append(Task(name=f"task{t}", definition=f"Definition number {t}: do something {'long ' * t}",
+                          categories=("C",), instances=tuple(inst)))
+    return tasks
+
+
+def test_prefill_greedy_equals_generate(backbone) -> None:
+    tok = backbone.tokenizer
+    models = _models(backbone)
+    assert all(supports_shared_prefix(m) for m in models.values())
+    texts = [chat_prompt(tok, "short"), chat_prompt(tok, "a much longer prompt " * 3), chat_prompt(tok, "mid size")]
+    tok.padding_side = "left"
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    emb = HashingEncoder(16).encode(["d0", "d1", "d2"])
+    keys = ["k0", "k1", "k2"]
+    prefix = prefill(models["dense"], enc["input_ids"], enc["attention_mask"])
+    for kind, m in models.items():
+        e = emb if kind == "promoe" else None
+        stop = FirstLineDone(tok, enc["input_ids"].shape[1])
+        ref = m.generate(enc["input_ids"], attention_mask=enc["attention_mask"], task_emb=e, task_keys=keys,
+                         max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id,
+                         stopping_criteria=StoppingCriteriaList([stop]))[:, enc["input_ids"].shape[1]:]
+        new, _ = m.with_routing(partial(greedy, m, prefix, max_new_tokens=12, stopper=stop, pad_id=tok.pad_token_id,
+                                        eos=eos_ids(m)), e, keys, record=False)
+        assert new.shape[1] > 0
+        torch.testing.assert_close(new, ref[:, :new.shape[1]], rtol=0, atol=0)
+        assert (ref[:, new.shape[1]:] == tok.pad_token_id).all()  # generate only padded after every row stopped
+
+
+def test_predict_variants_shares_prefill_and_matches_single(backbone) -> None:
+    tok = backbone.tokenizer
+    models = _models(backbone)
+    tasks = _tasks()
+    items = [(t, i) for t in tasks for i in t.instances]
+    emb = dict(zip([t.name for t in tasks], HashingEncoder(16).encode([t.definition for t in tasks]), strict=True))
+    shuffled = {"task0": emb["task1"], "task1": emb["task2"], "task2": emb["task0"]}
+    kw = dict(prompt=PromptConfig(), wrap=lambda s: chat_prompt(tok, s), batch_size=4, max_new_tokens=8)
+    variants = [Variant("dense", models["dense"]), Variant("moe", models["moe"]),
+                Variant("promoe", models["promoe"], emb), Variant("promoe-shuffled", models["promoe"], shuffled),
+                Variant("promoe-sub", models["promoe"], emb, tasks={"task1"})]
+    prompt_passes = []
+    hooks = [m.backbone.model.layers[0].register_forward_hook(
+        lambda mod, args, out: prompt_passes.append(1) if args[0].shape[1] > 1 else None) for m in models.values()]
+    together = predict_variants(variants, tok, items, **kw)
+    for h in hooks:
+        h.remove()
+    assert len(prompt_passes) == -(-len(items) // 4)  # the lower layers saw each batch's prompts once
+    for v in variants:
+        alone = predict_variants([Variant(v.name, copy.deepcopy(v.model), v.task_emb, tasks=v.tasks)], tok, items,
+                                 **kw)[v.name]
+        assert alone == together[v.name], v.name
+    assert set(together["promoe-sub"]) == {i.id for i in tasks[1].instances}
+    assert set(together["moe"]) == {i.id for _, i in items}
