@@ -138,6 +138,43 @@ class EvalConfig:
     backbone: bool = _f(True, "Also evaluate the untrained backbone.")
 
 
+ROUTER_BASELINES = ("knn", "skill", "uniform", "random")
+ABLATIONS = ("shuffled", "empty", "random_text", "category", "paraphrase")
+
+
+@dataclass
+class CompareConfig:
+    """Rows beyond the three models: routing baselines, description ablations, in-context and few-shot."""
+
+    routers: list[Literal["knn", "skill", "uniform", "random"]] = _f(
+        list(ROUTER_BASELINES), "Zero-shot routers on the trained `moe`'s experts: knn (routing of the nearest "
+                                "training tasks), skill (Symbolic-MoE-style skill profiles), uniform, random.")
+    profile_examples_per_task: int = _f(
+        4, "Training examples per training task whose `moe` routing makes the knn/skill profiles.")
+    knn_k: int = _f(8, "Neighbouring training tasks of the knn router.")
+    knn_temperature: float = _f(0.05, "Softmax temperature over the neighbours' cosine similarities.")
+    skill_n: int = _f(3, "Skills inferred per task by the skill router.")
+    skill_temperature: float = _f(0.05, "Softmax temperature over the inferred skills' similarities.")
+    ablations: list[Literal["shuffled", "empty", "random_text", "category", "paraphrase"]] = _f(
+        list(ABLATIONS), "Descriptions fed to promoe's router instead of the task's own (the prompt keeps the "
+                         "real Definition): another task's, empty, random words, the category name, a "
+                         "paraphrase (tasks in paraphrases/ only).")
+    paraphrase_index: int = _f(0, "Which of a task's paraphrases the paraphrase ablation uses.")
+    icl_models: list[Literal["backbone", "dense", "moe", "promoe"]] = _f(
+        ["backbone", "dense", "moe", "promoe"], "Models also evaluated in context: Definition + `icl_examples` "
+                                                "positive examples in the prompt.")
+    icl_examples: int = _f(2, "Positive examples shown in the in-context prompt.")
+    fewshot_models: list[Literal["dense", "moe", "promoe"]] = _f(
+        ["dense", "moe", "promoe"], "Trained models fine-tuned on each test task's positive examples.")
+    fewshot_k: int | None = _f(None, "Positive examples per test task to fine-tune on (unset: all of them).")
+    fewshot_steps: int = _f(4, "Optimizer steps per test task (each on all k examples).")
+    fewshot_lr: float = _f(1e-4, "Learning rate of few-shot fine-tuning (routers and hypernetwork: 10x).")
+
+    @property
+    def uses_positive_examples(self) -> bool:
+        return bool(self.icl_models or self.fewshot_models)
+
+
 @dataclass
 class ExperimentConfig:
     """The whole experiment."""
@@ -150,6 +187,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
 
 def _type_name(tp: Any) -> str:

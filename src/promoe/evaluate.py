@@ -148,13 +148,16 @@ def _stopper(tokenizer, prompt_len: int, previous: FirstLineDone | None) -> Firs
 
 
 def write_predictions(out_dir: Path, name: str, items: Sequence[tuple[Task, Instance]], preds: dict[str, str],
-                      tasks: Sequence[Task]) -> dict:
-    """Write ``predictions/<name>.jsonl`` and ``scores/<name>.json``; the references of ``items`` once."""
+                      tasks: Sequence[Task], all_items: Sequence[tuple[Task, Instance]] | None = None) -> dict:
+    """Write ``predictions/<name>.jsonl`` and ``scores/<name>.json``, and once the references of
+    ``all_items`` (every scored instance of the run; default ``items``)."""
     ids = {i.id for _, i in items}
-    refs = [r for r in references_of(tasks) if r.id in ids]
+    every = references_of(tasks)
+    refs = [r for r in every if r.id in ids]
     ref_path = out_dir / "references.jsonl"
     if not ref_path.exists():
-        write_jsonl(ref_path, reference_rows(refs))
+        all_ids = {i.id for _, i in (all_items or items)}
+        write_jsonl(ref_path, reference_rows([r for r in every if r.id in all_ids]))
     write_jsonl(out_dir / "predictions" / f"{name}.jsonl", ({"id": i.id, "prediction": preds.get(i.id, "")}
                                                            for _, i in items))
     result = score(preds, refs)

@@ -1,7 +1,8 @@
 """The experiment driver behind ``python run_experiment.py``.
 
-Today it prepares the task splits and runs the heuristic baselines on the test tasks, writing every
-output a run owns under ``<output_dir>/<name>/``; model training and evaluation plug in here.
+It prepares the task splits, scores the heuristic baselines, trains and scores every model and
+comparison row (:func:`promoe.pipeline.run_models`) and writes the analysis, every output a run owns
+under ``<output_dir>/<name>/``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from accelerate import Accelerator
 from promoe.analysis import analyze
 from promoe.baselines import run_heuristics
 from promoe.config import ExperimentConfig, to_dict
+from promoe.errors import ConfigError
 from promoe.data.splits import TaskSplits, load_splits
 from promoe.data.summary import summarize
 from promoe.io import atomic_write_text, write_json
@@ -70,6 +72,10 @@ def stage_notes(cfg: ExperimentConfig, splits: TaskSplits, times: dict[str, floa
 def run(cfg: ExperimentConfig) -> Path:
     """Run the experiment of ``cfg``; returns the run folder. Under ``accelerate launch`` / ``torchrun``
     every process runs this; the main process alone writes the run's files."""
+    if cfg.compare.uses_positive_examples and cfg.data.test_positive_examples:
+        raise ConfigError("compare.icl_models / compare.fewshot_models show the test tasks' positive examples to "
+                          "the models, so they cannot also be scored: set data.test_positive_examples=false (or "
+                          "empty both lists)")
     acc = Accelerator(mixed_precision=cfg.train.mixed_precision)
     main = acc.is_main_process
     run_dir = Path(cfg.output_dir) / cfg.name

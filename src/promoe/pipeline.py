@@ -10,28 +10,37 @@ from __future__ import annotations
 
 import copy
 import gc
+import io
 import logging
+import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from promoe.config import ExperimentConfig
+from promoe.ablations import PARAPHRASES, ablated_descriptions, read_paraphrases
+from promoe.config import DATA_ENV, CompareConfig, ExperimentConfig, PromptConfig
 from promoe.data.examples import TrainExample, build_examples
-from promoe.data.splits import TaskSplits
-from promoe.evaluate import eval_items, predict, write_predictions
-from promoe.io import read_predictions, read_references, references_of
+from promoe.data.splits import TaskSplits, data_root
+from promoe.evaluate import Variant, eval_items, predict_variants, write_predictions
+from promoe.fewshot import run_fewshot
+from promoe.io import atomic_write_bytes, read_predictions, read_references, references_of
 from promoe.metrics import score
 from promoe.model.backbone import load_backbone
-from promoe.model.moe_model import MoEModel, build_model
+from promoe.model.moe_model import MoEModel, build_model, replace_routers, share_frozen_weights, variant_copy
 from promoe.model.prompting import chat_prompt
 from promoe.model.stats import RoutingStats
 from promoe.model.task_encoder import build_task_encoder
-from promoe.train import Trainer
+from promoe.model.task_routing import KNNRouting, SkillRouting, task_routed, task_skills
+from promoe.train import Trainer, batch_of
 
 log = logging.getLogger(__name__)
 
@@ -61,76 +70,154 @@ class LowerCache:
         return out
 
 
+def routing_profiles(model: MoEModel, examples: Sequence[TrainExample], per_task: int, lower: LowerCache | None,
+                     pad_id: int, batch_size: int = 8) -> tuple[list[str], np.ndarray]:
+    """Task-level routing of a trained token-level MoE on training tasks: mean router probability per
+    layer and expert over the tokens of each task's first ``per_task`` examples -> (names, (N, L, E))."""
+    picked: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        if len(picked.setdefault(ex.task, [])) < per_task:
+            picked[ex.task].append(i)
+    order = sorted((i for idx in picked.values() for i in idx), key=lambda i: len(examples[i].input_ids))
+    sums: dict[str, np.ndarray] = {}
+    model.eval()
+    with torch.no_grad():
+        for s in tqdm(range(0, len(order), batch_size), desc="routing profiles", dynamic_ncols=True):
+            idx = order[s:s + batch_size]
+            b = batch_of(examples, idx, pad_id, model.is_seq2seq)
+            hidden = lower(model, idx, b.input_ids, b.attention_mask) if lower is not None else None
+            out = model(input_ids=None if hidden is not None else b.input_ids, attention_mask=b.attention_mask,
+                        lower=hidden)
+            m = b.attention_mask.float()[..., None]  # (B, T, 1)
+            probs = torch.stack([(r.router.probs.float() * m).sum(1) / m.sum(1) for r in out.routing], 1)  # (B, L, E)
+            for key, p in zip(b.task_keys, probs.numpy(), strict=True):
+                sums[key] = sums.get(key, 0) + p
+    names = sorted(sums)
+    return names, np.stack([sums[n] / len(picked[n]) for n in names])
+
+
+class Evaluation:
+    """Scores rows (a model, or a routing / description variant of one) and writes their files."""
+
+    def __init__(self, cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, acc: Accelerator, tokenizer,
+                 wrap, times: dict[str, float]) -> None:
+        self.cfg, self.splits, self.run_dir, self.acc, self.tok, self.wrap = cfg, splits, run_dir, acc, tokenizer, wrap
+        self.times = times
+        self.items = eval_items(splits.test, ("instance",) if not cfg.data.test_positive_examples
+                                else ("instance", "positive_example"))
+        self.results: dict[str, dict] = {}
+
+    def done(self, name: str) -> bool:
+        """True (and the row's scores loaded) when ``name`` was scored by an earlier run of this folder."""
+        if name in self.results:
+            return True
+        scores, preds = self.run_dir / "scores" / f"{name}.json", self.run_dir / "predictions" / f"{name}.jsonl"
+        if scores.exists() and preds.exists():
+            predicted = read_predictions(preds)  # a row may cover some tasks only (paraphrase ablation)
+            refs = [r for r in read_references(self.run_dir / "references.jsonl") if r.id in predicted]
+            self.results[name] = score(predicted, refs)
+            log.info("%s: already evaluated, kept", name)
+            return True
+        return False
+
+    def stats_for(self, model: MoEModel) -> RoutingStats | None:
+        n_experts = model.moe_layers[0].experts.n_experts
+        return RoutingStats(len(model.moe_layers), n_experts) if n_experts > 1 else None  # dense: nothing routed
+
+    def run(self, variants: list[Variant], *, prompt: PromptConfig | None = None, label: str = "eval") -> None:
+        """Predict with every variant not yet scored (one shared prompt pass per batch) and score them."""
+        variants = [v for v in variants if not self.done(v.name)]
+        if not variants:
+            return
+        t1 = time.perf_counter()
+        acc = self.acc
+        for v in variants:
+            v.model.to(acc.device)
+            v.stats = self.stats_for(v.model)
+        with acc.autocast():
+            preds = predict_variants(variants, self.tok, self.items[acc.process_index::acc.num_processes],
+                                     prompt=prompt or self.cfg.prompt, wrap=self.wrap,
+                                     batch_size=self.cfg.eval.batch_size, max_new_tokens=self.cfg.eval.max_new_tokens,
+                                     max_length=self.cfg.eval.max_length,
+                                     desc=f"{label} {', '.join(v.name for v in variants)}",
+                                     disable_progress=not acc.is_main_process)
+        self.record(variants, preds)
+        self.times[f"{label}_{'+'.join(v.name for v in variants)}"] = time.perf_counter() - t1
+
+    def record(self, variants: list[Variant], preds: dict[str, dict[str, str]]) -> None:
+        """Gather shards, then write predictions, scores and routing statistics of ``variants``."""
+        acc = self.acc
+        for v in variants:
+            p, stats = preds[v.name], v.stats
+            if acc.num_processes > 1:
+                shares = gather_object([(p, None if stats is None else stats.state())])
+                p = {k: x for part, _ in shares for k, x in part.items()}
+                if stats is not None:
+                    stats = RoutingStats(stats.n_layers, stats.n_experts)
+                    for _, state in shares:
+                        stats.merge(state)
+            items = [(t, i) for t, i in self.items if v.tasks is None or t.name in v.tasks]
+            if acc.is_main_process:
+                if stats is not None:
+                    (self.run_dir / "routing").mkdir(parents=True, exist_ok=True)
+                    stats.save(self.run_dir / "routing" / f"{v.name}.npz")
+                write_predictions(self.run_dir, v.name, items, p, self.splits.test, all_items=self.items)
+            acc.wait_for_everyone()
+            refs = [r for r in references_of(self.splits.test) if r.id in {i.id for _, i in items}]
+            self.results[v.name] = score(p, refs)
+            log.info("%s: ROUGE-L %.2f, EM %.2f (%d instances)", v.name, self.results[v.name]["rougeL"],
+                     self.results[v.name]["exact_match"], self.results[v.name]["n"])
+
+
+def _embed(encoder, texts: dict[str, str]) -> dict[str, Tensor]:
+    names = sorted(texts)
+    return dict(zip(names, encoder.encode([texts[n] for n in names]), strict=True)) if names else {}
+
+
 def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: dict[str, float],
                accelerator: Accelerator | None = None) -> dict[str, dict]:
-    """Evaluate the untrained backbone and train + evaluate every configured model; returns scores.
+    """Train the configured models, then score every row of the experiment; returns scores per row.
 
-    With several processes, training is data-parallel and evaluation is sharded (each process
-    generates for every n-th test instance); the main process writes every file.
+    Rows: the untrained backbone; ``dense``, ``moe``, ``promoe``; routing baselines on the trained
+    ``moe`` (``knn``, ``skill``, ``uniform``, ``random``); description ablations of ``promoe``
+    (``promoe-<ablation>``); in-context rows (``<model>-icl``); few-shot fine-tuning (``<model>-fewshot``).
+    With several processes, training is data-parallel and evaluation is sharded; the main process
+    writes every file.
     """
     acc = accelerator or Accelerator(mixed_precision=cfg.train.mixed_precision)
+    c = cfg.compare
     t0 = time.perf_counter()
     bb = load_backbone(cfg.model, seed=cfg.seed)
     tok = bb.tokenizer
     encoder = build_task_encoder(cfg.model)
     tasks = splits.train + splits.val + splits.test
-    task_emb = dict(zip([t.name for t in tasks], encoder.encode([t.definition for t in tasks]), strict=True))
+    task_emb = _embed(encoder, {t.name: t.definition for t in tasks})
+    if acc.is_main_process:
+        save_task_embeddings(run_dir / "task_embeddings.npz", splits, task_emb)
     wrap = (lambda text: chat_prompt(tok, text)) if not bb.is_seq2seq else (lambda text: text)
-    items = eval_items(splits.test)
+    ev = Evaluation(cfg, splits, run_dir, acc, tok, wrap, times)
     times["load"] = time.perf_counter() - t0
-    results: dict[str, dict] = {}
 
-    def evaluate(name: str, model: MoEModel) -> None:
-        t1 = time.perf_counter()
-        stats = RoutingStats(len(model.moe_layers), model.moe_layers[0].experts.n_experts)
-        model.to(acc.device)
-        with acc.autocast():
-            preds = predict(model, tok, items[acc.process_index::acc.num_processes], task_emb=task_emb,
-                            prompt=cfg.prompt, wrap=wrap, batch_size=cfg.eval.batch_size,
-                            max_new_tokens=cfg.eval.max_new_tokens, max_length=cfg.eval.max_length, stats=stats,
-                            desc=f"eval {name}", disable_progress=not acc.is_main_process)
-        if acc.num_processes > 1:
-            shares = gather_object([(preds, stats.state())])
-            preds = {k: v for p, _ in shares for k, v in p.items()}
-            stats = RoutingStats(stats.n_layers, stats.n_experts)
-            for _, state in shares:
-                stats.merge(state)
-        if acc.is_main_process:
-            if stats.n_experts > 1:  # the dense FFN has nothing to route
-                (run_dir / "routing").mkdir(parents=True, exist_ok=True)
-                stats.save(run_dir / "routing" / f"{name}.npz")
-            write_predictions(run_dir, name, items, preds, splits.test)
-        acc.wait_for_everyone()
-        results[name] = score(preds, references_of(splits.test))
-        times[f"eval_{name}"] = time.perf_counter() - t1
-        log.info("%s: ROUGE-L %.2f, EM %.2f (%d instances)", name, results[name]["rougeL"],
-                 results[name]["exact_match"], results[name]["n"])
+    def fresh(kind: str) -> MoEModel:
+        model = build_model(copy.deepcopy(bb.model), bb.family, cfg.model, kind, seed=cfg.seed)
+        share_frozen_weights(model, bb.model)
+        return model
 
-    def done(name: str) -> bool:
-        if (run_dir / "scores" / f"{name}.json").exists() and (run_dir / "predictions" / f"{name}.jsonl").exists():
-            results[name] = score(read_predictions(run_dir / "predictions" / f"{name}.jsonl"),
-                                  read_references(run_dir / "references.jsonl"))
-            log.info("%s: already evaluated, kept", name)
-            return True
-        return False
-
-    if cfg.eval.backbone and not done("backbone"):
-        evaluate("backbone", build_model(copy.deepcopy(bb.model), bb.family, cfg.model, "dense", seed=cfg.seed))
+    # -- meta-training (resumes; a finished training only reloads its best weights) ----------------
     lower = LowerCache()
-    seq2seq = bb.is_seq2seq
     examples: list[TrainExample] | None = None
+    trained: dict[str, MoEModel] = {}
+    profiles = None
     for kind in cfg.train.models:
-        if done(kind):
-            continue
         if examples is None:
             common = dict(max_length=cfg.train.max_length, max_target_length=cfg.train.max_target_length,
-                          prompt=cfg.prompt, wrap=wrap, seq2seq=seq2seq)
+                          prompt=cfg.prompt, wrap=wrap, seq2seq=bb.is_seq2seq)
             examples = build_examples(splits.train, tok, per_task=cfg.train.examples_per_task, **common)
             val_examples = build_examples(splits.val, tok, per_task=cfg.train.val_examples_per_task, **common)
             log.info("training examples: %d from %d tasks; validation: %d from %d tasks", len(examples),
                      len(splits.train), len(val_examples), len(splits.val))
         t1 = time.perf_counter()
-        model = build_model(copy.deepcopy(bb.model), bb.family, cfg.model, kind, seed=cfg.seed)
+        model = fresh(kind)
         trainer = Trainer(model, cfg=cfg.train, examples=examples, val_examples=val_examples, task_emb=task_emb,
                           pad_id=tok.pad_token_id, out_dir=run_dir / "train" / kind, seed=cfg.seed,
                           lower=lower if model.split is not None else None, accelerator=acc)
@@ -138,9 +225,111 @@ def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: 
         times[f"train_{kind}"] = time.perf_counter() - t1
         log.info("%s: trained %d steps, best validation loss %s at step %s", kind, result.steps,
                  result.best_val_loss, result.best_step)
-        evaluate(kind, trainer.acc.unwrap_model(trainer.model))
-        del model, trainer
+        trained[kind] = acc.unwrap_model(trainer.model).eval()
+        del trainer
         acc.free_memory()  # Accelerate keeps references to prepared models and optimizers
+        if kind == "moe" and {"knn", "skill"} & set(c.routers):
+            profiles = load_or_make_profiles(run_dir / "routing_profiles" / "moe.npz", acc, partial(
+                routing_profiles, trained["moe"], examples, c.profile_examples_per_task,
+                lower if trained["moe"].split is not None else None, tok.pad_token_id, cfg.eval.batch_size))
         gc.collect()
     times["lower_cache"] = lower.seconds
-    return results
+    lower.store.clear()  # training is over: free the cached hidden states
+    gc.collect()
+
+    # -- zero-shot rows, one shared prompt pass -------------------------------------------------------
+    rows: list[Variant] = []
+    if cfg.eval.backbone:
+        rows.append(Variant("backbone", fresh("dense")))
+    rows += [Variant(kind, m, task_emb if kind == "promoe" else None) for kind, m in trained.items()]
+    if "moe" in trained:
+        rows += router_rows(trained["moe"], c, splits, profiles, task_emb)
+    if "promoe" in trained:
+        rows += ablation_rows(trained["promoe"], cfg, splits, encoder)
+    ev.run(rows, label="eval")
+    # -- in context: Definition + positive examples in the prompt ---------------------------------------
+    by_name = {v.name: v for v in rows}
+    icl = [Variant(f"{m}-icl", by_name[m].model, by_name[m].task_emb) for m in c.icl_models if m in by_name]
+    ev.run(icl, prompt=replace(cfg.prompt, n_pos_examples=c.icl_examples), label="icl")
+    # -- few-shot fine-tuning per test task -------------------------------------------------------------
+    few = {f"{m}-fewshot": trained[m] for m in c.fewshot_models if m in trained}
+    few = {n: m for n, m in few.items() if not ev.done(n)}
+    if few:
+        t1 = time.perf_counter()
+        variants = {n: Variant(n, m, task_emb if m.hyper is not None else None, ev.stats_for(m)) for n, m in few.items()}
+        preds = run_fewshot(few, variants, ev.items[acc.process_index::acc.num_processes], tok, cfg=cfg, wrap=wrap,
+                            task_emb=task_emb)
+        ev.record(list(variants.values()), preds)
+        times[f"fewshot_{'+'.join(few)}"] = time.perf_counter() - t1
+    return ev.results
+
+
+def load_or_make_profiles(path: Path, acc: Accelerator, make) -> tuple[list[str], np.ndarray]:
+    """Training-task routing profiles of the trained ``moe`` (``routing_profiles/moe.npz``), made once."""
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            return [str(n) for n in z["task_names"]], z["routing"]
+    names, routing = make()
+    if acc.is_main_process:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, task_names=np.array(names, dtype=str), routing=routing)
+        atomic_write_bytes(path, buf.getvalue())
+    return names, routing
+
+
+def save_task_embeddings(path: Path, splits: TaskSplits, task_emb: dict[str, Tensor]) -> None:
+    """Description embeddings, categories and split of every task (read by the analysis)."""
+    groups = (("train", splits.train), ("val", splits.val), ("test", splits.test))
+    tasks = [(s, t) for s, ts in groups for t in ts]
+    buf = io.BytesIO()
+    np.savez(buf, task_names=np.array([t.name for _, t in tasks], dtype=str),
+             embeddings=torch.stack([task_emb[t.name] for _, t in tasks]).float().numpy(),
+             categories=np.array([t.category for _, t in tasks], dtype=str),
+             split=np.array([s for s, _ in tasks], dtype=str))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def router_rows(moe: MoEModel, c: CompareConfig, splits: TaskSplits, profiles, task_emb: dict[str, Tensor]) -> list[Variant]:
+    """The routing baselines on the trained ``moe``'s experts (copies share its weights)."""
+    rows = []
+    train = {t.name: t for t in splits.train}
+    for name in c.routers:
+        model = variant_copy(moe)
+        if name in ("uniform", "random"):
+            replace_routers(model, name)
+            rows.append(Variant(name, model))
+            continue
+        names, routing = profiles
+        emb = torch.stack([task_emb[n] for n in names])
+        table = torch.as_tensor(routing, dtype=torch.float32)
+        if name == "knn":
+            gen = KNNRouting(emb, table, k=c.knn_k, temperature=c.knn_temperature)
+        else:
+            gen = SkillRouting(emb, [task_skills(train[n]) for n in names], table, n_skills=c.skill_n,
+                               temperature=c.skill_temperature)
+        rows.append(Variant(name, task_routed(model, gen), task_emb))
+    return rows
+
+
+def ablation_rows(promoe: MoEModel, cfg: ExperimentConfig, splits: TaskSplits, encoder) -> list[Variant]:
+    """``promoe`` with other descriptions fed to its router (the prompt is unchanged)."""
+    c = cfg.compare
+    paraphrases = None
+    if "paraphrase" in c.ablations:
+        path = data_root(cfg.data) / PARAPHRASES if (cfg.data.root or os.environ.get(DATA_ENV)) else None
+        if path is None or not path.exists():
+            log.warning("paraphrase ablation skipped: no %s in the data folder", PARAPHRASES)
+        else:
+            paraphrases = read_paraphrases(path)
+    rows = []
+    for kind in c.ablations:
+        if kind == "paraphrase" and paraphrases is None:
+            continue
+        texts = ablated_descriptions(kind, splits.test, seed=cfg.seed, paraphrases=paraphrases,
+                                     paraphrase_index=c.paraphrase_index)
+        if not texts:
+            log.warning("ablation %s skipped: no test task has a replacement description", kind)
+            continue
+        rows.append(Variant(f"promoe-{kind}", promoe, _embed(encoder, texts), tasks=set(texts)))
+    return rows

@@ -72,7 +72,16 @@ def load_trainable(model: MoEModel, path: Path) -> None:
             p.copy_(state[n])
 
 
-def _batch(examples: Sequence[TrainExample], idx: Sequence[int], pad_id: int, seq2seq: bool):
+def param_groups(model: MoEModel, lr: float, router_lr: float) -> list[dict]:
+    """Optimizer groups of the trainable parameters: routers and hypernetwork at ``router_lr``."""
+    fast = [p for n, p in model.named_parameters() if p.requires_grad and ("router" in n or n.startswith("hyper"))]
+    ids = {id(p) for p in fast}
+    slow = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    return [{"params": slow, "lr": lr}] + ([{"params": fast, "lr": router_lr}] if fast else [])
+
+
+def batch_of(examples: Sequence[TrainExample], idx: Sequence[int], pad_id: int, seq2seq: bool):
+    """The padded (right-padded) batch of ``examples[idx]``."""
     enc = [Encoded(list(examples[i].input_ids), list(examples[i].labels), 0) for i in idx]
     return pad_batch(enc, [examples[i].task for i in idx], pad_id=pad_id, left=False, seq2seq=seq2seq)
 
@@ -95,11 +104,7 @@ class Trainer:
         self.acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
         self.seq2seq = model.is_seq2seq
         self.raw = model
-        fast = [p for n, p in model.named_parameters() if p.requires_grad and ("router" in n or n.startswith("hyper"))]
-        ids = {id(p) for p in fast}
-        slow = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
-        groups = [{"params": slow, "lr": cfg.lr}] + ([{"params": fast, "lr": cfg.router_lr}] if fast else [])
-        opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.router_lr), weight_decay=cfg.weight_decay)
         sched = get_scheduler(cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup", opt,
                               num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps)
         # the scheduler is not prepared: Accelerate would step it once per process, but every process
@@ -111,7 +116,7 @@ class Trainer:
 
     # -- one step --------------------------------------------------------------------------------
     def _forward(self, idx: Sequence[int], examples: Sequence[TrainExample], num_items: float):
-        b = _batch(examples, idx, self.pad_id, self.seq2seq)
+        b = batch_of(examples, idx, self.pad_id, self.seq2seq)
         dev = self.acc.device
         emb = torch.stack([self.task_emb[k] for k in b.task_keys]).to(dev)
         lower = None

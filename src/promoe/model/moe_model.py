@@ -15,6 +15,7 @@ All three reproduce the backbone before training. :class:`MoEModel` returns its 
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -301,3 +302,29 @@ def param_counts(model: MoEModel) -> dict[str, int]:
     hyper = sum(p.numel() for p in model.hyper.parameters()) if model.hyper is not None else 0
     return {"total": total, "activated": total - ffn_total + ffn_active - hyper, "trainable": trainable,
             "moe_ffn_total": ffn_total, "moe_ffn_activated": ffn_active, "hypernetwork_per_task": hyper}
+
+
+def share_frozen_weights(model: MoEModel, source: nn.Module) -> int:
+    """Point every frozen parameter of ``model.backbone`` that equals ``source``'s parameter of the same
+    name at that tensor, so models upcycled from one backbone hold its frozen part once in memory.
+    Returns how many parameter tensors are now shared."""
+    src = dict(source.named_parameters(remove_duplicate=False))
+    shared = 0
+    for mod_name, mod in model.backbone.named_modules():
+        for name, p in list(mod._parameters.items()):
+            q = src.get(f"{mod_name}.{name}" if mod_name else name)
+            if p is not None and q is not None and p is not q and not p.requires_grad and p.shape == q.shape \
+                    and torch.equal(p, q):
+                mod._parameters[name] = q
+                shared += 1
+    return shared
+
+
+def variant_copy(model: MoEModel) -> MoEModel:
+    """A copy of ``model`` that shares every parameter and buffer with it (new modules, same tensors):
+    give it other routers (:func:`replace_routers`, ``task_routed``) to evaluate another routing of the
+    same experts without a second copy of the weights."""
+    memo = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    out = copy.deepcopy(model, memo)
+    out.clear_routing_cache()
+    return out

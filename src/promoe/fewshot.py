@@ -1,0 +1,106 @@
+"""Few-shot fine-tuning baseline: each trained model, fine-tuned on a test task's positive examples.
+
+For every test task, each model starts from its meta-trained weights, takes ``steps`` AdamW steps on
+the task's first ``k`` positive examples (the whole set each step, the same trainable parameters as
+meta-training), answers the task's scored instances, and is restored. The positive examples are
+demonstrations here, so a run with this baseline never scores them (see ``CompareConfig``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import torch
+from tqdm.auto import tqdm
+
+from promoe.config import ExperimentConfig
+from promoe.data.examples import build_examples
+from promoe.data.schema import Instance, Task
+from promoe.evaluate import Variant, predict_variants
+from promoe.model.moe_model import MoEModel
+from promoe.train import batch_of, param_groups
+
+log = logging.getLogger(__name__)
+
+
+def demonstration_task(task: Task, k: int | None) -> Task:
+    """``task`` whose instances are its first ``k`` positive examples (all with ``k=None``)."""
+    pos = task.positive_examples if k is None else task.positive_examples[:k]
+    return replace(task, instances=tuple(Instance(id=f"{task.name}#pos{i}", input=ex.input, outputs=(ex.output,),
+                                                  origin="positive_example") for i, ex in enumerate(pos)))
+
+
+@torch.enable_grad()
+def finetune(model: MoEModel, batch, *, task_emb: torch.Tensor | None, lower: torch.Tensor | None, steps: int,
+             lr: float, router_lr: float, max_grad_norm: float = 1.0) -> list[float]:
+    """``steps`` AdamW steps on one batch (constant rate); returns the losses before each step."""
+    opt = torch.optim.AdamW(param_groups(model, lr, router_lr), weight_decay=0.0)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    emb = None if task_emb is None else task_emb.expand(batch.input_ids.shape[0], -1)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        out = model(input_ids=None if lower is not None else batch.input_ids, attention_mask=batch.attention_mask,
+                    labels=batch.labels, task_emb=emb, task_keys=batch.task_keys, lower=lower)
+        if not torch.isfinite(out.loss):
+            raise FloatingPointError(f"few-shot fine-tuning on {batch.task_keys[0]}: non-finite loss")
+        out.loss.backward()
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(out.loss.item())
+    model.eval()
+    return losses
+
+
+def run_fewshot(models: dict[str, MoEModel], variants: dict[str, Variant], items: Sequence[tuple[Task, Instance]],
+                tokenizer, *, cfg: ExperimentConfig, wrap: Callable[[str], str],
+                task_emb: dict[str, torch.Tensor]) -> dict[str, dict[str, str]]:
+    """Predictions ``{row: {instance id: answer}}`` of every model fine-tuned per test task.
+
+    ``models`` maps a row name (``moe-fewshot``) to a trained model, ``variants`` the same names to the
+    :class:`Variant` that collects its routing statistics. A task without positive examples is answered
+    by the unchanged model (logged).
+    """
+    c = cfg.compare
+    out: dict[str, dict[str, str]] = {name: {} for name in models}
+    by_task: dict[str, list[tuple[Task, Instance]]] = {}
+    for t, i in items:
+        by_task.setdefault(t.name, []).append((t, i))
+    first = next(iter(models.values()))
+    no_demos = []
+    for name_t, task_items in tqdm(by_task.items(), desc=f"few-shot {', '.join(models)}", dynamic_ncols=True):
+        task = task_items[0][0]
+        demo = demonstration_task(task, c.fewshot_k)
+        saved = {}
+        if demo.instances:
+            ex = build_examples([demo], tokenizer, per_task=len(demo.instances), max_length=cfg.train.max_length,
+                                max_target_length=cfg.train.max_target_length, prompt=cfg.prompt, wrap=wrap,
+                                seq2seq=first.is_seq2seq)
+            batch = batch_of(ex, range(len(ex)), tokenizer.pad_token_id, first.is_seq2seq)
+            lower = first.lower_hidden(batch.input_ids, batch.attention_mask) if first.split is not None else None
+            for name, m in models.items():
+                saved[name] = {n: p.detach().clone() for n, p in m.named_parameters() if p.requires_grad}
+                finetune(m, batch, task_emb=task_emb.get(name_t), lower=lower, steps=c.fewshot_steps,
+                         lr=c.fewshot_lr, router_lr=10 * c.fewshot_lr)
+        else:
+            no_demos.append(name_t)
+        preds = predict_variants(list(variants.values()), tokenizer, task_items, prompt=cfg.prompt, wrap=wrap,
+                                 batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
+                                 max_length=cfg.eval.max_length, disable_progress=True)
+        for name, p in preds.items():
+            out[name].update(p)
+        with torch.no_grad():
+            for name, state in saved.items():
+                for n, p in models[name].named_parameters():
+                    if n in state:
+                        p.copy_(state[n])
+            for m in models.values():
+                m.clear_routing_cache()
+    if no_demos:
+        log.info("few-shot: %d test tasks have no positive examples and keep their meta-trained weights: %s",
+                 len(no_demos), ", ".join(no_demos))
+    return out
