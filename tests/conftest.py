@@ -74,6 +74,10 @@ def tiny_data_root(tmp_path: Path) -> Path:
                           "sni_test_dataset_overlap": [tests[1]]}))
     bb.append(_task("bb_single", "mathematics", 4, n_pos=0, meta={"collection": "bigbench", "bb_task": "single"}))
     _write_gz(root / "bigbench/bigbench.jsonl.gz", bb)
+    _write_gz(root / "paraphrases/descriptions.jsonl.gz", [
+        {"task": tests[0], "sni_split": "test", "descriptions": ["Decide whether one sentence implies the other.",
+                                                                  "Say if the hypothesis follows."]},
+        {"task": "task801_toy_qa", "sni_split": "train", "descriptions": ["Answer the question."]}])
     return root
 
 

@@ -14,6 +14,9 @@ from promoe.config import DataConfig
 from promoe.data.splits import load_splits
 
 MODELS = {"copy_input", "copy_demo", "backbone", "dense", "moe", "promoe"}
+ROWS = MODELS | {"knn", "skill", "uniform", "random", "backbone-icl", "dense-icl", "moe-icl", "promoe-icl",
+                 "dense-fewshot", "moe-fewshot", "promoe-fewshot"} | {
+    f"promoe-{a}" for a in ("shuffled", "empty", "random_text", "category", "paraphrase")}
 
 
 def test_smoke_run_writes_every_output(tiny_data_root: Path, tmp_path: Path) -> None:
@@ -23,10 +26,14 @@ def test_smoke_run_writes_every_output(tiny_data_root: Path, tmp_path: Path) -> 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["data"]["root"] == str(tiny_data_root)
     summary = json.loads((run / "summary.json").read_text())
-    assert set(summary) == MODELS
+    assert set(summary) == ROWS  # the smoke preset holds every row of the experiment
     for res in summary.values():
         assert 0.0 <= res["rougeL"] <= 100.0 and res["n"] > 0 and "per_category" in res
     refs = [json.loads(line) for line in (run / "references.jsonl").read_text().splitlines()]
+    assert all(not r["id"].endswith(("-pos0", "-pos1")) for r in refs)  # demonstrations are never scored
+    assert summary["promoe-paraphrase"]["n_tasks"] == 1  # only task901 has paraphrases
+    for row in ROWS - {"promoe-paraphrase"}:
+        assert summary[row]["n"] == len(refs), row
     assert {"id", "references", "task_id", "task_category", "track"} <= set(refs[0])
     for model in MODELS:
         preds = [json.loads(line) for line in (run / f"predictions/{model}.jsonl").read_text().splitlines()]
@@ -47,7 +54,13 @@ def test_smoke_run_writes_every_output(tiny_data_root: Path, tmp_path: Path) -> 
     splits = json.loads((run / "splits.json").read_text())
     assert splits["train_collections"] == ["niv1", "sni"]  # the smoke preset leaves BIG-bench out
     times = json.loads((run / "times.json").read_text())
-    assert {"train_dense", "eval_promoe", "peak_rss_gib"} <= set(times)
+    assert {"train_dense", "eval", "icl", "fewshot", "peak_rss_gib"} <= set(times)
+    for row in ("knn", "skill", "uniform", "random", "promoe-shuffled", "moe-fewshot"):
+        assert (run / f"routing/{row}.npz").exists(), row
+    with np.load(run / "routing/uniform.npz", allow_pickle=False) as z:
+        assert (z["load"] > 0).all()  # every expert is used by uniform routing
+    with np.load(run / "routing_profiles/moe.npz", allow_pickle=False) as z:
+        np.testing.assert_allclose(z["routing"].sum(-1), 1.0, rtol=1e-5)  # training tasks' mean routing
     report = (run / "REPORT.md").read_text()
     assert "## Run" in report and "[95% CI]" in report
     for link in report.split("](")[1:]:

@@ -138,6 +138,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from promoe.analysis import analyze
+
+    out = analyze(args.run, n_boot=args.n_boot, seed=args.seed)
+    print(f"report: {out['report']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promoe", description="PRo-MoE: proactive routing for MoE models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -201,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "aggregate the overall scores into mean ± CI")
     _add_config_args(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("analyze", help="regenerate a run's significance tests, figures and REPORT.md from its files")
+    p.add_argument("--run", required=True, type=Path, help="run folder holding scores/<row>.json")
+    p.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples (and up to 2000 permutations)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap and permutation seed")
+    p.set_defaults(func=cmd_analyze)
     return parser
 
 

@@ -22,9 +22,9 @@ from accelerate import Accelerator
 from promoe.analysis import analyze
 from promoe.baselines import run_heuristics
 from promoe.config import ExperimentConfig, to_dict
-from promoe.errors import ConfigError
 from promoe.data.splits import TaskSplits, load_splits
 from promoe.data.summary import summarize
+from promoe.errors import ConfigError
 from promoe.io import atomic_write_text, write_json
 
 log = logging.getLogger(__name__)

@@ -73,11 +73,13 @@ class LowerCache:
 def routing_profiles(model: MoEModel, examples: Sequence[TrainExample], per_task: int, lower: LowerCache | None,
                      pad_id: int, batch_size: int = 8) -> tuple[list[str], np.ndarray]:
     """Task-level routing of a trained token-level MoE on training tasks: mean router probability per
-    layer and expert over the tokens of each task's first ``per_task`` examples -> (names, (N, L, E))."""
+    layer and expert over the tokens of ``per_task`` examples of each task -> (names, (N, L, E)).
+    Examples whose lower hidden states training already cached are taken first (no lower pass)."""
     picked: dict[str, list[int]] = {}
-    for i, ex in enumerate(examples):
-        if len(picked.setdefault(ex.task, [])) < per_task:
-            picked[ex.task].append(i)
+    cached = set(lower.store) if lower is not None else set()
+    for i in sorted(range(len(examples)), key=lambda i: i not in cached):  # examples already cached first
+        if len(picked.setdefault(examples[i].task, [])) < per_task:
+            picked[examples[i].task].append(i)
     order = sorted((i for idx in picked.values() for i in idx), key=lambda i: len(examples[i].input_ids))
     sums: dict[str, np.ndarray] = {}
     model.eval()
@@ -142,7 +144,7 @@ class Evaluation:
                                      desc=f"{label} {', '.join(v.name for v in variants)}",
                                      disable_progress=not acc.is_main_process)
         self.record(variants, preds)
-        self.times[f"{label}_{'+'.join(v.name for v in variants)}"] = time.perf_counter() - t1
+        self.times[label] = time.perf_counter() - t1
 
     def record(self, variants: list[Variant], preds: dict[str, dict[str, str]]) -> None:
         """Gather shards, then write predictions, scores and routing statistics of ``variants``."""
@@ -260,7 +262,7 @@ def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: 
         preds = run_fewshot(few, variants, ev.items[acc.process_index::acc.num_processes], tok, cfg=cfg, wrap=wrap,
                             task_emb=task_emb)
         ev.record(list(variants.values()), preds)
-        times[f"fewshot_{'+'.join(few)}"] = time.perf_counter() - t1
+        times["fewshot"] = time.perf_counter() - t1
     return ev.results
 
 
