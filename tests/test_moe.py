@@ -769,3 +769,17 @@ def test_target_only_loss_equals_the_backbone_loss(kind: str) -> None:
     for (name, p), q in zip(fast.named_parameters(), full.parameters(), strict=True):
         if p.grad is not None:
             torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def test_routing_only_forward_routes_like_the_full_forward() -> None:
+    cfg = ModelConfig(n_moe_layers=2, n_experts=E, top_k=K)
+    model = build_model(tiny_llama(), "llama", cfg, "moe", seed=0).eval()
+    ids = torch.randint(5, VOCAB, (2, 7))
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0
+    full = model(input_ids=ids, attention_mask=mask)
+    only = model(input_ids=ids, attention_mask=mask, routing_only=True)
+    assert only.logits is None and full.logits is not None and len(only.routing) == len(full.routing) == 2
+    for a, b in zip(full.routing, only.routing, strict=True):
+        torch.testing.assert_close(a.router.probs, b.router.probs)
+        assert torch.equal(a.router.indices, b.router.indices)

@@ -150,7 +150,8 @@ class CompareConfig:
         list(ROUTER_BASELINES), "Zero-shot routers on the trained `moe`'s experts: knn (routing of the nearest "
                                 "training tasks), skill (Symbolic-MoE-style skill profiles), uniform, random.")
     profile_examples_per_task: int = _f(
-        2, "Training examples per training task whose `moe` routing makes the knn/skill profiles.")
+        1, "Training examples per training task whose `moe` routing makes the knn/skill profiles (examples "
+           "training already passed through the frozen layers are taken first).")
     knn_k: int = _f(8, "Neighbouring training tasks of the knn router.")
     knn_temperature: float = _f(0.05, "Softmax temperature over the neighbours' cosine similarities.")
     skill_n: int = _f(3, "Skills inferred per task by the skill router.")

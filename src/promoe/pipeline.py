@@ -89,7 +89,7 @@ def routing_profiles(model: MoEModel, examples: Sequence[TrainExample], per_task
             b = batch_of(examples, idx, pad_id, model.is_seq2seq)
             hidden = lower(model, idx, b.input_ids, b.attention_mask) if lower is not None else None
             out = model(input_ids=None if hidden is not None else b.input_ids, attention_mask=b.attention_mask,
-                        lower=hidden)
+                        lower=hidden, routing_only=True)
             m = b.attention_mask.float()[..., None]  # (B, T, 1)
             probs = torch.stack([(r.router.probs.float() * m).sum(1) / m.sum(1) for r in out.routing], 1)  # (B, L, E)
             for key, p in zip(b.task_keys, probs.numpy(), strict=True):

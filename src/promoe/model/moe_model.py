@@ -151,6 +151,7 @@ class MoEModel(nn.Module):
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 labels: Tensor | None = None, task_emb: Tensor | None = None, task_keys: list[str] | None = None,
                 lower: Tensor | None = None, full_logits: bool = False, num_items: float | None = None,
+                routing_only: bool = False,
                 **kwargs) -> ModelOutput:
         """Loss and routing for a batch; ``lower`` = :meth:`lower_hidden` output skips the frozen part.
 
@@ -158,9 +159,11 @@ class MoEModel(nn.Module):
         predicted (most positions are prompt), and ``logits`` is None unless ``full_logits``; the loss
         is the same token-mean cross-entropy as the backbone's own, or the token sum divided by
         ``num_items`` (the target tokens of the whole global batch, for exact gradient accumulation and
-        data parallelism).
+        data parallelism). ``routing_only`` (decoder-only backbones, no labels) skips the output head:
+        only ``routing`` is wanted.
         """
         targets_only = labels is not None and not full_logits and self._decoder_only
+        routing_only = routing_only and labels is None and self._decoder_only
 
         def run():
             if lower is not None and self.split is None:
@@ -171,6 +174,11 @@ class MoEModel(nn.Module):
                         else contextlib.nullcontext():
                     hidden = self.backbone.model(attention_mask=attention_mask, **inputs, **kwargs).last_hidden_state
                 return self._target_loss(hidden, labels, num_items)
+            if routing_only:
+                with self._only_layers(self.split or 0, None, final_norm=False) if lower is not None \
+                        else contextlib.nullcontext():
+                    self.backbone.model(attention_mask=attention_mask, **inputs, **kwargs)
+                return SimpleNamespace(loss=None, logits=None)
             if labels is not None:
                 kwargs["labels"] = labels  # encoder-only backbones take no labels
             if lower is None:

@@ -1,0 +1,175 @@
+"""REPORT.md of a run: the tables of :func:`promoe.analysis.significance` and the figures, as Markdown."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from promoe.figures import GROUP_TITLE, LABEL, METRICS, row_group, split_row
+
+if TYPE_CHECKING:
+    from promoe.analysis import RunData
+
+REFERENCE = "promoe"
+"""The row every other row is compared with."""
+ABLATION_TEXT = {"shuffled": "another task's description", "empty": "an empty description",
+                 "random_text": "random text", "category": "the category name only",
+                 "paraphrase": "a paraphrase (tasks that have one)", "moe": "nothing (static token router)"}
+
+def _ci(c: dict | None) -> str:
+    return "" if c is None else f"{c['mean']:.2f} [{c['low']:.2f}, {c['high']:.2f}]"
+
+
+def _diff(t: dict) -> str:
+    return f"{t['diff']:+.2f} [{t['low']:+.2f}, {t['high']:+.2f}]"
+
+
+def _p(p: float, n_boot: int) -> str:
+    return f"< {1 / n_boot:.0e}" if p == 0 else f"{p:.3g}"
+
+
+def _num(x: float | None, fmt: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def _table(head: list[str], rows: list[list[str]], align: str = "---:") -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|---|" + f"{align}|" * (len(head) - 1),
+            *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+
+def _headline(sig: dict) -> list[str]:
+    models = sig["models"]
+    out = ["## Headline", ""]
+    most = max(e["n_tasks"] for e in models.values())
+    if subset := [m for m, e in models.items() if e["n_tasks"] < most]:
+        out += [f"Scored on fewer tasks than the others ({most}): {', '.join(subset)} — compare these through "
+                "the paired tables, which use common tasks.", ""]
+    for group, title in GROUP_TITLE.items():
+        rows = [m for m in models if row_group(m) == group]
+        if rows:
+            out += [f"### {title}", ""]
+            out += _table(["row", "ROUGE-L [95% CI]", "EM [95% CI]", "ROUGE-L task mean [95% CI]", "n instances",
+                           "n tasks"],
+                          [[m, _ci(models[m]["rougeL_instance"]), _ci(models[m]["exact_match_instance"]),
+                            _ci(models[m]["rougeL"]), str(models[m]["n"]), str(models[m]["n_tasks"])] for m in rows])
+    return out
+
+
+def _comparisons(sig: dict) -> list[str]:
+    ref, nb, out = sig["reference"], sig["n_boot"], []
+    if sig["paired"]:
+        out += [f"## Paired tests: `{ref}` against each row", "",
+                f"Per-task differences `{ref}` − other over the tasks both were scored on (task means); "
+                "p values are two-sided (bootstrap of the mean difference; Wilcoxon signed-rank; Wilcoxon "
+                f"Holm-adjusted over these {len(sig['paired'])} comparisons per metric).", ""]
+        out += _table(["vs", "metric", "diff [95% CI]", "p (bootstrap)", "p (Wilcoxon)", "p (Holm)",
+                       "wins / losses / ties", "tasks"],
+                      [[o, LABEL[k], _diff(t), _p(t["p_bootstrap"], nb), f"{t['p_wilcoxon']:.3g}",
+                        f"{t['p_wilcoxon_holm']:.3g}", f"{t['wins']} / {t['losses']} / {t['ties']}", str(t["n_tasks"])]
+                       for o, tests in sig["paired"].items() for k, t in tests.items()])
+    if sig["ablations"]:
+        out += [f"## Ablations: what `{REFERENCE}`'s router is given", "",
+                f"Each row − `{REFERENCE}` over the test tasks both were scored on (task means; the prompt is "
+                "unchanged, only the description fed to the router differs). `moe` (static router, never sees "
+                "the description embedding) for context. p values two-sided.", ""]
+        out += _table(["row", "router sees", "tasks", f"{REFERENCE} ROUGE-L", "row ROUGE-L", "Δ ROUGE-L [95% CI]",
+                       "p (bootstrap)", "p (Wilcoxon)", "Δ EM [95% CI]", "p (bootstrap)", "p (Wilcoxon)"],
+                      [[m, ABLATION_TEXT.get(split_row(m)[1] or m, split_row(m)[1]), str(t["rougeL"]["n_tasks"]),
+                        f"{t['rougeL']['reference_mean']:.2f}", f"{t['rougeL']['mean']:.2f}", _diff(t["rougeL"]),
+                        _p(t["rougeL"]["p_bootstrap"], nb), f"{t['rougeL']['p_wilcoxon']:.3g}",
+                        _diff(t["exact_match"]), _p(t["exact_match"]["p_bootstrap"], nb),
+                        f"{t['exact_match']['p_wilcoxon']:.3g}"] for m, t in sig["ablations"].items()])
+    if sig["zero_vs_few_shot"]:
+        out += ["## Zero-shot vs in-context vs few-shot", "",
+                "ROUGE-L instance means [95% CI] of each base model zero-shot, with the Definition and 2 positive "
+                f"examples in the prompt (`-icl`), and fine-tuned on each test task's positive examples "
+                f"(`-fewshot`); then `{REFERENCE}` (zero-shot) − the other setting per task (task means, "
+                "common tasks), with the bootstrap p value.", ""]
+
+        def d(t: dict | None) -> str:
+            return "" if t is None else f"{_diff(t['rougeL'])} (p {_p(t['rougeL']['p_bootstrap'], nb)})"
+
+        out += _table(["model", "zero-shot", "-icl", "-fewshot", f"{REFERENCE} − model-icl", f"{REFERENCE} − model-fewshot"],
+                      [[b, _ci(e["zero_shot"]), _ci(e["icl"]), _ci(e["fewshot"]), d(e["promoe_minus_icl"]),
+                        d(e["promoe_minus_fewshot"])] for b, e in sig["zero_vs_few_shot"].items()])
+    return out
+
+
+def _per_category(sig: dict) -> list[str]:
+    models, per_cat = list(sig["models"]), sig["per_category_rougeL"]
+    out = ["## ROUGE-L per category", "", "Instance means with 95% bootstrap intervals over the category's tasks.", ""]
+    main = [m for m in models if row_group(m) in ("zero-shot", "routing")]
+    rest = [m for m in models if m not in main]
+    for rows, title in ((main, "Zero-shot models, heuristics and routers"),
+                        (([REFERENCE] if REFERENCE in models and rest else []) + rest,
+                         "Ablations, in-context and few-shot")):
+        if not rows:
+            continue
+        cats = sorted({c for m in rows for c in per_cat[m]})
+        out += [f"### {title}", ""]
+        out += _table(["category", "tasks", *rows],
+                      [[c.replace("_", " "), str(max(per_cat[m][c]["n_tasks"] for m in rows if c in per_cat[m])),
+                        *(_ci(per_cat[m].get(c)) for m in rows)] for c in cats])
+    return out
+
+
+def _routing(data: RunData, sig: dict) -> list[str]:
+    if not data.routing:
+        return []
+    out = ["## Routing", "", "Means over MoE layers of the test-set routing statistics.", ""]
+    rows = []
+    for m, r in data.routing.items():
+        n_exp = int(r["load"].shape[-1])
+        h, hmax = float(np.mean(r["token_entropy"])), math.log(n_exp)
+        rows.append([m, str(len(r["load_cv"])), str(n_exp), f"{float(np.mean(r['load_cv'])):.3f}",
+                     (f"{h:.3f} / {hmax:.3f} ({100 * h / hmax:.0f}%)" if hmax > 0 else f"{h:.3f}"),
+                     f"{int(np.max(r['tokens']))}"])
+    out += _table(["row", "MoE layers", "experts", "mean load CV", "token entropy / max (nats)",
+                   "routed tokens per layer"], rows)
+    out += ["### Routing similarity vs description similarity", ""]
+    if data.embeddings is None:
+        return out + ["Not computed: the run folder has no `task_embeddings.npz`.", ""]
+    sim = sig["routing_similarity"]
+    out += ["Over pairs of test tasks that have a description embedding: Spearman's rho between the cosine "
+            "similarity of the tasks' routing policies (flattened expert histograms) and of their description "
+            f"embeddings; p is a two-sided Mantel permutation test ({sig['n_perm']} permutations of the tasks), "
+            "since pairs sharing a task are not independent. Last columns: mean routing similarity of task pairs "
+            "in the same category and in different ones. n/a: a similarity is the same for every pair (e.g. uniform "
+            "routing sends every task the same way), or no pair of that kind.", ""]
+    return out + _table(["row", "tasks", "Spearman rho", "p (Mantel)", "same-category mean",
+                         "different-category mean"],
+                        [[m, str(s["n_tasks"]), _num(s["spearman_rho"], "+.3f"), _num(s["p"], ".3g"),
+                          _num(s["same_category_mean"]), _num(s["diff_category_mean"])] for m, s in sim.items()])
+
+
+def render_report(run_dir: Path, data: RunData, sig: dict, seeds: dict | None,
+                  figures: dict[str, tuple[str, str]], skipped: dict[str, str]) -> str:
+    """REPORT.md: headline by group, paired tests, ablations, zero- vs few-shot, per-category, routing
+    and seed tables, then the figures."""
+    split = "" if sig["n_test_tasks"] is None else f" {sig['n_test_tasks']} test tasks in `splits.json`."
+    out = [f"# PRo-MoE analysis: run `{run_dir.name}`", "",
+           f"Rows: {', '.join(sig['models'])}.{split} Intervals are 95% percentile bootstraps over test tasks "
+           f"({sig['n_boot']} resamples, seed {sig['seed']}): ROUGE-L and EM are the official instance means, "
+           "their intervals resample tasks with all their instances; task means weigh every task the same.", ""]
+    out += _headline(sig) + _comparisons(sig) + _per_category(sig) + _routing(data, sig)
+    if seeds:
+        out += ["## Seeds", "", "Overall scores across seeds: mean ± sample std [95% t interval].", ""]
+        out += _table(["row", "seeds", *(LABEL[k] for k in METRICS)],
+                      [[m, str(len(s["seeds"])), *(f"{s[k]['mean']:.2f} ± {s[k]['std']:.2f} "
+                                                    f"[{s[k]['low']:.2f}, {s[k]['high']:.2f}]" for k in METRICS)]
+                       for m, s in seeds.items()])
+    out += ["## Figures", ""]
+    for path, (alt, caption) in figures.items():
+        out += [f"![{alt}]({path})", "", caption, ""]
+    if skipped:
+        out += ["Not drawn: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + ".", ""]
+    text = "\n".join(out)
+    extra = run_dir / "REPORT_extra.md"
+    if extra.is_file():
+        text += "\n" + extra.read_text(encoding="utf-8")
+    return text
+
+
