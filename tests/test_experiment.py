@@ -40,8 +40,8 @@ def test_smoke_run_writes_every_output(tiny_data_root: Path, tmp_path: Path) -> 
         assert sorted(p["id"] for p in preds) == sorted(r["id"] for r in refs), model
     with (run / "per_task.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert {r["model"] for r in rows} == MODELS
-    assert len(rows) == len(MODELS) * 3  # three test tasks
+    assert {r["model"] for r in rows} == ROWS
+    assert len(rows) == (len(ROWS) - 1) * 3 + 1  # three test tasks; the paraphrase row has one
     for model in ("dense", "moe", "promoe"):
         metrics = [json.loads(line) for line in (run / f"train/{model}/metrics.jsonl").read_text().splitlines()]
         assert [m["step"] for m in metrics] == [1, 2, 3, 4] and "val_loss" in metrics[-1]
@@ -83,7 +83,8 @@ def test_copy_demo_never_copies_the_scored_example_itself(tiny_data_root: Path, 
     # Leave-one-out: pos0 is answered with out1 and pos1 with out0, so every prediction is wrong;
     # copying the example's own output would score 2 of 3.
     out = tmp_path / "h"
-    assert main(["baseline", "heuristic", "--output-dir", str(out), "--data-root", str(tiny_data_root)]) == 0
+    assert main(["baseline", "heuristic", "--output-dir", str(out), "--data-root", str(tiny_data_root),
+                 "data.test_positive_examples=true", "data.test_max_per_task=null"]) == 0
     task = json.loads((out / "scores/copy_demo.json").read_text())["per_task"]["task901_toy_entailment"]
     assert task["n"] == 3 and task["exact_match"] == 0.0
     preds = {json.loads(line)["id"]: json.loads(line)["prediction"]

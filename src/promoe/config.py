@@ -169,6 +169,9 @@ class CompareConfig:
         ["dense", "moe", "promoe"], "Trained models fine-tuned on each test task's positive examples.")
     fewshot_k: int | None = _f(None, "Positive examples per test task to fine-tune on (unset: all of them).")
     fewshot_steps: int = _f(4, "Optimizer steps per test task (each on all k examples).")
+    fewshot_tasks: int | None = _f(
+        None, "Fine-tune on this many test tasks only, spread evenly over the test list (CPU budgets; paired "
+              "tests then use these tasks; unset: every test task).")
     fewshot_lr: float = _f(1e-4, "Learning rate of few-shot fine-tuning (routers and hypernetwork: 10x).")
 
     @property

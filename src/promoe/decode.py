@@ -20,22 +20,54 @@ from promoe.model.moe_model import MoEModel
 
 
 class KVStore:
-    """The smallest key/value cache the Hugging Face attention layers accept: ``update`` appends and
-    returns the layer's full keys and values. Built from a prefix store, it never changes that store
-    (appending makes new tensors), so one prefill serves every variant."""
+    """The smallest key/value cache the Hugging Face attention layers accept: ``update`` appends a
+    step's keys and values and returns the layer's keys and values so far.
 
-    def __init__(self, prefix: dict[int, tuple[Tensor, Tensor]] | None = None) -> None:
-        self.kv: dict[int, tuple[Tensor, Tensor]] = dict(prefix or {})
+    Each layer's tensors live in a buffer with room for ``room`` more positions, so a decoding step
+    writes in place instead of concatenating (copying) the whole cache, which dominated decoding.
+    Built from a prefix store it copies the prefix once and never changes that store, so one prefill
+    serves every variant.
+    """
+
+    def __init__(self, prefix: KVStore | None = None, room: int = 0) -> None:
+        self.room = room
+        self.buf: dict[int, tuple[Tensor, Tensor]] = {}
+        self.len: dict[int, int] = {}
+        for i, (k, v) in (prefix.items() if prefix is not None else []):
+            self._alloc(i, k, v)
+
+    def _alloc(self, layer: int, k: Tensor, v: Tensor) -> None:
+        n = k.shape[-2]
+        bk, bv = k.new_empty(*k.shape[:-2], n + self.room, k.shape[-1]), v.new_empty(*v.shape[:-2], n + self.room,
+                                                                                       v.shape[-1])
+        bk[..., :n, :], bv[..., :n, :] = k, v
+        self.buf[layer], self.len[layer] = (bk, bv), n
+
+    def items(self):
+        """``(layer, (keys, values))`` of every layer, without the unused room."""
+        return ((i, (k[..., :self.len[i], :], v[..., :self.len[i], :])) for i, (k, v) in self.buf.items())
 
     def update(self, keys: Tensor, values: Tensor, layer_idx: int, *args, **kwargs) -> tuple[Tensor, Tensor]:
-        if layer_idx in self.kv:
-            k0, v0 = self.kv[layer_idx]
-            keys, values = torch.cat([k0, keys], dim=-2), torch.cat([v0, values], dim=-2)
-        self.kv[layer_idx] = (keys, values)
-        return keys, values
+        if layer_idx not in self.buf:
+            self._alloc(layer_idx, keys, values)
+        else:
+            n, q = self.len[layer_idx], keys.shape[-2]
+            bk, bv = self.buf[layer_idx]
+            if n + q > bk.shape[-2]:  # out of room: grow (not reached by `greedy`)
+                self.room = max(self.room, q)
+                self._alloc(layer_idx, torch.cat([bk[..., :n, :], keys], -2), torch.cat([bv[..., :n, :], values], -2))
+            else:
+                bk[..., n:n + q, :], bv[..., n:n + q, :] = keys, values
+                self.len[layer_idx] = n + q
+        n = self.len[layer_idx]
+        bk, bv = self.buf[layer_idx]
+        return bk[..., :n, :], bv[..., :n, :]
 
     def select(self, rows: Tensor) -> KVStore:
-        return KVStore({i: (k.index_select(0, rows), v.index_select(0, rows)) for i, (k, v) in self.kv.items()})
+        out = KVStore()
+        for i, (k, v) in self.items():
+            out._alloc(i, k.index_select(0, rows), v.index_select(0, rows))
+        return out
 
 
 def supports_shared_prefix(model: MoEModel) -> bool:
@@ -109,7 +141,7 @@ def greedy(model: MoEModel, prefix: Prefix, *, max_new_tokens: int, stopper, pad
     ``pad_id``, as in ``generate``. Call inside :meth:`MoEModel.routing_scope` for per-task routing."""
     if model.split != prefix.split:
         raise ValueError(f"prefix was computed below layer {prefix.split}, the model's split is {model.split}")
-    kv = KVStore(prefix.kv.kv)
+    kv = KVStore(prefix.kv, room=max_new_tokens)
     base, head = model.backbone.model, model.backbone.lm_head
     key_mask = prefix.mask
     hidden = _run_layers(model, prefix.hidden, prefix.split, None, key_mask, kv)

@@ -25,6 +25,14 @@ from promoe.train import batch_of, param_groups
 log = logging.getLogger(__name__)
 
 
+def fewshot_tasks(tasks: Sequence[str], n: int | None) -> list[str]:
+    """``n`` of ``tasks`` spread evenly over the list (all with ``n=None``)."""
+    if n is None or n >= len(tasks):
+        return list(tasks)
+    stride = len(tasks) / n
+    return [tasks[int(j * stride)] for j in range(n)]
+
+
 def demonstration_task(task: Task, k: int | None) -> Task:
     """``task`` whose instances are its first ``k`` positive examples (all with ``k=None``)."""
     pos = task.positive_examples if k is None else task.positive_examples[:k]
@@ -70,6 +78,7 @@ def run_fewshot(models: dict[str, MoEModel], variants: dict[str, Variant], items
     by_task: dict[str, list[tuple[Task, Instance]]] = {}
     for t, i in items:
         by_task.setdefault(t.name, []).append((t, i))
+
     first = next(iter(models.values()))
     no_demos = []
     for name_t, task_items in tqdm(by_task.items(), desc=f"few-shot {', '.join(models)}", dynamic_ncols=True):

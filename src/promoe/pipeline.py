@@ -31,7 +31,7 @@ from promoe.config import DATA_ENV, CompareConfig, ExperimentConfig, PromptConfi
 from promoe.data.examples import TrainExample, build_examples
 from promoe.data.splits import TaskSplits, data_root
 from promoe.evaluate import Variant, eval_items, predict_variants, write_predictions
-from promoe.fewshot import run_fewshot
+from promoe.fewshot import fewshot_tasks, run_fewshot
 from promoe.io import atomic_write_bytes, read_predictions, read_references, references_of
 from promoe.metrics import score
 from promoe.model.backbone import load_backbone
@@ -146,8 +146,9 @@ class Evaluation:
         self.record(variants, preds)
         self.times[label] = time.perf_counter() - t1
 
-    def record(self, variants: list[Variant], preds: dict[str, dict[str, str]]) -> None:
-        """Gather shards, then write predictions, scores and routing statistics of ``variants``."""
+    def record(self, variants: list[Variant], preds: dict[str, dict[str, str]], tasks: set[str] | None = None) -> None:
+        """Gather shards, then write predictions, scores and routing statistics of ``variants`` (scored on
+        ``tasks`` only, when given)."""
         acc = self.acc
         for v in variants:
             p, stats = preds[v.name], v.stats
@@ -158,7 +159,8 @@ class Evaluation:
                     stats = RoutingStats(stats.n_layers, stats.n_experts)
                     for _, state in shares:
                         stats.merge(state)
-            items = [(t, i) for t, i in self.items if v.tasks is None or t.name in v.tasks]
+            only = v.tasks if v.tasks is not None else tasks
+            items = [(t, i) for t, i in self.items if only is None or t.name in only]
             if acc.is_main_process:
                 if stats is not None:
                     (self.run_dir / "routing").mkdir(parents=True, exist_ok=True)
@@ -259,9 +261,11 @@ def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: 
     if few:
         t1 = time.perf_counter()
         variants = {n: Variant(n, m, task_emb if m.hyper is not None else None, ev.stats_for(m)) for n, m in few.items()}
-        preds = run_fewshot(few, variants, ev.items[acc.process_index::acc.num_processes], tok, cfg=cfg, wrap=wrap,
+        chosen = set(fewshot_tasks(list(dict.fromkeys(t.name for t, _ in ev.items)), c.fewshot_tasks))
+        items = [(t, i) for t, i in ev.items if t.name in chosen]
+        preds = run_fewshot(few, variants, items[acc.process_index::acc.num_processes], tok, cfg=cfg, wrap=wrap,
                             task_emb=task_emb)
-        ev.record(list(variants.values()), preds)
+        ev.record(list(variants.values()), preds, tasks=chosen)
         times["fewshot"] = time.perf_counter() - t1
     return ev.results
 
