@@ -9,7 +9,9 @@ the parity test compares with an independent port of the official
 from __future__ import annotations
 
 import json
+import os
 import random
+import stat
 import string
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,7 +21,7 @@ import pytest
 from rouge_score import rouge_scorer
 
 from promoe.cli import main
-from promoe.io import read_predictions, read_references
+from promoe.io import atomic_write_text, read_predictions, read_references
 from promoe.metrics import (
     Reference,
     category_key,
@@ -536,3 +538,16 @@ def test_cli_score_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["score", "--predictions", str(missing), "--references", str(r), "--output", str(out)]) == 2
     assert str(missing) in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_atomic_write_replaces_whole_files_with_plain_permissions(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "f.txt"
+    atomic_write_text(target, "first")
+    atomic_write_text(target, "second")
+    assert target.read_text() == "second" and [p.name for p in target.parent.iterdir()] == ["f.txt"]
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(target, "third")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644  # readable by others, as open() would make it
