@@ -247,7 +247,7 @@ def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: 
         rows.append(Variant("backbone", fresh("dense")))
     rows += [Variant(kind, m, task_emb if kind == "promoe" else None) for kind, m in trained.items()]
     if "moe" in trained:
-        rows += router_rows(trained["moe"], c, splits, profiles, task_emb)
+        rows += router_rows(trained["moe"], c, splits, profiles, task_emb, seed=cfg.seed)
     if "promoe" in trained:
         rows += ablation_rows(trained["promoe"], cfg, splits, encoder)
     ev.run(rows, label="eval")
@@ -296,14 +296,15 @@ def save_task_embeddings(path: Path, splits: TaskSplits, task_emb: dict[str, Ten
     atomic_write_bytes(path, buf.getvalue())
 
 
-def router_rows(moe: MoEModel, c: CompareConfig, splits: TaskSplits, profiles, task_emb: dict[str, Tensor]) -> list[Variant]:
+def router_rows(moe: MoEModel, c: CompareConfig, splits: TaskSplits, profiles, task_emb: dict[str, Tensor],
+                seed: int = 0) -> list[Variant]:
     """The routing baselines on the trained ``moe``'s experts (copies share its weights)."""
     rows = []
     train = {t.name: t for t in splits.train}
     for name in c.routers:
         model = variant_copy(moe)
         if name in ("uniform", "random"):
-            replace_routers(model, name)
+            replace_routers(model, name, seed=seed)
             rows.append(Variant(name, model))
             continue
         names, routing = profiles

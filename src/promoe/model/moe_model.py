@@ -30,7 +30,7 @@ from promoe.config import ModelConfig
 from promoe.model.hypernet import HyperNetwork
 from promoe.model.losses import load_balancing_loss, router_z_loss
 from promoe.model.moe import MoEBlock, MoELayer, RoutingContext, RoutingInfo
-from promoe.model.router import ROUTERS, ProactiveRouter, Router, TokenRouter, UniformRouter
+from promoe.model.router import ROUTERS, ProactiveRouter, RandomRouter, Router, TokenRouter, UniformRouter
 from promoe.model.upcycle import ADAPTERS, experts_from_ffn
 
 ModelKind = Literal["dense", "moe", "promoe"]
@@ -287,12 +287,14 @@ def build_model(backbone: nn.Module, family: str, cfg: ModelConfig, kind: ModelK
                     layer_stack=[adapter.stack(backbone, s) for s in slots])
 
 
-def replace_routers(model: MoEModel, name: str) -> None:
+def replace_routers(model: MoEModel, name: str, *, seed: int = 0) -> None:
     """Give every MoE layer a fresh router of registry entry ``name`` with the same shape, e.g. the
-    ``uniform`` / ``random`` floors of a trained MoE. The hypernetwork is dropped for static routers."""
+    ``uniform`` / ``random`` floors of a trained MoE (``random``: layer l draws from seed ``seed + l``).
+    The hypernetwork is dropped for static routers."""
     for layer in model.moe_layers:
         r = layer.router
-        layer.router = ROUTERS[name](d_model=r.d_model, n_experts=r.n_experts, top_k=r.top_k)
+        kw = {"seed": seed + layer.layer} if ROUTERS[name] is RandomRouter else {}
+        layer.router = ROUTERS[name](d_model=r.d_model, n_experts=r.n_experts, top_k=r.top_k, **kw)
     if name != "proactive":
         model.hyper = None
     model.clear_routing_cache()

@@ -87,10 +87,22 @@ class UniformRouter(Router):
 
 
 class RandomRouter(Router):
-    """Random routing floor: fresh Gaussian logits per token (seeded by the caller's RNG state)."""
+    """Random routing floor: fresh Gaussian logits per token from the router's own generator (``seed``),
+    so its draws do not depend on what else ran in the process (other rows, a resumed run)."""
+
+    def __init__(self, *, seed: int = 0, **kw) -> None:
+        super().__init__(**kw)
+        self.seed = seed
+        self._gen: torch.Generator | None = None
+
+    def reset(self) -> None:
+        """Restart the random sequence from ``seed``."""
+        self._gen = None
 
     def logits(self, x: Tensor, task: Tensor | None) -> Tensor:
-        return torch.randn(*x.shape[:-1], self.n_experts, device=x.device, dtype=x.dtype)
+        if self._gen is None or self._gen.device != x.device:
+            self._gen = torch.Generator(device=x.device).manual_seed(self.seed)
+        return torch.randn(*x.shape[:-1], self.n_experts, device=x.device, dtype=x.dtype, generator=self._gen)
 
 
 ProactiveMode = Literal["hyper", "prior", "task"]
