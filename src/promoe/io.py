@@ -8,12 +8,15 @@ a crash never leaves a torn file and an earlier result is replaced only by a com
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from promoe.data.schema import Task
 from promoe.data.sources import iter_jsonl
@@ -48,6 +51,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) atomically (see :func:`atomic_write_bytes`)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_npz(path: str | Path, **arrays: Any) -> None:
+    """Write numpy arrays as ``.npz`` atomically (plain arrays only: read back with allow_pickle=False)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import copy
 import gc
-import io
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -27,12 +25,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from promoe.ablations import PARAPHRASES, ablated_descriptions, read_paraphrases
-from promoe.config import DATA_ENV, CompareConfig, ExperimentConfig, PromptConfig
+from promoe.config import CompareConfig, ExperimentConfig, PromptConfig
 from promoe.data.examples import TrainExample, build_examples
 from promoe.data.splits import TaskSplits, data_root
+from promoe.errors import DataError
 from promoe.evaluate import Variant, eval_items, predict_variants, write_predictions
 from promoe.fewshot import fewshot_tasks, run_fewshot
-from promoe.io import atomic_write_bytes, read_predictions, read_references, references_of
+from promoe.io import read_predictions, read_references, references_of, write_npz
 from promoe.metrics import score
 from promoe.model.backbone import load_backbone
 from promoe.model.moe_model import MoEModel, build_model, replace_routers, share_frozen_weights, variant_copy
@@ -105,8 +104,7 @@ class Evaluation:
                  wrap, times: dict[str, float]) -> None:
         self.cfg, self.splits, self.run_dir, self.acc, self.tok, self.wrap = cfg, splits, run_dir, acc, tokenizer, wrap
         self.times = times
-        self.items = eval_items(splits.test, ("instance",) if not cfg.data.test_positive_examples
-                                else ("instance", "positive_example"))
+        self.items = eval_items(splits.test)  # the test split holds positive examples only when they are scored
         self.results: dict[str, dict] = {}
 
     def done(self, name: str) -> bool:
@@ -146,9 +144,8 @@ class Evaluation:
         self.record(variants, preds)
         self.times[label] = time.perf_counter() - t1
 
-    def record(self, variants: list[Variant], preds: dict[str, dict[str, str]], tasks: set[str] | None = None) -> None:
-        """Gather shards, then write predictions, scores and routing statistics of ``variants`` (scored on
-        ``tasks`` only, when given)."""
+    def record(self, variants: list[Variant], preds: dict[str, dict[str, str]]) -> None:
+        """Gather shards, then write predictions, scores and routing statistics of ``variants``."""
         acc = self.acc
         for v in variants:
             p, stats = preds[v.name], v.stats
@@ -159,16 +156,17 @@ class Evaluation:
                     stats = RoutingStats(stats.n_layers, stats.n_experts)
                     for _, state in shares:
                         stats.merge(state)
-            only = v.tasks if v.tasks is not None else tasks
-            items = [(t, i) for t, i in self.items if only is None or t.name in only]
+            items = [(t, i) for t, i in self.items if v.tasks is None or t.name in v.tasks]
             if acc.is_main_process:
                 if stats is not None:
                     (self.run_dir / "routing").mkdir(parents=True, exist_ok=True)
                     stats.save(self.run_dir / "routing" / f"{v.name}.npz")
-                write_predictions(self.run_dir, v.name, items, p, self.splits.test, all_items=self.items)
+                self.results[v.name] = write_predictions(self.run_dir, v.name, items, p, self.splits.test,
+                                                         all_items=self.items)
+            else:
+                ids = {i.id for _, i in items}
+                self.results[v.name] = score(p, [r for r in references_of(self.splits.test) if r.id in ids])
             acc.wait_for_everyone()
-            refs = [r for r in references_of(self.splits.test) if r.id in {i.id for _, i in items}]
-            self.results[v.name] = score(p, refs)
             log.info("%s: ROUGE-L %.2f, EM %.2f (%d instances)", v.name, self.results[v.name]["rougeL"],
                      self.results[v.name]["exact_match"], self.results[v.name]["n"])
 
@@ -260,12 +258,13 @@ def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: 
     few = {n: m for n, m in few.items() if not ev.done(n)}
     if few:
         t1 = time.perf_counter()
-        variants = {n: Variant(n, m, task_emb if m.hyper is not None else None, ev.stats_for(m)) for n, m in few.items()}
         chosen = set(fewshot_tasks(list(dict.fromkeys(t.name for t, _ in ev.items)), c.fewshot_tasks))
+        variants = {n: Variant(n, m, task_emb if m.hyper is not None else None, ev.stats_for(m), tasks=chosen)
+                    for n, m in few.items()}
         items = [(t, i) for t, i in ev.items if t.name in chosen]
         preds = run_fewshot(few, variants, items[acc.process_index::acc.num_processes], tok, cfg=cfg, wrap=wrap,
                             task_emb=task_emb)
-        ev.record(list(variants.values()), preds, tasks=chosen)
+        ev.record(list(variants.values()), preds)
         times["fewshot"] = time.perf_counter() - t1
     return ev.results
 
@@ -277,10 +276,7 @@ def load_or_make_profiles(path: Path, acc: Accelerator, make) -> tuple[list[str]
             return [str(n) for n in z["task_names"]], z["routing"]
     names, routing = make()
     if acc.is_main_process:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        np.savez(buf, task_names=np.array(names, dtype=str), routing=routing)
-        atomic_write_bytes(path, buf.getvalue())
+        write_npz(path, task_names=np.array(names, dtype=str), routing=routing)
     return names, routing
 
 
@@ -288,12 +284,10 @@ def save_task_embeddings(path: Path, splits: TaskSplits, task_emb: dict[str, Ten
     """Description embeddings, categories and split of every task (read by the analysis)."""
     groups = (("train", splits.train), ("val", splits.val), ("test", splits.test))
     tasks = [(s, t) for s, ts in groups for t in ts]
-    buf = io.BytesIO()
-    np.savez(buf, task_names=np.array([t.name for _, t in tasks], dtype=str),
-             embeddings=torch.stack([task_emb[t.name] for _, t in tasks]).float().numpy(),
-             categories=np.array([t.category for _, t in tasks], dtype=str),
-             split=np.array([s for s, _ in tasks], dtype=str))
-    atomic_write_bytes(path, buf.getvalue())
+    write_npz(path, task_names=np.array([t.name for _, t in tasks], dtype=str),
+              embeddings=torch.stack([task_emb[t.name] for _, t in tasks]).float().numpy(),
+              categories=np.array([t.category for _, t in tasks], dtype=str),
+              split=np.array([s for s, _ in tasks], dtype=str))
 
 
 def router_rows(moe: MoEModel, c: CompareConfig, splits: TaskSplits, profiles, task_emb: dict[str, Tensor],
@@ -324,7 +318,10 @@ def ablation_rows(promoe: MoEModel, cfg: ExperimentConfig, splits: TaskSplits, e
     c = cfg.compare
     paraphrases = None
     if "paraphrase" in c.ablations:
-        path = data_root(cfg.data) / PARAPHRASES if (cfg.data.root or os.environ.get(DATA_ENV)) else None
+        try:
+            path = data_root(cfg.data) / PARAPHRASES
+        except DataError:  # no data folder (official repository or HF source)
+            path = None
         if path is None or not path.exists():
             log.warning("paraphrase ablation skipped: no %s in the data folder", PARAPHRASES)
         else:

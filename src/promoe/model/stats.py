@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from promoe.io import write_npz
 from promoe.model.moe import RoutingInfo
 
 
@@ -87,10 +88,10 @@ class RoutingStats:
         return keys, h / np.maximum(h.sum(-1, keepdims=True), 1)
 
     def save(self, path: str | Path) -> None:
-        """Write counts, summary and per-task histograms to ``path`` (.npz, no pickled objects)."""
+        """Write counts, summary and per-task histograms to ``path`` (.npz, no pickled objects, atomically)."""
         keys, hist = self.task_histograms()
         s = self.summary()
-        np.savez(path, load=self.load, prob_sum=self.prob_sum, entropy_sum=self.entropy_sum,
-                 tokens=self.tokens, load_cv=np.array(s["load_cv"]),
-                 token_entropy=np.array(s["token_entropy"]), task_names=np.array(keys, dtype=str),
-                 task_histograms=hist)
+        write_npz(path, load=self.load, prob_sum=self.prob_sum, entropy_sum=self.entropy_sum,
+                  tokens=self.tokens, load_cv=np.array(s["load_cv"]),
+                  token_entropy=np.array(s["token_entropy"]), task_names=np.array(keys, dtype=str),
+                  task_histograms=hist)
