@@ -63,6 +63,47 @@ class Experts(nn.Module):
             start += c
         return out
 
+    def forward_rows(self, x: Tensor, indices: Tensor, weights: Tensor) -> Tensor:
+        """Task-level routing: row b of ``x`` (B, T, D) mixes experts ``indices[b]`` (k,) with
+        ``weights[b]`` at every position, so rows (not tokens) are dispatched, and an expert every row
+        uses runs on the whole batch with no gathering. Equals :meth:`forward` with the row's routing
+        repeated for each of its tokens."""
+        b, t, d = x.shape
+        out = None
+        for e in torch.unique(indices).tolist():
+            chosen = indices == e  # (B, k)
+            w = (weights * chosen).sum(-1)  # (B,)
+            rows = chosen.any(-1).nonzero().squeeze(1)
+            if len(rows) == b:
+                y = self.expert(e, x.reshape(b * t, d)).view(b, t, d) * w.to(x.dtype)[:, None, None]
+                out = y if out is None else out + y
+                continue
+            xs = x.index_select(0, rows)
+            y = self.expert(e, xs.reshape(-1, d)).view(-1, t, d) * w[rows].to(x.dtype)[:, None, None]
+            out = (torch.zeros_like(x) if out is None else out).index_add(0, rows, y)
+        return out
+
+    @torch.no_grad()
+    def merged(self, indices: Tensor, weights: Tensor) -> Experts:
+        """Experts ``indices`` (k,) mixed with ``weights`` (k,) as one ordinary FFN of width k·d_ff:
+        their neurons side by side, each down projection scaled by its weight (the sum of the experts'
+        outputs, exactly). A task-level routing turns a whole MoE layer into this one FFN."""
+        idx = [int(e) for e in indices]
+        w = weights.to(self.w_out.dtype)
+        merged = Experts(n_experts=1, d_model=self.d_model, d_ff=len(idx) * self.d_ff, act=self.act_name,
+                         gated=self.gated, bias=self.b_in is not None).to(self.w_in.dtype)
+
+        def side_by_side(t: Tensor) -> Tensor:  # (k, rows, ...) -> [gate_1..gate_k; up_1..up_k] when gated
+            halves = t.chunk(2, dim=1) if self.gated else (t,)
+            return torch.cat([h.flatten(0, 1) for h in halves])
+
+        merged.w_in[0].copy_(side_by_side(self.w_in[idx]))
+        merged.w_out[0].copy_(torch.cat([self.w_out[e] * w[j] for j, e in enumerate(idx)], dim=1))
+        if self.b_in is not None:
+            merged.b_in[0].copy_(side_by_side(self.b_in[idx]))
+            merged.b_out[0].copy_((self.b_out[idx] * w[:, None]).sum(0))
+        return merged
+
     def n_params_per_expert(self) -> int:
         per = self.w_in[0].numel() + self.w_out[0].numel()
         if self.b_in is not None:

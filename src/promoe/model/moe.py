@@ -36,6 +36,9 @@ class MoELayer(nn.Module):
     def forward(self, x: Tensor, task: Tensor | None = None) -> tuple[Tensor, RoutingInfo]:
         b, t, d = x.shape
         r = self.router(x, task)  # weights/indices (B, T, k)
+        if r.task_level:  # one routing per row: no per-token dispatch
+            y = self.experts.forward_rows(x, r.indices[:, 0], r.weights[:, 0])
+            return y, RoutingInfo(layer=self.layer, router=r)
         k = r.indices.shape[-1]
         y = self.experts(x.reshape(b * t, d), r.indices.reshape(b * t, k), r.weights.reshape(b * t, k))
         return y.view(b, t, d), RoutingInfo(layer=self.layer, router=r)

@@ -46,15 +46,22 @@ class Router(nn.Module, ABC):
         """Router logits (B, T, E) for hidden states ``x`` (B, T, D)."""
 
     def forward(self, x: Tensor, task: Tensor | None = None) -> RouterOutput:
+        """Route ``x`` (B, T, D). A task-level router decides once per row (on its first position; its
+        logits ignore the token) and its outputs are that decision expanded over the T positions."""
+        t = x.shape[1]
+        if self.task_level:
+            x = x[:, :1]
         if self.training and self.jitter > 0:
             x = x * torch.empty_like(x).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
-        logits = self.logits(x, task)  # (B, T, E)
+        logits = self.logits(x, task)  # (B, T, E), T = 1 when task-level
         if self.training and self.noise > 0:
             logits = logits + torch.randn_like(logits) * self.noise
         probs = F.softmax(logits.float(), dim=-1)
         top, indices = torch.topk(probs, self.top_k, dim=-1)  # (B, T, k)
-        weights = top / top.sum(dim=-1, keepdim=True)
-        return RouterOutput(weights=weights.to(x.dtype), indices=indices, probs=probs, logits=logits,
+        weights = (top / top.sum(dim=-1, keepdim=True)).to(x.dtype)
+        if self.task_level:
+            weights, indices, probs, logits = (v.expand(-1, t, -1) for v in (weights, indices, probs, logits))
+        return RouterOutput(weights=weights, indices=indices, probs=probs, logits=logits,
                             task_level=self.task_level)
 
 
