@@ -20,7 +20,7 @@ from promoe.fewshot import demonstration_task, finetune, run_fewshot
 from promoe.model.backbone import load_backbone
 from promoe.model.moe_model import build_model, replace_routers, share_frozen_weights, variant_copy
 from promoe.model.prompting import chat_prompt
-from promoe.train import batch_of
+from promoe.train import batch_of, param_groups
 
 
 def _task(i: int, category: str, n_pos: int = 2) -> Task:
@@ -80,7 +80,12 @@ def tiny():
 def test_variants_share_weights(tiny) -> None:
     cfg, bb = tiny
     model = build_model(copy.deepcopy(bb.model), bb.family, cfg, "moe", seed=0)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     n = share_frozen_weights(model, bb.model)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == trainable  # sharing freezes nothing new
+    assert not model.backbone.model.embed_tokens.weight.requires_grad  # and thaws nothing
+    optimized = {id(p) for g in param_groups(model, 1e-4, 1e-3) for p in g["params"]}
+    assert not optimized & {id(p) for p in bb.model.parameters()}  # training never touches a shared weight
     assert n > 0 and model.backbone.model.embed_tokens.weight is bb.model.model.embed_tokens.weight
     assert model.backbone.lm_head.weight is bb.model.lm_head.weight  # the tied head too
     lower = model.backbone.model.layers[:model.split]

@@ -1,4 +1,5 @@
-"""The ``promoe`` command line: ``data summary``, ``score``, ``baseline heuristic``, ``config``, ``run``."""
+"""The ``promoe`` command line: ``data summary``, ``score``, ``baseline heuristic``, ``model``, ``eval``,
+``predict``, ``export``, ``bench``, ``config``, ``run``, ``analyze``."""
 
 from __future__ import annotations
 
@@ -119,6 +120,38 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from promoe.export import export_task_model
+
+    m = export_task_model(args.run, args.model, args.definition, args.out, overwrite=args.overwrite)
+    p = m["params"]
+    print(f"exported {m['architecture']} to {args.out}")
+    print(f"  parameters: {p['exported_total']:,} exported vs {p['moe_total']:,} in the full MoE model "
+          f"({p['ratio']:.1%}; {p['moe_activated']:,} activated per token)")
+    for row in m["layers"]:
+        chosen = zip(row["experts"], row["weights"], strict=True)
+        experts = ", ".join(f"{e} ({100 * w:.0f}%)" for e, w in chosen)
+        print(f"  layer {row['layer']}: experts {experts}")
+    if m["padding"]["used"]:
+        print(f"  zero padding: {m['padding']['wasted_params']:,} parameters (see the warning above)")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "benchmarks" / "suite.py").exists():
+        raise PromoeError(f"{root / 'benchmarks'}: not found — `promoe bench` runs the benchmarks of a "
+                          "repository checkout (install it with `make install`)")
+    sys.path.insert(0, str(root))
+    from benchmarks.suite import run_suite, write
+
+    res = run_suite(quick=args.quick, run_dir=args.run, preset=args.preset)
+    md = write(res, args.json)
+    print(md.read_text(encoding="utf-8"), end="")
+    print(f"results: {args.json} and {md}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.keys:
         print("\n".join(help_lines()))
@@ -197,6 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--definition", required=True, help="the task's instruction (its Definition)")
     p.add_argument("--input", required=True, help="the instance input")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write a task's sub-network of a task-routed model as a plain Hugging "
+                                      "Face checkpoint (needs model.proactive_mode: task, or dense)")
+    p.add_argument("--run", required=True, help="run folder written by run_experiment.py")
+    p.add_argument("--model", required=True,
+                   help="promoe (trained with proactive_mode task), dense, or backbone")
+    p.add_argument("--definition", required=True, help="the task's instruction (its Definition)")
+    p.add_argument("--out", required=True, help="new or empty folder for the checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="performance benchmarks: MoE layer, generation throughput, default "
+                                     "experiment time and memory (JSON + Markdown)")
+    p.add_argument("--quick", action="store_true", help="fewer points and repeats (a few minutes)")
+    p.add_argument("--json", required=True, type=Path, help="write the results here (and a .md table beside it)")
+    p.add_argument("--run", type=Path, default=Path("results/default"),
+                   help="finished default run whose times.json gives stage times and peak memory")
+    p.add_argument("--preset", default="default", help="config preset of the generation benchmark's models")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("config", help="print the resolved config, or every key with its help")
     p.add_argument("--keys", action="store_true", help="list every config key with its default and help")

@@ -317,7 +317,9 @@ def param_counts(model: MoEModel) -> dict[str, int]:
 def share_frozen_weights(model: MoEModel, source: nn.Module) -> int:
     """Point every frozen parameter of ``model.backbone`` that equals ``source``'s parameter of the same
     name at that tensor, so models upcycled from one backbone hold its frozen part once in memory.
-    Returns how many parameter tensors are now shared."""
+    A shared tensor is frozen in ``source`` too: otherwise it would bring ``source``'s ``requires_grad``
+    into ``model``, and training ``model`` would update a frozen weight that every other model shares
+    (the tied embedding / output head gets gradients). Returns how many parameter tensors are now shared."""
     src = dict(source.named_parameters(remove_duplicate=False))
     shared = 0
     for mod_name, mod in model.backbone.named_modules():
@@ -325,7 +327,7 @@ def share_frozen_weights(model: MoEModel, source: nn.Module) -> int:
             q = src.get(f"{mod_name}.{name}" if mod_name else name)
             if p is not None and q is not None and p is not q and not p.requires_grad and p.shape == q.shape \
                     and torch.equal(p, q):
-                mod._parameters[name] = q
+                mod._parameters[name] = q.requires_grad_(False)
                 shared += 1
     return shared
 
