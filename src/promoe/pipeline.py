@@ -39,7 +39,7 @@ from promoe.model.prompting import chat_prompt
 from promoe.model.stats import RoutingStats
 from promoe.model.task_encoder import build_task_encoder
 from promoe.model.task_routing import KNNRouting, SkillRouting, task_routed, task_skills
-from promoe.train import Trainer, batch_of
+from promoe.train import Trainer, batch_of, load_trainable
 
 log = logging.getLogger(__name__)
 
@@ -205,10 +205,17 @@ def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: 
         share_frozen_weights(model, bb.model)
         return model
 
+    def trained_model(kind: str) -> MoEModel:
+        """Model ``kind`` with its best trained weights (``train/<kind>/best.safetensors``)."""
+        model = fresh(kind)
+        load_trainable(model, run_dir / "train" / kind / "best.safetensors")
+        return model.eval()
+
     # -- meta-training (resumes; a finished training only reloads its best weights) ----------------
+    # A trained model waits on disk, not in memory, while the next one trains: the peak memory of
+    # training is one model with its gradients and optimizer state, whatever the number of models.
     lower = LowerCache()
     examples: list[TrainExample] | None = None
-    trained: dict[str, MoEModel] = {}
     profiles = None
     for kind in cfg.train.models:
         if examples is None:
@@ -227,17 +234,19 @@ def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: 
         times[f"train_{kind}"] = time.perf_counter() - t1
         log.info("%s: trained %d steps, best validation loss %s at step %s", kind, result.steps,
                  result.best_val_loss, result.best_step)
-        trained[kind] = acc.unwrap_model(trainer.model).eval()
+        model = acc.unwrap_model(trainer.model).eval()  # holds the best weights
         del trainer
         acc.free_memory()  # Accelerate keeps references to prepared models and optimizers
         if kind == "moe" and {"knn", "skill"} & set(c.routers):
             profiles = load_or_make_profiles(run_dir / "routing_profiles" / "moe.npz", acc, partial(
-                routing_profiles, trained["moe"], examples, c.profile_examples_per_task,
-                lower if trained["moe"].split is not None else None, tok.pad_token_id, cfg.eval.batch_size))
+                routing_profiles, model, examples, c.profile_examples_per_task,
+                lower if model.split is not None else None, tok.pad_token_id, cfg.eval.batch_size))
+        del model
         gc.collect()
     times["lower_cache"] = lower.seconds
     lower.store.clear()  # training is over: free the cached hidden states
     gc.collect()
+    trained = {kind: trained_model(kind) for kind in cfg.train.models}
 
     # -- zero-shot rows, one shared prompt pass -------------------------------------------------------
     rows: list[Variant] = []
