@@ -25,6 +25,7 @@ import transformers
 
 from benchmarks import generation, moe_layer
 from promoe.io import atomic_write_text, write_json
+from promoe.resources import PEAKS, stage_seconds
 
 TARGETS = {
     "moe_vs_dense": ("<=", 1.2, "MoE layer fwd+bwd time / dense FFN with the activated parameters"),
@@ -56,9 +57,11 @@ def default_experiment(run_dir: Path) -> dict:
     if not path.exists():
         return {"run": str(run_dir), "missing": f"{path} not found: run `python run_experiment.py` first"}
     times = json.loads(path.read_text(encoding="utf-8"))
-    stages = {k: v for k, v in times.items() if isinstance(v, (int, float)) and k != "peak_rss_gib"}
+    stages = stage_seconds(times)
+    stages.pop("lower_cache", None)  # part of the training stages
     return {"run": str(run_dir), "stages_s": stages, "total_s": sum(stages.values()),
-            "peak_rss_gib": times.get("peak_rss_gib"), "peak_rss_gib_by_stage": times.get("peak_rss_gib_by_stage")}
+            "lower_cache_s": times.get("lower_cache"), "peak_rss_gib": times.get("peak_rss_gib"),
+            "peak_rss_gib_by_stage": times.get(PEAKS)}
 
 
 def met(key: str, value: float | None) -> bool | None:

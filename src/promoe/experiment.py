@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import resource
 import shutil
 import time
 from dataclasses import replace
@@ -26,6 +25,7 @@ from promoe.data.splits import TaskSplits, load_splits
 from promoe.data.summary import summarize
 from promoe.errors import ConfigError
 from promoe.io import atomic_write_text, write_json
+from promoe.resources import peak_rss_gib, record_stage, stage_seconds
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def stage_notes(cfg: ExperimentConfig, splits: TaskSplits, times: dict[str, floa
         f"Test: {len(splits.test)} tasks, {n_test} instances. Meta-training pool: {len(splits.train)} training + "
         f"{len(splits.val)} validation tasks from {', '.join(cfg.data.train_collections)} "
         f"(backbone {cfg.model.backbone}).", "",
-        "Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items() if k != "peak_rss_gib") + ".",
+        "Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in stage_seconds(times).items()) + ".",
         f"Peak memory (RSS): {times.get('peak_rss_gib', 0):.2f} GiB.", ""])
 
 
@@ -82,14 +82,14 @@ def run(cfg: ExperimentConfig) -> Path:
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     splits = load_splits(cfg.data)
-    times["data"] = time.perf_counter() - t0
+    record_stage(times, "data", time.perf_counter() - t0)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         write_splits(splits, run_dir)
         t0 = time.perf_counter()
         results = run_heuristics(splits.test, run_dir)
-        times["heuristics"] = time.perf_counter() - t0
+        record_stage(times, "heuristics", time.perf_counter() - t0)
     acc.wait_for_everyone()
     if cfg.train.models or cfg.eval.backbone:
         from promoe.pipeline import run_models
@@ -98,7 +98,7 @@ def run(cfg: ExperimentConfig) -> Path:
     if not main:
         return run_dir
     results.update(model_results if cfg.train.models or cfg.eval.backbone else {})
-    times["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    times["peak_rss_gib"] = peak_rss_gib()
     write_json(run_dir / "summary.json", {m: {k: r[k] for k in SUMMARY_KEYS} for m, r in results.items()})
     atomic_write_text(run_dir / "per_task.csv", per_task_csv(results))
     write_json(run_dir / "times.json", times)

@@ -39,6 +39,7 @@ from promoe.model.prompting import chat_prompt
 from promoe.model.stats import RoutingStats
 from promoe.model.task_encoder import build_task_encoder
 from promoe.model.task_routing import KNNRouting, SkillRouting, task_routed, task_skills
+from promoe.resources import record_stage
 from promoe.train import Trainer, batch_of, load_trainable
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ class Evaluation:
                                      desc=f"{label} {', '.join(v.name for v in variants)}",
                                      disable_progress=not acc.is_main_process)
         self.record(variants, preds)
-        self.times[label] = time.perf_counter() - t1
+        record_stage(self.times, label, time.perf_counter() - t1)
 
     def record(self, variants: list[Variant], preds: dict[str, dict[str, str]]) -> None:
         """Gather shards, then write predictions, scores and routing statistics of ``variants``."""
@@ -198,7 +199,7 @@ def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: 
         save_task_embeddings(run_dir / "task_embeddings.npz", splits, task_emb)
     wrap = (lambda text: chat_prompt(tok, text)) if not bb.is_seq2seq else (lambda text: text)
     ev = Evaluation(cfg, splits, run_dir, acc, tok, wrap, times)
-    times["load"] = time.perf_counter() - t0
+    record_stage(times, "load", time.perf_counter() - t0)
 
     def fresh(kind: str) -> MoEModel:
         model = build_model(copy.deepcopy(bb.model), bb.family, cfg.model, kind, seed=cfg.seed)
@@ -231,7 +232,7 @@ def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: 
                           pad_id=tok.pad_token_id, out_dir=run_dir / "train" / kind, seed=cfg.seed,
                           lower=lower if model.split is not None else None, accelerator=acc)
         result = trainer.fit(desc=f"train {kind}")
-        times[f"train_{kind}"] = time.perf_counter() - t1
+        record_stage(times, f"train_{kind}", time.perf_counter() - t1)
         log.info("%s: trained %d steps, best validation loss %s at step %s", kind, result.steps,
                  result.best_val_loss, result.best_step)
         model = acc.unwrap_model(trainer.model).eval()  # holds the best weights
@@ -274,7 +275,7 @@ def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: 
         preds = run_fewshot(few, variants, items[acc.process_index::acc.num_processes], tok, cfg=cfg, wrap=wrap,
                             task_emb=task_emb)
         ev.record(list(variants.values()), preds)
-        times["fewshot"] = time.perf_counter() - t1
+        record_stage(times, "fewshot", time.perf_counter() - t1)
     return ev.results
 
 
