@@ -1,0 +1,133 @@
+"""The fast dispatch paths of :class:`Experts` against the naive per-token loop of ``test_moe``.
+
+``Experts.forward`` runs on hand-written autograd functions (a per-expert FFN whose backward writes
+gradients into slices, a row gather whose backward is a gather, a fused activation derivative per
+activation), so each of them is checked here in fp32, as trained: outputs and gradients with respect
+to the input, the routing weights and every expert parameter, over activations, biases, k, token
+counts, idle experts, partial ``requires_grad``, inference mode and autocast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import torch
+from torch import Tensor
+
+from promoe.model.experts import Experts
+from test_moe import D_FF, D, E, ref_experts
+
+TOL = {"atol": 1e-5, "rtol": 1e-4}  # fp32: only the summation order differs from the loop
+
+
+@pytest.fixture(autouse=True)
+def seed() -> Iterator[None]:
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make(act: str, gated: bool, bias: bool) -> Experts:
+    ex = Experts(n_experts=E, d_model=D, d_ff=D_FF, act=act, gated=gated, bias=bias)
+    if bias:
+        with torch.no_grad():
+            ex.b_in.normal_()
+            ex.b_out.normal_()
+    return ex
+
+
+def routing(n: int, k: int, experts: int = E) -> tuple[Tensor, Tensor]:
+    """``k`` distinct experts per token among the first ``experts`` (the rest idle), softmax weights."""
+    indices = torch.stack([torch.randperm(experts)[:k] for _ in range(n)]).reshape(n, k)
+    return indices, torch.softmax(torch.randn(n, k), -1).requires_grad_(True)
+
+
+def assert_parity(ex: Experts, x: Tensor, indices: Tensor, weights: Tensor, loss: str = "square") -> None:
+    torch.testing.assert_close(ex(x, indices, weights), ref_experts(ex, x, indices, weights), **TOL)
+    params = [t for t in (x, weights, *ex.parameters()) if t.requires_grad]
+
+    def grads(fn: Callable[[], Tensor]) -> list[Tensor]:  # "sum" hands backward an expanded (stride 0) grad
+        y = fn()
+        return list(torch.autograd.grad(y.pow(2).sum() if loss == "square" else y.sum(), params))
+
+    g_ours = grads(lambda: ex(x, indices, weights))
+    g_ref = grads(lambda: ref_experts(ex, x, indices, weights))
+    for a, b in zip(g_ours, g_ref, strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+@pytest.mark.parametrize("act", ["silu", "gelu", "relu", "gelu_pytorch_tanh", "gelu_new"])
+@pytest.mark.parametrize("gated", [True, False])
+def test_every_activation_derivative(act: str, gated: bool) -> None:
+    """Fused aten derivatives (silu, gelu, relu, tanh-gelu) and the autograd fallback (gelu_new)."""
+    ex = make(act, gated, bias=True)
+    assert_parity(ex, torch.randn(9, D, requires_grad=True), *routing(9, 2))
+
+
+@pytest.mark.parametrize("n", [1, 7, 64])
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("gated", [True, False])
+def test_dispatch_matches_naive_loop_fp32(gated: bool, bias: bool, k: int, n: int) -> None:
+    ex = make("silu" if gated else "gelu", gated, bias)
+    assert_parity(ex, torch.randn(n, D, requires_grad=True), *routing(n, k))
+
+
+@pytest.mark.parametrize("loss", ["square", "sum"])
+def test_idle_experts_and_expanded_gradient(loss: str) -> None:
+    """Experts 2 and 3 receive nothing: their gradients are exact zeros, the others match the loop."""
+    ex = make("silu", gated=True, bias=True)
+    x = torch.randn(16, D, requires_grad=True)
+    indices, weights = routing(16, 2, experts=2)
+    assert_parity(ex, x, indices, weights, loss)
+    ex(x, indices, weights).pow(2).sum().backward()
+    for p in ex.parameters():
+        assert torch.all(p.grad[2:] == 0) and torch.all(p.grad[:2].abs().sum(tuple(range(1, p.dim()))) > 0)
+
+
+def test_partial_requires_grad() -> None:
+    """Frozen experts with a trainable input (and router), and trainable experts with a frozen input."""
+    ex = make("silu", gated=True, bias=True)
+    indices, weights = routing(11, 2)
+    ex.requires_grad_(False)
+    assert_parity(ex, torch.randn(11, D, requires_grad=True), indices, weights)
+    ex.requires_grad_(True)
+    assert_parity(ex, torch.randn(11, D), indices, weights.detach())
+
+
+def test_inference_path_and_empty_batch() -> None:
+    ex = make("silu", gated=True, bias=True)
+    x = torch.randn(13, D)
+    indices, weights = routing(13, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(ex(x, indices, weights), ref_experts(ex, x, indices, weights), **TOL)
+    with torch.inference_mode():
+        torch.testing.assert_close(ex(x, indices, weights), ref_experts(ex, x, indices, weights), **TOL)
+    empty = ex(torch.randn(0, D, requires_grad=True), indices[:0], weights[:0])
+    assert empty.shape == (0, D)
+    empty.sum().backward()
+
+
+def test_single_expert_method_matches_the_loop() -> None:
+    """``expert(e, x)`` (used by row dispatch) runs the same function with every other expert idle."""
+    ex = make("gelu", gated=False, bias=True)
+    x = torch.randn(6, D, requires_grad=True)
+    one = torch.full((6, 1), 3)
+    assert_parity(ex, x, one, torch.ones(6, 1))
+    torch.testing.assert_close(ex.expert(3, x), ref_experts(ex, x, one, torch.ones(6, 1)), **TOL)
+
+
+def test_autocast_bf16_runs_in_bf16_and_returns_the_input_dtype() -> None:
+    ex = make("silu", gated=True, bias=False)
+    x = torch.randn(20, D, requires_grad=True)
+    indices, weights = routing(20, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ex(x, indices, weights)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, ref_experts(ex, x, indices, weights), atol=0.05, rtol=0.05)
+    y.pow(2).sum().backward()
+    assert ex.w_in.grad.dtype == torch.float32 and torch.isfinite(ex.w_in.grad).all()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
