@@ -12,16 +12,9 @@ Each headline ratio is reported against its target; the machine and library vers
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import platform
 import subprocess
-import sys
 from pathlib import Path
-
-import torch
-import transformers
 
 from benchmarks import generation, moe_layer
 from promoe.io import atomic_write_text, write_json
@@ -36,19 +29,13 @@ TARGETS = {
 
 
 def machine() -> dict:
-    """Where the numbers come from."""
-    cpu = platform.processor()
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+    """Where the numbers come from: the MoE-layer benchmark's record plus the commit measured."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = None
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
-            "commit": commit}
+    return {**moe_layer.machine(), "commit": commit}
 
 
 def default_experiment(run_dir: Path) -> dict:
