@@ -166,8 +166,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.output_dir:
         cfg.output_dir = args.output_dir
-    print(run_seeds(cfg, args.seeds) if args.seeds and len(args.seeds) > 1 else
-          run(replace(cfg, seed=args.seeds[0]) if args.seeds else cfg))
+    print(run_seeds(cfg, args.seeds, overwrite=args.overwrite) if args.seeds and len(args.seeds) > 1 else
+          run(replace(cfg, seed=args.seeds[0]) if args.seeds else cfg, overwrite=args.overwrite))
     return 0
 
 
@@ -259,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="parent folder of the run folder (default: config output_dir)")
     p.add_argument("--seeds", type=int, nargs="+", help="run once per seed (into RUN/seeds/<seed>/) and "
                                                         "aggregate the overall scores into mean ± CI")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete what the run folder holds and run again from the start (default: resume an "
+                        "interrupted run, leave a finished one as it is)")
     _add_config_args(p)
     p.set_defaults(func=cmd_run)
 

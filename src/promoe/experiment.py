@@ -26,6 +26,7 @@ from promoe.data.summary import summarize
 from promoe.errors import ConfigError
 from promoe.io import atomic_write_text, write_json
 from promoe.resources import peak_rss_gib, record_stage, stage_seconds
+from promoe.rundir import RunLock, is_finished, prepare
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,12 @@ def stage_notes(cfg: ExperimentConfig, splits: TaskSplits, times: dict[str, floa
         f"Peak memory (RSS): {times.get('peak_rss_gib', 0):.2f} GiB.", ""])
 
 
-def run(cfg: ExperimentConfig) -> Path:
+def run(cfg: ExperimentConfig, *, overwrite: bool = False) -> Path:
     """Run the experiment of ``cfg``; returns the run folder. Under ``accelerate launch`` / ``torchrun``
-    every process runs this; the main process alone writes the run's files."""
+    every process runs this; the main process alone writes the run's files, holding the folder's lock.
+
+    A folder holding this run resumes it (finished stages are not redone); a finished run is left as it
+    is; a folder holding a run with another config is refused. ``overwrite`` starts again from nothing."""
     if cfg.compare.uses_positive_examples and cfg.data.test_positive_examples:
         raise ConfigError("compare.icl_models / compare.fewshot_models show the test tasks' positive examples to "
                           "the models, so they cannot also be scored: set data.test_positive_examples=false (or "
@@ -79,6 +83,23 @@ def run(cfg: ExperimentConfig) -> Path:
     acc = Accelerator(mixed_precision=cfg.train.mixed_precision)
     main = acc.is_main_process
     run_dir = Path(cfg.output_dir) / cfg.name
+    lock = RunLock(run_dir).acquire() if main else None
+    try:
+        if main:
+            prepare(run_dir, to_dict(cfg), overwrite=overwrite)
+        acc.wait_for_everyone()
+        if is_finished(run_dir):
+            log.info("%s: this run is finished (summary.json, REPORT.md); nothing to do — pass --overwrite to "
+                     "run it again from the start", run_dir)
+            return run_dir
+        return _run(cfg, acc, run_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(cfg: ExperimentConfig, acc: Accelerator, run_dir: Path) -> Path:
+    main = acc.is_main_process
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     splits = load_splits(cfg.data)
@@ -112,12 +133,12 @@ SEED_COPY = ("config.yaml", "splits.json", "data_summary.txt", "references.jsonl
              "times.json", "REPORT_extra.md", "scores", "predictions", "routing")
 
 
-def run_seeds(cfg: ExperimentConfig, seeds: list[int]) -> Path:
+def run_seeds(cfg: ExperimentConfig, seeds: list[int], *, overwrite: bool = False) -> Path:
     """One run per seed in ``<run>/seeds/<seed>/``; ``<run>/`` shows the first seed's run in full and the
     mean ± CI of every model's overall scores over the seeds (``seeds.json`` and REPORT.md)."""
     top = Path(cfg.output_dir) / cfg.name
     for seed in seeds:
-        run(replace(cfg, seed=seed, output_dir=str(top / "seeds"), name=str(seed)))
+        run(replace(cfg, seed=seed, output_dir=str(top / "seeds"), name=str(seed)), overwrite=overwrite)
     if not Accelerator().is_main_process:
         return top
     first = top / "seeds" / str(seeds[0])
