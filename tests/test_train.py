@@ -22,14 +22,14 @@ TASKS = [Task(name=f"task{t}", definition=f"Task {t}: copy the {w}.",
          for t, w in enumerate(["word", "number", "colour"])]
 
 
-def _trainer(out: Path, **kw) -> Trainer:
-    bb = load_backbone(MCFG, seed=0)
+def _trainer(out: Path, mcfg: ModelConfig = MCFG, **kw) -> Trainer:
+    bb = load_backbone(mcfg, seed=0)
     examples = build_examples(TASKS, bb.tokenizer, per_task=6, max_length=64, max_target_length=8,
                               prompt=PromptConfig())
     emb = dict(zip([t.name for t in TASKS], HashingEncoder(32).encode([t.definition for t in TASKS]), strict=True))
     cfg = TrainConfig(**{"steps": 6, "batch_size": 4, "lr": 1e-3, "warmup_steps": 1, "eval_every": 3,
                          "checkpoint_every": 2, "max_length": 64, **kw})
-    model = build_model(bb.model, bb.family, MCFG, "promoe", seed=0)
+    model = build_model(bb.model, bb.family, mcfg, "promoe", seed=0)
     return Trainer(model, cfg=cfg, examples=examples, val_examples=examples[:4], task_emb=emb,
                    pad_id=bb.tokenizer.pad_token_id, out_dir=out, seed=0)
 
@@ -53,6 +53,42 @@ def test_resume_from_checkpoint_equals_uninterrupted(tmp_path: Path) -> None:
     steps = [int(line.split('"step": ')[1].split(",")[0])
              for line in (tmp_path / "part/metrics.jsonl").read_text().splitlines()]
     assert steps == [3, 4, 5, 6]  # the resumed run logs only the steps it ran
+
+
+def _weights(trainer: Trainer, path: Path) -> dict[str, torch.Tensor]:
+    save_trainable(trainer.raw, path)
+    return load_file(str(path))
+
+
+def test_same_seed_twice_gives_identical_training(tmp_path: Path) -> None:
+    noisy = ModelConfig(**{**MCFG.__dict__, "router_noise": 0.5, "router_jitter": 0.1})  # draws random numbers
+    a, b = _trainer(tmp_path / "a", noisy), _trainer(tmp_path / "b", noisy)
+    a.fit()
+    b.fit()
+    assert (tmp_path / "a/metrics.jsonl").read_text() == (tmp_path / "b/metrics.jsonl").read_text()
+    wa, wb = _weights(a, tmp_path / "a.st"), _weights(b, tmp_path / "b.st")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_continues_the_random_stream_and_survives_a_kill_between_renames(tmp_path: Path) -> None:
+    """With router noise the random state matters: a resumed run equals the uninterrupted one exactly,
+    also when the kill came between the two renames of a checkpoint save (only `.last.old` is left)."""
+    noisy = ModelConfig(**{**MCFG.__dict__, "router_noise": 0.5})
+    full = _trainer(tmp_path / "full", noisy)
+    full.fit()
+    part = _trainer(tmp_path / "part", noisy)
+    torch.manual_seed(0)  # as `fit` starts
+    for step in range(2):
+        part.step(step)
+    part._save_last(2, {"best_val_loss": None, "best_step": None, "bad_validations": 0, "step": 2})
+    torch.manual_seed(1234)  # a new process starts from another random state
+    (tmp_path / "part/last").rename(tmp_path / "part/.last.old")
+    resumed = _trainer(tmp_path / "part", noisy)
+    resumed.fit()
+    wa, wb = _weights(full, tmp_path / "a.st"), _weights(resumed, tmp_path / "b.st")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    full_rows = (tmp_path / "full/metrics.jsonl").read_text().splitlines()
+    assert (tmp_path / "part/metrics.jsonl").read_text().splitlines()[-4:] == full_rows[-4:]
 
 
 def test_sampling_plan_is_deterministic_balanced_and_bucketed() -> None:

@@ -188,7 +188,8 @@ class Trainer:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         save_trainable(self.acc.unwrap_model(self.model), tmp / "trainable.safetensors")
-        torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}, tmp / "optim.pt")
+        torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                    "rng": torch.get_rng_state()}, tmp / "optim.pt")  # dropout / router noise continue alike
         atomic_write_text(tmp / "state.json", json.dumps({**state, "step": step}))
         old = self.out_dir / ".last.old"
         shutil.rmtree(old, ignore_errors=True)
@@ -199,6 +200,8 @@ class Trainer:
 
     def _resume(self) -> dict:
         last = self.out_dir / "last"
+        if not (last / "state.json").exists():  # a kill between the two renames of `_save_last`
+            last = self.out_dir / ".last.old"
         if not (last / "state.json").exists():
             return {"step": 0, "best_val_loss": None, "best_step": None, "bad_validations": 0}
         state = json.loads((last / "state.json").read_text())
@@ -206,6 +209,8 @@ class Trainer:
         optim = torch.load(last / "optim.pt", weights_only=True, map_location="cpu")
         self.opt.load_state_dict(optim["optimizer"])
         self.sched.load_state_dict(optim["scheduler"])
+        if "rng" in optim:
+            torch.set_rng_state(optim["rng"])
         log.info("%s: resumed at step %d", self.out_dir, state["step"])
         return state
 
@@ -217,6 +222,9 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------
     def fit(self, desc: str = "train") -> TrainResult:
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        # the random stream of training (dropout, router noise and jitter) starts from the seed, whatever
+        # ran before in the process; a resume continues it from the checkpoint
+        torch.manual_seed(self.seed)
         state = self._resume()
         start = state["step"]
         metrics = self.out_dir / "metrics.jsonl"
