@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,11 @@ from safetensors.torch import load_file
 from promoe.config import ModelConfig, PromptConfig, TrainConfig
 from promoe.data.examples import build_examples, sampling_plan
 from promoe.data.schema import Instance, Task
+from promoe.errors import PromoeError
 from promoe.model.backbone import load_backbone
 from promoe.model.moe_model import build_model
 from promoe.model.task_encoder import HashingEncoder
-from promoe.train import Trainer, TrainingError, save_trainable
+from promoe.train import Trainer, TrainingError, read_metrics, save_trainable
 
 MCFG = ModelConfig(backbone="tiny-llama", n_moe_layers=2, n_experts=4, task_encoder="hashing", d_task=32, d_hyper=16)
 TASKS = [Task(name=f"task{t}", definition=f"Task {t}: copy the {w}.",
@@ -112,3 +114,19 @@ def test_non_finite_loss_stops_with_the_step_and_tasks(tmp_path: Path) -> None:
         trainer.raw.moe_layers[0].experts.w_out.fill_(float("nan"))
     with pytest.raises(TrainingError, match=r"step 0: non-finite loss .* tasks \['task"):
         trainer.fit()
+
+
+def test_torn_last_metrics_line_is_dropped_on_resume(tmp_path: Path) -> None:
+    part = _trainer(tmp_path / "part")
+    (tmp_path / "part").mkdir()
+    part.step(0)
+    part._log({"step": 1, "loss": 1.0})
+    part._save_last(1, {"best_val_loss": None, "best_step": None, "bad_validations": 0, "step": 1})
+    with (tmp_path / "part/metrics.jsonl").open("a") as f:
+        f.write('{"step": 2, "lo')  # killed while appending
+    _trainer(tmp_path / "part").fit()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "part/metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    (tmp_path / "bad.jsonl").write_text('{"step": 1\n{"step": 2}\n')
+    with pytest.raises(PromoeError, match="bad.jsonl: line 1 is not JSON"):
+        read_metrics(tmp_path / "bad.jsonl")

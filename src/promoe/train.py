@@ -72,6 +72,21 @@ def load_trainable(model: MoEModel, path: Path) -> None:
             p.copy_(state[n])
 
 
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of a ``metrics.jsonl``; a torn last line (the process was killed while appending it) is
+    dropped, a broken line before it is an error."""
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i < len(lines) - 1:
+                raise PromoeError(f"{path}: line {i + 1} is not JSON ({e}); delete the file to restart its "
+                                  "training log") from None
+    return rows
+
+
 def param_groups(model: MoEModel, lr: float, router_lr: float) -> list[dict]:
     """Optimizer groups of the trainable parameters: routers and hypernetwork at ``router_lr``."""
     fast = [p for n, p in model.named_parameters() if p.requires_grad and ("router" in n or n.startswith("hyper"))]
@@ -229,7 +244,7 @@ class Trainer:
         start = state["step"]
         metrics = self.out_dir / "metrics.jsonl"
         if self.acc.is_main_process and metrics.exists():  # drop lines from after the checkpoint
-            rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            rows = read_metrics(metrics)
             atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start))
         bar = tqdm(range(start, self.cfg.steps), desc=desc, initial=start, total=self.cfg.steps,
                    disable=not self.acc.is_main_process, dynamic_ncols=True)
@@ -257,6 +272,6 @@ class Trainer:
         best_path = self.out_dir / "best.safetensors"
         if best_path.exists():
             load_trainable(self.acc.unwrap_model(self.model), best_path)
-        history = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+        history = read_metrics(metrics) if metrics.exists() else []
         return TrainResult(steps=self.cfg.steps, best_val_loss=state["best_val_loss"], best_step=state["best_step"],
                            history=history)
