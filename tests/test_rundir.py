@@ -3,6 +3,7 @@ run left alone unless overwritten."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -88,3 +89,15 @@ def test_finished_run_is_not_redone(tiny_data_root: Path, tmp_path: Path, caplog
         assert main(args) == 0
     assert "nothing to do" in caplog.text
     assert (run / "summary.json").read_text() == "{}" and not (run / "predictions").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("code,fix", [(errno.ENOSPC, "free some disk space"), (errno.EACCES, "--output-dir")])
+def test_no_space_or_no_permission_is_one_clear_error(tiny_data_root: Path, tmp_path: Path, monkeypatch, capsys,
+                                                       code: int, fix: str) -> None:
+    def refuse(splits, run_dir):
+        raise OSError(code, os.strerror(code), str(run_dir / "splits.json"))
+
+    monkeypatch.setattr("promoe.experiment.write_splits", refuse)
+    assert main(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "splits.json" in err and fix in err and "Traceback" not in err

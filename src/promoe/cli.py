@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -15,6 +16,13 @@ import yaml
 
 from promoe.config import DATA_ENV, ExperimentConfig, help_lines, load_config, to_dict
 from promoe.errors import PromoeError
+
+WRITE_ERRORS = {
+    errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some of your disk quota",
+    errno.EACCES: "choose a folder you may write to (--output-dir)", errno.EPERM: "choose a folder you may write "
+    "to (--output-dir)", errno.EROFS: "the file system is read-only: choose another folder (--output-dir)",
+}
+"""Failures to write that are the machine's, not a bug: one message with the fix instead of a traceback."""
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -281,6 +289,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except PromoeError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            raise
+        print(f"error: cannot write {e.filename or 'a file'}: {e.strerror} — {WRITE_ERRORS[e.errno]}; every file "
+              "is written whole or not at all, so finished results are intact and the same command resumes",
+              file=sys.stderr)
         return 2
 
 
