@@ -97,3 +97,14 @@ def test_predict_variants_shares_prefill_and_matches_single(backbone) -> None:
         assert alone == together[v.name], v.name
     assert set(together["promoe-sub"]) == {i.id for i in tasks[1].instances}
     assert set(together["moe"]) == {i.id for _, i in items}
+
+
+def test_prompts_over_the_length_limit_are_cut_counted_and_reported(backbone, caplog) -> None:
+    tok = backbone.tokenizer
+    models = _models(backbone)
+    items = [(t, i) for t in _tasks() for i in t.instances][:3]
+    kw = dict(prompt=PromptConfig(), wrap=lambda s: chat_prompt(tok, s), batch_size=4, max_new_tokens=2)
+    with caplog.at_level("WARNING"):
+        short = predict_variants([Variant("dense", models["dense"])], tok, items, max_length=8, **kw)
+    assert "3 of 3 prompts are longer than 8 tokens and lose their start (eval.max_length)" in caplog.text
+    assert set(short["dense"]) == {i.id for _, i in items}  # still answered, from the prompts' ends

@@ -89,6 +89,10 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
                for t, i in items]
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    cut = sum(n > max_length for n in lengths)
+    if cut:
+        log.warning("%s: %d of %d prompts are longer than %d tokens and lose their start (eval.max_length); "
+                    "the longest has %d", desc, cut, len(lengths), max_length, max(lengths))
     order = sorted(range(len(items)), key=lambda j: lengths[j])
     shared = all(supports_shared_prefix(v.model) for v in variants)
     stopper = None
