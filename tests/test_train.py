@@ -116,6 +116,17 @@ def test_non_finite_loss_stops_with_the_step_and_tasks(tmp_path: Path) -> None:
         trainer.fit()
 
 
+def test_non_finite_gradient_stops_with_the_step_batch_and_tasks_and_keeps_the_checkpoint(tmp_path: Path) -> None:
+    bad = _trainer(tmp_path / "nan2", steps=4, checkpoint_every=2)
+    w = bad.raw.moe_layers[0].experts.w_out
+    calls = []
+    w.register_hook(lambda g: g * float("nan") if calls.append(1) or len(calls) > 2 else g)  # from the 3rd step
+    with pytest.raises(TrainingError, match=r"step 2: non-finite gradient norm on tasks \['task.*examples \["):
+        bad.fit()
+    assert torch.isfinite(w).all()  # the bad step was not applied
+    assert '"step": 2' in (tmp_path / "nan2/last/state.json").read_text()  # the last good checkpoint is kept
+
+
 def test_torn_last_metrics_line_is_dropped_on_resume(tmp_path: Path) -> None:
     part = _trainer(tmp_path / "part")
     (tmp_path / "part").mkdir()

@@ -170,8 +170,9 @@ class Trainer:
         if self.cfg.max_grad_norm > 0:
             norm = self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
             if not torch.isfinite(torch.as_tensor(norm)):
-                raise TrainingError(f"step {step}: non-finite gradient norm; the last good checkpoint is kept "
-                                    f"in {self.out_dir / 'last'}")
+                raise TrainingError(f"step {step}: non-finite gradient norm on tasks "
+                                    f"{sorted({self.examples[i].task for i in idx})} (examples {list(idx)}); the "
+                                    f"last good checkpoint is kept in {self.out_dir / 'last'}")
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
