@@ -36,7 +36,16 @@ def _write_gz(path: Path, rows: list[dict]) -> None:
 @pytest.fixture
 def tiny_data_root(tmp_path: Path) -> Path:
     """An offline data folder with 3 test tasks (1 complete), SNI/NIv1/BIG-bench training tasks."""
-    root = tmp_path / "data"
+    return make_tiny_data(tmp_path / "data")
+
+
+@pytest.fixture(scope="module")
+def tiny_data_root_module(tmp_path_factory) -> Path:
+    """The same folder, shared by the tests of one module."""
+    return make_tiny_data(tmp_path_factory.mktemp("tiny") / "data")
+
+
+def make_tiny_data(root: Path) -> Path:
     tests = ["task901_toy_entailment", "task902_toy_titles", "task903_toy_complete"]
     trains = ["task801_toy_qa", "task802_toy_qg", "task001_toy_niv1", "task062_bigbench_repeat"]
     split = root / "sni/splits/default"
