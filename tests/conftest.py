@@ -1,13 +1,16 @@
-"""Shared fixtures: a tiny offline data folder laid out like the real one."""
+"""Shared fixtures: a tiny offline data folder laid out like the real one; seeded one-thread tiny tensors."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 
 def _task(name: str, category: str, n: int, *, meta: dict | None = None, n_pos: int = 2) -> dict:
@@ -31,6 +34,18 @@ def _write_gz(path: Path, rows: list[dict]) -> None:
     with gzip.open(path, "wt", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
+
+
+@pytest.fixture
+def tiny_tensors() -> Iterator[None]:
+    """Seed torch and numpy; one intra-op thread while the test runs (tiny tensors, much faster on CPU).
+    A module of tiny-tensor tests takes it for every test: ``pytestmark = pytest.mark.usefixtures(...)``."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

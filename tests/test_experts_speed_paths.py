@@ -9,7 +9,7 @@ counts, idle experts, partial ``requires_grad``, inference mode and autocast.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -21,13 +21,7 @@ from test_moe import D_FF, D, E, ref_experts
 TOL = {"atol": 1e-5, "rtol": 1e-4}  # fp32: only the summation order differs from the loop
 
 
-@pytest.fixture(autouse=True)
-def seed() -> Iterator[None]:
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("tiny_tensors")
 
 
 def make(act: str, gated: bool, bias: bool) -> Experts:

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,14 +32,7 @@ D_TASK, D_FF, K = 16, 64, 2
 TEXTS = ["Is the sky blue?", "Translate: good morning to you all", "ok"]
 
 
-@pytest.fixture(autouse=True)
-def seed() -> Iterator[None]:
-    """Seed torch; one intra-op thread (tiny tensors, much faster on CPU)."""
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("tiny_tensors")
 
 
 def model_cfg(**kw) -> ModelConfig:

@@ -8,7 +8,7 @@ transformers' Mixtral block) or invariants, never golden floats.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,15 +51,7 @@ D, D_FF, E, K, D_TASK, VOCAB = 32, 64, 4, 2, 16, 100
 MODES = ("hyper", "prior", "task")
 
 
-@pytest.fixture(autouse=True)
-def seed() -> Iterator[None]:
-    """Seed torch and numpy before every test; one intra-op thread (tiny tensors, much faster on CPU)."""
-    torch.manual_seed(0)
-    np.random.seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("tiny_tensors")
 
 
 # -- tiny backbones -------------------------------------------------------------------------------

@@ -6,8 +6,6 @@ that a task-routed tiny MoE sends every token of a task to exactly the generated
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,14 +21,7 @@ from promoe.model.task_routing import KNNRouting, SkillRouting, task_routed, tas
 L, E, D = 2, 4, 8
 
 
-@pytest.fixture(autouse=True)
-def seed() -> Iterator[None]:
-    """Seed torch; one intra-op thread (tiny tensors)."""
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("tiny_tensors")
 
 
 def on_experts(*experts: int) -> Tensor:
