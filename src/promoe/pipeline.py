@@ -46,7 +46,12 @@ log = logging.getLogger(__name__)
 
 
 class LowerCache:
-    """Lower hidden states per training example, computed on first use and shared by all models."""
+    """Lower hidden states per training example, computed on first use and shared by all models.
+
+    Each example is computed alone (no padding): its hidden states do not depend on which batch first
+    needed it, so a run resumed after a kill caches the same values as an uninterrupted one (a padded
+    batch of other examples changes the last bits), and without padding it is also ~2x faster on CPU.
+    """
 
     def __init__(self) -> None:
         self.store: dict[int, Tensor] = {}
@@ -56,12 +61,9 @@ class LowerCache:
         missing = [j for j, i in enumerate(idx) if i not in self.store]
         if missing:
             t0 = time.perf_counter()
-            rows = torch.tensor(missing)
-            sub_mask = mask[rows]
-            width = int(sub_mask.sum(1).max())
-            hidden = model.lower_hidden(input_ids[rows, :width], sub_mask[:, :width])  # right padded
-            for r, j in enumerate(missing):
-                self.store[idx[j]] = hidden[r, : int(sub_mask[r].sum())].clone()
+            for j in missing:  # right padded: the example's tokens come first
+                n = int(mask[j].sum())
+                self.store[idx[j]] = model.lower_hidden(input_ids[j:j + 1, :n], mask[j:j + 1, :n])[0]
             self.seconds += time.perf_counter() - t0
         out = torch.zeros(len(idx), input_ids.shape[1], next(iter(self.store.values())).shape[-1])
         for j, i in enumerate(idx):
