@@ -21,6 +21,7 @@ from promoe.config import PromptConfig
 from promoe.data.prompts import task_prompt
 from promoe.data.schema import Instance, Task
 from promoe.decode import eos_ids, greedy, prefill, supports_shared_prefix
+from promoe.evalstate import PassState, fingerprint
 from promoe.io import reference_rows, references_of, write_json, write_jsonl
 from promoe.metrics import score
 from promoe.model.moe_model import MoEModel
@@ -76,12 +77,14 @@ class Variant:
 def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tuple[Task, Instance]], *,
                      prompt: PromptConfig, wrap: Callable[[str], str], batch_size: int = 8,
                      max_new_tokens: int = 32, max_length: int = 1024, desc: str = "eval",
-                     disable_progress: bool = False) -> dict[str, dict[str, str]]:
+                     disable_progress: bool = False, progress: Path | None = None) -> dict[str, dict[str, str]]:
     """Greedy answers ``{variant: {instance id: first non-empty line}}`` for ``items``.
 
     All variants see the same prompts. When their backbone allows it (see
     :func:`~promoe.decode.supports_shared_prefix`; the variants must share the frozen lower layers),
-    each batch's pass through the lower layers is computed once for all variants.
+    each batch's pass through the lower layers is computed once for all variants. With ``progress``
+    (a JSON file), the answers and routing counts are saved after every batch and a killed pass
+    resumes at its first unsaved batch (see :mod:`promoe.evalstate`).
     """
     for v in variants:
         v.model.eval()
@@ -97,16 +100,22 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     shared = all(supports_shared_prefix(v.model) for v in variants)
     stopper = None
     out: dict[str, dict[str, str]] = {v.name: {} for v in variants}
+    state = PassState(progress, fingerprint(prompts, [items[j][1].id for j in order], batch_size, max_new_tokens,
+                                            max_length), label=desc)
+    done = state.resume(variants, out)
     device = next(variants[0].model.parameters()).device
-    for s in tqdm(range(0, len(order), batch_size), desc=desc, dynamic_ncols=True, disable=disable_progress):
-        idx = order[s:s + batch_size]
+    starts = range(0, len(order), batch_size)
+    for b in tqdm(range(min(done.values()), len(starts)), desc=desc, dynamic_ncols=True, disable=disable_progress,
+                  initial=min(done.values()), total=len(starts)):
+        todo = [v for v in variants if done[v.name] <= b]
+        idx = order[starts[b]:starts[b] + batch_size]
         enc = tokenizer([prompts[j] for j in idx], return_tensors="pt", padding=True, truncation=True,
                         max_length=max_length, add_special_tokens=False)
         enc = {k: v.to(device) for k, v in enc.items()}
         if stopper is None or stopper.prompt_len != enc["input_ids"].shape[1]:
             stopper = _stopper(tokenizer, enc["input_ids"].shape[1], stopper)
         prefix = prefill(variants[0].model, enc["input_ids"], enc["attention_mask"]) if shared else None
-        for v in variants:
+        for v in todo:
             rows = [r for r, j in enumerate(idx) if v.tasks is None or items[j][0].name in v.tasks]
             if not rows:
                 continue
@@ -135,6 +144,7 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
             texts = tokenizer.batch_decode(new, skip_special_tokens=True)
             for r, text in zip(rows, texts, strict=True):
                 out[v.name][items[idx[r]][1].id] = first_line(text)
+        state.save(todo, out, b + 1)
     return out
 
 

@@ -12,7 +12,7 @@ import copy
 import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -73,13 +73,14 @@ class LowerCache:
 
 
 def routing_profiles(model: MoEModel, examples: Sequence[TrainExample], per_task: int, lower: LowerCache | None,
-                     pad_id: int, batch_size: int = 8) -> tuple[list[str], np.ndarray]:
+                     pad_id: int, batch_size: int = 8, seen: Collection[int] = ()) -> tuple[list[str], np.ndarray]:
     """Task-level routing of a trained token-level MoE on training tasks: mean router probability per
     layer and expert over the tokens of ``per_task`` examples of each task -> (names, (N, L, E)).
-    Examples whose lower hidden states training already cached are taken first (no lower pass)."""
+    Examples ``seen`` in training batches are taken first (their lower hidden states are cached); the
+    choice depends on the training plan only, not on what a resumed run has cached."""
     picked: dict[str, list[int]] = {}
-    cached = set(lower.store) if lower is not None else set()
-    for i in sorted(range(len(examples)), key=lambda i: i not in cached):  # examples already cached first
+    seen = set(seen)
+    for i in sorted(range(len(examples)), key=lambda i: i not in seen):  # examples training used first
         if len(picked.setdefault(examples[i].task, [])) < per_task:
             picked[examples[i].task].append(i)
     order = sorted((i for idx in picked.values() for i in idx), key=lambda i: len(examples[i].input_ids))
@@ -238,12 +239,13 @@ def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: 
         log.info("%s: trained %d steps, best validation loss %s at step %s", kind, result.steps,
                  result.best_val_loss, result.best_step)
         model = acc.unwrap_model(trainer.model).eval()  # holds the best weights
+        seen = {i for idx in trainer.plan for i in idx}  # the training examples its batches used
         del trainer
         acc.free_memory()  # Accelerate keeps references to prepared models and optimizers
         if kind == "moe" and {"knn", "skill"} & set(c.routers):
             profiles = load_or_make_profiles(run_dir / "routing_profiles" / "moe.npz", acc, partial(
                 routing_profiles, model, examples, c.profile_examples_per_task,
-                lower if model.split is not None else None, tok.pad_token_id, cfg.eval.batch_size))
+                lower if model.split is not None else None, tok.pad_token_id, cfg.eval.batch_size, seen))
         del model
         gc.collect()
     times["lower_cache"] = lower.seconds

@@ -78,7 +78,8 @@ class MoEModel(nn.Module):
         """Generated routing parameters (B, n_layers, n_out), computed once per distinct task.
 
         Outside training, results are cached by ``task_keys`` so a task's routing is generated once
-        and reused for all its instances; in training each distinct task of the batch runs once.
+        (from its own embedding alone, so the same bits in whichever batch it first appears) and reused
+        for all its instances; in training each distinct task of the batch runs once.
         """
         if self.hyper is None or task_emb is None:
             return None
@@ -92,7 +93,10 @@ class MoEModel(nn.Module):
         generated: dict[str, Tensor] = {}
         if missing:
             rows = torch.tensor([first[k] for k in missing], device=task_emb.device)
-            out = self.hyper(task_emb.index_select(0, rows))  # (n_missing, L, n_out)
+            if use_cache:  # one task at a time: a cached routing does not depend on the tasks it came with
+                out = torch.cat([self.hyper(task_emb[r:r + 1]) for r in rows.tolist()])
+            else:
+                out = self.hyper(task_emb.index_select(0, rows))  # (n_missing, L, n_out)
             self.n_routing_computes += len(missing)
             generated = dict(zip(missing, out, strict=True))
             if use_cache:

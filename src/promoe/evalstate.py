@@ -1,0 +1,96 @@
+"""Progress of an evaluation pass on disk, so a killed pass resumes where it stopped.
+
+A pass runs in units (a batch of prompts, or a test task of few-shot fine-tuning) in a fixed order.
+After each unit, every row's answers so far, its routing counts and its number of finished units are
+written atomically to one JSON file (``<run>/progress/<pass>.json``). A re-run of the pass skips what a
+row already finished and continues the counts from the saved ones, so it ends with exactly the
+answers and statistics of an uninterrupted pass. A fingerprint of the pass (its prompts and decoding
+settings) guards against using the file of another pass; the file is removed once the rows are scored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from promoe.io import write_json
+from promoe.model.stats import RoutingStats
+
+log = logging.getLogger(__name__)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short hash of JSON-serialisable ``parts`` (what makes two passes the same pass)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def _stats_json(stats: RoutingStats | None) -> dict | None:
+    if stats is None:
+        return None
+    s = stats.state()
+    return {"load": s["load"].tolist(), "prob_sum": s["prob_sum"].tolist(), "entropy_sum": s["entropy_sum"].tolist(),
+            "tokens": s["tokens"].tolist(), "task_load": {k: v.tolist() for k, v in sorted(s["task_load"].items())}}
+
+
+def _stats_state(saved: dict) -> dict:
+    arrays = {k: np.asarray(saved[k], dtype=np.float64) for k in ("load", "prob_sum", "entropy_sum", "tokens")}
+    return {**arrays, "task_load": {k: np.asarray(v, dtype=np.float64) for k, v in saved["task_load"].items()}}
+
+
+class PassState:
+    """Units finished, answers and routing counts of the rows of one pass; ``path=None`` keeps nothing.
+
+    ``resume(rows, out)`` restores what a killed run saved (answers into ``out``, counts into each
+    row's ``stats``) and returns the units each row has finished; ``save(rows, out, done)`` records the
+    rows' progress after a unit. Float counts go through JSON exactly (shortest round-trip repr).
+    """
+
+    def __init__(self, path: Path | None, key: str, label: str = "pass", unit: str = "batches") -> None:
+        self.path, self.key, self.label, self.unit = path, key, label, unit
+        self.saved: dict[str, dict] = {}  # what the file holds per row
+
+    def resume(self, rows: Sequence, out: dict[str, dict[str, str]]) -> dict[str, int]:
+        """Units finished per row name (0 for a row the file does not hold)."""
+        done = {v.name: 0 for v in rows}
+        if self.path is None or not self.path.exists():
+            return done
+        try:
+            saved = json.loads(self.path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:  # written atomically: not a torn write of ours
+            log.warning("%s: unreadable progress file %s (%s): starting the pass over", self.label, self.path, e)
+            return done
+        if saved.get("key") != self.key:
+            log.warning("%s: %s belongs to another pass (other prompts or settings): starting the pass over",
+                        self.label, self.path)
+            return done
+        self.saved = saved["rows"]
+        for v in rows:
+            row = self.saved.get(v.name)
+            if row is None:
+                continue
+            done[v.name] = int(row["done"])
+            out[v.name].update(row["answers"])
+            if v.stats is not None and row["stats"] is not None:
+                v.stats.merge(_stats_state(row["stats"]))
+        if any(done.values()):
+            log.info("%s: resumed at %d %s done (%s)", self.label, min(done.values()), self.unit, self.path)
+        return done
+
+    def save(self, rows: Sequence, out: dict[str, dict[str, str]], done: int) -> None:
+        """Record that ``rows`` have finished ``done`` units (their answers and counts are up to date)."""
+        if self.path is None:
+            return
+        for v in rows:  # rows not in this unit keep what they had
+            self.saved[v.name] = {"done": done, "answers": out[v.name], "stats": _stats_json(v.stats)}
+        write_json(self.path, {"key": self.key, "rows": self.saved})
+
+    def clear(self) -> None:
+        """Remove the file (the pass's rows are scored and written)."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
