@@ -5,21 +5,26 @@ from __future__ import annotations
 import copy
 import gzip
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from promoe import fewshot as fewshot_module
 from promoe.ablations import ablated_descriptions, read_paraphrases
 from promoe.config import load_config
 from promoe.data.schema import Example, Instance, Task
 from promoe.errors import ConfigError, DataError
+from promoe.evalstate import PassState
 from promoe.evaluate import Variant
 from promoe.experiment import run
 from promoe.fewshot import demonstration_task, finetune, run_fewshot
 from promoe.model.backbone import load_backbone
 from promoe.model.moe_model import build_model, replace_routers, share_frozen_weights, variant_copy
 from promoe.model.prompting import chat_prompt
+from promoe.model.stats import RoutingStats
 from promoe.train import batch_of, param_groups
 
 
@@ -121,3 +126,49 @@ def test_fewshot_finetunes_per_task_and_restores_weights(tiny) -> None:
     assert set(preds["moe-fewshot"]) == {"t0-0", "t1-0"}
     for n, p in model.named_parameters():  # every task started from (and the model ends at) the same weights
         assert torch.equal(p, before[n]), n
+
+
+def test_killed_fewshot_pass_resumes_at_its_first_unfinished_task(tiny, tmp_path, monkeypatch) -> None:
+    """Few-shot fine-tuning killed after 2 of 4 tasks, run again, fine-tunes on the 2 others only and ends
+    with the answers and routing counts of an uninterrupted pass (a task's answers do not depend on the
+    tasks before it: each starts from the same weights and random state)."""
+    cfg_model, bb = tiny
+    cfg = load_config("smoke", ["compare.fewshot_steps=2", "compare.fewshot_lr=0.01", "model.router_noise=0.5"])
+    tok = bb.tokenizer
+    wrap = lambda text: chat_prompt(tok, text)  # noqa: E731
+    models = {f"{k}-fewshot": build_model(copy.deepcopy(bb.model), bb.family, replace(cfg_model, router_noise=0.5),
+                                          k, seed=0) for k in ("moe", "promoe")}
+    emb = {t.name: torch.randn(cfg_model.d_task) for t in TASKS}
+    items = [(t, t.instances[0]) for t in TASKS]
+
+    def rows() -> dict[str, Variant]:
+        return {n: Variant(n, m, emb if m.hyper is not None else None, RoutingStats(2, 4)) for n, m in models.items()}
+
+    def fewshot(variants, progress=None):
+        return run_fewshot(models, variants, items, tok, cfg=cfg, wrap=wrap, task_emb=emb, progress=progress)
+
+    torch.manual_seed(123)
+    reference = rows()
+    expected = fewshot(reference)
+    path = tmp_path / "fewshot.json"
+    save = PassState.save
+
+    def save_then_die(self, rows, out, done):
+        save(self, rows, out, done)
+        if done == 2:
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(PassState, "save", save_then_die)
+    with pytest.raises(RuntimeError, match="killed"):
+        fewshot(rows(), path)
+    monkeypatch.undo()
+    tuned = []
+    real = fewshot_module.finetune
+    monkeypatch.setattr(fewshot_module, "finetune", lambda *a, **kw: tuned.append(1) or real(*a, **kw))
+    torch.manual_seed(456)  # another process, another global random state
+    resumed = rows()
+    assert fewshot(resumed, path) == expected
+    assert len(tuned) == 2 * len(models)  # tasks 3 and 4 only
+    for name, v in resumed.items():
+        assert np.array_equal(v.stats.load, reference[name].stats.load), name
+        assert np.array_equal(v.stats.prob_sum, reference[name].stats.prob_sum), name

@@ -1,15 +1,17 @@
 """Progress of an evaluation pass on disk, so a killed pass resumes where it stopped.
 
 A pass runs in units (a batch of prompts, or a test task of few-shot fine-tuning) in a fixed order.
-After each unit, every row's answers so far, its routing counts and its number of finished units are
-written atomically to one JSON file (``<run>/progress/<pass>.json``). A re-run of the pass skips what a
-row already finished and continues the counts from the saved ones, so it ends with exactly the
-answers and statistics of an uninterrupted pass. A fingerprint of the pass (its prompts and decoding
+After each unit, every row's answers so far, its routing counts, the state of its random routers (the
+``random`` floor draws a sequence) and its number of finished units are written atomically to one
+JSON file (``<run>/progress/<pass>.json``). A re-run of the pass skips what a row already finished
+and continues from the saved counts and states, so it ends with exactly the answers and statistics
+of an uninterrupted pass. A fingerprint of the pass (its prompts and decoding
 settings) guards against using the file of another pass; the file is removed once the rows are scored.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from promoe.io import write_json
 from promoe.model.stats import RoutingStats
@@ -38,13 +41,24 @@ def _stats_json(stats: RoutingStats | None) -> dict | None:
             "tokens": s["tokens"].tolist(), "task_load": {k: v.tolist() for k, v in sorted(s["task_load"].items())}}
 
 
+def _rng_json(model) -> dict[str, str]:
+    return {str(layer): base64.b64encode(state.numpy().tobytes()).decode()
+            for layer, state in model.rng_states().items()}
+
+
+def _rng_states(saved: dict[str, str]) -> dict[int, torch.Tensor]:
+    return {int(layer): torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8)
+            for layer, s in saved.items()}
+
+
 def _stats_state(saved: dict) -> dict:
     arrays = {k: np.asarray(saved[k], dtype=np.float64) for k in ("load", "prob_sum", "entropy_sum", "tokens")}
     return {**arrays, "task_load": {k: np.asarray(v, dtype=np.float64) for k, v in saved["task_load"].items()}}
 
 
 class PassState:
-    """Units finished, answers and routing counts of the rows of one pass; ``path=None`` keeps nothing.
+    """Units finished, answers, routing counts and random-router states of the rows of one pass;
+    ``path=None`` keeps nothing.
 
     ``resume(rows, out)`` restores what a killed run saved (answers into ``out``, counts into each
     row's ``stats``) and returns the units each row has finished; ``save(rows, out, done)`` records the
@@ -78,6 +92,7 @@ class PassState:
             out[v.name].update(row["answers"])
             if v.stats is not None and row["stats"] is not None:
                 v.stats.merge(_stats_state(row["stats"]))
+            v.model.set_rng_states(_rng_states(row["rng"]))
         if any(done.values()):
             log.info("%s: resumed at %d %s done (%s)", self.label, min(done.values()), self.unit, self.path)
         return done
@@ -87,10 +102,6 @@ class PassState:
         if self.path is None:
             return
         for v in rows:  # rows not in this unit keep what they had
-            self.saved[v.name] = {"done": done, "answers": out[v.name], "stats": _stats_json(v.stats)}
+            self.saved[v.name] = {"done": done, "answers": out[v.name], "stats": _stats_json(v.stats),
+                                  "rng": _rng_json(v.model)}
         write_json(self.path, {"key": self.key, "rows": self.saved})
-
-    def clear(self) -> None:
-        """Remove the file (the pass's rows are scored and written)."""
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)

@@ -9,8 +9,10 @@ demonstrations here, so a run with this baseline never scores them (see ``Compar
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -18,6 +20,7 @@ from tqdm.auto import tqdm
 from promoe.config import ExperimentConfig
 from promoe.data.examples import build_examples
 from promoe.data.schema import Instance, Task
+from promoe.evalstate import PassState, fingerprint
 from promoe.evaluate import Variant, predict_variants
 from promoe.model.moe_model import MoEModel
 from promoe.train import batch_of, param_groups
@@ -66,22 +69,32 @@ def finetune(model: MoEModel, batch, *, task_emb: torch.Tensor | None, lower: to
 
 def run_fewshot(models: dict[str, MoEModel], variants: dict[str, Variant], items: Sequence[tuple[Task, Instance]],
                 tokenizer, *, cfg: ExperimentConfig, wrap: Callable[[str], str],
-                task_emb: dict[str, torch.Tensor]) -> dict[str, dict[str, str]]:
+                task_emb: dict[str, torch.Tensor], progress: Path | None = None) -> dict[str, dict[str, str]]:
     """Predictions ``{row: {instance id: answer}}`` of every model fine-tuned per test task.
 
     ``models`` maps a row name (``moe-fewshot``) to a trained model, ``variants`` the same names to the
     :class:`Variant` that collects its routing statistics. A task without positive examples is answered
-    by the unchanged model (logged).
+    by the unchanged model (logged). Each task's fine-tuning starts from the same random state (seeded
+    by ``cfg.seed`` and the task's name), so a task's answers do not depend on the tasks before it; with
+    ``progress`` (a JSON file) the answers are saved after every task and a killed pass resumes at its
+    first unfinished task (see :mod:`promoe.evalstate`).
     """
     c = cfg.compare
     out: dict[str, dict[str, str]] = {name: {} for name in models}
     by_task: dict[str, list[tuple[Task, Instance]]] = {}
     for t, i in items:
         by_task.setdefault(t.name, []).append((t, i))
+    desc = f"few-shot {', '.join(models)}"
+    state = PassState(progress, fingerprint([i.id for _, i in items], asdict(c), asdict(cfg.eval), asdict(cfg.prompt),
+                                            cfg.seed), label=desc, unit="tasks")
+    done = state.resume(list(variants.values()), out)
 
     first = next(iter(models.values()))
     no_demos = []
-    for name_t, task_items in tqdm(by_task.items(), desc=f"few-shot {', '.join(models)}", dynamic_ncols=True):
+    for j, (name_t, task_items) in enumerate(tqdm(by_task.items(), desc=desc, dynamic_ncols=True)):
+        todo = {name: m for name, m in models.items() if done[name] <= j}
+        if not todo:
+            continue
         task = task_items[0][0]
         demo = demonstration_task(task, c.fewshot_k)
         saved = {}
@@ -91,24 +104,28 @@ def run_fewshot(models: dict[str, MoEModel], variants: dict[str, Variant], items
                                 seq2seq=first.is_seq2seq)
             batch = batch_of(ex, range(len(ex)), tokenizer.pad_token_id, first.is_seq2seq)
             lower = first.lower_hidden(batch.input_ids, batch.attention_mask) if first.split is not None else None
-            for name, m in models.items():
+            for name, m in todo.items():
                 saved[name] = {n: p.detach().clone() for n, p in m.named_parameters() if p.requires_grad}
-                finetune(m, batch, task_emb=task_emb.get(name_t), lower=lower, steps=c.fewshot_steps,
-                         lr=c.fewshot_lr, router_lr=10 * c.fewshot_lr)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(cfg.seed + zlib.crc32(name_t.encode()))
+                    finetune(m, batch, task_emb=task_emb.get(name_t), lower=lower, steps=c.fewshot_steps,
+                             lr=c.fewshot_lr, router_lr=10 * c.fewshot_lr)
         else:
             no_demos.append(name_t)
-        preds = predict_variants(list(variants.values()), tokenizer, task_items, prompt=cfg.prompt, wrap=wrap,
+        rows = [variants[name] for name in todo]
+        preds = predict_variants(rows, tokenizer, task_items, prompt=cfg.prompt, wrap=wrap,
                                  batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
                                  max_length=cfg.eval.max_length, disable_progress=True)
         for name, p in preds.items():
             out[name].update(p)
         with torch.no_grad():
-            for name, state in saved.items():
+            for name, weights in saved.items():
                 for n, p in models[name].named_parameters():
-                    if n in state:
-                        p.copy_(state[n])
+                    if n in weights:
+                        p.copy_(weights[n])
             for m in models.values():
                 m.clear_routing_cache()
+        state.save(rows, out, j + 1)
     if no_demos:
         log.info("few-shot: %d test tasks have no positive examples and keep their meta-trained weights: %s",
                  len(no_demos), ", ".join(no_demos))

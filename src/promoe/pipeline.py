@@ -144,9 +144,15 @@ class Evaluation:
                                      batch_size=self.cfg.eval.batch_size, max_new_tokens=self.cfg.eval.max_new_tokens,
                                      max_length=self.cfg.eval.max_length,
                                      desc=f"{label} {', '.join(v.name for v in variants)}",
-                                     disable_progress=not acc.is_main_process)
+                                     disable_progress=not acc.is_main_process, progress=self.progress_file(label))
         self.record(variants, preds)
+        self.progress_file(label).unlink(missing_ok=True)
         record_stage(self.times, label, time.perf_counter() - t1)
+
+    def progress_file(self, label: str) -> Path:
+        """Where this process saves the progress of pass ``label`` (removed once its rows are written)."""
+        rank = f".rank{self.acc.process_index}" if self.acc.num_processes > 1 else ""
+        return self.run_dir / "progress" / f"{label}{rank}.json"
 
     def record(self, variants: list[Variant], preds: dict[str, dict[str, str]]) -> None:
         """Gather shards, then write predictions, scores and routing statistics of ``variants``."""
@@ -277,8 +283,9 @@ def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: 
                     for n, m in few.items()}
         items = [(t, i) for t, i in ev.items if t.name in chosen]
         preds = run_fewshot(few, variants, items[acc.process_index::acc.num_processes], tok, cfg=cfg, wrap=wrap,
-                            task_emb=task_emb)
+                            task_emb=task_emb, progress=ev.progress_file("fewshot"))
         ev.record(list(variants.values()), preds)
+        ev.progress_file("fewshot").unlink(missing_ok=True)
         record_stage(times, "fewshot", time.perf_counter() - t1)
     return ev.results
 

@@ -104,6 +104,17 @@ class MoEModel(nn.Module):
         table = {**(self._routing_cache if use_cache else {}), **generated}
         return torch.stack([table[k] for k in task_keys])
 
+    def rng_states(self) -> dict[int, Tensor]:
+        """The states of routers that draw random numbers (the ``random`` floor), by layer: with
+        :meth:`set_rng_states`, a resumed evaluation continues their sequences where they were."""
+        states = {m.layer: getattr(m.router, "rng_state", lambda: None)() for m in self.moe_layers}
+        return {layer: s for layer, s in states.items() if s is not None}
+
+    def set_rng_states(self, states: dict[int, Tensor]) -> None:
+        for m in self.moe_layers:
+            if m.layer in states:
+                m.router.set_rng_state(states[m.layer])
+
     def clear_routing_cache(self) -> None:
         self._routing_cache.clear()
 

@@ -100,15 +100,27 @@ class RandomRouter(Router):
     def __init__(self, *, seed: int = 0, **kw) -> None:
         super().__init__(**kw)
         self.seed = seed
-        self._gen: torch.Generator | None = None
+        self.reset()
 
     def reset(self) -> None:
         """Restart the random sequence from ``seed``."""
         self._gen = None
+        self._pending: Tensor | None = None
+
+    def rng_state(self) -> Tensor | None:
+        """Where the random sequence is (None: at its start), to continue it in another process."""
+        return self._gen.get_state() if self._gen is not None else self._pending
+
+    def set_rng_state(self, state: Tensor | None) -> None:
+        """Continue the random sequence from ``state`` (from :meth:`rng_state`) at the next draw."""
+        self._gen, self._pending = None, state
 
     def logits(self, x: Tensor, task: Tensor | None) -> Tensor:
         if self._gen is None or self._gen.device != x.device:
             self._gen = torch.Generator(device=x.device).manual_seed(self.seed)
+            if self._pending is not None:
+                self._gen.set_state(self._pending)
+                self._pending = None
         return torch.randn(*x.shape[:-1], self.n_experts, device=x.device, dtype=x.dtype, generator=self._gen)
 
 
