@@ -30,6 +30,7 @@ from promoe.config import load_config
 from promoe.data.prompts import task_prompt
 from promoe.data.schema import Instance, Task
 from promoe.export import task_model
+from promoe.io import write_json
 from promoe.model.backbone import load_backbone
 from promoe.model.moe_model import build_model, param_counts, share_frozen_weights
 from promoe.model.prompting import chat_prompt
@@ -139,11 +140,10 @@ def main() -> None:
     p.add_argument("--json", help="write the result here")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     a = p.parse_args()
-    text = json.dumps(run(quick=a.quick, preset=a.preset, overrides=a.overrides), indent=2)
-    print(text)
+    res = run(quick=a.quick, preset=a.preset, overrides=a.overrides)
+    print(json.dumps(res, indent=2))
     if a.json:
-        with open(a.json, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+        write_json(a.json, res)
 
 
 if __name__ == "__main__":

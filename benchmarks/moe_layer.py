@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -39,6 +38,7 @@ from transformers import LlamaConfig, MixtralConfig, MixtralModel
 from transformers.models.llama.modeling_llama import LlamaMLP
 from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
 
+from promoe.io import write_json
 from promoe.model.experts import Experts
 from promoe.model.moe import MoELayer
 from promoe.model.router import TokenRouter
@@ -275,7 +275,7 @@ def main() -> None:
     res = run(quick=a.quick)
     print(summary(res))
     if a.json:
-        a.json.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+        write_json(a.json, res)
 
 
 if __name__ == "__main__":

@@ -661,6 +661,7 @@ def test_presets_and_overrides_apply() -> None:
     ("data.root=5", "data.root"),
     ("data=3", "data"),
     ("data.val_tasks", "data.val_tasks"),
+    ("train.steps=[", "train.steps=["),  # not YAML
 ])
 def test_bad_override_names_the_key(override: str, named: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -706,6 +707,18 @@ def test_unknown_preset_and_bad_yaml(tmp_path: Path) -> None:
     listy.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(str(listy))
+
+
+def test_configs_are_data_never_code(tmp_path: Path) -> None:
+    """A YAML tag that would build a Python object (run a command) is refused, in a file or an override."""
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(f'name: !!python/object/apply:os.system ["touch {marker}"]\n')
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(evil))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config("default", [f"name=!!python/object/apply:os.system ['touch {marker}']"])
+    assert not marker.exists()
 
 
 # --------------------------------------------------------------------------------------------------

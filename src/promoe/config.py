@@ -294,7 +294,13 @@ def load_config(preset: str = "default", overrides: list[str] | None = None) -> 
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not key=value (e.g. data.val_tasks=10)")
             key, raw = item.split("=", 1)
-            _set_dotted(cfg_tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else None
+            except yaml.YAMLError as e:
+                problem = str(e).splitlines()[0]
+                raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); quote a plain "
+                                  f"string, e.g. {key.strip()}='\"...\"'") from None
+            _set_dotted(cfg_tree, key.strip(), value)
         return _build(ExperimentConfig, _merge(tree, cfg_tree), "")
     except ConfigError as e:
         raise ConfigError(f"{path.name}: {e}") from None
