@@ -91,6 +91,20 @@ def test_finished_run_is_not_redone(tiny_data_root: Path, tmp_path: Path, caplog
     assert (run / "summary.json").read_text() == "{}" and not (run / "predictions").exists()  # nothing ran
 
 
+def test_bad_data_with_overwrite_keeps_the_earlier_run(tiny_data_root: Path, tmp_path: Path, capsys) -> None:
+    """--overwrite empties the folder only once the data has loaded: a wrong data folder destroys nothing."""
+    run = tmp_path / "smoke"
+    run.mkdir()
+    for name in ("summary.json", "REPORT.md"):
+        (run / name).write_text("{}")
+    missing = tmp_path / "no_data_here"
+    args = ["run", "--preset", "smoke", "--data-root", str(missing), "--output-dir", str(tmp_path), "--overwrite"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and str(missing) in err and "not found" in err
+    assert sorted(p.name for p in run.iterdir()) == sorted([LOCK, "summary.json", "REPORT.md"])
+
+
 @pytest.mark.parametrize("code,fix", [(errno.ENOSPC, "free some disk space"), (errno.EACCES, "--output-dir")])
 def test_no_space_or_no_permission_is_one_clear_error(tiny_data_root: Path, tmp_path: Path, monkeypatch, capsys,
                                                        code: int, fix: str) -> None:

@@ -85,25 +85,28 @@ def run(cfg: ExperimentConfig, *, overwrite: bool = False) -> Path:
     run_dir = Path(cfg.output_dir) / cfg.name
     lock = RunLock(run_dir).acquire() if main else None
     try:
-        if main:
-            prepare(run_dir, to_dict(cfg), overwrite=overwrite)
+        if main and not overwrite:
+            prepare(run_dir, to_dict(cfg))  # refuses a folder holding another run
         acc.wait_for_everyone()
-        if is_finished(run_dir):
+        if not overwrite and is_finished(run_dir):
             log.info("%s: this run is finished (summary.json, REPORT.md); nothing to do — pass --overwrite to "
                      "run it again from the start", run_dir)
             return run_dir
-        return _run(cfg, acc, run_dir)
+        times: dict[str, float] = {}
+        t0 = time.perf_counter()
+        splits = load_splits(cfg.data)  # bad data stops the run here, before --overwrite empties the folder
+        record_stage(times, "data", time.perf_counter() - t0)
+        if main and overwrite:
+            prepare(run_dir, to_dict(cfg), overwrite=True)
+        acc.wait_for_everyone()
+        return _run(cfg, acc, run_dir, splits, times)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _run(cfg: ExperimentConfig, acc: Accelerator, run_dir: Path) -> Path:
+def _run(cfg: ExperimentConfig, acc: Accelerator, run_dir: Path, splits: TaskSplits, times: dict[str, float]) -> Path:
     main = acc.is_main_process
-    times: dict[str, float] = {}
-    t0 = time.perf_counter()
-    splits = load_splits(cfg.data)
-    record_stage(times, "data", time.perf_counter() - t0)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
