@@ -11,16 +11,19 @@ import pytest
 import torch
 from transformers import StoppingCriteriaList
 
-from promoe.config import ModelConfig, PromptConfig
+from promoe.config import ModelConfig, PromptConfig, load_config
 from promoe.data.schema import Instance, Task
+from promoe.data.splits import TaskSplits
 from promoe.decode import eos_ids, greedy, prefill, supports_shared_prefix
 from promoe.evalstate import PassState
 from promoe.evaluate import FirstLineDone, Variant, predict_variants
+from promoe.experiment import stage_notes
 from promoe.model.backbone import load_backbone
 from promoe.model.moe_model import build_model, replace_routers, variant_copy
 from promoe.model.prompting import chat_prompt
 from promoe.model.stats import RoutingStats
 from promoe.model.task_encoder import HashingEncoder
+from promoe.resources import record_cut
 
 CFG = ModelConfig(backbone="tiny-llama", n_moe_layers=1, n_experts=4, top_k=2, task_encoder="hashing", d_task=16,
                   d_hyper=16)
@@ -108,9 +111,17 @@ def test_prompts_over_the_length_limit_are_cut_counted_and_reported(backbone, ca
     models = _models(backbone)
     items = [(t, i) for t in _tasks() for i in t.instances][:3]
     kw = dict(prompt=PromptConfig(), wrap=lambda s: chat_prompt(tok, s), batch_size=4, max_new_tokens=2)
+    counts: dict[str, int] = {}
     with caplog.at_level("WARNING"):
-        short = predict_variants([Variant("dense", models["dense"])], tok, items, max_length=8, **kw)
+        short = predict_variants([Variant("dense", models["dense"])], tok, items, max_length=8, counts=counts, **kw)
     assert "3 of 3 prompts are longer than 8 tokens and lose their start (eval.max_length)" in caplog.text
+    assert counts == {"prompts": 3, "cut": 3}
+    times: dict = {}
+    record_cut(times, "eval", counts["cut"], counts["prompts"], 8)
+    record_cut(times, "train", 0, 5, 256)
+    note = stage_notes(load_config("smoke"), TaskSplits([], [], _tasks(), [], {}), times)
+    assert "Prompts longer than their limit lost their start" in note and "eval 3 of 3 (over 8 tokens)" in note
+    assert "train" not in note.split("Prompts longer")[1]  # stages with none cut are not listed
     assert set(short["dense"]) == {i.id for _, i in items}  # still answered, from the prompts' ends
 
 

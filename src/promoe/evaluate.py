@@ -77,14 +77,16 @@ class Variant:
 def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tuple[Task, Instance]], *,
                      prompt: PromptConfig, wrap: Callable[[str], str], batch_size: int = 8,
                      max_new_tokens: int = 32, max_length: int = 1024, desc: str = "eval",
-                     disable_progress: bool = False, progress: Path | None = None) -> dict[str, dict[str, str]]:
+                     disable_progress: bool = False, progress: Path | None = None,
+                     counts: dict[str, int] | None = None) -> dict[str, dict[str, str]]:
     """Greedy answers ``{variant: {instance id: first non-empty line}}`` for ``items``.
 
     All variants see the same prompts. When their backbone allows it (see
     :func:`~promoe.decode.supports_shared_prefix`; the variants must share the frozen lower layers),
     each batch's pass through the lower layers is computed once for all variants. With ``progress``
     (a JSON file), the answers and routing counts are saved after every batch and a killed pass
-    resumes at its first unsaved batch (see :mod:`promoe.evalstate`).
+    resumes at its first unsaved batch (see :mod:`promoe.evalstate`). ``counts``, if given, receives
+    the number of ``prompts`` and how many were ``cut`` to ``max_length``.
     """
     for v in variants:
         v.model.eval()
@@ -93,6 +95,8 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     cut = sum(n > max_length for n in lengths)
+    if counts is not None:
+        counts.update(prompts=len(lengths), cut=cut)
     if cut:
         log.warning("%s: %d of %d prompts are longer than %d tokens and lose their start (eval.max_length); "
                     "the longest has %d", desc, cut, len(lengths), max_length, max(lengths))

@@ -25,7 +25,7 @@ from promoe.data.splits import TaskSplits, load_splits
 from promoe.data.summary import summarize
 from promoe.errors import ConfigError
 from promoe.io import atomic_write_text, write_json
-from promoe.resources import peak_rss_gib, record_stage, stage_seconds
+from promoe.resources import CUT, peak_rss_gib, record_stage, stage_seconds
 from promoe.rundir import RunLock, is_finished, prepare
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,15 @@ def stage_notes(cfg: ExperimentConfig, splits: TaskSplits, times: dict[str, floa
         f"{len(splits.val)} validation tasks from {', '.join(cfg.data.train_collections)} "
         f"(backbone {cfg.model.backbone}).", "",
         "Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in stage_seconds(times).items()) + ".",
-        f"Peak memory (RSS): {times.get('peak_rss_gib', 0):.2f} GiB.", ""])
+        f"Peak memory (RSS): {times.get('peak_rss_gib', 0):.2f} GiB.", *_cut_note(times)])
+
+
+def _cut_note(times: dict) -> list[str]:
+    cut = {stage: c for stage, c in times.get(CUT, {}).items() if c[0]}
+    if not cut:
+        return [""]
+    return ["", "Prompts longer than their limit lost their start (kept: the end, with the instance): " + ", ".join(
+        f"{stage} {n} of {total} (over {limit} tokens)" for stage, (n, total, limit) in cut.items()) + ".", ""]
 
 
 def run(cfg: ExperimentConfig, *, overwrite: bool = False) -> Path:

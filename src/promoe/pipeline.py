@@ -39,7 +39,7 @@ from promoe.model.prompting import chat_prompt
 from promoe.model.stats import RoutingStats
 from promoe.model.task_encoder import build_task_encoder
 from promoe.model.task_routing import KNNRouting, SkillRouting, task_routed, task_skills
-from promoe.resources import record_stage
+from promoe.resources import record_cut, record_stage
 from promoe.train import Trainer, batch_of, load_trainable
 
 log = logging.getLogger(__name__)
@@ -138,13 +138,16 @@ class Evaluation:
         for v in variants:
             v.model.to(acc.device)
             v.stats = self.stats_for(v.model)
+        counts: dict[str, int] = {}
         with acc.autocast():
             preds = predict_variants(variants, self.tok, self.items[acc.process_index::acc.num_processes],
                                      prompt=prompt or self.cfg.prompt, wrap=self.wrap,
                                      batch_size=self.cfg.eval.batch_size, max_new_tokens=self.cfg.eval.max_new_tokens,
                                      max_length=self.cfg.eval.max_length,
                                      desc=f"{label} {', '.join(v.name for v in variants)}",
-                                     disable_progress=not acc.is_main_process, progress=self.progress_file(label))
+                                     disable_progress=not acc.is_main_process, progress=self.progress_file(label),
+                                     counts=counts)
+        record_cut(self.times, label, counts["cut"], counts["prompts"], self.cfg.eval.max_length)
         self.record(variants, preds)
         self.progress_file(label).unlink(missing_ok=True)
         record_stage(self.times, label, time.perf_counter() - t1)
@@ -235,6 +238,8 @@ def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: 
             val_examples = build_examples(splits.val, tok, per_task=cfg.train.val_examples_per_task, **common)
             log.info("training examples: %d from %d tasks; validation: %d from %d tasks", len(examples),
                      len(splits.train), len(val_examples), len(splits.val))
+            record_cut(times, "train", sum(e.cut for e in examples + val_examples),
+                       len(examples) + len(val_examples), cfg.train.max_length)
         t1 = time.perf_counter()
         model = fresh(kind)
         trainer = Trainer(model, cfg=cfg.train, examples=examples, val_examples=val_examples, task_emb=task_emb,

@@ -1,4 +1,4 @@
-"""Stage times and peak memory of a run (``times.json``)."""
+"""Stage times, peak memory and prompts cut to length of a run (``times.json``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,15 @@ import sys
 PEAKS = "peak_rss_gib_by_stage"
 """Key of ``times.json`` holding the process's peak memory when each stage ended: the stage where it
 grows is the stage that set it."""
+
+
+CUT = "prompts_cut"
+"""Key of ``times.json`` holding, per stage, how many prompts were longer than its length limit and lost
+their start: ``{stage: [cut, prompts, max_length]}``."""
+
+
+def record_cut(times: dict, stage: str, cut: int, prompts: int, max_length: int) -> None:
+    times.setdefault(CUT, {})[stage] = [cut, prompts, max_length]
 
 
 def peak_rss_gib() -> float:

@@ -29,6 +29,7 @@ class TrainExample:
     task: str
     input_ids: tuple[int, ...]
     labels: tuple[int, ...]
+    cut: bool = False  # the prompt was longer than max_length and lost its start
 
 
 def build_examples(tasks: Sequence[Task], tokenizer, *, per_task: int, max_length: int, max_target_length: int,
@@ -45,7 +46,7 @@ def build_examples(tasks: Sequence[Task], tokenizer, *, per_task: int, max_lengt
             enc = encode_pair(tokenizer, text, inst.outputs[0], max_length=max_length, seq2seq=seq2seq,
                               max_target_length=max_target_length)
             truncated += enc.truncated > 0
-            out.append(TrainExample(t.name, tuple(enc.input_ids), tuple(enc.labels)))
+            out.append(TrainExample(t.name, tuple(enc.input_ids), tuple(enc.labels), enc.truncated > 0))
     if truncated:
         log.info("%d of %d training prompts were longer than %d tokens and lost their start", truncated,
                  len(out), max_length)
