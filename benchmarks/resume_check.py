@@ -11,9 +11,9 @@ Kill points, in the order the run reaches them:
   units (batches; few-shot: tasks) in ``progress/<pass>.json``;
 * ``analysis``: once ``summary.json`` is written and ``REPORT.md`` is not.
 
-After the last restart finishes, every row of ``summary.json`` and ``significance.json`` that the
-reference run also has must be equal (a reference from another preset with the same training, e.g.
-``full`` for ``default``, shares its rows). Prints and writes (``--json``) what was killed where, the
+After the last restart finishes, every row that the reference run also has must have the same
+numbers and answers (a reference from another preset with the same training, e.g. ``full`` for
+``default``, shares its zero-shot rows; see :func:`differences`). Prints and writes (``--json``) what was killed where, the
 restarts' times, and the differences (none when resuming is exact). Exit status 1 on a difference.
 """
 
@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ("summary.json", "significance.json")
 
 
 def logged_steps(run: Path, model: str = "*") -> int:
@@ -79,11 +78,19 @@ def run_until(cmd: list[str], run: Path, point: str | None, timeout: float = 6 *
 
 
 def differences(run: Path, reference: Path) -> list[str]:
-    """Every number of ``run``'s results that differs from ``reference``'s, over the rows both have."""
+    """Every number and answer of ``run`` that differs from ``reference``'s, over the rows both have:
+    ``summary.json``, ``predictions/<row>.jsonl``, and ``significance.json`` when both runs have the
+    same rows (its multiple-testing corrections depend on the set of rows)."""
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (run, reference)]
+    names = ["summary.json"] + (["significance.json"] if summaries[0].keys() == summaries[1].keys() else [])
     out = []
-    for name in RESULTS:
+    for name in names:
         a, b = json.loads((run / name).read_text()), json.loads((reference / name).read_text())
         out += _diff(_common(a, b), _common(b, a), name)
+    for row in sorted(summaries[0].keys() & summaries[1].keys()):
+        files = [d / "predictions" / f"{row}.jsonl" for d in (run, reference)]
+        if all(f.exists() for f in files) and files[0].read_bytes() != files[1].read_bytes():
+            out.append(f"predictions/{row}.jsonl differs")
     return out
 
 

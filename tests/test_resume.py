@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from benchmarks.resume_check import RESULTS, differences, reached, run_until
+from benchmarks.resume_check import differences, reached, run_until
 
 from promoe.cli import main
 
@@ -56,8 +56,7 @@ def test_killed_run_resumes_to_identical_results(tiny_data_root_module: Path, tm
     again = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     assert resumed in again.stderr, again.stderr[-2000:]  # from what was saved, not from scratch
-    assert {n: json.loads((run / n).read_text()).keys() for n in RESULTS} == \
-        {n: json.loads((reference / n).read_text()).keys() for n in RESULTS}
+    assert json.loads((run / "summary.json").read_text()).keys() == json.loads((reference / "summary.json").read_text()).keys()
     assert differences(run, reference) == [], f"killed at {point}"
     assert not list(run.glob("progress/*.json"))  # progress files go once their rows are written
     if stage != "training":  # training was not redone: every model only reloaded its best weights
@@ -86,6 +85,16 @@ def test_differences_cover_common_rows_only(tmp_path: Path) -> None:
         d.mkdir()
         (d / "summary.json").write_text(json.dumps({"moe": {"rougeL": x, "per_category": {"QA": [1, 2]}}, **extra}))
         (d / "significance.json").write_text(json.dumps({"p": float("nan"), "rows": {"moe": [0.1]}}))
-    assert differences(a, b) == []  # rows of one run only are not compared; NaN equals NaN
+    (a / "predictions").mkdir()
+    (a / "predictions/moe-icl.jsonl").write_text("x")  # a row of one run only
+    assert differences(a, b) == []  # rows of one run only are not compared
     (b / "summary.json").write_text(json.dumps({"moe": {"rougeL": 0.5, "per_category": {"QA": [1, 3]}}}))
     assert differences(a, b) == ["summary.json/moe/per_category/QA[1]: 2 != 3"]
+    (a / "summary.json").write_text(json.dumps({"moe": {"rougeL": 0.5, "per_category": {"QA": [1, 3]}}}))
+    assert differences(a, b) == []  # same rows: significance.json is compared too (NaN equals NaN)
+    (b / "significance.json").write_text(json.dumps({"p": 0.5, "rows": {"moe": [0.1]}}))
+    assert differences(a, b) == ["significance.json/p: nan != 0.5"]
+    for d, text in ((a, "answer\n"), (b, "other\n")):
+        (d / "predictions").mkdir(exist_ok=True)
+        (d / "predictions/moe.jsonl").write_text(text)
+    assert "predictions/moe.jsonl differs" in differences(a, b)
