@@ -116,8 +116,10 @@ def test_non_finite_loss_stops_with_the_step_and_tasks(tmp_path: Path) -> None:
         trainer.fit()
 
 
-def test_non_finite_gradient_stops_with_the_step_batch_and_tasks_and_keeps_the_checkpoint(tmp_path: Path) -> None:
-    bad = _trainer(tmp_path / "nan2", steps=4, checkpoint_every=2)
+@pytest.mark.parametrize("clip", [1.0, 0.0])  # checked with and without gradient clipping
+def test_non_finite_gradient_stops_with_the_step_batch_and_tasks_and_keeps_the_checkpoint(tmp_path: Path,
+                                                                                         clip: float) -> None:
+    bad = _trainer(tmp_path / "nan2", steps=4, checkpoint_every=2, max_grad_norm=clip)
     w = bad.raw.moe_layers[0].experts.w_out
     calls = []
     w.register_hook(lambda g: g * float("nan") if calls.append(1) or len(calls) > 2 else g)  # from the 3rd step

@@ -167,12 +167,13 @@ class Trainer:
             totals["aux_loss"] += aux.item() / world
         stats = torch.tensor([totals["lm_loss"], totals["aux_loss"]], device=self.acc.device)
         stats = self.acc.reduce(stats, reduction="sum")
-        if self.cfg.max_grad_norm > 0:
-            norm = self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
-            if not torch.isfinite(torch.as_tensor(norm)):
-                raise TrainingError(f"step {step}: non-finite gradient norm on tasks "
-                                    f"{sorted({self.examples[i].task for i in idx})} (examples {list(idx)}); the "
-                                    f"last good checkpoint is kept in {self.out_dir / 'last'}")
+        # the norm is checked even without clipping (max_norm inf: the gradients are left as they are)
+        norm = self.acc.clip_grad_norm_(self.model.parameters(),
+                                        self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf"))
+        if not torch.isfinite(torch.as_tensor(norm)):
+            raise TrainingError(f"step {step}: non-finite gradient norm on tasks "
+                                f"{sorted({self.examples[i].task for i in idx})} (examples {list(idx)}); the "
+                                f"last good checkpoint is kept in {self.out_dir / 'last'}")
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
