@@ -25,7 +25,7 @@ from promoe.model.backbone import load_backbone
 from promoe.model.moe_model import build_model, replace_routers, share_frozen_weights, variant_copy
 from promoe.model.prompting import chat_prompt
 from promoe.model.stats import RoutingStats
-from promoe.train import batch_of, param_groups
+from promoe.train import TrainingError, batch_of, param_groups
 
 
 def _task(i: int, category: str, n_pos: int = 2) -> Task:
@@ -120,6 +120,11 @@ def test_fewshot_finetunes_per_task_and_restores_weights(tiny) -> None:
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     losses = finetune(copy.deepcopy(model), batch, task_emb=None, lower=None, steps=3, lr=0.01, router_lr=0.1)
     assert losses[-1] < losses[0]  # it learns the demonstration
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.moe_layers[0].experts.w_out.fill_(float("nan"))
+    with pytest.raises(TrainingError, match=r"few-shot fine-tuning on task task0, step 0: non-finite loss"):
+        finetune(broken, batch, task_emb=None, lower=None, steps=3, lr=0.01, router_lr=0.1)
     items = [(t, t.instances[0]) for t in TASKS[:2]]
     preds = run_fewshot({"moe-fewshot": model}, {"moe-fewshot": Variant("moe-fewshot", model)}, items, tok,
                         cfg=cfg, wrap=wrap, task_emb={})

@@ -23,7 +23,7 @@ from promoe.data.schema import Instance, Task
 from promoe.evalstate import PassState, fingerprint
 from promoe.evaluate import Variant, predict_variants
 from promoe.model.moe_model import MoEModel
-from promoe.train import batch_of, param_groups
+from promoe.train import TrainingError, batch_of, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,19 @@ def finetune(model: MoEModel, batch, *, task_emb: torch.Tensor | None, lower: to
     emb = None if task_emb is None else task_emb.expand(batch.input_ids.shape[0], -1)
     losses = []
     model.train()
-    for _ in range(steps):
+    for step in range(steps):
         out = model(input_ids=None if lower is not None else batch.input_ids, attention_mask=batch.attention_mask,
                     labels=batch.labels, task_emb=emb, task_keys=batch.task_keys, lower=lower)
         if not torch.isfinite(out.loss):
-            raise FloatingPointError(f"few-shot fine-tuning on {batch.task_keys[0]}: non-finite loss")
+            raise TrainingError(f"few-shot fine-tuning on task {batch.task_keys[0]}, step {step}: non-finite loss "
+                                f"{out.loss.item()} (the meta-trained weights on disk are unchanged; try a lower "
+                                "compare.fewshot_lr)")
         out.loss.backward()
-        if max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
+        if not torch.isfinite(norm):
+            raise TrainingError(f"few-shot fine-tuning on task {batch.task_keys[0]}, step {step}: non-finite "
+                                "gradient norm (the meta-trained weights on disk are unchanged; try a lower "
+                                "compare.fewshot_lr)")
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(out.loss.item())
