@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from promoe.io import write_json
+from promoe.io import atomic_write_text
 from promoe.model.stats import RoutingStats
 
 log = logging.getLogger(__name__)
@@ -104,4 +104,4 @@ class PassState:
         for v in rows:  # rows not in this unit keep what they had
             self.saved[v.name] = {"done": done, "answers": out[v.name], "stats": _stats_json(v.stats),
                                   "rng": _rng_json(v.model)}
-        write_json(self.path, {"key": self.key, "rows": self.saved})
+        atomic_write_text(self.path, json.dumps({"key": self.key, "rows": self.saved}, ensure_ascii=False))
