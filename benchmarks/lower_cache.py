@@ -48,9 +48,10 @@ def run(n: int = 128, preset: str = "default", batch: int = 8) -> dict:
                 out[i] = h[r, :int(b.attention_mask[r].sum())]
         return out, time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    alone = {i: model.lower_hidden(*(lambda b: (b.input_ids, b.attention_mask))(
-        batch_of(examples, [i], tok.pad_token_id, False)))[0] for i in idx}
+    t0, alone = time.perf_counter(), {}
+    for i in idx:
+        b = batch_of(examples, [i], tok.pad_token_id, False)
+        alone[i] = model.lower_hidden(b.input_ids, b.attention_mask)[0]
     t_alone = time.perf_counter() - t0
     first, t_batched = batched(idx)
     shuffled = idx[:]

@@ -126,7 +126,9 @@ def main() -> int:
     run = a.output_dir / load_config(a.preset, a.overrides).name
     log = a.output_dir / "resume_check.log"
     a.output_dir.mkdir(parents=True, exist_ok=True)
-    record = {"command": cmd, "reference": str(a.reference), "attempts": []}
+    # the record names the command as a user types it (no paths of this machine)
+    record = {"command": ["python", "run_experiment.py", "--preset", a.preset, "--output-dir", a.output_dir.name,
+                          *a.overrides], "reference": a.reference.name, "attempts": []}
     for point in [*a.kill, None]:
         killed, seconds = run_until(cmd, run, point, log=log)
         record["attempts"].append({"kill_at": point, "killed": killed, "seconds": round(seconds, 1)})

@@ -148,8 +148,7 @@ class Evaluation:
                                      disable_progress=not acc.is_main_process, progress=self.progress_file(label),
                                      counts=counts)
         record_cut(self.times, label, counts["cut"], counts["prompts"], self.cfg.eval.max_length)
-        self.record(variants, preds)
-        self.progress_file(label).unlink(missing_ok=True)
+        self.record(variants, preds, label)
         record_stage(self.times, label, time.perf_counter() - t1)
 
     def progress_file(self, label: str) -> Path:
@@ -157,8 +156,9 @@ class Evaluation:
         rank = f".rank{self.acc.process_index}" if self.acc.num_processes > 1 else ""
         return self.run_dir / "progress" / f"{label}{rank}.json"
 
-    def record(self, variants: list[Variant], preds: dict[str, dict[str, str]]) -> None:
-        """Gather shards, then write predictions, scores and routing statistics of ``variants``."""
+    def record(self, variants: list[Variant], preds: dict[str, dict[str, str]], label: str) -> None:
+        """Gather shards, then write predictions, scores and routing statistics of ``variants``; the
+        progress file of pass ``label`` goes once they are written."""
         acc = self.acc
         for v in variants:
             p, stats = preds[v.name], v.stats
@@ -182,6 +182,7 @@ class Evaluation:
             acc.wait_for_everyone()
             log.info("%s: ROUGE-L %.2f, EM %.2f (%d instances)", v.name, self.results[v.name]["rougeL"],
                      self.results[v.name]["exact_match"], self.results[v.name]["n"])
+        self.progress_file(label).unlink(missing_ok=True)
 
 
 def _embed(encoder, texts: dict[str, str]) -> dict[str, Tensor]:
@@ -289,8 +290,7 @@ def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: 
         items = [(t, i) for t, i in ev.items if t.name in chosen]
         preds = run_fewshot(few, variants, items[acc.process_index::acc.num_processes], tok, cfg=cfg, wrap=wrap,
                             task_emb=task_emb, progress=ev.progress_file("fewshot"))
-        ev.record(list(variants.values()), preds)
-        ev.progress_file("fewshot").unlink(missing_ok=True)
+        ev.record(list(variants.values()), preds, "fewshot")
         record_stage(times, "fewshot", time.perf_counter() - t1)
     return ev.results
 

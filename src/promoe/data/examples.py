@@ -38,15 +38,15 @@ def build_examples(tasks: Sequence[Task], tokenizer, *, per_task: int, max_lengt
 
     ``wrap`` puts the Tk-Instruct prompt into the backbone's chat template.
     """
-    out, truncated = [], 0
+    out = []
     for t in tasks:
         for inst in t.instances[:per_task]:
             text = wrap(task_prompt(t, inst, n_pos_examples=prompt.n_pos_examples,
                                     add_explanation=prompt.add_explanation))
             enc = encode_pair(tokenizer, text, inst.outputs[0], max_length=max_length, seq2seq=seq2seq,
                               max_target_length=max_target_length)
-            truncated += enc.truncated > 0
             out.append(TrainExample(t.name, tuple(enc.input_ids), tuple(enc.labels), enc.truncated > 0))
+    truncated = sum(e.cut for e in out)
     if truncated:
         log.info("%d of %d training prompts were longer than %d tokens and lost their start", truncated,
                  len(out), max_length)

@@ -92,11 +92,11 @@ class MoEModel(nn.Module):
         missing = [k for k in first if not (use_cache and k in self._routing_cache)]
         generated: dict[str, Tensor] = {}
         if missing:
-            rows = torch.tensor([first[k] for k in missing], device=task_emb.device)
+            rows = [first[k] for k in missing]
             if use_cache:  # one task at a time: a cached routing does not depend on the tasks it came with
-                out = torch.cat([self.hyper(task_emb[r:r + 1]) for r in rows.tolist()])
+                out = torch.cat([self.hyper(task_emb[r:r + 1]) for r in rows])
             else:
-                out = self.hyper(task_emb.index_select(0, rows))  # (n_missing, L, n_out)
+                out = self.hyper(task_emb[rows])  # (n_missing, L, n_out)
             self.n_routing_computes += len(missing)
             generated = dict(zip(missing, out, strict=True))
             if use_cache:
