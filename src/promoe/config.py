@@ -38,18 +38,24 @@ class DataConfig:
 
     root: str | None = _f(None, f"Folder with the offline packages (sni/, bigbench/, paraphrases/); "
                                 f"unset: ${DATA_ENV}.")
-    source: Literal["offline", "sni_repo", "hf"] = _f(
+    source: Literal["offline", "sni_repo", "hf", "files"] = _f(
         "offline", "offline: packages under `root`; sni_repo: official repository layout at `sni_repo`; "
-                   "hf: the Hugging Face copy `hf_dataset`.")
+                   "hf: the Hugging Face copy `hf_dataset`; files: your own `train_files` and `test_files`.")
     sni_repo: str | None = _f(None, "Local clone of allenai/natural-instructions (source=sni_repo).")
     hf_dataset: str = _f("Muennighoff/natural-instructions", "HF dataset id (source=hf).")
-    train_collections: list[str] = _f(["sni", "niv1", "bigbench"],
-                                      "Training collections to use (offline): sni, niv1, bigbench.")
+    train_files: list[str] = _f([], "Training task files (source=files): SNI-schema .json (one task), "
+                                    ".jsonl / .jsonl.gz (one task per line) or folders of .json; validation "
+                                    "tasks are carved from them.")
+    test_files: list[str] = _f([], "Test task files (source=files), same formats; never used for selection.")
+    train_collections: list[str] = _f(["sni"], "Training collections (offline): sni (the SNI training tasks, "
+                                               "the official protocol); extra: niv1, bigbench.")
     max_subtasks_per_family: int = _f(20, "Cap on subtasks kept from one BIG-bench task family.")
     max_train_instances_per_task: int = _f(100, "Cap on training instances per task.")
-    val_tasks: int = _f(24, "Training tasks (whole families) held out as the validation set.")
+    val_tasks: int = _f(24, "Training tasks (whole families, spread over categories) held out as the "
+                            "validation set.")
     test_max_instances_per_task: int = _f(
-        7, "Cap on real test instances per test task (the offline partial tasks have at most 7).")
+        100, "Cap on real test instances per test task (the official 100; the 16 offline partial tasks "
+             "have 0-7).")
     test_positive_examples: bool = _f(
         True, "Also score each test task's positive examples (tagged origin=positive_example).")
     test_max_per_task: int | None = _f(

@@ -3,6 +3,19 @@
 A raw task record (one upstream task JSON) becomes a :class:`Task` through :func:`task_from_record`,
 which checks every field it uses and raises one :class:`~promoe.errors.DataError` naming the file,
 the task and the field when something is wrong. Nothing is dropped silently.
+
+The official SNI data has a few quirks that are not errors upstream. When a :class:`QuirkLog` is
+passed (the readers of the official packages, repository and Hugging Face copy do), they are read
+the way the official Tk-Instruct code reads them and every one is recorded:
+
+* an instance whose references are all empty (task488, task497, task365, task1564 — for most of them
+  the empty answer is right: a list with no letters or no numbers) is kept with the empty string as
+  its target, as Tk-Instruct's collator trains on ``random.choice(Instance["output"])``;
+* a ``Definition`` of several strings: the first is used, as Tk-Instruct's collator does
+  (``Definition[0]``);
+* an empty ``Reasoning`` list is simply empty.
+
+A user's own task file is read without a log: an instance with no non-empty reference is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +31,36 @@ Origin = Literal["instance", "positive_example"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _LIST_FIELDS = ("Categories", "Reasoning", "Domains", "Source")
+
+
+QuirkKind = Literal["empty_reference", "multi_definition", "empty_reasoning"]
+
+QUIRK_RULES: dict[str, str] = {
+    "empty_reference": "instance kept, its target is the empty string (Tk-Instruct trains on "
+                       "random.choice(output))",
+    "multi_definition": "Definition[0] used, the other strings ignored (Tk-Instruct's collator)",
+    "empty_reasoning": "read as no reasoning skills",
+}
+"""How each accepted quirk of the official data is read, as the official code reads it."""
+
+
+@dataclass(frozen=True)
+class Quirk:
+    """One accepted quirk of the official data: which task, what, where."""
+
+    task: str
+    kind: QuirkKind
+    where: str = ""
+
+
+@dataclass
+class QuirkLog:
+    """Collects the quirks met while reading official SNI data (see the module docstring)."""
+
+    quirks: list[Quirk] = field(default_factory=list)
+
+    def add(self, task: str, kind: QuirkKind, where: str = "") -> None:
+        self.quirks.append(Quirk(task, kind, where))
 
 
 @dataclass(frozen=True)
@@ -133,7 +176,7 @@ def _examples(value: Any, *, file: str, task: str, field: str) -> tuple[Example,
     return tuple(out)
 
 
-def _instances(value: Any, *, file: str, task: str) -> tuple[Instance, ...]:
+def _instances(value: Any, *, file: str, task: str, quirks: QuirkLog | None) -> tuple[Instance, ...]:
     if not isinstance(value, list):
         raise DataError(
             f"expected a list of instances, got {type(value).__name__}", file=file, task=task,
@@ -161,9 +204,15 @@ def _instances(value: Any, *, file: str, task: str) -> tuple[Instance, ...]:
                 file=file, task=task, field=f"{where}.output", fix='write it as ["reference"]',
             )
         outputs = _str_list(inst["output"], file=file, task=task, field=f"{where}.output")
-        if not outputs or not any(o.strip() for o in outputs):
-            raise DataError("has no non-empty reference output", file=file, task=task,
+        if not outputs:
+            raise DataError("has no reference output", file=file, task=task,
                             field=f"{where}.output", fix="give at least one reference")
+        if not any(o.strip() for o in outputs):
+            if quirks is None:
+                raise DataError("has no non-empty reference output", file=file, task=task,
+                                field=f"{where}.output", fix="give at least one reference")
+            quirks.add(task, "empty_reference", f"{where} ({iid})")
+            outputs = ("",)
         out.append(Instance(
             id=iid,
             input=_str(inst["input"], file=file, task=task, field=f"{where}.input"),
@@ -173,12 +222,15 @@ def _instances(value: Any, *, file: str, task: str) -> tuple[Instance, ...]:
 
 
 def task_from_record(
-    record: Any, *, file: str, name: str | None = None, collection: str = "user"
+    record: Any, *, file: str, name: str | None = None, collection: str = "user",
+    quirks: QuirkLog | None = None,
 ) -> Task:
     """Validate one raw SNI-schema task record and turn it into a :class:`Task`.
 
     ``name`` defaults to ``record["_meta"]["task"]`` (packages) and must be given otherwise
     (a task file is named after its file). Raises :class:`DataError` on the first problem.
+    ``quirks``: read the official data's quirks as the official code does and record them there
+    (module docstring); without it they are errors where they are errors for a user's file.
     """
     if not isinstance(record, dict):
         raise DataError(f"expected a JSON object per task, got {type(record).__name__}", file=file,
@@ -201,11 +253,16 @@ def task_from_record(
         key: _str_list([] if record.get(key) is None else record[key], file=file, task=name, field=key)
         for key in _LIST_FIELDS
     }
+    if quirks is not None:
+        if len(definition) > 1:
+            quirks.add(name, "multi_definition", f"Definition has {len(definition)} strings")
+        if not lists["Reasoning"]:
+            quirks.add(name, "empty_reasoning")
     family = meta.get("bb_task")
     return Task(
         name=name,
         definition=definition[0].strip(),
-        instances=_instances(record["Instances"], file=file, task=name),
+        instances=_instances(record["Instances"], file=file, task=name, quirks=quirks),
         categories=lists["Categories"],
         reasoning=lists["Reasoning"],
         domains=lists["Domains"],

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from promoe.data.schema import Example, Instance, Task, check_task_name, task_from_record
+from promoe.data.schema import Example, Instance, QuirkLog, Task, check_task_name, task_from_record
 from promoe.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
                         fix="check that it is UTF-8 JSON Lines, gzip-compressed if named .gz") from None
 
 
-def read_task_file(path: str | Path, *, collection: str = "user") -> Task:
+def read_task_file(path: str | Path, *, collection: str = "user", quirks: QuirkLog | None = None) -> Task:
     """Read one task JSON file; the task is named after the file (``task001_x.json`` → ``task001_x``)."""
     p = require_path(path, "task file")
     try:
@@ -72,11 +72,17 @@ def read_task_file(path: str | Path, *, collection: str = "user") -> Task:
                         file=str(p), fix="fix the JSON syntax") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot be read ({e})", file=str(p), fix="check the file") from None
-    return task_from_record(record, file=str(p), name=p.name.removesuffix(".json"), collection=collection)
+    return task_from_record(record, file=str(p), name=p.name.removesuffix(".json"), collection=collection,
+                            quirks=quirks)
 
 
-def read_task_package(path: str | Path, *, collection: str = "user") -> list[Task]:
-    """Read a JSON Lines task package (one task per line, named by ``_meta.task``)."""
+def read_task_package(path: str | Path, *, collection: str = "user",
+                      quirks: QuirkLog | None = None) -> list[Task]:
+    """Read a JSON Lines task package (one task per line, named by ``_meta.task``).
+
+    ``quirks``: the package is official SNI data, read as the official code reads it
+    (:mod:`promoe.data.schema`); unset for a user's own package.
+    """
     tasks, seen = [], set()
     for lineno, record in iter_jsonl(path):
         file = f"{path}:{lineno}"
@@ -85,7 +91,7 @@ def read_task_package(path: str | Path, *, collection: str = "user") -> list[Tas
         if name is None:
             raise DataError("missing task name", file=file, field="_meta.task",
                             fix='add "_meta": {"task": "<name>"} to every line')
-        task = task_from_record(record, file=file, name=name, collection=collection)
+        task = task_from_record(record, file=file, name=name, collection=collection, quirks=quirks)
         if task.name in seen:
             raise DataError(f"task {task.name!r} appears twice", file=file, field="_meta.task",
                             fix="keep one line per task")
@@ -101,7 +107,7 @@ def read_split_list(path: str | Path) -> list[str]:
 
 
 def read_repo_layout(
-    root: str | Path, *, split: str, split_dir: str = "splits/default"
+    root: str | Path, *, split: str, split_dir: str = "splits/default", quirks: QuirkLog | None = None,
 ) -> tuple[list[Task], list[str]]:
     """Read the tasks of one split from the official repository layout.
 
@@ -114,7 +120,7 @@ def read_repo_layout(
     for name in names:
         f = root / "tasks" / f"{name}.json"
         if f.exists():
-            tasks.append(read_task_file(f, collection="sni"))
+            tasks.append(read_task_file(f, collection="sni", quirks=quirks))
         else:
             missing.append(name)
     if missing:
@@ -123,7 +129,7 @@ def read_repo_layout(
     return tasks, missing
 
 
-def read_test_meta(path: str | Path) -> list[Task]:
+def read_test_meta(path: str | Path, *, quirks: QuirkLog | None = None) -> list[Task]:
     """Read the offline export of the SNI test tasks (Definition, category, examples, first instances).
 
     Its instances carry no ids upstream; they get ``<task>-first<i>``. Each has one reference.
@@ -146,7 +152,7 @@ def read_test_meta(path: str | Path) -> list[Task]:
             ],
             "_meta": rec.get("_meta") or {},
         }
-        tasks.append(task_from_record(record, file=file, name=name, collection="sni"))
+        tasks.append(task_from_record(record, file=file, name=name, collection="sni", quirks=quirks))
     return tasks
 
 
@@ -156,7 +162,7 @@ HF_COLUMNS = {"task": "task_name", "id": "id", "definition": "definition", "inpu
 
 
 def tasks_from_rows(rows: Iterable[dict[str, Any]], *, file: str, columns: dict[str, str] = HF_COLUMNS,
-                    categories: dict[str, str] | None = None) -> list[Task]:
+                    categories: dict[str, str] | None = None, quirks: QuirkLog | None = None) -> list[Task]:
     """Group instance rows (one row per instance, as in the HF copy of SNI) into tasks."""
     grouped: dict[str, dict[str, Any]] = {}
     for i, row in enumerate(rows):
@@ -173,13 +179,14 @@ def tasks_from_rows(rows: Iterable[dict[str, Any]], *, file: str, columns: dict[
     for name, rec in grouped.items():
         if categories and name in categories:
             rec["Categories"] = [categories[name]]
-        tasks.append(task_from_record(rec, file=file, name=name, collection="hf"))
+        tasks.append(task_from_record(rec, file=file, name=name, collection="hf", quirks=quirks))
     return tasks
 
 
 def read_hf_sni(
     dataset: str, *, split: str, data_files: str | list[str] | None = None,
     columns: dict[str, str] = HF_COLUMNS, categories: dict[str, str] | None = None,
+    quirks: QuirkLog | None = None,
 ) -> list[Task]:
     """Read SNI from the Hugging Face hub (``dataset`` = repo id) or from local data files.
 
@@ -195,7 +202,7 @@ def read_hf_sni(
     except Exception as e:  # hub or file errors come in many types; report them in one message
         raise DataError(f"could not load split {split!r} ({type(e).__name__}: {e})", file=dataset,
                         fix="check the dataset name and network, or pass local data_files") from None
-    return tasks_from_rows(ds, file=dataset, columns=columns, categories=categories)
+    return tasks_from_rows(ds, file=dataset, columns=columns, categories=categories, quirks=quirks)
 
 
 def read_categories(path: str | Path) -> dict[str, str]:

@@ -1,13 +1,17 @@
 """Train / validation / test task sets, following the SNI protocol.
 
-* test: the official test list; offline, all 119 test tasks from the test-task export, with the
-  complete test tasks capped to the same number of instances as the others;
-* train: every training task available, keeping only tasks on the SNI training list where a task has
-  an SNI name, dropping BIG-bench tasks that share a source dataset with an SNI test task, and
-  capping BIG-bench families with hundreds of subtasks;
-* validation: whole training-task families held out, chosen deterministically by a seeded hash.
+* test: the official test list; offline, all 119 test tasks: the 103 complete ones with the official
+  first 100 evaluation instances, the 16 others with what the test-task export has (0–7 instances);
+  every task capped at ``test_max_instances_per_task`` / ``test_max_per_task``;
+* train: the SNI training tasks (the extra collections NIv1 and BIG-bench when chosen), keeping only
+  tasks on the SNI training list where a task has an SNI name, dropping BIG-bench tasks that share a
+  source dataset with an SNI test task, and capping BIG-bench families with hundreds of subtasks;
+* validation: held-out *training* tasks (whole families) spread over the training categories,
+  chosen deterministically by a seeded hash; test tasks are never used for selection;
+* ``source=files``: a researcher's own training and test task files, validation from the training ones.
 
-Every task considered gets a :class:`Decision` (kept or why not), which ``promoe data summary`` shows.
+Every task considered gets a :class:`Decision` (kept or why not) and every accepted quirk of the
+official data a :class:`~promoe.data.schema.Quirk`; ``promoe data summary`` and ``splits.json`` show both.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from promoe.config import DATA_ENV, DataConfig
-from promoe.data.schema import Task
+from promoe.data.schema import Quirk, QuirkLog, Task
 from promoe.data.sources import (
+    load_tasks,
     positive_example_instances,
     read_categories,
     read_hf_sni,
@@ -61,6 +66,14 @@ class TaskSplits:
     decisions: list[Decision] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
     """Which files each part was read from (recorded in every run)."""
+    quirks: list[Quirk] = field(default_factory=list)
+    """Quirks of the official data met while reading it, each read as the official code does."""
+    capped: dict[str, int] = field(default_factory=dict)
+    """Instances left out by the per-task caps, per split (``train`` includes validation)."""
+    test_available: dict[str, int] = field(default_factory=dict)
+    """Real (non-demonstration) test instances each test task has before the caps."""
+    test_per_task: int | None = None
+    """How many instances the configuration scores per test task (the summary names tasks with fewer)."""
 
 
 def stable_hash(*parts: object) -> int:
@@ -109,18 +122,31 @@ def select_training_tasks(
 
 
 def carve_validation(tasks: list[Task], n_tasks: int, seed: int) -> tuple[list[Task], list[Task]]:
-    """Hold out whole families (about ``n_tasks`` tasks) of the training tasks for validation."""
+    """Hold out whole families (about ``n_tasks`` tasks) of the training tasks for validation.
+
+    Families are taken round-robin over the categories (in a seeded order), so validation spreads over
+    the training categories; a category first gives away all but one of its families, and only when
+    that is not enough does it give its last one (training always keeps at least one family).
+    """
     families: dict[str, list[Task]] = defaultdict(list)
     for t in tasks:
         families[t.family].append(t)
-    order = sorted(families, key=lambda f: stable_hash("val", seed, f))
+    by_category: dict[str, list[str]] = defaultdict(list)
+    for f in sorted(families, key=lambda f: stable_hash("val", seed, f)):
+        by_category[families[f][0].category].append(f)
+    categories = sorted(by_category, key=lambda c: stable_hash("val-category", seed, c))
     val_families: set[str] = set()
     n = 0
-    for f in order:
-        if n >= n_tasks:
-            break
-        val_families.add(f)
-        n += len(families[f])
+    for keep in (1, 0):  # first leave every category one training family, then only the whole pool one
+        depth = 0
+        while n < n_tasks and any(depth < len(by_category[c]) - keep for c in categories):
+            for c in categories:
+                fams = by_category[c]
+                if (n < n_tasks and depth < len(fams) - keep and fams[depth] not in val_families
+                        and len(val_families) < len(families) - 1):
+                    val_families.add(fams[depth])
+                    n += len(families[fams[depth]])
+            depth += 1
     train = [t for t in tasks if t.family not in val_families]
     val = [t for t in tasks if t.family in val_families]
     return train, val
@@ -163,69 +189,80 @@ def data_root(cfg: DataConfig) -> Path:
 
 def load_splits(cfg: DataConfig) -> TaskSplits:
     """Build train / validation / test tasks for the configured source."""
-    if cfg.source == "offline":
-        splits = _offline(cfg)
-    elif cfg.source == "sni_repo":
-        splits = _from_repo(cfg)
-    else:
-        splits = _from_hf(cfg)
+    splits = {"offline": _offline, "sni_repo": _from_repo, "hf": _from_hf, "files": _from_files}[cfg.source](cfg)
     log.info("tasks: %d train, %d validation, %d test (%d candidates left out)", len(splits.train),
              len(splits.val), len(splits.test), sum(not d.kept for d in splits.decisions))
     return splits
 
 
-def _finish(pool: list[Task], test: list[Task], decisions: list[Decision], cfg: DataConfig,
-            sources: dict[str, str]) -> TaskSplits:
-    if cfg.max_test_tasks is not None and cfg.max_test_tasks < len(test):
-        stride = len(test) / cfg.max_test_tasks
-        test = [test[int(i * stride)] for i in range(cfg.max_test_tasks)]
+def _finish(pool: list[Task], test_tasks: list[Task], decisions: list[Decision], cfg: DataConfig,
+            sources: dict[str, str], quirks: QuirkLog | None = None) -> TaskSplits:
+    """Cap, carve validation, build the test set; ``test_tasks`` hold every instance they have."""
+    if cfg.max_test_tasks is not None and cfg.max_test_tasks < len(test_tasks):
+        stride = len(test_tasks) / cfg.max_test_tasks
+        test_tasks = [test_tasks[int(i * stride)] for i in range(cfg.max_test_tasks)]
+    available = {t.name: len(t.instances) for t in test_tasks}
+    test = build_test_tasks(test_tasks, [], max_instances=cfg.test_max_instances_per_task,
+                            positive_examples=cfg.test_positive_examples, max_total=cfg.test_max_per_task)
+    n_pool = sum(len(t.instances) for t in pool)
     pool = [cap_instances(t, cfg.max_train_instances_per_task) for t in pool]
     train, val = carve_validation(pool, cfg.val_tasks, cfg.split_seed)
+    if not train:
+        raise DataError(f"data.val_tasks={cfg.val_tasks} leaves no training task ({len(pool)} in the pool)",
+                        field="data.val_tasks", fix="hold out fewer validation tasks or add training tasks")
     val_names = {t.name for t in val}
     decisions = [replace(d, split="val") if d.kept and d.task in val_names else d for d in decisions]
     decisions += [Decision(t.name, t.collection, True, "test task", split="test") for t in test]
-    return TaskSplits(train, val, test, decisions, sources)
+    capped = {"train": n_pool - sum(len(t.instances) for t in pool),
+              "test": sum(available.values()) - sum(i.origin == "instance" for t in test for i in t.instances)}
+    per_task = min(n for n in (cfg.test_max_instances_per_task, cfg.test_max_per_task) if n is not None)
+    return TaskSplits(train, val, test, decisions, sources, quirks=list(quirks.quirks) if quirks else [],
+                      capped=capped, test_available=available, test_per_task=per_task)
 
 
 def _offline(cfg: DataConfig) -> TaskSplits:
     root = data_root(cfg)
+    quirks = QuirkLog()
     train_list = set(read_split_list(root / "sni/splits/default/train_tasks.txt"))
     test_list = set(read_split_list(root / "sni/splits/default/test_tasks.txt"))
     meta = read_test_meta(root / "sni/test_task_meta.jsonl.gz")
-    complete = read_task_package(root / "sni/test.jsonl.gz", collection="sni")
+    complete = read_task_package(root / "sni/test.jsonl.gz", collection="sni", quirks=quirks)
     missing = test_list - {t.name for t in meta}
     if missing:
         raise DataError(f"{len(missing)} test tasks of the split list are missing, e.g. {min(missing)}",
                         file=str(root / "sni/test_task_meta.jsonl.gz"), fix="use the complete package")
-    test = build_test_tasks(meta, complete, max_instances=cfg.test_max_instances_per_task,
-                            positive_examples=cfg.test_positive_examples, max_total=cfg.test_max_per_task)
+    # every test task with all it has: a complete task's own instances (real ids, every reference)
+    # replace the export's first ones
+    test = build_test_tasks(meta, complete, max_instances=10**9, positive_examples=False)
     sources = {"test": "sni/test_task_meta.jsonl.gz + sni/test.jsonl.gz"}
     candidates = []
     for name in cfg.train_collections:
         if name not in COLLECTION_FILES:
             raise DataError(f"unknown collection {name!r}", field="data.train_collections",
                             fix=f"choose from {sorted(COLLECTION_FILES)}")
-        candidates += read_task_package(root / COLLECTION_FILES[name], collection=name)
+        candidates += read_task_package(root / COLLECTION_FILES[name], collection=name, quirks=quirks)
         sources[f"train:{name}"] = COLLECTION_FILES[name]
     pool, decisions = select_training_tasks(candidates, train_list=train_list, test_list=test_list,
                                             max_per_family=cfg.max_subtasks_per_family, seed=cfg.split_seed)
-    return _finish(pool, test, decisions, cfg, sources)
+    return _finish(pool, test, decisions, cfg, sources, quirks)
 
 
 def _from_repo(cfg: DataConfig) -> TaskSplits:
     if not cfg.sni_repo:
         raise DataError("data.source is sni_repo but no repository is given", field="data.sni_repo",
                         fix="set data.sni_repo=<clone of allenai/natural-instructions>")
-    train_tasks, _ = read_repo_layout(cfg.sni_repo, split="train")
-    test_tasks, missing = read_repo_layout(cfg.sni_repo, split="test")
+    quirks = QuirkLog()
+    train_tasks, _ = read_repo_layout(cfg.sni_repo, split="train", quirks=quirks)
+    test_tasks, missing = read_repo_layout(cfg.sni_repo, split="test", quirks=quirks)
     if missing:
         raise DataError(f"{len(missing)} test task files are missing, e.g. {missing[0]}",
                         file=str(Path(cfg.sni_repo) / "tasks"), fix="use a complete clone")
-    test = _complete_test_tasks(test_tasks, cfg)
+    # upstream's first 100 instances of a test task are the official evaluation instances
+    test_tasks = [cap_instances(t, 100) for t in test_tasks]
     train_list = {t.name for t in train_tasks}
     pool, decisions = select_training_tasks(train_tasks, train_list=train_list, test_list=set(),
                                             max_per_family=cfg.max_subtasks_per_family, seed=cfg.split_seed)
-    return _finish(pool, test, decisions, cfg, {"repo": str(cfg.sni_repo)})
+    return _finish(pool, test_tasks, decisions, cfg, {"repo": str(cfg.sni_repo)}, quirks)
 
 
 def _from_hf(cfg: DataConfig) -> TaskSplits:
@@ -233,15 +270,43 @@ def _from_hf(cfg: DataConfig) -> TaskSplits:
     root = cfg.root or None
     if root and (Path(root) / "sni/task_categories.tsv").exists():
         categories = read_categories(Path(root) / "sni/task_categories.tsv")
-    train_tasks = read_hf_sni(cfg.hf_dataset, split="train", categories=categories)
-    test = _complete_test_tasks(read_hf_sni(cfg.hf_dataset, split="test", categories=categories), cfg)
+    quirks = QuirkLog()
+    train_tasks = read_hf_sni(cfg.hf_dataset, split="train", categories=categories, quirks=quirks)
+    test_tasks = read_hf_sni(cfg.hf_dataset, split="test", categories=categories, quirks=quirks)
     pool, decisions = select_training_tasks(train_tasks, train_list={t.name for t in train_tasks},
                                             test_list=set(), max_per_family=cfg.max_subtasks_per_family,
                                             seed=cfg.split_seed)
-    return _finish(pool, test, decisions, cfg, {"hf": cfg.hf_dataset})
+    return _finish(pool, test_tasks, decisions, cfg, {"hf": cfg.hf_dataset}, quirks)
 
 
-def _complete_test_tasks(tasks: list[Task], cfg: DataConfig) -> list[Task]:
-    """Complete test tasks (upstream's first 100 instances are the official ones), capped as offline."""
-    return build_test_tasks(tasks, [], max_instances=cfg.test_max_instances_per_task,
-                            positive_examples=cfg.test_positive_examples, max_total=cfg.test_max_per_task)
+def _from_files(cfg: DataConfig) -> TaskSplits:
+    """A researcher's own collection: every task of ``train_files`` trains (validation carved from them),
+    every task of ``test_files`` is scored. Files are read strictly (no official-data quirks)."""
+    for key in ("train_files", "test_files"):
+        if not getattr(cfg, key):
+            raise DataError(f"data.source is files but data.{key} is empty", field=f"data.{key}",
+                            fix=f"data.{key}=[my_tasks.jsonl, ...] (task .json files, .jsonl(.gz) packages "
+                                "or folders of task files)")
+    train_tasks = _read_files(cfg.train_files)
+    test_tasks = _read_files(cfg.test_files)
+    both = sorted({t.name for t in train_tasks} & {t.name for t in test_tasks})
+    if both:
+        raise DataError(f"{len(both)} task(s) are both training and test tasks, e.g. {both[0]}",
+                        field="data.train_files / data.test_files",
+                        fix="a test task must be unseen: remove it from the training files")
+    names = {t.name for t in train_tasks}
+    pool, decisions = select_training_tasks(train_tasks, train_list=names, test_list=set(),
+                                            max_per_family=cfg.max_subtasks_per_family, seed=cfg.split_seed)
+    sources = {"train": ", ".join(cfg.train_files), "test": ", ".join(cfg.test_files)}
+    return _finish(pool, test_tasks, decisions, cfg, sources)
+
+
+def _read_files(paths: list[str]) -> list[Task]:
+    tasks: dict[str, Task] = {}
+    for path in paths:
+        for t in load_tasks(path):
+            if t.name in tasks:
+                raise DataError(f"task {t.name!r} is also in {tasks[t.name].path}", file=t.path,
+                                task=t.name, fix="keep each task in one file")
+            tasks[t.name] = t
+    return list(tasks.values())

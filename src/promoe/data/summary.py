@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from promoe.data.schema import Task
+from promoe.data.schema import QUIRK_RULES, Task
 from promoe.data.splits import TaskSplits
 
 
@@ -46,7 +46,8 @@ def summarize(splits: TaskSplits, *, categories: int = 15, show_excluded: bool =
     lines = []
     for name, tasks in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
         n_inst = sum(len(t.instances) for t in tasks)
-        lines.append(f"{name}: {len(tasks)} tasks, {n_inst} instances")
+        n_cat = len({t.category for t in tasks})
+        lines.append(f"{name}: {len(tasks)} tasks, {n_inst} instances, {n_cat} categories")
         if not tasks:
             continue
         lines += _count_table("collection", _by(tasks, lambda t: t.collection))
@@ -55,6 +56,11 @@ def summarize(splits: TaskSplits, *, categories: int = 15, show_excluded: bool =
             lines.append("  instances by origin: " + ", ".join(f"{k} {v}" for k, v in sorted(origins.items())))
         lines += _count_table("category", _by(tasks, lambda t: t.category), limit=categories)
         lines.append("")
+    pool = splits.train + splits.val
+    lines.append(f"meta-training pool (train + val): {len(pool)} tasks over "
+                 f"{len({t.category for t in pool})} categories")
+    lines += _test_notes(splits)
+    lines += _drop_notes(splits)
     left = [d for d in splits.decisions if not d.kept]
     lines.append(f"left out: {len(left)} candidate tasks")
     by_reason = Counter((d.collection, _reason_kind(d.reason)) for d in left)
@@ -65,3 +71,34 @@ def summarize(splits: TaskSplits, *, categories: int = 15, show_excluded: bool =
     if splits.sources:
         lines.append("sources: " + "; ".join(f"{k} <- {v}" for k, v in splits.sources.items()))
     return "\n".join(lines)
+
+
+def _test_notes(splits: TaskSplits) -> list[str]:
+    """Test instances available before the caps, and the tasks scored on fewer than the others."""
+    if not splits.test_available:
+        return []
+    lines = [f"test instances available: {sum(splits.test_available.values())} in "
+             f"{len(splits.test_available)} tasks"]
+    target = splits.test_per_task
+    short = {t.name: sum(i.origin == "instance" for i in t.instances) for t in splits.test}
+    short = {k: v for k, v in short.items() if target is not None and v < target}
+    if short:
+        lines.append(f"  {len(short)} test tasks have fewer than {target} real instances "
+                     f"({sum(v == 0 for v in short.values())} have none):")
+        lines += [f"    {k}: {v}" for k, v in sorted(short.items(), key=lambda kv: (kv[1], kv[0]))]
+    return lines + [""]
+
+
+def _drop_notes(splits: TaskSplits) -> list[str]:
+    """Instances left out by caps, and every quirk of the official data with how it was read."""
+    lines = [f"instances left out by the per-task caps: {n} {split}"
+             for split, n in splits.capped.items() if n]
+    by_kind: dict[str, list[str]] = defaultdict(list)
+    for q in splits.quirks:
+        by_kind[q.kind].append(f"{q.task} {q.where}".strip())
+    for kind, where in sorted(by_kind.items()):
+        tasks = len({w.split()[0] for w in where})
+        lines.append(f"official-data quirk {kind}: {len(where)} in {tasks} tasks -> {QUIRK_RULES[kind]}")
+        if kind != "empty_reasoning":
+            lines += [f"    {w}" for w in where]
+    return lines + ([""] if lines else [])
