@@ -50,7 +50,8 @@ def tiny_tensors() -> Iterator[None]:
 
 @pytest.fixture
 def tiny_data_root(tmp_path: Path) -> Path:
-    """An offline data folder with 3 test tasks (1 complete), SNI/NIv1/BIG-bench training tasks."""
+    """An offline data folder with 3 test tasks (1 complete), SNI (5, two with quirks of the official data),
+    NIv1 and BIG-bench training tasks."""
     return make_tiny_data(tmp_path / "data")
 
 
@@ -62,7 +63,10 @@ def tiny_data_root_module(tmp_path_factory) -> Path:
 
 def make_tiny_data(root: Path) -> Path:
     tests = ["task901_toy_entailment", "task902_toy_titles", "task903_toy_complete"]
-    trains = ["task801_toy_qa", "task802_toy_qg", "task001_toy_niv1", "task062_bigbench_repeat"]
+    sni_train = [("task801_toy_qa", "Question Answering"), ("task802_toy_qg", "Question Generation"),
+                 ("task803_toy_qa2", "Question Answering"), ("task804_toy_sentiment", "Sentiment Analysis"),
+                 ("task805_toy_sentiment2", "Sentiment Analysis")]
+    trains = [n for n, _ in sni_train] + ["task001_toy_niv1", "task062_bigbench_repeat"]
     split = root / "sni/splits/default"
     split.mkdir(parents=True)
     (split / "train_tasks.txt").write_text("\n".join(trains) + "\n")
@@ -80,8 +84,11 @@ def make_tiny_data(root: Path) -> Path:
     _write_gz(root / "sni/test_task_meta.jsonl.gz", meta)
     complete = _task(tests[2], "Word Analogy", 10)
     _write_gz(root / "sni/test.jsonl.gz", [complete])
-    _write_gz(root / "sni/train.jsonl.gz", [_task("task801_toy_qa", "Question Answering", 6),
-                                            _task("task802_toy_qg", "Question Generation", 6)])
+    sni = [_task(n, c, 6) for n, c in sni_train]
+    # the official data's quirks: an instance whose only reference is empty, a Definition of two strings
+    sni[0]["Instances"][5]["output"] = [""]
+    sni[4]["Definition"] = [sni[4]["Definition"][0], "A second definition string."]
+    _write_gz(root / "sni/train.jsonl.gz", sni)
     niv1 = [
         _task("niv1_subtask001_toy", "Question Answering", 5, n_pos=0,
               meta={"collection": "niv1", "sni_task": "task001_toy_niv1"}),

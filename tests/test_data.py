@@ -15,7 +15,7 @@ import pytest
 
 from promoe.config import DataConfig, load_config
 from promoe.data.prompts import demonstrations, encode_prompt, task_prompt
-from promoe.data.schema import Example, Instance, Task, task_from_record
+from promoe.data.schema import Example, Instance, QuirkLog, Task, task_from_record
 from promoe.data.sources import (
     load_tasks,
     positive_example_instances,
@@ -529,12 +529,6 @@ def test_build_test_tasks(tmp_path: Path) -> None:
     assert [i.input for i in complete.instances if i.origin == "positive_example"] == ["q0"]
 
 
-def test_load_splits_without_data_location(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PROMOE_DATA", raising=False)
-    err = _data_error(load_splits, DataConfig(root=None))
-    assert "PROMOE_DATA" in str(err) and err.field == "data.root"
-
-
 def test_load_splits_with_missing_data_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROMOE_DATA", str(tmp_path / "absent"))
     err = _data_error(load_splits, DataConfig(root=None))
@@ -543,7 +537,7 @@ def test_load_splits_with_missing_data_folder(tmp_path: Path, monkeypatch: pytes
 
 def test_load_splits_offline_end_to_end(tiny_data_root: Path) -> None:
     cfg = DataConfig(root=str(tiny_data_root), val_tasks=1, max_subtasks_per_family=2,
-                     test_max_instances_per_task=2)
+                     test_max_instances_per_task=2, train_collections=["sni", "niv1", "bigbench"])
     splits = load_splits(cfg)
     assert {t.name for t in splits.test} == {"task901_toy_entailment", "task902_toy_titles",
                                              "task903_toy_complete"}
@@ -553,6 +547,72 @@ def test_load_splits_offline_end_to_end(tiny_data_root: Path) -> None:
     assert {n for n, s in kept.items() if s == "val"} == {t.name for t in splits.val}
     assert {n for n, s in kept.items() if s == "train"} == {t.name for t in splits.train}
     assert sum(t.name.startswith("bb_family__") for t in splits.train + splits.val) == 2
+
+
+def test_official_protocol_by_default(tiny_data_root: Path) -> None:
+    """SNI training tasks only, every test task with all its instances, quirks read as Tk-Instruct does."""
+    splits = load_splits(DataConfig(root=str(tiny_data_root), val_tasks=1))
+    pool = splits.train + splits.val
+    assert {t.collection for t in pool} == {"sni"} and len(pool) == 5
+    assert splits.sources.keys() == {"test", "train:sni"}
+    # test: the complete task keeps its 10 instances, the partial ones what the export has (1, 2)
+    assert splits.test_available == {"task901_toy_entailment": 1, "task902_toy_titles": 2,
+                                     "task903_toy_complete": 10}
+    n_real = {t.name: sum(i.origin == "instance" for i in t.instances) for t in splits.test}
+    assert n_real == splits.test_available and splits.test_per_task == 100
+    # the empty-reference instance is kept with an empty target; the first Definition string is used
+    qa = next(t for t in pool if t.name == "task801_toy_qa")
+    assert qa.instances[5].outputs == ("",) and len(qa.instances) == 6
+    assert next(t for t in pool if t.name == "task805_toy_sentiment2").definition.startswith("Solve task805")
+    kinds = {(q.task, q.kind) for q in splits.quirks}
+    assert ("task801_toy_qa", "empty_reference") in kinds
+    assert ("task805_toy_sentiment2", "multi_definition") in kinds
+    assert sum(k == "empty_reasoning" for _, k in kinds) == 6  # 5 training tasks + the complete test task
+    text = summarize(splits)
+    assert "official-data quirk empty_reference: 1 in 1 tasks" in text and "Instances[5]" in text
+    assert "multi_definition" in text and "test instances available: 13 in 3 tasks" in text
+    assert "meta-training pool (train + val): 5 tasks over 3 categories" in text
+
+
+def test_caps_and_short_test_tasks_are_counted(tiny_data_root: Path) -> None:
+    splits = load_splits(DataConfig(root=str(tiny_data_root), val_tasks=1, max_train_instances_per_task=4,
+                                    test_max_instances_per_task=5, test_positive_examples=False))
+    assert splits.capped == {"train": 5 * 2, "test": 10 - 5}
+    assert splits.test_per_task == 5
+    text = summarize(splits)
+    assert "2 test tasks have fewer than 5 real instances (0 have none)" in text
+    assert "task901_toy_entailment: 1" in text and "task902_toy_titles: 2" in text
+    assert "instances left out by the per-task caps: 10 train" in text
+
+
+def test_a_users_file_keeps_refusing_what_official_data_may_have(tmp_path: Path) -> None:
+    rec = _record("task100_user", n=2)
+    rec["Instances"][0]["output"] = [""]
+    path = _write_jsonl(tmp_path / "mine.jsonl", [rec])
+    assert "no non-empty reference" in str(_data_error(load_tasks, path))
+    quirks = QuirkLog()
+    (task,) = read_task_package(path, quirks=quirks)
+    assert task.instances[0].outputs == ("",)
+    assert ("task100_user", "empty_reference") in [(q.task, q.kind) for q in quirks.quirks]
+
+
+def test_validation_spreads_over_categories() -> None:
+    cats = {"A": 6, "B": 3, "C": 1, "D": 2}
+    pool = [Task(name=f"t_{c}{i}", definition="d", instances=(), categories=(c,), family=f"t_{c}{i}")
+            for c, n in cats.items() for i in range(n)]
+    train, val = carve_validation(pool, 3, seed=0)
+    assert len(val) == 3 and len({t.category for t in val}) == 3
+    assert "C" not in {t.category for t in val}  # a category's only task stays in training
+    train, val = carve_validation(pool, 8, seed=1)
+    assert len(val) == 8 and {t.category for t in train} == set(cats)  # every category keeps one
+    # asked for more than that allows: categories give their last task, training keeps at least one
+    train, val = carve_validation(pool, 100, seed=0)
+    assert len(train) == 1 and len(val) == len(pool) - 1
+
+
+def test_val_tasks_leaving_no_training_task_is_an_error(tiny_data_root: Path) -> None:
+    err = _data_error(load_splits, DataConfig(root=str(tiny_data_root), val_tasks=5))
+    assert err.field == "data.val_tasks" and "leaves no training task (5 in the pool)" in str(err)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -635,17 +695,17 @@ def test_demonstrations_never_show_the_scored_example() -> None:
 def test_presets_and_overrides_apply() -> None:
     smoke = load_config("smoke")
     assert smoke.name == "smoke"
-    assert smoke.data.train_collections == ["sni", "niv1"]
+    assert smoke.data.train_collections == ["sni"]  # the official protocol: SNI training tasks only
     assert smoke.data.val_tasks == 2 and smoke.data.max_train_instances_per_task == 4
     assert smoke.model.backbone == "tiny-llama" and smoke.train.steps == 4
     assert smoke.data.test_max_instances_per_task == 1
     assert smoke.data.split_seed == DataConfig().split_seed  # untouched keys keep their defaults
 
     cfg = load_config("default", ["data.val_tasks=3", "prompt.n_pos_examples=2", "data.root=",
-                                  "data.test_positive_examples=false", "data.train_collections=[sni]"])
+                                  "data.test_positive_examples=false", "data.train_collections=[sni,niv1]"])
     assert cfg.data.val_tasks == 3 and cfg.prompt.n_pos_examples == 2
     assert cfg.data.root is None and cfg.data.test_positive_examples is False
-    assert cfg.data.train_collections == ["sni"]
+    assert cfg.data.train_collections == ["sni", "niv1"]
     assert cfg.data.source == "offline" and cfg.data.max_subtasks_per_family == 20
     assert load_config("default").data.val_tasks == DataConfig().val_tasks
 
@@ -755,7 +815,7 @@ def test_summary_of_empty_splits() -> None:
 def test_test_set_total_cap_keeps_real_instances_first(tiny_data_root: Path) -> None:
     from promoe.data.splits import load_splits
 
-    splits = load_splits(DataConfig(root=str(tiny_data_root), test_max_per_task=2))
+    splits = load_splits(DataConfig(root=str(tiny_data_root), test_max_per_task=2, val_tasks=1))
     by_name = {t.name: t for t in splits.test}
     # task901 has 1 first instance + 2 positives, task903 is complete (10 instances)
     assert [i.origin for i in by_name["task901_toy_entailment"].instances] == ["instance", "positive_example"]

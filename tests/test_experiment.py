@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def test_smoke_run_writes_every_output(tiny_data_root: Path, tmp_path: Path) -> 
         with np.load(run / f"routing/{model}.npz", allow_pickle=False) as z:
             assert z["load"].shape == (2, 4) and z["tokens"].sum() > 0
     splits = json.loads((run / "splits.json").read_text())
-    assert splits["train_collections"] == ["niv1", "sni"]  # the smoke preset leaves BIG-bench out
+    assert splits["train_collections"] == ["sni"]  # the official protocol: SNI training tasks only
+    assert splits["quirks"]["found"][0]["kind"] in {"empty_reference", "multi_definition"}
     times = json.loads((run / "times.json").read_text())
     assert {"train_dense", "eval", "icl", "fewshot", "peak_rss_gib"} <= set(times)
     for row in ("knn", "skill", "uniform", "random", "promoe-shuffled", "moe-fewshot"):
@@ -66,6 +68,63 @@ def test_smoke_run_writes_every_output(tiny_data_root: Path, tmp_path: Path) -> 
     for link in report.split("](")[1:]:
         assert (run / link.split(")")[0]).exists()
     assert (run / "significance.json").exists() and (run / "figures/per_category_rougeL.png").exists()
+
+
+def _write_task_files(folder: Path) -> tuple[list[str], list[str]]:
+    """A researcher's own collection: training tasks in a .json, a .jsonl and a .jsonl.gz; test tasks in a
+    folder of .json files."""
+    def task(name: str, category: str, n: int = 4) -> dict:
+        return {"Definition": [f"Do {name}."], "Categories": [category],
+                "Positive Examples": [{"input": f"{name} demo", "output": "yes", "explanation": ""}],
+                "Instances": [{"id": f"{name}-{i}", "input": f"{name} q{i}", "output": [f"a{i % 2}"]}
+                              for i in range(n)]}
+
+    def package(path: Path, tasks: dict[str, dict]) -> None:
+        lines = "".join(json.dumps({**t, "_meta": {"task": k}}) + "\n" for k, t in tasks.items())
+        if path.suffix == ".gz":
+            with gzip.open(path, "wt", encoding="utf-8") as f:
+                f.write(lines)
+        else:
+            path.write_text(lines)
+
+    folder.mkdir()
+    (folder / "tasks_test").mkdir()
+    (folder / "mine_a.json").write_text(json.dumps(task("mine_a", "Alpha")))
+    package(folder / "more.jsonl", {"mine_b": task("mine_b", "Alpha"), "mine_c": task("mine_c", "Beta")})
+    package(folder / "rest.jsonl.gz", {"mine_d": task("mine_d", "Beta"), "mine_e": task("mine_e", "Gamma")})
+    for name, cat in (("new_x", "Delta"), ("new_y", "Epsilon")):
+        (folder / "tasks_test" / f"{name}.json").write_text(json.dumps(task(name, cat, 3)))
+    return ([str(folder / f) for f in ("mine_a.json", "more.jsonl", "rest.jsonl.gz")],
+            [str(folder / "tasks_test")])
+
+
+def test_your_own_task_files_run_the_whole_experiment(tmp_path: Path) -> None:
+    train, test = _write_task_files(tmp_path / "mine")
+    out = tmp_path / "results"
+    args = ["run", "--preset", "smoke", "--output-dir", str(out), "data.source=files", "data.val_tasks=1",
+            f"data.train_files=[{','.join(train)}]", f"data.test_files=[{','.join(test)}]"]
+    assert main(args) == 0
+    run = out / "smoke"
+    splits = json.loads((run / "splits.json").read_text())
+    assert sorted(splits["train"] + splits["val"]) == ["mine_a", "mine_b", "mine_c", "mine_d", "mine_e"]
+    assert len(splits["val"]) == 1 and splits["test"] == ["new_x", "new_y"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary) == ROWS - {"promoe-paraphrase"}  # no paraphrases for these tasks
+    assert all(res["n"] == 2 for res in summary.values())  # smoke scores 1 instance per task
+    refs = [json.loads(line)["task_id"] for line in (run / "references.jsonl").read_text().splitlines()]
+    assert sorted(refs) == ["new_x", "new_y"]
+    assert "mine_a.json" in (run / "REPORT.md").read_text()
+
+
+def test_own_files_refuse_a_test_task_that_is_also_trained(tmp_path: Path, capsys) -> None:
+    train, test = _write_task_files(tmp_path / "mine")
+    code = main(["run", "--preset", "smoke", "--output-dir", str(tmp_path / "r"), "data.source=files",
+                 f"data.train_files=[{','.join(train + test)}]", f"data.test_files=[{','.join(test)}]"])
+    err = capsys.readouterr().err
+    assert code == 2 and "both training and test tasks" in err
+    assert not list((tmp_path / "r").rglob("*.json"))  # nothing of a run was written
+    code = main(["run", "--preset", "smoke", "--output-dir", str(tmp_path / "r"), "data.source=files"])
+    assert code == 2 and "data.train_files" in capsys.readouterr().err
 
 
 def test_finished_stages_are_not_redone(tiny_data_root: Path, tmp_path: Path) -> None:
@@ -84,7 +143,7 @@ def test_copy_demo_never_copies_the_scored_example_itself(tiny_data_root: Path, 
     # copying the example's own output would score 2 of 3.
     out = tmp_path / "h"
     assert main(["baseline", "heuristic", "--output-dir", str(out), "--data-root", str(tiny_data_root),
-                 "data.test_positive_examples=true", "data.test_max_per_task=null"]) == 0
+                 "data.test_positive_examples=true", "data.test_max_per_task=null", "data.val_tasks=1"]) == 0
     task = json.loads((out / "scores/copy_demo.json").read_text())["per_task"]["task901_toy_entailment"]
     assert task["n"] == 3 and task["exact_match"] == 0.0
     preds = {json.loads(line)["id"]: json.loads(line)["prediction"]
@@ -101,8 +160,25 @@ def test_bad_data_root_is_one_clear_error(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "x").exists()
 
 
-def test_real_offline_splits_follow_the_sni_protocol(real_data_root: Path) -> None:
+def test_real_offline_default_is_the_official_protocol(real_data_root: Path) -> None:
     splits = load_splits(DataConfig(root=str(real_data_root)))
+    pool = splits.train + splits.val
+    assert {t.collection for t in pool} == {"sni"} and len(pool) >= 680
+    assert len({t.category for t in pool}) == 60 and len({t.category for t in splits.val}) == len(splits.val)
+    assert len(splits.test) == 119 and sum(splits.test_available.values()) >= 10_000
+    assert max(splits.test_available.values()) == 100
+    assert sum(n < 100 for n in splits.test_available.values()) == 18  # 16 partial tasks + 2 short complete ones
+    found = [(q.task.split("_")[0], q.kind) for q in splits.quirks]
+    assert sorted(k for k in found if k[1] == "empty_reference") == sorted(
+        [("task488", "empty_reference")] * 3 + [("task497", "empty_reference"), ("task365", "empty_reference"),
+                                                ("task1564", "empty_reference")])
+    assert [t for t, k in found if k == "multi_definition"] == ["task288"]
+    assert sum(k == "empty_reasoning" for _, k in found) == 293 + 42
+
+
+def test_real_offline_splits_follow_the_sni_protocol(real_data_root: Path) -> None:
+    splits = load_splits(DataConfig(root=str(real_data_root), train_collections=["sni", "niv1", "bigbench"],
+                                    test_max_instances_per_task=7))
     test_names = set((real_data_root / "sni/splits/default/test_tasks.txt").read_text().split())
     train_list = set((real_data_root / "sni/splits/default/train_tasks.txt").read_text().split())
     assert {t.name for t in splits.test} == test_names and len(test_names) == 119
@@ -132,7 +208,7 @@ def test_real_heuristic_floors(real_data_root: Path, tmp_path: Path) -> None:
     s = json.loads((out / "summary.json").read_text())
     # The SNI paper reports 14.2 (copy input) and 28.5 (copy demo) ROUGE-L on the full test set.
     assert 8 < s["copy_input"]["rougeL"] < 16 < 24 < s["copy_demo"]["rougeL"] < 34
-    assert s["copy_demo"]["n_tasks"] == 113  # 6 test tasks have no first instances offline
+    assert s["copy_demo"]["n_tasks"] == 119  # every test task has at least 2 real instances offline
 
 
 def test_trained_model_scores_a_new_task_file_and_answers_one_instance(tiny_data_root: Path, tmp_path: Path,

@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from promoe.ablations import PARAPHRASES, ablated_descriptions, read_paraphrases
 from promoe.config import CompareConfig, ExperimentConfig, PromptConfig
 from promoe.data.examples import TrainExample, build_examples
-from promoe.data.splits import TaskSplits, data_root
+from promoe.data.location import data_root
+from promoe.data.splits import TaskSplits
 from promoe.errors import DataError
 from promoe.evaluate import Variant, eval_items, predict_variants, write_predictions
 from promoe.fewshot import fewshot_tasks, run_fewshot

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 HOW_TO_GET_SNI = (
     "clone https://github.com/allenai/natural-instructions and point data.sni_repo at it, "
-    "or set PROMOE_DATA / --data-root to the folder holding the offline packages (sni/, bigbench/)"
+    "or set PROMOE_DATA / --data-root to the folder holding the complete offline packages (sni/, bigbench/, "
+    "paraphrases/)"
 )
 
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from promoe.config import DATA_ENV, DataConfig
+from promoe.config import DataConfig
+from promoe.data.location import data_root
 from promoe.data.schema import Quirk, QuirkLog, Task
 from promoe.data.sources import (
     load_tasks,
@@ -34,7 +34,6 @@ from promoe.data.sources import (
     read_split_list,
     read_task_package,
     read_test_meta,
-    require_path,
 )
 from promoe.errors import DataError
 
@@ -175,18 +174,6 @@ def build_test_tasks(
     return out
 
 
-def data_root(cfg: DataConfig) -> Path:
-    """The offline data folder from config or the environment, with a clear error if absent."""
-    root = cfg.root or os.environ.get(DATA_ENV)
-    if not root:
-        raise DataError(
-            "no data location given", field="data.root",
-            fix=f"set {DATA_ENV}=<folder holding sni/ and bigbench/>, pass --data-root, "
-                f"or set data.root in the config",
-        )
-    return require_path(root, "data folder (data.root / $PROMOE_DATA)")
-
-
 def load_splits(cfg: DataConfig) -> TaskSplits:
     """Build train / validation / test tasks for the configured source."""
     splits = {"offline": _offline, "sni_repo": _from_repo, "hf": _from_hf, "files": _from_files}[cfg.source](cfg)
@@ -206,10 +193,10 @@ def _finish(pool: list[Task], test_tasks: list[Task], decisions: list[Decision],
                             positive_examples=cfg.test_positive_examples, max_total=cfg.test_max_per_task)
     n_pool = sum(len(t.instances) for t in pool)
     pool = [cap_instances(t, cfg.max_train_instances_per_task) for t in pool]
-    train, val = carve_validation(pool, cfg.val_tasks, cfg.split_seed)
-    if not train:
+    if cfg.val_tasks >= len(pool):
         raise DataError(f"data.val_tasks={cfg.val_tasks} leaves no training task ({len(pool)} in the pool)",
                         field="data.val_tasks", fix="hold out fewer validation tasks or add training tasks")
+    train, val = carve_validation(pool, cfg.val_tasks, cfg.split_seed)
     val_names = {t.name for t in val}
     decisions = [replace(d, split="val") if d.kept and d.task in val_names else d for d in decisions]
     decisions += [Decision(t.name, t.collection, True, "test task", split="test") for t in test]

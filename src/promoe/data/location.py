@@ -1,0 +1,70 @@
+"""Where the offline data packages are: config, environment, or found beside the checkout.
+
+The order is ``data.root`` (or ``--data-root``), then ``$PROMOE_DATA``, then a search: a folder named
+``data`` holding ``sni/`` in the checkout the package runs from or the current folder, in their parent,
+or in a sibling of either (``<parent>/<any>/data``) — where the packages sit beside a checkout on the
+team's machines. A machine without them gets one message saying how to get them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+from promoe.config import DATA_ENV, DataConfig
+from promoe.errors import DataError
+
+log = logging.getLogger(__name__)
+
+MARKER = "sni/splits/default/test_tasks.txt"
+"""A file every offline data folder has."""
+
+HOW_TO_GET_DATA = (
+    f"put the offline packages (sni/, bigbench/, paraphrases/) in a folder named data beside the checkout, "
+    f"or set {DATA_ENV}=<folder holding sni/> or --data-root; without them: data.source=hf (the Hugging Face "
+    f"copy, online), data.source=sni_repo data.sni_repo=<clone of https://github.com/allenai/natural-instructions>, "
+    f"or your own tasks with data.source=files"
+)
+
+
+def checkout_root() -> Path | None:
+    """The source checkout this package runs from (an editable install), if it is one."""
+    root = Path(__file__).resolve().parents[3]
+    return root if (root / "pyproject.toml").is_file() and (root / "src/promoe").is_dir() else None
+
+
+def search_bases() -> list[Path]:
+    """Folders the search starts from: the checkout and the current folder."""
+    bases = [b for b in (checkout_root(), Path.cwd()) if b is not None]
+    return list(dict.fromkeys(b.resolve() for b in bases))
+
+
+def find_data_root(bases: list[Path] | None = None) -> Path | None:
+    """The first ``data`` folder holding the packages near ``bases`` (module docstring), or None."""
+    for base in search_bases() if bases is None else bases:
+        for d in (base, base.parent):
+            candidates = [d / "data"]
+            with contextlib.suppress(OSError):
+                candidates += sorted(p / "data" for p in d.iterdir() if p.is_dir() and p != base)
+            for c in candidates:
+                if (c / MARKER).is_file():
+                    return c
+    return None
+
+
+def data_root(cfg: DataConfig) -> Path:
+    """The offline data folder (module docstring), with one clear error when there is none."""
+    given = cfg.root or os.environ.get(DATA_ENV)
+    if given:
+        p = Path(given).expanduser()
+        if not p.exists():
+            raise DataError(f"data folder (data.root / ${DATA_ENV}) not found", file=str(p), fix=HOW_TO_GET_DATA)
+        return p
+    found = find_data_root()
+    if found is None:
+        raise DataError("no data folder given or found", field="data.root",
+                        fix=HOW_TO_GET_DATA + f" (searched near {', '.join(map(str, search_bases()))})")
+    log.info("data folder %s (found beside the checkout; set %s to choose another)", found, DATA_ENV)
+    return found
