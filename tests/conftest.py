@@ -114,8 +114,10 @@ def make_tiny_data(root: Path) -> Path:
 
 @pytest.fixture
 def real_data_root() -> Path:
-    """The real offline packages, when $PROMOE_DATA points at them (skipped otherwise)."""
-    root = os.environ.get("PROMOE_DATA")
+    """The real offline packages, from $PROMOE_DATA or found beside the checkout (skipped otherwise)."""
+    from promoe.data.location import find_data_root
+
+    root = os.environ.get("PROMOE_DATA") or find_data_root()
     if not root or not (Path(root) / "sni/test_task_meta.jsonl.gz").exists():
-        pytest.skip("PROMOE_DATA does not point at the offline data packages")
+        pytest.skip("no offline data packages ($PROMOE_DATA or a data/ folder beside the checkout)")
     return Path(root)
