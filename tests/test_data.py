@@ -572,6 +572,10 @@ def test_official_protocol_by_default(tiny_data_root: Path) -> None:
     assert "official-data quirk empty_reference: 1 in 1 tasks" in text and "Instances[5]" in text
     assert "multi_definition" in text and "test instances available: 13 in 3 tasks" in text
     assert "meta-training pool (train + val): 5 tasks over 3 categories" in text
+    # tasks of the official training list that the package does not hold are counted as left out
+    missing = {d.task for d in splits.decisions if not d.kept}
+    assert missing == {"task001_toy_niv1", "task062_bigbench_repeat"}
+    assert "2  on the SNI training list but not in the offline package" in text
 
 
 def test_caps_and_short_test_tasks_are_counted(tiny_data_root: Path) -> None:

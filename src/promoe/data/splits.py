@@ -39,6 +39,8 @@ from promoe.errors import DataError
 
 log = logging.getLogger(__name__)
 
+NOT_IN_PACKAGE = "on the SNI training list but not in the offline package (sni/manifest.json says why)"
+
 COLLECTION_FILES = {"sni": "sni/train.jsonl.gz", "niv1": "bigbench/niv1.jsonl.gz",
                     "bigbench": "bigbench/bigbench.jsonl.gz"}
 """Offline training packages, relative to the data root."""
@@ -231,6 +233,9 @@ def _offline(cfg: DataConfig) -> TaskSplits:
         sources[f"train:{name}"] = COLLECTION_FILES[name]
     pool, decisions = select_training_tasks(candidates, train_list=train_list, test_list=test_list,
                                             max_per_family=cfg.max_subtasks_per_family, seed=cfg.split_seed)
+    if "sni" in cfg.train_collections:  # the official list's tasks the package lacks
+        have = {t.name for t in candidates if t.collection == "sni"}
+        decisions += [Decision(n, "sni", False, NOT_IN_PACKAGE) for n in sorted(train_list - have)]
     return _finish(pool, test, decisions, cfg, sources, quirks)
 
 
