@@ -600,6 +600,29 @@ def test_a_users_file_keeps_refusing_what_official_data_may_have(tmp_path: Path)
     assert ("task100_user", "empty_reference") in [(q.task, q.kind) for q in quirks.quirks]
 
 
+def test_official_repository_layout_end_to_end(tmp_path: Path) -> None:
+    """data.source=sni_repo: the listed files, the first 100 instances of a test task, quirks counted."""
+    repo = tmp_path / "natural-instructions"
+    trains = [f"task{i:03d}_tr" for i in range(1, 5)]
+    for i, name in enumerate(trains):
+        rec = _record(None, n=3, categories=(["Alpha", "Beta"][i % 2],))
+        if i == 0:
+            rec["Instances"][2]["output"] = [""]  # an official quirk: read, kept, counted
+        _write_json(repo / "tasks" / f"{name}.json", rec)
+    _write_json(repo / "tasks/task900_te.json", _record(None, n=120, categories=("Textual Entailment",)))
+    split = repo / "splits/default"
+    split.mkdir(parents=True)
+    (split / "train_tasks.txt").write_text("\n".join(trains) + "\n")
+    (split / "test_tasks.txt").write_text("task900_te\n")
+    splits = load_splits(DataConfig(source="sni_repo", sni_repo=str(repo), val_tasks=2,
+                                    test_positive_examples=False, test_max_per_task=7))
+    assert len(splits.train) == 2 and len(splits.val) == 2 and {t.category for t in splits.val} == {"Alpha", "Beta"}
+    assert splits.test_available == {"task900_te": 100} and len(splits.test[0].instances) == 7
+    assert splits.capped["test"] == 93
+    assert [(q.task, q.kind) for q in splits.quirks if q.kind == "empty_reference"] == [("task001_tr",
+                                                                                       "empty_reference")]
+
+
 def test_validation_spreads_over_categories() -> None:
     cats = {"A": 6, "B": 3, "C": 1, "D": 2}
     pool = [Task(name=f"t_{c}{i}", definition="d", instances=(), categories=(c,), family=f"t_{c}{i}")
