@@ -587,6 +587,14 @@ def test_caps_and_short_test_tasks_are_counted(tiny_data_root: Path) -> None:
     assert "2 test tasks have fewer than 5 real instances (0 have none)" in text
     assert "task901_toy_entailment: 1" in text and "task902_toy_titles: 2" in text
     assert "instances left out by the per-task caps: 10 train" in text
+    # quirks are those of what is used: task801's empty-reference instance (its 6th) is capped out
+    assert {q.kind for q in splits.quirks} == {"multi_definition", "empty_reasoning"}
+    # a task of the official list that an extra collection supplies is not "missing from the package"
+    extra = load_splits(DataConfig(root=str(tiny_data_root), val_tasks=1, train_collections=["sni", "niv1"]))
+    assert {d.task for d in extra.decisions if not d.kept and "not in the offline package" in d.reason} == {
+        "task062_bigbench_repeat"}
+    assert not any(q.task.startswith("niv1") for q in extra.quirks)  # only the SNI packages have quirks
+    assert any(q.task.startswith("task8") for q in extra.quirks)
 
 
 def test_a_users_file_keeps_refusing_what_official_data_may_have(tmp_path: Path) -> None:

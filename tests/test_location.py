@@ -2,34 +2,55 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from promoe.config import DataConfig
 from promoe.data import location
-from promoe.data.location import MARKER, data_root, find_data_root
+from promoe.data.location import MARKER, PACKAGE_FILES, data_root, find_data_root
 from promoe.data.splits import load_splits
 from promoe.errors import DataError
 
 
 def _data_folder(path: Path) -> Path:
-    (path / MARKER).parent.mkdir(parents=True)
-    (path / MARKER).write_text("task1\n")
+    for f in PACKAGE_FILES:
+        (path / f).parent.mkdir(parents=True, exist_ok=True)
+        (path / f).write_text("x\n")
     return path
 
 
-def test_found_beside_the_checkout(tmp_path: Path) -> None:
+def test_found_beside_the_checkout(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     checkout = tmp_path / "work/main"
-    checkout.mkdir(parents=True)
+    (checkout / "tests").mkdir(parents=True)
+    _data_folder(checkout / "tests/data")  # a checkout's own sub-folders are not searched
     data = _data_folder(tmp_path / "work/shared/data")
     assert find_data_root([checkout]) == data
-    # a data/ folder inside the checkout comes first, then one in its parent, then siblings'
+    (tmp_path / "work/other/data").mkdir(parents=True)  # a data folder without the packages is not taken
+    (tmp_path / "work/partial/data/sni/splits/default").mkdir(parents=True)
+    (tmp_path / "work/partial/data" / MARKER).write_text("x\n")  # nor one with only some of them
+    assert find_data_root([checkout]) == data
+    # the parent's data/ comes before siblings', the checkout's own data/ first; several are named
+    parent = _data_folder(tmp_path / "work/data")
+    assert find_data_root([checkout]) == parent
     inside = _data_folder(checkout / "data")
     assert find_data_root([checkout]) == inside
-    # folders named data without the packages are not taken
-    (tmp_path / "work/other/data").mkdir(parents=True)
-    assert find_data_root([tmp_path / "work/other"]) == inside  # work/main/data sorts before work/shared/data
+    assert "several data folders found" in caplog.text and str(data) in caplog.text
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
+def test_an_unreadable_sibling_is_skipped(tmp_path: Path) -> None:
+    checkout = tmp_path / "work/main"
+    checkout.mkdir(parents=True)
+    locked = tmp_path / "work/a_locked"
+    _data_folder(locked / "data")
+    data = _data_folder(tmp_path / "work/shared/data")
+    locked.chmod(0)
+    try:
+        assert find_data_root([checkout]) == data
+    finally:
+        locked.chmod(0o700)
 
 
 def test_nothing_found_is_none(tmp_path: Path) -> None:

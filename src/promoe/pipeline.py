@@ -347,7 +347,7 @@ def ablation_rows(promoe: MoEModel, cfg: ExperimentConfig, splits: TaskSplits, e
     if "paraphrase" in c.ablations:
         try:
             path = data_root(cfg.data) / PARAPHRASES
-        except DataError:  # no data folder (official repository or HF source)
+        except (DataError, OSError):  # no data folder (official repository, HF source or own files)
             path = None
         if path is None or not path.exists():
             log.warning("paraphrase ablation skipped: no %s in the data folder", PARAPHRASES)

@@ -51,6 +51,8 @@ class Quirk:
     task: str
     kind: QuirkKind
     where: str = ""
+    instance: str = ""
+    """The instance id, for quirks of one instance."""
 
 
 @dataclass
@@ -59,8 +61,8 @@ class QuirkLog:
 
     quirks: list[Quirk] = field(default_factory=list)
 
-    def add(self, task: str, kind: QuirkKind, where: str = "") -> None:
-        self.quirks.append(Quirk(task, kind, where))
+    def add(self, task: str, kind: QuirkKind, where: str = "", instance: str = "") -> None:
+        self.quirks.append(Quirk(task, kind, where, instance))
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,7 @@ def _instances(value: Any, *, file: str, task: str, quirks: QuirkLog | None) -> 
             if quirks is None:
                 raise DataError("has no non-empty reference output", file=file, task=task,
                                 field=f"{where}.output", fix="give at least one reference")
-            quirks.add(task, "empty_reference", f"{where} ({iid})")
+            quirks.add(task, "empty_reference", f"{where} ({iid})", instance=iid)
             outputs = ("",)
         out.append(Instance(
             id=iid,
@@ -256,7 +258,7 @@ def task_from_record(
     if quirks is not None:
         if len(definition) > 1:
             quirks.add(name, "multi_definition", f"Definition has {len(definition)} strings")
-        if not lists["Reasoning"]:
+        if "Reasoning" in record and not lists["Reasoning"]:  # a source without the field has no quirk
             quirks.add(name, "empty_reasoning")
     family = meta.get("bb_task")
     return Task(

@@ -1,7 +1,7 @@
 """Train / validation / test task sets, following the SNI protocol.
 
 * test: the official test list; offline, all 119 test tasks: the 103 complete ones with the official
-  first 100 evaluation instances, the 16 others with what the test-task export has (0–7 instances);
+  first 100 evaluation instances, the 16 others with what the test-task export has (2–6 instances);
   every task capped at ``test_max_instances_per_task`` / ``test_max_per_task``;
 * train: the SNI training tasks (the extra collections NIv1 and BIG-bench when chosen), keeping only
   tasks on the SNI training list where a task has an SNI name, dropping BIG-bench tasks that share a
@@ -39,6 +39,9 @@ from promoe.errors import DataError
 
 log = logging.getLogger(__name__)
 
+OFFICIAL_TEST_INSTANCES = 100
+"""Upstream puts a test task's official evaluation instances first; the official reference file takes 100."""
+
 NOT_IN_PACKAGE = "on the SNI training list but not in the offline package (sni/manifest.json says why)"
 
 COLLECTION_FILES = {"sni": "sni/train.jsonl.gz", "niv1": "bigbench/niv1.jsonl.gz",
@@ -74,7 +77,12 @@ class TaskSplits:
     test_available: dict[str, int] = field(default_factory=dict)
     """Real (non-demonstration) test instances each test task has before the caps."""
     test_per_task: int | None = None
-    """How many instances the configuration scores per test task (the summary names tasks with fewer)."""
+    """How many real instances the configuration scores per test task (tasks with fewer are named)."""
+
+    def short_test_tasks(self) -> dict[str, int]:
+        """Test tasks scored on fewer real instances than ``test_per_task``, with how many they have."""
+        n = {t.name: sum(i.origin == "instance" for i in t.instances) for t in self.test}
+        return {k: v for k, v in n.items() if self.test_per_task is not None and v < self.test_per_task}
 
 
 def stable_hash(*parts: object) -> int:
@@ -195,6 +203,11 @@ def _finish(pool: list[Task], test_tasks: list[Task], decisions: list[Decision],
                             positive_examples=cfg.test_positive_examples, max_total=cfg.test_max_per_task)
     n_pool = sum(len(t.instances) for t in pool)
     pool = [cap_instances(t, cfg.max_train_instances_per_task) for t in pool]
+    if not pool:
+        raise DataError("no training task is left (every candidate was left out or none was given)",
+                        field="data.train_collections / data.train_files",
+                        fix="choose training collections or files that hold tasks (`promoe data summary "
+                            "--show-excluded` says why each was left out)")
     if cfg.val_tasks >= len(pool):
         raise DataError(f"data.val_tasks={cfg.val_tasks} leaves no training task ({len(pool)} in the pool)",
                         field="data.val_tasks", fix="hold out fewer validation tasks or add training tasks")
@@ -205,8 +218,16 @@ def _finish(pool: list[Task], test_tasks: list[Task], decisions: list[Decision],
     capped = {"train": n_pool - sum(len(t.instances) for t in pool),
               "test": sum(available.values()) - sum(i.origin == "instance" for t in test for i in t.instances)}
     per_task = min(n for n in (cfg.test_max_instances_per_task, cfg.test_max_per_task) if n is not None)
-    return TaskSplits(train, val, test, decisions, sources, quirks=list(quirks.quirks) if quirks else [],
+    return TaskSplits(train, val, test, decisions, sources, quirks=_used_quirks(quirks, train + val + test),
                       capped=capped, test_available=available, test_per_task=per_task)
+
+
+def _used_quirks(quirks: QuirkLog | None, tasks: list[Task]) -> list[Quirk]:
+    """The quirks of the tasks and instances the run uses (not of left-out tasks or capped instances)."""
+    if quirks is None:
+        return []
+    kept = {t.name: {i.id for i in t.instances} for t in tasks}
+    return [q for q in quirks.quirks if q.task in kept and (not q.instance or q.instance in kept[q.task])]
 
 
 def _offline(cfg: DataConfig) -> TaskSplits:
@@ -229,12 +250,13 @@ def _offline(cfg: DataConfig) -> TaskSplits:
         if name not in COLLECTION_FILES:
             raise DataError(f"unknown collection {name!r}", field="data.train_collections",
                             fix=f"choose from {sorted(COLLECTION_FILES)}")
-        candidates += read_task_package(root / COLLECTION_FILES[name], collection=name, quirks=quirks)
+        candidates += read_task_package(root / COLLECTION_FILES[name], collection=name,
+                                        quirks=quirks if name == "sni" else None)
         sources[f"train:{name}"] = COLLECTION_FILES[name]
     pool, decisions = select_training_tasks(candidates, train_list=train_list, test_list=test_list,
                                             max_per_family=cfg.max_subtasks_per_family, seed=cfg.split_seed)
     if "sni" in cfg.train_collections:  # the official list's tasks the package lacks
-        have = {t.name for t in candidates if t.collection == "sni"}
+        have = {t.meta.get("sni_task") or t.name for t in candidates}
         decisions += [Decision(n, "sni", False, NOT_IN_PACKAGE) for n in sorted(train_list - have)]
     return _finish(pool, test, decisions, cfg, sources, quirks)
 
@@ -244,16 +266,18 @@ def _from_repo(cfg: DataConfig) -> TaskSplits:
         raise DataError("data.source is sni_repo but no repository is given", field="data.sni_repo",
                         fix="set data.sni_repo=<clone of allenai/natural-instructions>")
     quirks = QuirkLog()
-    train_tasks, _ = read_repo_layout(cfg.sni_repo, split="train", quirks=quirks)
+    train_tasks, lacking = read_repo_layout(cfg.sni_repo, split="train", quirks=quirks)
     test_tasks, missing = read_repo_layout(cfg.sni_repo, split="test", quirks=quirks)
     if missing:
         raise DataError(f"{len(missing)} test task files are missing, e.g. {missing[0]}",
                         file=str(Path(cfg.sni_repo) / "tasks"), fix="use a complete clone")
     # upstream's first 100 instances of a test task are the official evaluation instances
-    test_tasks = [cap_instances(t, 100) for t in test_tasks]
+    test_tasks = [cap_instances(t, OFFICIAL_TEST_INSTANCES) for t in test_tasks]
     train_list = {t.name for t in train_tasks}
     pool, decisions = select_training_tasks(train_tasks, train_list=train_list, test_list=set(),
                                             max_per_family=cfg.max_subtasks_per_family, seed=cfg.split_seed)
+    decisions += [Decision(n, "sni", False, "on the SNI training list but has no file under tasks/")
+                  for n in lacking]
     return _finish(pool, test_tasks, decisions, cfg, {"repo": str(cfg.sni_repo)}, quirks)
 
 
@@ -264,7 +288,8 @@ def _from_hf(cfg: DataConfig) -> TaskSplits:
         categories = read_categories(Path(root) / "sni/task_categories.tsv")
     quirks = QuirkLog()
     train_tasks = read_hf_sni(cfg.hf_dataset, split="train", categories=categories, quirks=quirks)
-    test_tasks = read_hf_sni(cfg.hf_dataset, split="test", categories=categories, quirks=quirks)
+    test_tasks = [cap_instances(t, OFFICIAL_TEST_INSTANCES)
+                  for t in read_hf_sni(cfg.hf_dataset, split="test", categories=categories, quirks=quirks)]
     pool, decisions = select_training_tasks(train_tasks, train_list={t.name for t in train_tasks},
                                             test_list=set(), max_per_family=cfg.max_subtasks_per_family,
                                             seed=cfg.split_seed)
@@ -294,6 +319,7 @@ def _from_files(cfg: DataConfig) -> TaskSplits:
 
 
 def _read_files(paths: list[str]) -> list[Task]:
+    """Every task of the given files and folders, read strictly; a task in two files is an error."""
     tasks: dict[str, Task] = {}
     for path in paths:
         for t in load_tasks(path):

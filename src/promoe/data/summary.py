@@ -80,8 +80,7 @@ def _test_notes(splits: TaskSplits) -> list[str]:
     lines = [f"test instances available: {sum(splits.test_available.values())} in "
              f"{len(splits.test_available)} tasks"]
     target = splits.test_per_task
-    short = {t.name: sum(i.origin == "instance" for i in t.instances) for t in splits.test}
-    short = {k: v for k, v in short.items() if target is not None and v < target}
+    short = splits.short_test_tasks()
     if short:
         lines.append(f"  {len(short)} test tasks have fewer than {target} real instances "
                      f"({sum(v == 0 for v in short.values())} have none):")

