@@ -90,7 +90,7 @@ def _short_note(splits: TaskSplits) -> list[str]:
     if not short:
         return []
     return ["", f"{len(short)} test tasks have fewer than {splits.test_per_task} real instances: "
-            + ", ".join(f"{k} ({v})" for k, v in sorted(short.items(), key=lambda kv: (kv[1], kv[0]))) + "."]
+            + ", ".join(f"{k} ({v})" for k, v in short.items()) + "."]
 
 
 def _cut_note(times: dict) -> list[str]:

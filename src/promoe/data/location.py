@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from promoe.config import DATA_ENV, DataConfig
+from promoe.data.sources import require_path
 from promoe.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -87,10 +88,7 @@ def data_root(cfg: DataConfig) -> Path:
     """The offline data folder (module docstring), with one clear error when there is none."""
     given = cfg.root or os.environ.get(DATA_ENV)
     if given:
-        p = Path(given).expanduser()
-        if not p.exists():
-            raise DataError(f"data folder (data.root / ${DATA_ENV}) not found", file=str(p), fix=HOW_TO_GET_DATA)
-        return p
+        return require_path(given, f"data folder (data.root / ${DATA_ENV})", fix=HOW_TO_GET_DATA)
     found = find_data_root()
     if found is None:
         raise DataError("no data folder given or found", field="data.root",

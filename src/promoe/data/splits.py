@@ -80,9 +80,11 @@ class TaskSplits:
     """How many real instances the configuration scores per test task (tasks with fewer are named)."""
 
     def short_test_tasks(self) -> dict[str, int]:
-        """Test tasks scored on fewer real instances than ``test_per_task``, with how many they have."""
+        """Test tasks scored on fewer real instances than ``test_per_task``, with how many they have
+        (fewest first)."""
         n = {t.name: sum(i.origin == "instance" for i in t.instances) for t in self.test}
-        return {k: v for k, v in n.items() if self.test_per_task is not None and v < self.test_per_task}
+        short = {k: v for k, v in n.items() if self.test_per_task is not None and v < self.test_per_task}
+        return dict(sorted(short.items(), key=lambda kv: (kv[1], kv[0])))
 
 
 def stable_hash(*parts: object) -> int:
@@ -162,13 +164,13 @@ def carve_validation(tasks: list[Task], n_tasks: int, seed: int) -> tuple[list[T
 
 
 def build_test_tasks(
-    meta_tasks: list[Task], complete_tasks: list[Task], *, max_instances: int, positive_examples: bool,
+    meta_tasks: list[Task], complete_tasks: list[Task], *, max_instances: int | None, positive_examples: bool,
     max_total: int | None = None,
 ) -> list[Task]:
     """The offline test set: every test task's first instances (+ positive examples, tagged).
 
     A complete test task replaces the export's first instances by its own (real ids, all references)
-    under the same cap as every other task, so that no task dominates.
+    under the same cap as every other task, so that no task dominates (``max_instances=None``: no cap).
     """
     complete = {t.name: t for t in complete_tasks}
     out = []
@@ -243,7 +245,7 @@ def _offline(cfg: DataConfig) -> TaskSplits:
                         file=str(root / "sni/test_task_meta.jsonl.gz"), fix="use the complete package")
     # every test task with all it has: a complete task's own instances (real ids, every reference)
     # replace the export's first ones
-    test = build_test_tasks(meta, complete, max_instances=10**9, positive_examples=False)
+    test = build_test_tasks(meta, complete, max_instances=None, positive_examples=False)
     sources = {"test": "sni/test_task_meta.jsonl.gz + sni/test.jsonl.gz"}
     candidates = []
     for name in cfg.train_collections:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from promoe.data.schema import QUIRK_RULES, Task
+from promoe.data.schema import QUIRK_RULES, Quirk, Task
 from promoe.data.splits import TaskSplits
 
 
@@ -84,7 +84,7 @@ def _test_notes(splits: TaskSplits) -> list[str]:
     if short:
         lines.append(f"  {len(short)} test tasks have fewer than {target} real instances "
                      f"({sum(v == 0 for v in short.values())} have none):")
-        lines += [f"    {k}: {v}" for k, v in sorted(short.items(), key=lambda kv: (kv[1], kv[0]))]
+        lines += [f"    {k}: {v}" for k, v in short.items()]
     return lines + [""]
 
 
@@ -92,12 +92,12 @@ def _drop_notes(splits: TaskSplits) -> list[str]:
     """Instances left out by caps, and every quirk of the official data with how it was read."""
     lines = [f"instances left out by the per-task caps: {n} {split}"
              for split, n in splits.capped.items() if n]
-    by_kind: dict[str, list[str]] = defaultdict(list)
+    by_kind: dict[str, list[Quirk]] = defaultdict(list)
     for q in splits.quirks:
-        by_kind[q.kind].append(f"{q.task} {q.where}".strip())
-    for kind, where in sorted(by_kind.items()):
-        tasks = len({w.split()[0] for w in where})
-        lines.append(f"official-data quirk {kind}: {len(where)} in {tasks} tasks -> {QUIRK_RULES[kind]}")
+        by_kind[q.kind].append(q)
+    for kind, found in sorted(by_kind.items()):
+        tasks = len({q.task for q in found})
+        lines.append(f"official-data quirk {kind}: {len(found)} in {tasks} tasks -> {QUIRK_RULES[kind]}")
         if kind != "empty_reasoning":
-            lines += [f"    {w}" for w in where]
+            lines += [f"    {q.task} {q.where}".rstrip() for q in found]
     return lines + ([""] if lines else [])
