@@ -1,0 +1,241 @@
+"""Every row of the experiment, declared once.
+
+A *row* is one scored system of a run: a heuristic floor (``copy_demo``), a model (``promoe``), a
+router over the trained ``moe``'s experts (``knn``), an ablation of ``promoe``'s router input
+(``promoe-shuffled``) or a condition applied to models (``dense-icl``, ``moe-fewshot``). Each is a
+:class:`Row` registered here with its name, kind, one-line title, the config key that selects it and
+how it is built; config validation, the run's stages, the significance tests, figures and REPORT.md
+all read this registry, so adding a row is its builder plus one :func:`register` call.
+
+Builders are given as ``"module:function"`` strings and imported on first use (the lazy mapping of
+``transformers``' auto classes), so this module imports nothing of the project: the config can
+check names against it, and the analysis can order rows, without loading any model code. A
+callable works as well (tests register rows that way).
+
+Builder signatures, by kind (``ctx`` is :class:`promoe.stages.context.RunContext`):
+
+* ``heuristic``: ``build(task, instance) -> str``, the prediction;
+* ``model``: ``build(ctx) -> Variant`` (the trained or untrained model with the descriptions its router sees);
+* ``router``: ``build(ctx) -> Variant`` over the trained ``moe``'s experts (``ctx.trained["moe"]``);
+* ``ablation``: ``build(tasks, ctx) -> {task name: text promoe's router sees}`` (tasks left out: no row);
+* ``condition``: ``build(ctx, bases) -> None``, scoring ``<base>-<name>`` for every selected base model.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Kind = Literal["heuristic", "model", "router", "ablation", "condition"]
+
+GROUPS: dict[str, str] = {
+    "zero-shot": "Zero-shot models and heuristic floors",
+    "routing": "Routing baselines (zero-shot routers on the trained `moe`'s experts)",
+    "ablation": "Ablations of `promoe`'s router input (prompt unchanged)",
+    "adaptation": "In-context (Definition + positive examples) and few-shot fine-tuning",
+    "other": "Other rows",
+}
+"""Report groups in report order, with their section titles."""
+
+GROUP_OF_KIND: dict[str, str] = {"heuristic": "zero-shot", "model": "zero-shot", "router": "routing",
+                                 "ablation": "ablation", "condition": "adaptation"}
+
+REFERENCE = "promoe"
+"""The row every other row is compared with (paired tests, ablations)."""
+ABLATED = "promoe"
+"""The model whose router input the ablations replace; an ablation row is ``<ABLATED>-<name>``."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row (or, for ``condition``, one family of rows ``<base>-<name>``) of the experiment.
+
+    ``select`` is the config key that turns the row on: a list key holds the row's ``name`` (e.g.
+    ``compare.routers``), a boolean key turns it on when true (``eval.backbone``), None: always on.
+    For a condition, ``select`` lists the base models it applies to and ``over`` says which models may
+    be listed: ``models`` (every model row) or ``trained`` (models with ``trained=True``).
+    ``needs`` names what the row is built from: trained models (``"moe"``) and ``"moe_profiles"``
+    (the trained ``moe``'s routing of the training tasks, made while it is in memory).
+    """
+
+    name: str
+    kind: Kind
+    title: str
+    build: str | Callable[..., Any]
+    select: str | None = None
+    trained: bool = False
+    over: Literal["models", "trained"] | None = None
+    needs: tuple[str, ...] = ()
+    routes: bool = True
+    """False for rows whose routing statistics mean nothing (heuristics)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def group(self) -> str:
+        return GROUP_OF_KIND[self.kind]
+
+    def builder(self) -> Callable[..., Any]:
+        """The build function, imported on first use when given as ``"module:function"``."""
+        if callable(self.build):
+            return self.build
+        module, _, attr = self.build.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def row_names(self, bases: list[str] | tuple[str, ...] = ()) -> list[str]:
+        """The row names this entry produces (``<base>-<name>`` for conditions, ``promoe-<name>`` for ablations)."""
+        if self.kind == "condition":
+            return [f"{b}-{self.name}" for b in bases]
+        if self.kind == "ablation":
+            return [f"{ABLATED}-{self.name}"]
+        return [self.name]
+
+
+ROWS: dict[str, Row] = {}
+"""Registered rows by name, in registration order (the report's order within a group)."""
+
+
+def register(row: Row, *, replace: bool = False) -> Row:
+    """Add ``row`` to the registry (``replace``: overwrite an entry of the same name); returns it."""
+    if row.kind not in GROUP_OF_KIND:
+        raise ValueError(f"row {row.name!r}: kind {row.kind!r} is not one of {list(GROUP_OF_KIND)}")
+    if not row.name or "-" in row.name or "/" in row.name:
+        raise ValueError(f"row name {row.name!r}: use letters, digits and '_' (a '-' separates base and variant)")
+    if row.name in ROWS and not replace:
+        raise ValueError(f"row {row.name!r} is already registered (pass replace=True to overwrite it)")
+    ROWS[row.name] = row
+    return row
+
+
+def unregister(name: str) -> None:
+    ROWS.pop(name, None)
+
+
+def of_kind(*kinds: str) -> list[Row]:
+    return [r for r in ROWS.values() if r.kind in kinds]
+
+
+def choices(key: str) -> list[str]:
+    """The names a list-valued config key (``compare.routers``, ``train.models``, ...) may hold."""
+    out: list[str] = []
+    for r in ROWS.values():
+        if r.select == key and r.kind != "condition":
+            out.append(r.name)
+        elif r.select == key:  # a condition's list names base models
+            out += [m.name for m in of_kind("model") if r.over == "models" or m.trained]
+    return out
+
+
+def selected(cfg: Any) -> list[Row]:
+    """The registered rows ``cfg`` turns on (conditions included when their list is not empty)."""
+    return [r for r in ROWS.values() if r.select is None or bool(config_value(cfg, r.select))
+            and (r.kind == "condition" or isinstance(config_value(cfg, r.select), bool)
+                 or r.name in config_value(cfg, r.select))]
+
+
+def config_value(cfg: Any, dotted: str) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+# -- names of result rows (analysis side: files are named after rows) ---------------------------------
+
+
+def split_row(name: str) -> tuple[str, str]:
+    """``(base, variant)`` of a row name: ``"promoe-icl"`` -> ``("promoe", "icl")``; no variant -> ``""``."""
+    base, _, variant = name.partition("-")
+    return base, variant
+
+
+def entry(name: str) -> Row | None:
+    """The registry entry behind a result row name (``promoe-shuffled`` -> the ``shuffled`` ablation)."""
+    if name in ROWS and ROWS[name].kind not in ("ablation", "condition"):
+        return ROWS[name]
+    base, variant = split_row(name)
+    r = ROWS.get(variant)
+    if r is not None and (r.kind == "condition" or r.kind == "ablation" and base == ABLATED):
+        return r
+    return None
+
+
+def row_group(name: str) -> str:
+    """The report group of a result row (a key of :data:`GROUPS`); ``other`` for unregistered names,
+    ``ablation`` for any other variant of :data:`ABLATED`."""
+    r = entry(name)
+    if r is not None:
+        return r.group
+    base, variant = split_row(name)
+    return "ablation" if variant and base == ABLATED else "other"
+
+
+def row_order() -> tuple[str, ...]:
+    """Every result row name the registry can produce, in report order (conditions over every model)."""
+    models = [m.name for m in of_kind("model")]
+    by_group: dict[str, list[str]] = {g: [] for g in GROUPS}
+    for r in ROWS.values():
+        by_group[r.group] += r.row_names(models if r.over == "models" else
+                                         [m.name for m in of_kind("model") if m.trained])
+    return tuple(n for g in GROUPS for n in by_group[g])
+
+
+def model_key(name: str) -> tuple[int, int, str]:
+    """Sort key of result rows: group, then registry order, then the name."""
+    order = row_order()
+    pos = order.index(name) if name in order else len(order)
+    return list(GROUPS).index(row_group(name)), pos, name
+
+
+def bases() -> tuple[str, ...]:
+    """Rows that are their own base (no variant): heuristics, models and routers, in order (one colour each)."""
+    return tuple(r.name for r in ROWS.values() if r.kind in ("heuristic", "model", "router"))
+
+
+def conditions() -> tuple[str, ...]:
+    return tuple(r.name for r in of_kind("condition"))
+
+
+def title(name: str) -> str:
+    r = entry(name)
+    return r.title if r is not None else name
+
+
+# -- the rows of the experiment -------------------------------------------------------------------------
+
+_R = "promoe.rows"
+for _row in (
+    Row("copy_input", "heuristic", "copy the instance input", f"{_R}.heuristics:copy_input", routes=False),
+    Row("copy_demo", "heuristic", "copy a positive example's output", f"{_R}.heuristics:copy_demo", routes=False),
+    Row("backbone", "model", "the untrained backbone", f"{_R}.models:backbone", select="eval.backbone"),
+    Row("dense", "model", "dense: the backbone's FFN fine-tuned, same activated parameters",
+        f"{_R}.models:trained", select="train.models", trained=True),
+    Row("moe", "model", "sparse-upcycled MoE with a static token router", f"{_R}.models:trained",
+        select="train.models", trained=True),
+    Row("promoe", "model", "Proactive Router: routing generated from the task description", f"{_R}.models:trained",
+        select="train.models", trained=True),
+    Row("knn", "router", "routing of the nearest training tasks by description", f"{_R}.routers:knn",
+        select="compare.routers", needs=("moe", "moe_profiles")),
+    Row("skill", "router", "Symbolic-MoE-style skill profiles", f"{_R}.routers:skill", select="compare.routers",
+        needs=("moe", "moe_profiles")),
+    Row("uniform", "router", "every expert equally", f"{_R}.routers:uniform", select="compare.routers",
+        needs=("moe",)),
+    Row("random", "router", "random experts per token", f"{_R}.routers:random", select="compare.routers",
+        needs=("moe",)),
+    Row("shuffled", "ablation", "another task's description", f"{_R}.ablations:shuffled",
+        select="compare.ablations", needs=("promoe",)),
+    Row("empty", "ablation", "an empty description", f"{_R}.ablations:empty", select="compare.ablations",
+        needs=("promoe",)),
+    Row("random_text", "ablation", "random text", f"{_R}.ablations:random_text", select="compare.ablations",
+        needs=("promoe",)),
+    Row("category", "ablation", "the category name only", f"{_R}.ablations:category", select="compare.ablations",
+        needs=("promoe",)),
+    Row("paraphrase", "ablation", "a paraphrase (tasks that have one)", f"{_R}.ablations:paraphrase",
+        select="compare.ablations", needs=("promoe",)),
+    Row("icl", "condition", "Definition + positive examples in the prompt", f"{_R}.conditions:in_context",
+        select="compare.icl_models", over="models"),
+    Row("fewshot", "condition", "fine-tuned on the task's positive examples", f"{_R}.conditions:fewshot",
+        select="compare.fewshot_models", over="trained"),
+):
+    register(_row)
