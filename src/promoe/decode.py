@@ -73,7 +73,7 @@ class KVStore:
 def supports_shared_prefix(model: MoEModel) -> bool:
     """Decoder-only backbone with a cached frozen lower part and Llama-style layers."""
     base = getattr(model.backbone, "model", None)
-    return model.split is not None and model._decoder_only and all(
+    return model.split is not None and model.decoder_only and all(
         hasattr(base, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb"))
 
 
@@ -138,7 +138,7 @@ def greedy(model: MoEModel, prefix: Prefix, *, max_new_tokens: int, stopper, pad
            eos: Sequence[int] = ()) -> Tensor:
     """Greedy continuation (B, <= max_new_tokens) of ``prefix`` by ``model`` (its lower layers must be
     those that made the prefix). Rows that finished (``stopper`` or an EOS token) continue with
-    ``pad_id``, as in ``generate``. Call inside :meth:`MoEModel.routing_scope` for per-task routing."""
+    ``pad_id``, as in ``generate``. Call inside :meth:`MoEModel.with_routing` for per-task routing."""
     if model.split != prefix.split:
         raise ValueError(f"prefix was computed below layer {prefix.split}, the model's split is {model.split}")
     kv = KVStore(prefix.kv, room=max_new_tokens)

@@ -24,7 +24,7 @@ from promoe.decode import eos_ids, greedy, prefill, supports_shared_prefix
 from promoe.evalstate import PassState, fingerprint
 from promoe.io import reference_rows, references_of, write_json, write_jsonl
 from promoe.metrics import score
-from promoe.model.moe_model import MoEModel
+from promoe.model.moe_model import MoEModel, TaskRouting
 from promoe.model.prompting import first_line
 from promoe.model.stats import RoutingStats
 
@@ -107,6 +107,7 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     state = PassState(progress, fingerprint(prompts, [items[j][1].id for j in order], batch_size, max_new_tokens,
                                             max_length), label=desc)
     done = state.resume(variants, out)
+    routing_of = {v.name: TaskRouting(v.model, v.task_emb) for v in variants}  # each row's own, per task once
     device = next(variants[0].model.parameters()).device
     starts = range(0, len(order), batch_size)
     for b in tqdm(range(min(done.values()), len(starts)), desc=desc, dynamic_ncols=True, disable=disable_progress,
@@ -124,8 +125,7 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
             if not rows:
                 continue
             keys = [items[idx[r]][0].name for r in rows]
-            emb = torch.stack([v.task_emb[k] for k in keys]).to(device) if v.task_emb else None
-            route_keys = [f"{v.name}/{k}" for k in keys]  # variants of one model route one task differently
+            task_routing = routing_of[v.name].rows(keys, device)
             sel = torch.tensor(rows, device=device)
             ids, mask = enc["input_ids"][sel], enc["attention_mask"][sel]
             if shared:
@@ -133,14 +133,13 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
                 new, routing = v.model.with_routing(
                     partial(greedy, v.model, part, max_new_tokens=max_new_tokens, stopper=stopper,
                             pad_id=tokenizer.pad_token_id, eos=eos_ids(v.model)),
-                    emb, route_keys, record=v.stats is not None)
+                    None, None, record=v.stats is not None, routing=task_routing)
                 for info in routing:
                     if info.router.probs.shape[:2] == mask.shape:
                         info.mask = mask
             else:
-                gen, routing = v.model.generate(ids, attention_mask=mask, task_emb=emb, task_keys=route_keys,
-                                                return_routing=True, max_new_tokens=max_new_tokens,
-                                                do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                gen, routing = v.model.generate(ids, attention_mask=mask, routing=task_routing, return_routing=True,
+                                                max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
                                                 stopping_criteria=StoppingCriteriaList([stopper]))
                 new = gen[:, ids.shape[1]:]
             if v.stats is not None:

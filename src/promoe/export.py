@@ -55,7 +55,7 @@ class LayerChoice:
 def check_exportable(model: MoEModel) -> None:
     """Raise a :class:`PromoeError` naming the fix unless ``model`` can be exported per task."""
     model_type = getattr(model.backbone.config, "model_type", None)
-    if FAMILIES.get(model_type) != "llama" or model.is_seq2seq or not model._decoder_only:
+    if FAMILIES.get(model_type) != "llama" or model.is_seq2seq or not model.decoder_only:
         raise PromoeError("export supports decoder-only llama-family backbones (Llama, Qwen, Mistral, "
                           f"SmolLM); backbone model_type {model_type!r} is not supported")
     for layer in model.moe_layers:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Literal
@@ -59,10 +57,11 @@ def moe_slots(cfg: ModelConfig, n_slots: int) -> list[int]:
 class MoEModel(nn.Module):
     """A backbone whose FFNs at ``slots`` are MoE layers, plus the hypernetwork for ``promoe``."""
 
-    def __init__(self, *, backbone: nn.Module, kind: ModelKind, slots: list[int], layer_stack: list[str],
+    def __init__(self, *, backbone: nn.Module, family: str, kind: ModelKind, slots: list[int], layer_stack: list[str],
                  context: RoutingContext, hyper: HyperNetwork | None, cfg: ModelConfig) -> None:
         super().__init__()
         self.backbone, self.kind, self.slots, self.hyper, self.cfg = backbone, kind, slots, hyper, cfg
+        self.family, self.adapter = family, ADAPTERS[family]
         self.layer_stack = layer_stack  # "encoder" / "decoder" stream of each MoE layer
         self.is_seq2seq = "decoder" in layer_stack or bool(getattr(backbone.config, "is_encoder_decoder", False))
         self.context = context
@@ -126,21 +125,17 @@ class MoEModel(nn.Module):
     @property
     def split(self) -> int | None:
         """Layer index where the trained part starts, when the part below is frozen and can be cached."""
-        return self.slots[0] if self.cfg.freeze_lower and self.layer_stack[0] == "encoder" and hasattr(
-            getattr(self.backbone, "model", None), "layers") else None
+        return self.slots[0] if self.cfg.freeze_lower and self.layer_stack[0] == "encoder" and self.decoder_only \
+            else None
 
-    @contextmanager
-    def _only_layers(self, start: int, stop: int | None, *, final_norm: bool) -> Iterator[None]:
-        """Run the decoder stack on ``layers[start:stop]`` only (optionally without its final norm)."""
-        base = self.backbone.model
-        layers, norm = base.layers, base.norm
-        base.layers = nn.ModuleList(list(layers)[start:stop])
-        if not final_norm:
-            base.norm = nn.Identity()
-        try:
-            yield
-        finally:
-            base.layers, base.norm = layers, norm
+    @property
+    def decoder_only(self) -> bool:
+        """A causal LM whose layer stack runs in parts (the family adapter knows): the frozen lower
+        part can be cached, the output head run on target positions only, the prompt prefix shared."""
+        return self.adapter.decoder_only(self.backbone)
+
+    def _only_layers(self, start: int, stop: int | None, *, final_norm: bool):
+        return self.adapter.only_layers(self.backbone, start, stop, final_norm=final_norm)
 
     @torch.no_grad()
     def lower_hidden(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
@@ -154,10 +149,13 @@ class MoEModel(nn.Module):
                                        use_cache=False).last_hidden_state
 
     # -- forward / generate -----------------------------------------------------------------------
-    def with_routing(self, fn, task_emb: Tensor | None, task_keys: list[str] | None, record: bool):
-        """``fn()`` with the tasks' routing in place; returns its result and the recorded routing."""
+    def with_routing(self, fn, task_emb: Tensor | None, task_keys: list[str] | None, record: bool,
+                     routing: Tensor | None = None):
+        """``fn()`` with the tasks' routing in place; returns its result and the recorded routing.
+        ``routing`` (B, n_layers, n_out), e.g. from :class:`TaskRouting`, is used as given; otherwise it is
+        generated from ``task_emb`` (see :meth:`task_routing`)."""
         self.context.task, self.context.record, self.context.records = (
-            self.task_routing(task_emb, task_keys), record, [])
+            routing if routing is not None else self.task_routing(task_emb, task_keys), record, [])
         try:
             return fn(), self.context.records
         finally:
@@ -166,7 +164,7 @@ class MoEModel(nn.Module):
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 labels: Tensor | None = None, task_emb: Tensor | None = None, task_keys: list[str] | None = None,
                 lower: Tensor | None = None, full_logits: bool = False, num_items: float | None = None,
-                routing_only: bool = False,
+                routing_only: bool = False, routing: Tensor | None = None,
                 **kwargs) -> ModelOutput:
         """Loss and routing for a batch; ``lower`` = :meth:`lower_hidden` output skips the frozen part.
 
@@ -177,8 +175,8 @@ class MoEModel(nn.Module):
         data parallelism). ``routing_only`` (decoder-only backbones, no labels) skips the output head:
         only ``routing`` is wanted.
         """
-        targets_only = labels is not None and not full_logits and self._decoder_only
-        routing_only = routing_only and labels is None and self._decoder_only
+        targets_only = labels is not None and not full_logits and self.decoder_only
+        routing_only = routing_only and labels is None and self.decoder_only
 
         def run():
             if lower is not None and self.split is None:
@@ -201,7 +199,7 @@ class MoEModel(nn.Module):
             with self._only_layers(self.split, None, final_norm=True):
                 return self.backbone(attention_mask=attention_mask, **inputs, **kwargs)
 
-        out, routing = self.with_routing(run, task_emb, task_keys, record=True)
+        out, routing = self.with_routing(run, task_emb, task_keys, record=True, routing=routing)
         masks = {"encoder": attention_mask, "decoder": kwargs.get("decoder_attention_mask")}
         if masks["decoder"] is None and labels is not None and self.is_seq2seq:
             masks["decoder"] = labels.ne(-100)  # decoder position t predicts labels[t]
@@ -213,10 +211,6 @@ class MoEModel(nn.Module):
         loss = None if lm_loss is None else lm_loss + aux
         return ModelOutput(loss=loss, lm_loss=lm_loss, aux_loss=aux, logits=getattr(out, "logits", None),
                            routing=routing, backbone_output=out)
-
-    @property
-    def _decoder_only(self) -> bool:
-        return hasattr(self.backbone, "lm_head") and hasattr(getattr(self.backbone, "model", None), "layers")
 
     def _target_loss(self, hidden: Tensor, labels: Tensor, num_items: float | None) -> SimpleNamespace:
         """Next-token cross-entropy on target positions only (position t predicts labels[t + 1])."""
@@ -230,12 +224,14 @@ class MoEModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, task_emb: Tensor | None = None,
-                 task_keys: list[str] | None = None, return_routing: bool = False, **gen_kwargs):
-        """``backbone.generate`` with the tasks' routing; with ``return_routing`` also the routing of
-        the prompt pass (masked by ``attention_mask``) and of every generated token."""
-        out, routing = self.with_routing(lambda: self.backbone.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                                                **gen_kwargs), task_emb, task_keys,
-                                 record=return_routing)
+                 task_keys: list[str] | None = None, return_routing: bool = False, routing: Tensor | None = None,
+                 **gen_kwargs):
+        """``backbone.generate`` with the tasks' routing (``routing`` as given, else generated from
+        ``task_emb``); with ``return_routing`` also the routing of the prompt pass (masked by
+        ``attention_mask``) and of every generated token."""
+        out, routing = self.with_routing(
+            lambda: self.backbone.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs),
+            task_emb, task_keys, record=return_routing, routing=routing)
         if not return_routing:
             return out
         for info in routing:
@@ -298,7 +294,7 @@ def build_model(backbone: nn.Module, family: str, cfg: ModelConfig, kind: ModelK
         backbone.requires_grad_(False)
         for s in range(slots[0], len(all_slots)):
             all_slots[s].requires_grad_(True)
-    return MoEModel(backbone=backbone, kind=kind, slots=slots, context=context, hyper=hyper, cfg=cfg,
+    return MoEModel(backbone=backbone, family=family, kind=kind, slots=slots, context=context, hyper=hyper, cfg=cfg,
                     layer_stack=[adapter.stack(backbone, s) for s in slots])
 
 
@@ -355,3 +351,29 @@ def variant_copy(model: MoEModel) -> MoEModel:
     out = copy.deepcopy(model, memo)
     out.clear_routing_cache()
     return out
+
+
+class TaskRouting:
+    """The routing ``model`` generates for the task descriptions ``task_emb`` (``{task: embedding}``),
+    each task's computed once, from its own embedding alone, on first use.
+
+    An evaluation row owns one and passes ``rows(tasks)`` as ``generate(routing=...)``, so rows that
+    give one model different descriptions (the ablations) never share a routing; it is stale once the
+    model's weights change (few-shot fine-tuning makes a new one). Models without generated routing
+    (``dense``, ``moe``) or rows without descriptions give None.
+    """
+
+    def __init__(self, model: MoEModel, task_emb: dict[str, Tensor] | None) -> None:
+        self.model, self.task_emb = model, task_emb
+        self.table: dict[str, Tensor] = {}
+
+    @torch.no_grad()
+    def rows(self, tasks: list[str], device: torch.device | str = "cpu") -> Tensor | None:
+        """(len(tasks), n_layers, n_out): each listed task's routing, in order."""
+        if self.model.hyper is None or not self.task_emb:
+            return None
+        for t in dict.fromkeys(tasks):
+            if t not in self.table:
+                self.table[t] = self.model.hyper(self.task_emb[t][None].to(device))[0]
+                self.model.n_routing_computes += 1
+        return torch.stack([self.table[t] for t in tasks])

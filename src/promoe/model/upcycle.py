@@ -17,6 +17,8 @@ pretrained neurons (scaled so that averaging all experts of a full carving repro
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +60,16 @@ class FamilyAdapter(ABC):
         """Which token stream slot ``index`` processes: ``encoder`` (the input) or ``decoder``."""
         return "encoder"
 
+    def decoder_only(self, model: nn.Module) -> bool:
+        """True for a causal LM whose layer stack can be run in parts (see :meth:`only_layers`)."""
+        return False
+
+    @contextmanager
+    def only_layers(self, model: nn.Module, start: int, stop: int | None, *, final_norm: bool) -> Iterator[None]:
+        """Run the layer stack on ``layers[start:stop]`` only (optionally without its final norm)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run part of its layer stack")
+        yield
+
     @abstractmethod
     def replace(self, slot: nn.Module, block: nn.Module) -> None: ...
 
@@ -69,6 +81,21 @@ def _base(model: nn.Module, attr: str) -> nn.Module:
 class LlamaAdapter(FamilyAdapter):
     def slots(self, model: nn.Module) -> list[nn.Module]:
         return list(_base(model, "model").layers)
+
+    def decoder_only(self, model: nn.Module) -> bool:
+        return hasattr(model, "lm_head") and hasattr(getattr(model, "model", None), "layers")
+
+    @contextmanager
+    def only_layers(self, model: nn.Module, start: int, stop: int | None, *, final_norm: bool) -> Iterator[None]:
+        base = model.model
+        layers, norm = base.layers, base.norm
+        base.layers = nn.ModuleList(list(layers)[start:stop])
+        if not final_norm:
+            base.norm = nn.Identity()
+        try:
+            yield
+        finally:
+            base.layers, base.norm = layers, norm
 
     def read(self, slot: nn.Module, config) -> FFNWeights:
         mlp = slot.mlp
