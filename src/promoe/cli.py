@@ -66,9 +66,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline_heuristic(args: argparse.Namespace) -> int:
-    from promoe.baselines import run_heuristics
     from promoe.data.splits import load_splits
     from promoe.io import write_json
+    from promoe.stages.heuristics import run_heuristics
 
     splits = load_splits(_config(args).data)
     results = run_heuristics(splits.test, args.output_dir)

@@ -1,7 +1,7 @@
 """The experiment driver behind ``python run_experiment.py``.
 
 It prepares the task splits, scores the heuristic baselines, trains and scores every model and
-comparison row (:func:`promoe.pipeline.run_models`) and writes the analysis, every output a run owns
+comparison row (:func:`promoe.stages.run_models`) and writes the analysis, every output a run owns
 under ``<output_dir>/<name>/``.
 """
 
@@ -19,7 +19,6 @@ import yaml
 from accelerate import Accelerator
 
 from promoe.analysis import analyze
-from promoe.baselines import run_heuristics
 from promoe.config import ExperimentConfig, to_dict
 from promoe.data.schema import QUIRK_RULES
 from promoe.data.splits import TaskSplits, load_splits
@@ -28,6 +27,7 @@ from promoe.errors import ConfigError
 from promoe.io import atomic_write_text, write_json
 from promoe.resources import CUT, peak_rss_gib, record_stage, stage_seconds
 from promoe.rundir import RunLock, is_finished, prepare
+from promoe.stages.heuristics import run_heuristics
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def _run(cfg: ExperimentConfig, acc: Accelerator, run_dir: Path, splits: TaskSpl
         record_stage(times, "heuristics", time.perf_counter() - t0)
     acc.wait_for_everyone()
     if cfg.train.models or cfg.eval.backbone:
-        from promoe.pipeline import run_models
+        from promoe.stages import run_models
 
         model_results = run_models(cfg, splits, run_dir, times, acc)
     if not main:

@@ -12,13 +12,15 @@ Builders are given as ``"module:function"`` strings and imported on first use (t
 check names against it, and the analysis can order rows, without loading any model code. A
 callable works as well (tests register rows that way).
 
-Builder signatures, by kind (``ctx`` is :class:`promoe.stages.context.RunContext`):
+Builder signatures, by kind (``ctx`` is :class:`promoe.stages.context.RunContext`, ``row`` the entry):
 
 * ``heuristic``: ``build(task, instance) -> str``, the prediction;
-* ``model``: ``build(ctx) -> Variant`` (the trained or untrained model with the descriptions its router sees);
-* ``router``: ``build(ctx) -> Variant`` over the trained ``moe``'s experts (``ctx.trained["moe"]``);
-* ``ablation``: ``build(tasks, ctx) -> {task name: text promoe's router sees}`` (tasks left out: no row);
-* ``condition``: ``build(ctx, bases) -> None``, scoring ``<base>-<name>`` for every selected base model.
+* ``model``: ``build(ctx, row) -> Variant``, the model with the descriptions its router sees;
+* ``router``: ``build(ctx, row) -> Variant`` over the trained ``moe``'s experts (``ctx.trained["moe"]``);
+* ``ablation``: ``build(ctx, row) -> {test task: text promoe's router sees}`` (tasks left out: not scored);
+* ``condition``: ``build(ctx, row, bases) -> None``, scoring ``<base>-<name>`` for each selected base model.
+
+Model, router and ablation rows are scored together in one zero-shot generation pass.
 """
 
 from __future__ import annotations
@@ -127,11 +129,26 @@ def choices(key: str) -> list[str]:
     return out
 
 
-def selected(cfg: Any) -> list[Row]:
-    """The registered rows ``cfg`` turns on (conditions included when their list is not empty)."""
-    return [r for r in ROWS.values() if r.select is None or bool(config_value(cfg, r.select))
-            and (r.kind == "condition" or isinstance(config_value(cfg, r.select), bool)
-                 or r.name in config_value(cfg, r.select))]
+def is_selected(row: Row, cfg: Any) -> bool:
+    """Whether ``cfg`` turns ``row`` on (a condition: when its list of base models is not empty)."""
+    if row.select is None:
+        return True
+    value = config_value(cfg, row.select)
+    if isinstance(value, bool) or row.kind == "condition":
+        return bool(value)
+    return row.name in value
+
+
+def selected(cfg: Any, *kinds: str) -> list[Row]:
+    """The rows (of ``kinds``; default all) ``cfg`` turns on, in the order its lists name them
+    (rows selected by a flag or always on first, in registry order)."""
+    rows = [r for r in ROWS.values() if (not kinds or r.kind in kinds) and is_selected(r, cfg)]
+
+    def position(r: Row) -> int:
+        value = None if r.select is None else config_value(cfg, r.select)
+        return value.index(r.name) if isinstance(value, list) and r.name in value else -1
+
+    return sorted(rows, key=position)  # stable: registry order among equals
 
 
 def config_value(cfg: Any, dotted: str) -> Any:
@@ -223,13 +240,13 @@ for _row in (
         needs=("moe",)),
     Row("random", "router", "random experts per token", f"{_R}.routers:random", select="compare.routers",
         needs=("moe",)),
-    Row("shuffled", "ablation", "another task's description", f"{_R}.ablations:shuffled",
+    Row("shuffled", "ablation", "another task's description", f"{_R}.ablations:builtin",
         select="compare.ablations", needs=("promoe",)),
-    Row("empty", "ablation", "an empty description", f"{_R}.ablations:empty", select="compare.ablations",
+    Row("empty", "ablation", "an empty description", f"{_R}.ablations:builtin", select="compare.ablations",
         needs=("promoe",)),
-    Row("random_text", "ablation", "random text", f"{_R}.ablations:random_text", select="compare.ablations",
+    Row("random_text", "ablation", "random text", f"{_R}.ablations:builtin", select="compare.ablations",
         needs=("promoe",)),
-    Row("category", "ablation", "the category name only", f"{_R}.ablations:category", select="compare.ablations",
+    Row("category", "ablation", "the category name only", f"{_R}.ablations:builtin", select="compare.ablations",
         needs=("promoe",)),
     Row("paraphrase", "ablation", "a paraphrase (tasks that have one)", f"{_R}.ablations:paraphrase",
         select="compare.ablations", needs=("promoe",)),

@@ -1,5 +1,7 @@
 """Description ablations: what promoe's router is given instead of a test task's own Definition.
 
+Rows of kind ``ablation`` (``promoe-<name>``); each builder returns the text per test task.
+
 Each ablation maps every test task to a replacement text (or leaves the task out); only the router
 input changes, the prompt keeps the real Definition, so a change in score measures how much the
 generated routing depends on the description.
@@ -20,9 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from promoe.data.location import data_root
 from promoe.data.schema import Task
 from promoe.data.sources import iter_jsonl
 from promoe.errors import DataError
+from promoe.registry import Row
+from promoe.stages.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -74,3 +79,22 @@ def ablated_descriptions(kind: str, tasks: Sequence[Task], *, seed: int = 0,
         found = {t.name: (paraphrases or {}).get(t.name, []) for t in tasks}
         return {name: texts[paraphrase_index % len(texts)] for name, texts in found.items() if texts}
     raise ValueError(f"unknown ablation {kind!r}")
+
+
+def builtin(ctx: RunContext, row: Row, paraphrases: dict[str, list[str]] | None = None) -> dict[str, str]:
+    """The texts of ablation ``row.name`` (one of :func:`ablated_descriptions`'s kinds) for the test tasks."""
+    return ablated_descriptions(row.name, ctx.splits.test, seed=ctx.cfg.seed, paraphrases=paraphrases,
+                                paraphrase_index=ctx.cfg.compare.paraphrase_index)
+
+
+def paraphrase(ctx: RunContext, row: Row) -> dict[str, str]:
+    """The paraphrases of the data folder's package; no row without one (official repository, HF source
+    or the user's own files)."""
+    try:
+        path = data_root(ctx.cfg.data) / PARAPHRASES
+    except (DataError, OSError):
+        path = None
+    if path is None or not path.exists():
+        log.warning("paraphrase ablation skipped: no %s in the data folder", PARAPHRASES)
+        return {}
+    return builtin(ctx, row, read_paraphrases(path))

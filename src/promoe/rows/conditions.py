@@ -1,0 +1,39 @@
+"""Conditions applied to model rows: ``<model>-icl`` (Definition + positive examples in the prompt) and
+``<model>-fewshot`` (fine-tuned on each test task's positive examples before answering it)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from promoe.evaluate import Variant
+from promoe.fewshot import fewshot_tasks, run_fewshot
+from promoe.registry import Row
+from promoe.resources import record_stage
+from promoe.stages.context import RunContext
+
+
+def in_context(ctx: RunContext, row: Row, bases: list[str]) -> None:
+    """The zero-shot rows ``bases`` again, with ``compare.icl_examples`` demonstrations in the prompt."""
+    rows = [Variant(f"{m}-{row.name}", ctx.rows[m].model, ctx.rows[m].task_emb) for m in bases if m in ctx.rows]
+    prompt = replace(ctx.cfg.prompt, n_pos_examples=ctx.cfg.compare.icl_examples)
+    ctx.evaluation.run(rows, prompt=prompt, label=row.name)
+
+
+def fewshot(ctx: RunContext, row: Row, bases: list[str]) -> None:
+    """The trained models ``bases``, each fine-tuned per test task (``compare.fewshot_*``), then scored."""
+    ev, c, acc = ctx.evaluation, ctx.cfg.compare, ctx.acc
+    few = {f"{m}-{row.name}": ctx.trained[m] for m in bases if m in ctx.trained}
+    few = {n: m for n, m in few.items() if not ev.done(n)}
+    if not few:
+        return
+    t1 = time.perf_counter()
+    chosen = set(fewshot_tasks(list(dict.fromkeys(t.name for t, _ in ev.items)), c.fewshot_tasks))
+    variants = {n: Variant(n, m, ctx.task_emb if m.hyper is not None else None, ev.stats_for(m), tasks=chosen)
+                for n, m in few.items()}
+    items = [(t, i) for t, i in ev.items if t.name in chosen]
+    preds = run_fewshot(few, variants, items[acc.process_index::acc.num_processes], ctx.setup.tokenizer,
+                        cfg=ctx.cfg, wrap=ctx.setup.wrap, task_emb=ctx.task_emb,
+                        progress=ev.progress_file(row.name))
+    ev.record(list(variants.values()), preds, row.name)
+    record_stage(ctx.times, row.name, time.perf_counter() - t1)

@@ -1,0 +1,72 @@
+"""What every use of the models starts from: the backbone, the models built on it, the prompt format
+and the task-description encoder — loaded once.
+
+The run, ``promoe eval / predict / export``, ``promoe model check`` and the benchmarks all make a
+:class:`Setup` from a config and ask it for models and embeddings, so the steps (backbone → upcycled
+model → chat-template wrapping → description embeddings) are written once.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import Tensor
+
+from promoe.config import ExperimentConfig
+from promoe.data.schema import Task
+from promoe.model.backbone import Backbone, load_backbone
+from promoe.model.moe_model import MoEModel, build_model, share_frozen_weights
+from promoe.model.prompting import chat_prompt
+from promoe.model.task_encoder import TaskEncoder, build_task_encoder
+from promoe.train import load_trainable
+
+
+@dataclass
+class Setup:
+    """The backbone (kept unmodified), the description encoder and the prompt format of ``cfg``."""
+
+    cfg: ExperimentConfig
+    backbone: Backbone
+    encoder: TaskEncoder
+
+    @classmethod
+    def load(cls, cfg: ExperimentConfig) -> Setup:
+        return cls(cfg, load_backbone(cfg.model, seed=cfg.seed), build_task_encoder(cfg.model))
+
+    @property
+    def tokenizer(self):
+        return self.backbone.tokenizer
+
+    @property
+    def seq2seq(self) -> bool:
+        return self.backbone.is_seq2seq
+
+    def wrap(self, text: str) -> str:
+        """A Tk-Instruct prompt as the backbone reads it (its chat template; seq2seq models: as is)."""
+        return text if self.seq2seq else chat_prompt(self.tokenizer, text)
+
+    def model(self, kind: str, weights: str | Path | None = None, *, share: bool = True) -> MoEModel:
+        """Model ``kind`` (``dense``, ``moe``, ``promoe``) upcycled from the backbone, with the trained
+        ``weights`` (a ``best.safetensors``) when given. ``share``: build on a copy of the backbone
+        whose frozen tensors are the backbone's own (many models, one frozen part in memory);
+        otherwise the backbone itself is converted (one model per setup, no copy)."""
+        base = copy.deepcopy(self.backbone.model) if share else self.backbone.model
+        model = build_model(base, self.backbone.family, self.cfg.model, kind, seed=self.cfg.seed)
+        if share:
+            share_frozen_weights(model, self.backbone.model)
+        if weights is not None:
+            load_trainable(model, Path(weights))
+            model.eval()
+        return model
+
+    def embed(self, texts: dict[str, str]) -> dict[str, Tensor]:
+        """``{key: embedding}`` of ``{key: text}`` (keys sorted, so batches do not depend on dict order)."""
+        names = sorted(texts)
+        return dict(zip(names, self.encoder.encode([texts[n] for n in names]), strict=True)) if names else {}
+
+    def embed_tasks(self, tasks: Iterable[Task]) -> dict[str, Tensor]:
+        """Each task's Definition embedding, by task name."""
+        return self.embed({t.name: t.definition for t in tasks})

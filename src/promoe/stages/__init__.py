@@ -1,0 +1,54 @@
+"""The stages of a run after the data splits, each in its own module, called in this order by
+:func:`run_models`:
+
+1. :mod:`~promoe.stages.context` — load the :class:`~promoe.setup.Setup` (backbone, encoder, prompt
+   format) and embed every task Definition once (``task_embeddings.npz``);
+2. :mod:`~promoe.stages.train_models` — meta-train the models (resumable), the ``moe``'s routing profiles;
+3. :mod:`~promoe.stages.score_rows` — score every selected row of :mod:`promoe.registry`
+   (:mod:`~promoe.stages.evaluation` writes predictions, scores and routing statistics).
+
+The heuristic floors (:mod:`~promoe.stages.heuristics`) need no model and run before these.
+A stage whose outputs exist (``scores/<row>.json``) is not redone.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from promoe.config import ExperimentConfig
+from promoe.data.splits import TaskSplits
+from promoe.resources import record_stage
+from promoe.setup import Setup
+from promoe.stages.context import RunContext, save_task_embeddings
+from promoe.stages.evaluation import Evaluation
+from promoe.stages.score_rows import score_rows
+from promoe.stages.train_models import train_models
+
+
+def start(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: dict[str, float],
+          acc: Accelerator) -> RunContext:
+    """Load the setup and embed every task's Definition (stage ``load``)."""
+    t0 = time.perf_counter()
+    setup = Setup.load(cfg)
+    task_emb = setup.embed_tasks(splits.train + splits.val + splits.test)
+    if acc.is_main_process:
+        save_task_embeddings(run_dir / "task_embeddings.npz", splits, task_emb)
+    ev = Evaluation(cfg, splits, run_dir, acc, setup.tokenizer, setup.wrap, times)
+    record_stage(times, "load", time.perf_counter() - t0)
+    return RunContext(cfg=cfg, splits=splits, run_dir=run_dir, acc=acc, setup=setup, times=times,
+                      task_emb=task_emb, evaluation=ev)
+
+
+def run_models(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: dict[str, float],
+               accelerator: Accelerator | None = None) -> dict[str, dict]:
+    """Train the configured models, then score every selected row; returns scores per row.
+
+    With several processes, training is data-parallel and evaluation is sharded; the main process
+    writes every file.
+    """
+    ctx = start(cfg, splits, run_dir, times, accelerator or Accelerator(mixed_precision=cfg.train.mixed_precision))
+    train_models(ctx)
+    return score_rows(ctx)

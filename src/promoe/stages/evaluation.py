@@ -1,0 +1,107 @@
+"""Scoring rows of a run: one generation pass for many rows, their files, and what an earlier run of the
+folder already scored (``scores/<row>.json`` with its predictions: kept, not redone)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+
+from promoe.config import ExperimentConfig, PromptConfig
+from promoe.data.splits import TaskSplits
+from promoe.evaluate import Variant, eval_items, predict_variants, write_predictions
+from promoe.io import read_predictions, read_references, references_of
+from promoe.metrics import score
+from promoe.model.moe_model import MoEModel
+from promoe.model.stats import RoutingStats
+from promoe.resources import record_cut, record_stage
+
+log = logging.getLogger(__name__)
+
+
+class Evaluation:
+    """Scores rows (a model, or a routing / description variant of one) and writes their files."""
+
+    def __init__(self, cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, acc: Accelerator, tokenizer,
+                 wrap, times: dict[str, float]) -> None:
+        self.cfg, self.splits, self.run_dir, self.acc, self.tok, self.wrap = cfg, splits, run_dir, acc, tokenizer, wrap
+        self.times = times
+        self.items = eval_items(splits.test)  # the test split holds positive examples only when they are scored
+        self.results: dict[str, dict] = {}
+
+    def done(self, name: str) -> bool:
+        """True (and the row's scores loaded) when ``name`` was scored by an earlier run of this folder."""
+        if name in self.results:
+            return True
+        scores, preds = self.run_dir / "scores" / f"{name}.json", self.run_dir / "predictions" / f"{name}.jsonl"
+        if scores.exists() and preds.exists():
+            predicted = read_predictions(preds)  # a row may cover some tasks only (paraphrase ablation)
+            refs = [r for r in read_references(self.run_dir / "references.jsonl") if r.id in predicted]
+            self.results[name] = score(predicted, refs)
+            log.info("%s: already evaluated, kept", name)
+            return True
+        return False
+
+    @staticmethod
+    def stats_for(model: MoEModel) -> RoutingStats | None:
+        n_experts = model.moe_layers[0].experts.n_experts
+        return RoutingStats(len(model.moe_layers), n_experts) if n_experts > 1 else None  # dense: nothing routed
+
+    def run(self, variants: list[Variant], *, prompt: PromptConfig | None = None, label: str = "eval") -> None:
+        """Predict with every variant not yet scored (one shared prompt pass per batch) and score them."""
+        variants = [v for v in variants if not self.done(v.name)]
+        if not variants:
+            return
+        t1 = time.perf_counter()
+        acc = self.acc
+        for v in variants:
+            v.model.to(acc.device)
+            v.stats = self.stats_for(v.model)
+        counts: dict[str, int] = {}
+        with acc.autocast():
+            preds = predict_variants(variants, self.tok, self.items[acc.process_index::acc.num_processes],
+                                     prompt=prompt or self.cfg.prompt, wrap=self.wrap,
+                                     batch_size=self.cfg.eval.batch_size, max_new_tokens=self.cfg.eval.max_new_tokens,
+                                     max_length=self.cfg.eval.max_length,
+                                     desc=f"{label} {', '.join(v.name for v in variants)}",
+                                     disable_progress=not acc.is_main_process, progress=self.progress_file(label),
+                                     counts=counts)
+        record_cut(self.times, label, counts["cut"], counts["prompts"], self.cfg.eval.max_length)
+        self.record(variants, preds, label)
+        record_stage(self.times, label, time.perf_counter() - t1)
+
+    def progress_file(self, label: str) -> Path:
+        """Where this process saves the progress of pass ``label`` (removed once its rows are written)."""
+        rank = f".rank{self.acc.process_index}" if self.acc.num_processes > 1 else ""
+        return self.run_dir / "progress" / f"{label}{rank}.json"
+
+    def record(self, variants: list[Variant], preds: dict[str, dict[str, str]], label: str) -> None:
+        """Gather shards, then write predictions, scores and routing statistics of ``variants``; the
+        progress file of pass ``label`` goes once they are written."""
+        acc = self.acc
+        for v in variants:
+            p, stats = preds[v.name], v.stats
+            if acc.num_processes > 1:
+                shares = gather_object([(p, None if stats is None else stats.state())])
+                p = {k: x for part, _ in shares for k, x in part.items()}
+                if stats is not None:
+                    stats = RoutingStats(stats.n_layers, stats.n_experts)
+                    for _, state in shares:
+                        stats.merge(state)
+            items = [(t, i) for t, i in self.items if v.tasks is None or t.name in v.tasks]
+            if acc.is_main_process:
+                if stats is not None:
+                    (self.run_dir / "routing").mkdir(parents=True, exist_ok=True)
+                    stats.save(self.run_dir / "routing" / f"{v.name}.npz")
+                self.results[v.name] = write_predictions(self.run_dir, v.name, items, p, self.splits.test,
+                                                         all_items=self.items)
+            else:
+                ids = {i.id for _, i in items}
+                self.results[v.name] = score(p, [r for r in references_of(self.splits.test) if r.id in ids])
+            acc.wait_for_everyone()
+            log.info("%s: ROUGE-L %.2f, EM %.2f (%d instances)", v.name, self.results[v.name]["rougeL"],
+                     self.results[v.name]["exact_match"], self.results[v.name]["n"])
+        self.progress_file(label).unlink(missing_ok=True)

@@ -1,0 +1,50 @@
+"""Scoring the rows the config selects, as the registry builds them: model, router and ablation rows in
+one zero-shot generation pass, then each condition (in-context, few-shot) over its base models."""
+
+from __future__ import annotations
+
+import logging
+
+from promoe import registry
+from promoe.evaluate import Variant
+from promoe.registry import ABLATED
+from promoe.stages.context import RunContext
+
+log = logging.getLogger(__name__)
+
+
+def _ready(ctx: RunContext, row: registry.Row) -> bool:
+    """A row built from trained models is skipped (with a word) when one of them was not trained."""
+    missing = [n for n in row.needs if n != "moe_profiles" and n not in ctx.trained]
+    if missing:
+        log.warning("%s skipped: it needs the trained %s (train.models)", row.name, ", ".join(missing))
+    return not missing
+
+
+def zero_shot_rows(ctx: RunContext) -> list[Variant]:
+    """The model, router and ablation rows ``ctx.cfg`` selects, in config order."""
+    rows: list[Variant] = []
+    for kind in ("model", "router"):
+        for row in registry.selected(ctx.cfg, kind):
+            if _ready(ctx, row) and (v := row.builder()(ctx, row)) is not None:
+                rows.append(v)
+    ablated = next((v for v in rows if v.name == ABLATED), None)
+    for row in registry.selected(ctx.cfg, "ablation"):
+        if ablated is None or not _ready(ctx, row):
+            continue
+        texts = row.builder()(ctx, row)
+        if not texts:
+            log.warning("ablation %s skipped: no test task has a replacement description", row.name)
+            continue
+        rows.append(Variant(row.row_names()[0], ablated.model, ctx.setup.embed(texts), tasks=set(texts)))
+    return rows
+
+
+def score_rows(ctx: RunContext) -> dict[str, dict]:
+    """Score every selected row not yet scored; returns the scores of every row, by name."""
+    rows = zero_shot_rows(ctx)
+    ctx.rows = {v.name: v for v in rows}
+    ctx.evaluation.run(rows, label="eval")
+    for row in registry.selected(ctx.cfg, "condition"):
+        row.builder()(ctx, row, list(registry.config_value(ctx.cfg, row.select)))
+    return ctx.evaluation.results

@@ -1,0 +1,71 @@
+"""Meta-training of the configured models on the training tasks (resumes; a finished training only
+reloads its best weights), and the trained ``moe``'s routing profiles when a row needs them.
+
+A trained model waits on disk, not in memory, while the next one trains: the peak memory of training is
+one model with its gradients and optimizer state, whatever the number of models. The frozen lower
+layers' output is computed once per training example and shared by every model.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from functools import partial
+
+from promoe import registry
+from promoe.data.examples import build_examples
+from promoe.resources import record_cut, record_stage
+from promoe.stages.context import RunContext
+from promoe.stages.lower_cache import LowerCache
+from promoe.stages.profiles import load_or_make_profiles, routing_profiles
+from promoe.train import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def needs_profiles(cfg) -> bool:
+    """True when a selected row is built from the trained ``moe``'s routing profiles."""
+    return any("moe_profiles" in r.needs for r in registry.selected(cfg))
+
+
+def train_models(ctx: RunContext) -> None:
+    """Train every model of ``cfg.train.models``; ``ctx.trained`` then holds each with its best weights."""
+    cfg, acc, setup, run_dir = ctx.cfg, ctx.acc, ctx.setup, ctx.run_dir
+    tok = setup.tokenizer
+    lower = LowerCache()
+    examples = val_examples = None
+    for kind in cfg.train.models:
+        if examples is None:
+            common = dict(max_length=cfg.train.max_length, max_target_length=cfg.train.max_target_length,
+                          prompt=cfg.prompt, wrap=setup.wrap, seq2seq=setup.seq2seq)
+            examples = build_examples(ctx.splits.train, tok, per_task=cfg.train.examples_per_task, **common)
+            val_examples = build_examples(ctx.splits.val, tok, per_task=cfg.train.val_examples_per_task, **common)
+            log.info("training examples: %d from %d tasks; validation: %d from %d tasks", len(examples),
+                     len(ctx.splits.train), len(val_examples), len(ctx.splits.val))
+            record_cut(ctx.times, "train", sum(e.cut for e in examples + val_examples),
+                       len(examples) + len(val_examples), cfg.train.max_length)
+        t1 = time.perf_counter()
+        model = setup.model(kind)
+        trainer = Trainer(model, cfg=cfg.train, examples=examples, val_examples=val_examples, task_emb=ctx.task_emb,
+                          pad_id=tok.pad_token_id, out_dir=run_dir / "train" / kind, seed=cfg.seed,
+                          lower=lower if model.split is not None else None, accelerator=acc)
+        result = trainer.fit(desc=f"train {kind}")
+        record_stage(ctx.times, f"train_{kind}", time.perf_counter() - t1)
+        log.info("%s: trained %d steps, best validation loss %s at step %s", kind, result.steps,
+                 result.best_val_loss, result.best_step)
+        model = acc.unwrap_model(trainer.model).eval()  # holds the best weights
+        seen = {i for idx in trainer.plan for i in idx}  # the training examples its batches used
+        del trainer
+        acc.free_memory()  # Accelerate keeps references to prepared models and optimizers
+        if kind == "moe" and needs_profiles(cfg):
+            ctx.profiles = load_or_make_profiles(run_dir / "routing_profiles" / "moe.npz", acc, partial(
+                routing_profiles, model, examples, cfg.compare.profile_examples_per_task,
+                lower if model.split is not None else None, tok.pad_token_id, cfg.eval.batch_size, seen))
+        del model
+        gc.collect()
+    ctx.times["lower_cache"] = lower.seconds
+    lower.store.clear()  # training is over: free the cached hidden states
+    gc.collect()
+    ctx.trained = {kind: setup.model(kind, run_dir / "train" / kind / "best.safetensors")
+                   for kind in cfg.train.models}
