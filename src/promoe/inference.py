@@ -18,24 +18,31 @@ from promoe.data.schema import Instance, Task
 from promoe.data.sources import load_tasks
 from promoe.errors import PromoeError
 from promoe.evaluate import eval_items, predict, write_predictions
-from promoe.model.backbone import load_backbone
-from promoe.model.moe_model import MODEL_KINDS, MoEModel, build_model
-from promoe.model.prompting import chat_prompt
+from promoe.model.moe_model import MODEL_KINDS, MoEModel
 from promoe.model.stats import RoutingStats
-from promoe.model.task_encoder import TaskEncoder, build_task_encoder
-from promoe.train import load_trainable
+from promoe.setup import Setup
 
 
 @dataclass
 class Trained:
-    cfg: ExperimentConfig
+    """A model of a run, and the run's setup (tokenizer, prompt format, description encoder)."""
+
+    setup: Setup
     model: MoEModel
-    tokenizer: object
-    encoder: TaskEncoder
-    seq2seq: bool
+
+    @property
+    def cfg(self) -> ExperimentConfig:
+        return self.setup.cfg
+
+    @property
+    def tokenizer(self):
+        return self.setup.tokenizer
 
     def wrap(self, text: str) -> str:
-        return text if self.seq2seq else chat_prompt(self.tokenizer, text)
+        return self.setup.wrap(text)
+
+    def embed(self, tasks: list[Task]) -> dict[str, torch.Tensor]:
+        return self.setup.embed_tasks(tasks)
 
 
 def load_trained(run_dir: str | Path, name: str) -> Trained:
@@ -49,15 +56,9 @@ def load_trained(run_dir: str | Path, name: str) -> Trained:
     weights = run_dir / "train" / name / "best.safetensors"
     if name != "backbone" and not weights.exists():
         raise PromoeError(f"{weights}: missing — was model {name!r} trained in this run? (train.models)")
-    bb = load_backbone(cfg.model, seed=cfg.seed)
-    model = build_model(bb.model, bb.family, cfg.model, "dense" if name == "backbone" else name, seed=cfg.seed)
-    if name != "backbone":
-        load_trainable(model, weights)
-    return Trained(cfg, model.eval(), bb.tokenizer, build_task_encoder(cfg.model), bb.is_seq2seq)
-
-
-def _embeddings(trained: Trained, tasks: list[Task]) -> dict[str, torch.Tensor]:
-    return dict(zip([t.name for t in tasks], trained.encoder.encode([t.definition for t in tasks]), strict=True))
+    setup = Setup.load(cfg)
+    model = setup.model("dense" if name == "backbone" else name, None if name == "backbone" else weights, share=False)
+    return Trained(setup, model.eval())
 
 
 def eval_task_file(run_dir: str | Path, name: str, tasks_file: str | Path, out_dir: str | Path | None = None) -> dict:
@@ -68,7 +69,7 @@ def eval_task_file(run_dir: str | Path, name: str, tasks_file: str | Path, out_d
     if not items:
         raise PromoeError(f"{tasks_file}: the tasks hold no instances to score")
     out = Path(out_dir) if out_dir else Path(run_dir) / "user_eval" / Path(tasks_file).name.split(".")[0]
-    preds = predict(trained.model, trained.tokenizer, items, task_emb=_embeddings(trained, tasks),
+    preds = predict(trained.model, trained.tokenizer, items, task_emb=trained.embed(tasks),
                     prompt=trained.cfg.prompt, wrap=trained.wrap, batch_size=trained.cfg.eval.batch_size,
                     max_new_tokens=trained.cfg.eval.max_new_tokens, max_length=trained.cfg.eval.max_length,
                     desc=f"eval {name}")
@@ -81,7 +82,7 @@ def predict_one(run_dir: str | Path, name: str, definition: str, text: str) -> d
     task = Task(name="user_task", definition=definition, instances=(Instance("user-0", text, ("",)),))
     n_experts = trained.model.moe_layers[0].experts.n_experts
     stats = RoutingStats(len(trained.model.moe_layers), n_experts)
-    answer = predict(trained.model, trained.tokenizer, eval_items([task]), task_emb=_embeddings(trained, [task]),
+    answer = predict(trained.model, trained.tokenizer, eval_items([task]), task_emb=trained.embed([task]),
                      prompt=trained.cfg.prompt, wrap=trained.wrap, max_new_tokens=trained.cfg.eval.max_new_tokens,
                      max_length=trained.cfg.eval.max_length, stats=stats, desc="predict")["user-0"]
     share = stats.load / np.maximum(stats.load.sum(1, keepdims=True), 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from torch import Tensor
@@ -26,15 +27,19 @@ from promoe.train import load_trainable
 
 @dataclass
 class Setup:
-    """The backbone (kept unmodified), the description encoder and the prompt format of ``cfg``."""
+    """The backbone (kept unmodified unless a model is built with ``share=False``), the description
+    encoder (loaded on first use) and the prompt format of ``cfg``."""
 
     cfg: ExperimentConfig
     backbone: Backbone
-    encoder: TaskEncoder
 
     @classmethod
     def load(cls, cfg: ExperimentConfig) -> Setup:
-        return cls(cfg, load_backbone(cfg.model, seed=cfg.seed), build_task_encoder(cfg.model))
+        return cls(cfg, load_backbone(cfg.model, seed=cfg.seed))
+
+    @cached_property
+    def encoder(self) -> TaskEncoder:
+        return build_task_encoder(self.cfg.model)
 
     @property
     def tokenizer(self):
