@@ -1,18 +1,19 @@
-"""Figures of a run (PNG, matplotlib Agg), drawn from the data :func:`promoe.analysis.load_run` read.
+"""Figures of a run (PNG, matplotlib Agg), drawn from :class:`~promoe.analysis.rundata.RunData` and the
+significance dict (:func:`promoe.analysis.significance.significance`).
 
 Overall and per-category scores with bootstrap CIs and training curves live here; the routing figures
 (expert utilisation, entropy and load balance, routing vs description similarity, the map of routing
-policies) in :mod:`promoe.routing_figures`. Also the row order, groups and colours every table and
-figure shares. Every file is written atomically.
+policies) in :mod:`promoe.analysis.routing_figures`. Also the colour of each row, which every figure
+shares: one hue per base row in registry order (:func:`promoe.registry.bases`), shades of it per
+condition. Every file is written atomically.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib import colormaps
@@ -20,60 +21,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
+from promoe.analysis.routing_figures import draw_routing_figures
+from promoe.analysis.rows import main_groups
+from promoe.analysis.rundata import LABEL, METRICS, RunData
 from promoe.io import atomic_write_bytes
-from promoe.routing_figures import draw_routing_figures
+from promoe.registry import REFERENCE, bases, conditions, model_key, row_group, split_row
 
-if TYPE_CHECKING:
-    from promoe.analysis import RunData
-
-METRICS = ("rougeL", "exact_match")
-LABEL = {"rougeL": "ROUGE-L", "exact_match": "Exact match"}
-# Rows of a run by group, in report order. A row's base model is the part of its name before the
-# first "-", its variant the rest; rows not listed here are placed by :func:`row_group`.
-GROUPS: dict[str, tuple[str, ...]] = {
-    "zero-shot": ("copy_input", "copy_demo", "backbone", "dense", "moe", "promoe"),
-    "routing": ("knn", "skill", "uniform", "random"),
-    "ablation": ("promoe-shuffled", "promoe-empty", "promoe-random_text", "promoe-category", "promoe-paraphrase"),
-    "adaptation": ("backbone-icl", "dense-icl", "moe-icl", "promoe-icl", "dense-fewshot", "moe-fewshot",
-                   "promoe-fewshot"),
-    "other": (),
-}
-GROUP_TITLE = {
-    "zero-shot": "Zero-shot models and heuristic floors",
-    "routing": "Routing baselines (zero-shot routers on the trained `moe`'s experts)",
-    "ablation": "Ablations of `promoe`'s router input (prompt unchanged)",
-    "adaptation": "In-context (Definition + 2 positive examples) and few-shot fine-tuning",
-    "other": "Other rows",
-}
-MODEL_ORDER = tuple(m for rows in GROUPS.values() for m in rows)
-ADAPTATIONS = ("icl", "fewshot")
-BASES = ("copy_input", "copy_demo", "backbone", "dense", "moe", "promoe", "knn", "skill", "uniform", "random")
 DPI = 120
-
-
-def split_row(name: str) -> tuple[str, str]:
-    """``(base, variant)`` of a row name: ``"promoe-icl"`` -> ``("promoe", "icl")``; no variant -> ``""``."""
-    base, _, variant = name.partition("-")
-    return base, variant
-
-
-def row_group(name: str) -> str:
-    """The report group of a row (a key of :data:`GROUPS`), also for rows not listed there."""
-    for group, rows in GROUPS.items():
-        if name in rows:
-            return group
-    base, variant = split_row(name)
-    if variant in ADAPTATIONS:
-        return "adaptation"
-    if variant and base == "promoe":
-        return "ablation"
-    return "other"
-
-
-def model_key(name: str) -> tuple[int, int, str]:
-    """Sort key: group, then the position in :data:`MODEL_ORDER`, then the name."""
-    pos = MODEL_ORDER.index(name) if name in MODEL_ORDER else len(MODEL_ORDER)
-    return list(GROUPS).index(row_group(name)), pos, name
+SHADES = (("white", 0.45), ("black", 0.35), ("white", 0.7), ("black", 0.6))
+"""How the k-th condition (:func:`promoe.registry.conditions`) shades its base row's colour."""
+N_HUES = 10  # tab10: base rows beyond it take the palette of unregistered bases
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -89,22 +46,22 @@ def _mix(c: tuple, other: str, t: float) -> tuple[float, float, float]:
 
 
 def _colors(models: Iterable[str]) -> dict[str, tuple]:
-    """A fixed colour per row: one hue per base model, lighter for ``-icl``, darker for ``-fewshot``,
-    a separate palette for ``promoe`` ablations, so a row keeps its colour in every figure and run."""
+    """A fixed colour per row: one hue per base row, a shade of it per condition (:data:`SHADES`: the
+    first lighter, the second darker), a separate palette for other variants (ablations), so a row
+    keeps its colour in every figure and run."""
     models = sorted(set(models), key=model_key)
-    extra_bases = sorted({split_row(m)[0] for m in models} - set(BASES))
-    ablations = [m for m in models if row_group(m) in ("ablation", "other") and split_row(m)[1]]
+    hues = bases()[:N_HUES]
+    extra_bases = sorted({split_row(m)[0] for m in models} - set(hues))
+    variants = [m for m in models if row_group(m) in ("ablation", "other") and split_row(m)[1]]
     out = {}
     for m in models:
         base, variant = split_row(m)
-        c = (colormaps["tab10"](BASES.index(base)) if base in BASES
+        c = (colormaps["tab10"](hues.index(base)) if base in hues
              else colormaps["tab20b"](extra_bases.index(base) % 20))
-        if variant == "icl":
-            c = _mix(c, "white", 0.45)
-        elif variant == "fewshot":
-            c = _mix(c, "black", 0.35)
+        if variant in conditions():
+            c = _mix(c, *SHADES[conditions().index(variant) % len(SHADES)])
         elif variant:
-            c = colormaps["Dark2"](ablations.index(m) % 8)
+            c = colormaps["Dark2"](variants.index(m) % 8)
         out[m] = c
     return out
 
@@ -191,14 +148,11 @@ FIGURE_TEXT = {
     "per_category_rougeL": "ROUGE-L per task category (one panel each) for the zero-shot models, heuristic "
                            "floors and routing baselines; error bars are 95% bootstrap intervals over the "
                            "category's tasks (none for a category with one task).",
-    "per_category_rougeL_variants": "ROUGE-L per task category for `promoe` (reference) and its ablations, "
+    "per_category_rougeL_variants": f"ROUGE-L per task category for `{REFERENCE}` (reference) and its ablations, "
                                     "in-context and few-shot rows; 95% bootstrap intervals over the "
                                     "category's tasks.",
     "training_curves": "Training loss (solid) and validation loss (dashed) against the optimiser step.",
 }
-
-Emit = Callable[[Figure | None, str, str, str], None]
-
 
 def draw_figures(run_dir: Path, data: RunData, sig: dict) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
     """Draw every figure whose inputs exist; returns ``({file: (alt, caption)}, {figure: why skipped})``."""
@@ -214,15 +168,15 @@ def draw_figures(run_dir: Path, data: RunData, sig: dict) -> tuple[dict[str, tup
     colors = _colors(set(data.scores) | set(data.routing) | set(data.curves))
     models = list(sig["models"])
     emit(fig_overall(sig, colors), "overall", "overall scores", FIGURE_TEXT["overall"])
-    main = [m for m in models if row_group(m) in ("zero-shot", "routing")]
-    variants = [m for m in models if row_group(m) not in ("zero-shot", "routing")]
+    main = [m for m in models if row_group(m) in main_groups()]
+    variants = [m for m in models if m not in main]
     if main:
         emit(fig_per_category(sig, main, colors, "ROUGE-L per category: zero-shot models and routers"),
              "per_category_rougeL", "ROUGE-L per category", FIGURE_TEXT["per_category_rougeL"])
     else:
         skipped["per_category_rougeL"] = "no zero-shot, heuristic or routing-baseline row"
     if variants:
-        ref = ["promoe"] if "promoe" in sig["models"] else []
+        ref = [REFERENCE] if REFERENCE in sig["models"] else []
         emit(fig_per_category(sig, ref + variants, colors, "ROUGE-L per category: ablations, in-context, few-shot"),
              "per_category_rougeL_variants", "ROUGE-L per category, variants",
              FIGURE_TEXT["per_category_rougeL_variants"])

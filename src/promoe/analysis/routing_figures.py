@@ -1,16 +1,10 @@
-"""Routing analysis of a run: how tasks' routing relates to their descriptions, and its figures.
+"""Routing figures of a run, drawn from :class:`~promoe.analysis.rundata.RunData` and the significance dict.
 
-Inputs are a run's ``routing/<row>.npz`` (``task_histograms`` (n_tasks, n_layers, n_experts): each test
-task's normalised expert-selection histogram per MoE layer) and ``task_embeddings.npz`` (L2-normalised
-description embeddings). A task's *routing policy* is its flattened histogram; two tasks' routing
-similarity is the cosine of their policies, their description similarity the cosine of their embeddings.
-
-* :func:`routing_similarity`: Spearman rho between the two similarities over task pairs, with a Mantel
-  permutation p value (pairs share tasks, so the pairs are not independent draws and the usual
-  Spearman p value would be too small), and the mean routing similarity of same- and
-  different-category pairs.
-* Figures: expert utilisation per category and layer, routing entropy and load balance per row,
-  routing vs description similarity (scatter), a 2-D PCA map of routing policies by category.
+Expert utilisation per category and layer (one heatmap per profiled row), routing entropy and load
+balance (every routed row), routing vs description similarity (scatter, one panel per profiled row)
+and a 2-D PCA map of the task-routed rows' routing policies by category. Which rows get which figure
+is derived from the registry (:mod:`promoe.analysis.rows`); the numbers come from
+:mod:`promoe.analysis.stats`.
 """
 
 from __future__ import annotations
@@ -18,116 +12,17 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from scipy import stats
 
-if TYPE_CHECKING:
-    from promoe.analysis import RunData
+from promoe.analysis.rows import profiled_rows, task_routed_rows
+from promoe.analysis.rundata import RunData
+from promoe.analysis.stats import UNKNOWN, TaskSimilarity, kept_indices, task_similarity
 
-HEATMAP_ROWS = ("moe", "promoe", "knn", "skill")  # one heatmap each; ablations would be too many
-SIMILARITY_ROWS = ("moe", "promoe", "knn", "skill")  # scatter panels (the numbers cover every routing row)
-MAP_ROWS = ("promoe", "knn", "skill")  # routing policies generated per task
 TOP_CATEGORIES = 8
-UNKNOWN = "(unknown)"
-
-
-@dataclass
-class TaskSimilarity:
-    """Pairwise cosine similarities of the tasks one row routed that also have a description embedding."""
-
-    tasks: list[str]
-    routing: np.ndarray  # (n, n) cosine of flattened task histograms
-    description: np.ndarray  # (n, n) cosine of description embeddings
-    categories: list[str]
-
-    def pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Over task pairs i < j: routing sims, description sims, same-category and known-category masks."""
-        i, j = np.triu_indices(len(self.tasks), 1)
-        cats = np.array(self.categories, dtype=object)
-        known = (cats[i] != UNKNOWN) & (cats[j] != UNKNOWN)
-        return self.routing[i, j], self.description[i, j], known & (cats[i] == cats[j]), known
-
-
-def _cosine(x: np.ndarray) -> np.ndarray:
-    x = x.reshape(len(x), -1).astype(np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    return np.clip(x @ x.T, -1.0, 1.0)
-
-
-def _kept(names: list[str], keep: set[str] | None) -> list[int]:
-    """Indices of ``names`` in ``keep`` (all of them when ``keep`` is unknown or matches none)."""
-    idx = [i for i, t in enumerate(names) if keep is None or t in keep]
-    return idx or list(range(len(names)))
-
-
-def task_similarity(routing: dict[str, np.ndarray], embeddings: dict[str, np.ndarray], task_cat: dict[str, str],
-                    keep: set[str] | None = None) -> TaskSimilarity | None:
-    """Similarities over the tasks in both files (and in ``keep``, the test tasks); None below 3 tasks."""
-    names = [str(t) for t in routing["task_names"]]
-    emb_index = {str(t): i for i, t in enumerate(embeddings["task_names"])}
-    idx = [i for i in _kept(names, keep) if names[i] in emb_index]
-    if len(idx) < 3:
-        return None
-    tasks = [names[i] for i in idx]
-    return TaskSimilarity(tasks=tasks, routing=_cosine(routing["task_histograms"][idx]),
-                          description=_cosine(embeddings["embeddings"][[emb_index[t] for t in tasks]]),
-                          categories=[task_cat.get(t, UNKNOWN) for t in tasks])
-
-
-def mantel_spearman(a: np.ndarray, b: np.ndarray, *, n_perm: int, seed: int = 0) -> tuple[float | None, float | None]:
-    """Spearman rho of two symmetric (n, n) similarity matrices over pairs i < j, and its two-sided
-    Mantel p value (tasks' labels permuted in one matrix; (hits + 1) / (n_perm + 1)). None when
-    either matrix is constant over the pairs, e.g. a router that sends every task the same way."""
-    n = len(a)
-    i, j = np.triu_indices(n, 1)
-    # Rounding first: float noise must not rank equal similarities (e.g. uniform routing's) apart.
-    ra, rb = stats.rankdata(np.round(a[i, j], 10)), stats.rankdata(np.round(b[i, j], 10))
-    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
-        return None, None
-    za, zb = (ra - ra.mean()) / ra.std(), (rb - rb.mean()) / rb.std()
-    rho = float(za @ zb / len(za))
-    # Relabelling tasks permutes which pair holds which rank, so ranks are computed once.
-    z = np.zeros((n, n))
-    z[i, j] = za
-    z += z.T
-    rng, hits, chunk = np.random.default_rng(seed), 0, max(1, 2_000_000 // len(za))
-    for start in range(0, n_perm, chunk):
-        perm = rng.permuted(np.tile(np.arange(n), (min(chunk, n_perm - start), 1)), axis=1)
-        null = z[perm[:, i], perm[:, j]] @ zb / len(za)
-        hits += int((np.abs(null) >= abs(rho) - 1e-12).sum())
-    return rho, (hits + 1) / (n_perm + 1)
-
-
-def routing_similarity(routing: dict[str, dict[str, np.ndarray]], embeddings: dict[str, np.ndarray] | None,
-                       task_cat: dict[str, str], *, keep: set[str] | None = None, n_perm: int = 1000,
-                       seed: int = 0) -> dict[str, dict]:
-    """Per routing row: ``{spearman_rho, p, same_category_mean, diff_category_mean, n_tasks, n_pairs}``
-    (``p`` is the Mantel permutation p value; rho and p are None when either similarity is constant over
-    the pairs, e.g. for uniform routing)."""
-    if embeddings is None:
-        return {}
-    out = {}
-    for m, r in routing.items():
-        sim = task_similarity(r, embeddings, task_cat, keep)
-        if sim is None:
-            continue
-        rho, p = mantel_spearman(sim.routing, sim.description, n_perm=n_perm, seed=seed)
-        route, _, same, known = sim.pairs()
-        diff = known & ~same
-        out[m] = {"spearman_rho": rho, "p": p,
-                  "same_category_mean": float(route[same].mean()) if same.any() else None,
-                  "diff_category_mean": float(route[diff].mean()) if diff.any() else None,
-                  "n_tasks": len(sim.tasks), "n_pairs": len(route)}
-    return out
-
-
-# ----------------------------------------------------------------------------------------------- figures
 
 
 def fig_expert_utilisation(model: str, routing: dict[str, np.ndarray], task_cat: dict[str, str]) -> Figure | None:
@@ -232,7 +127,7 @@ def fig_routing_map(routing: dict[str, dict[str, np.ndarray]], task_cat: dict[st
     panels = []
     for m, r in routing.items():
         names = [str(t) for t in r["task_names"]]
-        idx = _kept(names, keep)
+        idx = kept_indices(names, keep)
         if len(idx) >= 3:
             coords, share = _pca2(r["task_histograms"][idx].reshape(len(idx), -1).astype(np.float64))
             panels.append((m, [names[i] for i in idx], coords, share))
@@ -281,24 +176,28 @@ Emit = Callable[[Figure | None, str, str, str], None]
 
 def draw_routing_figures(emit: Emit, skipped: dict[str, str], data: RunData, sig: dict,
                          colors: dict[str, tuple]) -> None:
-    """Emit the routing figures whose inputs exist; record why the others are not drawn in ``skipped``."""
+    """Emit the routing figures whose inputs exist; record why the others are not drawn in ``skipped``.
+
+    Heatmaps and similarity panels: :func:`~promoe.analysis.rows.profiled_rows`; the map:
+    :func:`~promoe.analysis.rows.task_routed_rows`; entropy and load balance: every routed row."""
     if not data.routing:
         skipped["expert_utilisation, routing_entropy, routing_vs_description, routing_map"] = "no routing/<model>.npz"
         return
     task_cat = data.task_categories()
-    heat = [m for m in HEATMAP_ROWS if m in data.routing]
+    profiled = profiled_rows()
+    heat = [m for m in profiled if m in data.routing]
     for m in heat:
         emit(fig_expert_utilisation(m, data.routing[m], task_cat), f"expert_utilisation_{m}",
              f"expert utilisation {m}", FIGURE_TEXT["expert_utilisation"].format(model=m))
     if not heat:
-        skipped["expert_utilisation"] = f"no routing npz of {', '.join(HEATMAP_ROWS)}"
+        skipped["expert_utilisation"] = f"no routing npz of {', '.join(profiled)}"
     emit(fig_routing_entropy(data.routing, colors), "routing_entropy", "routing entropy",
          FIGURE_TEXT["routing_entropy"])
-    rows = [m for m in SIMILARITY_ROWS if m in data.routing]
+    rows = [m for m in profiled if m in data.routing]
     if data.embeddings is None:
         skipped["routing_vs_description"] = "no task_embeddings.npz in the run folder"
     elif not rows:
-        skipped["routing_vs_description"] = f"no routing npz of {', '.join(SIMILARITY_ROWS)}"
+        skipped["routing_vs_description"] = f"no routing npz of {', '.join(profiled)}"
     else:
         sims = {m: s for m in rows if (s := task_similarity(data.routing[m], data.embeddings, task_cat,
                                                             data.test_tasks)) is not None}
@@ -307,9 +206,10 @@ def draw_routing_figures(emit: Emit, skipped: dict[str, str], data: RunData, sig
                  "routing vs description similarity", FIGURE_TEXT["routing_vs_description"])
         else:
             skipped["routing_vs_description"] = "fewer than 3 routed tasks have a description embedding"
-    rows = [m for m in MAP_ROWS if m in data.routing]
+    mapped = task_routed_rows()
+    rows = [m for m in mapped if m in data.routing]
     if rows:
         emit(fig_routing_map({m: data.routing[m] for m in rows}, task_cat, data.test_tasks), "routing_map",
              "map of routing policies", FIGURE_TEXT["routing_map"])
     else:
-        skipped["routing_map"] = f"no routing npz of {', '.join(MAP_ROWS)}"
+        skipped["routing_map"] = f"no routing npz of {', '.join(mapped)}"

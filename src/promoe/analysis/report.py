@@ -1,23 +1,32 @@
-"""REPORT.md of a run: the tables of :func:`promoe.analysis.significance` and the figures, as Markdown."""
+"""REPORT.md of a run: the tables of :func:`promoe.analysis.significance.significance` and the figures, as Markdown.
+
+Groups, their titles and order, the reference row and what each ablation's router sees come from
+:mod:`promoe.registry`.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from promoe.figures import GROUP_TITLE, LABEL, METRICS, row_group, split_row
+from promoe.analysis.rows import experts_model, main_groups
+from promoe.analysis.rundata import LABEL, METRICS, RunData
+from promoe.registry import GROUPS, REFERENCE, conditions, entry, row_group, split_row
 
-if TYPE_CHECKING:
-    from promoe.analysis import RunData
+CONTEXT_TEXT = "nothing (static token router)"
+"""What the ablation table's context row (the experts model, :func:`~promoe.analysis.rows.experts_model`)
+gives its router."""
 
-REFERENCE = "promoe"
-"""The row every other row is compared with."""
-ABLATION_TEXT = {"shuffled": "another task's description", "empty": "an empty description",
-                 "random_text": "random text", "category": "the category name only",
-                 "paraphrase": "a paraphrase (tasks that have one)", "moe": "nothing (static token router)"}
+
+def _router_sees(row: str) -> str:
+    """The ablation table's "router sees" cell: the ablation's registry title."""
+    if row == experts_model():
+        return CONTEXT_TEXT
+    r = entry(row)
+    return r.title if r is not None else split_row(row)[1]
+
 
 def _ci(c: dict | None) -> str:
     return "" if c is None else f"{c['mean']:.2f} [{c['low']:.2f}, {c['high']:.2f}]"
@@ -47,7 +56,7 @@ def _headline(sig: dict) -> list[str]:
     if subset := [m for m, e in models.items() if e["n_tasks"] < most]:
         out += [f"Scored on fewer tasks than the others ({most}): {', '.join(subset)} — compare these through "
                 "the paired tables, which use common tasks.", ""]
-    for group, title in GROUP_TITLE.items():
+    for group, title in GROUPS.items():
         rows = [m for m in models if row_group(m) == group]
         if rows:
             out += [f"### {title}", ""]
@@ -73,11 +82,11 @@ def _comparisons(sig: dict) -> list[str]:
     if sig["ablations"]:
         out += [f"## Ablations: what `{REFERENCE}`'s router is given", "",
                 f"Each row − `{REFERENCE}` over the test tasks both were scored on (task means; the prompt is "
-                "unchanged, only the description fed to the router differs). `moe` (static router, never sees "
-                "the description embedding) for context. p values two-sided.", ""]
+                f"unchanged, only the description fed to the router differs). `{experts_model()}` (static router, "
+                "never sees the description embedding) for context. p values two-sided.", ""]
         out += _table(["row", "router sees", "tasks", f"{REFERENCE} ROUGE-L", "row ROUGE-L", "Δ ROUGE-L [95% CI]",
                        "p (bootstrap)", "p (Wilcoxon)", "Δ EM [95% CI]", "p (bootstrap)", "p (Wilcoxon)"],
-                      [[m, ABLATION_TEXT.get(split_row(m)[1] or m, split_row(m)[1]), str(t["rougeL"]["n_tasks"]),
+                      [[m, _router_sees(m), str(t["rougeL"]["n_tasks"]),
                         f"{t['rougeL']['reference_mean']:.2f}", f"{t['rougeL']['mean']:.2f}", _diff(t["rougeL"]),
                         _p(t["rougeL"]["p_bootstrap"], nb), f"{t['rougeL']['p_wilcoxon']:.3g}",
                         _diff(t["exact_match"]), _p(t["exact_match"]["p_bootstrap"], nb),
@@ -92,16 +101,18 @@ def _comparisons(sig: dict) -> list[str]:
         def d(t: dict | None) -> str:
             return "" if t is None else f"{_diff(t['rougeL'])} (p {_p(t['rougeL']['p_bootstrap'], nb)})"
 
-        out += _table(["model", "zero-shot", "-icl", "-fewshot", f"{REFERENCE} − model-icl", f"{REFERENCE} − model-fewshot"],
-                      [[b, _ci(e["zero_shot"]), _ci(e["icl"]), _ci(e["fewshot"]), d(e["promoe_minus_icl"]),
-                        d(e["promoe_minus_fewshot"])] for b, e in sig["zero_vs_few_shot"].items()])
+        out += _table(["model", "zero-shot", *(f"-{k}" for k in conditions()),
+                       *(f"{REFERENCE} − model-{k}" for k in conditions())],
+                      [[b, _ci(e["zero_shot"]), *(_ci(e[k]) for k in conditions()),
+                        *(d(e[f"{REFERENCE}_minus_{k}"]) for k in conditions())]
+                       for b, e in sig["zero_vs_few_shot"].items()])
     return out
 
 
 def _per_category(sig: dict) -> list[str]:
     models, per_cat = list(sig["models"]), sig["per_category_rougeL"]
     out = ["## ROUGE-L per category", "", "Instance means with 95% bootstrap intervals over the category's tasks.", ""]
-    main = [m for m in models if row_group(m) in ("zero-shot", "routing")]
+    main = [m for m in models if row_group(m) in main_groups()]
     rest = [m for m in models if m not in main]
     for rows, title in ((main, "Zero-shot models, heuristics and routers"),
                         (([REFERENCE] if REFERENCE in models and rest else []) + rest,

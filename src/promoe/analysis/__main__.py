@@ -1,0 +1,5 @@
+"""``python -m promoe.analysis RUN_DIR``."""
+
+from promoe.analysis import main
+
+main()

@@ -1,0 +1,137 @@
+"""What the analysis reads from a run folder (:func:`load_run` -> :class:`RunData`), checked as it is read.
+
+Only ``scores/<row>.json`` is required; where present also ``routing/<row>.npz``, ``task_embeddings.npz``,
+``train/<model>/metrics.jsonl``, ``splits.json`` and ``seeds/<seed>/scores/<row>.json``. Rows are read
+in report order (:func:`promoe.registry.model_key`), so every table and figure lists them that way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from promoe.data.sources import iter_jsonl
+from promoe.errors import DataError
+from promoe.metrics import category_key
+from promoe.registry import model_key
+
+log = logging.getLogger(__name__)
+
+METRICS = ("rougeL", "exact_match")
+"""The per-task score fields every statistic, table and figure covers."""
+LABEL = {"rougeL": "ROUGE-L", "exact_match": "Exact match"}
+ROUTING_KEYS = ("load", "tokens", "load_cv", "token_entropy", "task_names", "task_histograms")
+EMBEDDING_KEYS = ("task_names", "embeddings")  # also read: categories, split
+
+
+@dataclass
+class RunData:
+    """Everything :func:`promoe.analysis.analyze` reads from a run folder."""
+
+    scores: dict[str, dict]  # row -> score() dict
+    routing: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # row -> npz arrays
+    curves: dict[str, list[dict]] = field(default_factory=dict)  # model -> metrics.jsonl rows
+    seeds: dict[str, dict[str, dict]] = field(default_factory=dict)  # seed -> row -> score() dict
+    test_tasks: set[str] | None = None
+    embeddings: dict[str, np.ndarray] | None = None  # task_embeddings.npz arrays
+
+    def task_categories(self) -> dict[str, str]:
+        """Task -> category key, from the scores (first row wins), else from ``task_embeddings.npz``."""
+        cat = {}
+        if self.embeddings is not None and "categories" in self.embeddings:
+            cat = {str(t): category_key(str(c)) for t, c in
+                   zip(self.embeddings["task_names"], self.embeddings["categories"], strict=True)}
+        for s in reversed(list(self.scores.values())):
+            cat |= {t: r["category"] for t, r in s["per_task"].items()}
+        return cat
+
+
+def task_rows(score: dict, test_tasks: set[str] | None) -> dict[str, dict]:
+    """The per-task rows of a score dict, limited to the test tasks when the split is known."""
+    rows = score["per_task"]
+    if test_tasks is not None:
+        kept = {t: r for t, r in rows.items() if t in test_tasks}
+        if kept:
+            return kept
+        log.warning("no scored task is in splits.json's test list; using every scored task")
+    return rows
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"cannot be read as JSON ({e})", file=str(path), fix="rewrite or remove it") from None
+
+
+def _read_npz(path: Path, keys: tuple[str, ...], fix: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot be read ({e})", file=str(path), fix="rewrite or remove it") from None
+    if missing := [k for k in keys if k not in arrays]:
+        raise DataError(f"lacks {missing}", file=str(path), fix=fix)
+    return arrays
+
+
+def _read_scores(folder: Path) -> dict[str, dict]:
+    out = {}
+    for p in sorted(folder.glob("*.json"), key=lambda p: model_key(p.stem)):
+        s = _read_json(p)
+        rows = s.get("per_task") if isinstance(s, dict) else None
+        if not isinstance(rows, dict) or not rows:
+            raise DataError("has no per-task scores", file=str(p), field="per_task",
+                            fix="write the full promoe.metrics.score() result")
+        for task, row in rows.items():
+            missing = [k for k in (*METRICS, "n", "category") if not isinstance(row, dict) or k not in row]
+            if missing:
+                raise DataError(f"per_task[{task!r}] lacks {missing}", file=str(p), field="per_task",
+                                fix="write the full promoe.metrics.score() result")
+        out[p.stem] = s
+    return out
+
+
+def _seed_key(p: Path) -> tuple[int, int | str]:
+    return (0, int(p.name)) if p.name.isdigit() else (1, p.name)
+
+
+def _read_embeddings(path: Path) -> dict[str, np.ndarray]:
+    fix = "write task_names, embeddings (n, d), categories and split, one entry per task"
+    arrays = _read_npz(path, EMBEDDING_KEYS, fix)
+    n, emb = len(arrays["task_names"]), arrays["embeddings"]
+    if emb.ndim != 2 or len(emb) != n or any(len(arrays[k]) != n for k in ("categories", "split") if k in arrays):
+        raise DataError(f"embeddings {emb.shape} do not match its {n} task_names (and categories, split)",
+                        file=str(path), field="embeddings", fix=fix)
+    return arrays
+
+
+def load_run(run_dir: Path) -> RunData:
+    """Read a run folder; only ``scores/`` is required."""
+    run_dir = Path(run_dir)
+    scores = _read_scores(run_dir / "scores") if (run_dir / "scores").is_dir() else {}
+    if not scores:
+        raise DataError("holds no scores/<model>.json", file=str(run_dir / "scores"),
+                        fix="run the experiment first (python run_experiment.py) or point at a run folder")
+    data = RunData(scores=scores)
+    for p in sorted((run_dir / "routing").glob("*.npz"), key=lambda p: model_key(p.stem)):
+        data.routing[p.stem] = _read_npz(p, ROUTING_KEYS, fix="write it with RoutingStats.save")
+    if (run_dir / "task_embeddings.npz").is_file():
+        data.embeddings = _read_embeddings(run_dir / "task_embeddings.npz")
+    for p in sorted((run_dir / "train").glob("*/metrics.jsonl"), key=lambda p: model_key(p.parent.name)):
+        rows = [r for _, r in iter_jsonl(p) if isinstance(r, dict) and isinstance(r.get("step"), int | float)]
+        if rows:
+            data.curves[p.parent.name] = rows
+    if (run_dir / "splits.json").is_file():
+        test = _read_json(run_dir / "splits.json")
+        if isinstance(test, dict) and isinstance(test.get("test"), list):
+            data.test_tasks = set(test["test"])
+    if (run_dir / "seeds").is_dir():
+        for d in sorted((run_dir / "seeds").iterdir(), key=_seed_key):
+            if (d / "scores").is_dir() and (s := _read_scores(d / "scores")):
+                data.seeds[d.name] = s
+    return data

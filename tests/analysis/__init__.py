@@ -1,0 +1,1 @@
+"""Tests of promoe.analysis, one file per module."""
