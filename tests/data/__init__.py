@@ -1,0 +1,1 @@
+"""Tests of promoe.data, one file per module."""

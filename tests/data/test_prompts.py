@@ -1,0 +1,77 @@
+"""promoe.data.prompts: the Tk-Instruct prompt layout, the length check, demonstrations."""
+
+from __future__ import annotations
+
+from promoe.data.prompts import demonstrations, encode_prompt, task_prompt
+from promoe.data.schema import Example, Instance
+from promoe.data.sources import positive_example_instances
+from tests.data.helpers import _task
+
+
+def test_prompt_definition_only_layout() -> None:
+    assert encode_prompt("Answer yes or no", "Is it?") == (
+        "Definition: Answer yes or no.\n\n"
+        "Now complete the following example -\n"
+        "Input: Is it?\n"
+        "Output: "
+    )
+    assert encode_prompt("  Answer yes or no!  ", "  it is  ") == (
+        "Definition: Answer yes or no!\n\nNow complete the following example -\nInput: it is.\nOutput: "
+    )
+    assert encode_prompt("", "x") == "Now complete the following example -\nInput: x.\nOutput: "
+
+
+def test_prompt_with_positive_examples_layout() -> None:
+    assert encode_prompt("Answer yes or no", "Is it?", [Example("a", "b")]) == (
+        "Definition: Answer yes or no.\n\n"
+        " Positive Example 1 -\nInput: a.\n Output: b.\n\n"
+        "Now complete the following example -\nInput: Is it?\nOutput: "
+    )
+    two = encode_prompt("D.", "q", [Example("a?", "b!", "c"), Example("x", "y", "because")],
+                        add_explanation=True)
+    assert two == (
+        "Definition: D.\n\n"
+        " Positive Example 1 -\nInput: a?\n Output: b!\n Explanation: c.\n\n"
+        " Positive Example 2 -\nInput: x.\n Output: y.\n Explanation: because.\n\n"
+        "Now complete the following example -\nInput: q.\nOutput: "
+    )
+    no_expl = encode_prompt("D.", "q", [Example("x", "y", "because")])
+    assert "Explanation" not in no_expl
+
+
+def test_fits_stops_adding_examples() -> None:
+    examples = [Example("a", "b"), Example("c", "d"), Example("e", "f")]
+    none = encode_prompt("D", "q")
+    one = encode_prompt("D", "q", examples[:1])
+    seen: list[str] = []
+
+    def fits(prompt: str) -> bool:
+        seen.append(prompt)
+        return len(prompt) <= len(one)
+
+    assert encode_prompt("D", "q", examples, fits=fits) == one
+    assert len(seen) == 2  # checked the 1st (fits) and the 2nd (does not), never the 3rd
+    assert encode_prompt("D", "q", examples, fits=lambda p: False) == none
+    # the first example that does not fit ends the list, even if a later, shorter one would fit
+    long_first = [Example("x" * 100, "y"), Example("a", "b")]
+    assert encode_prompt("D", "q", long_first, fits=lambda p: len(p) <= len(one)) == none
+    assert encode_prompt("D", "q", examples, fits=lambda p: True) == encode_prompt("D", "q", examples)
+
+
+def test_demonstrations_never_show_the_scored_example() -> None:
+    task = _task("task001_demo", pos=3)
+    pos_instances = positive_example_instances(task)
+    assert [i.origin for i in pos_instances] == ["positive_example"] * 3
+    for j, inst in enumerate(pos_instances):
+        demos = demonstrations(task, inst, 5)
+        own = task.positive_examples[j]
+        assert own not in demos and len(demos) == 2
+        prompt = task_prompt(task, inst, n_pos_examples=5)
+        assert f"Input: {own.input}.\n Output: {own.output}." not in prompt
+        assert prompt.endswith(f"Input: {own.input}.\nOutput: ")
+    real = task.instances[0]
+    assert demonstrations(task, real, 2) == list(task.positive_examples[:2])
+    assert demonstrations(task, real, 0) == [] and demonstrations(task, pos_instances[0], 0) == []
+    # same text but a real instance: the example may still be shown
+    lookalike = Instance("x", task.positive_examples[0].input, (task.positive_examples[0].output,))
+    assert demonstrations(task, lookalike, 1) == [task.positive_examples[0]]

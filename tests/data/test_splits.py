@@ -1,0 +1,232 @@
+"""promoe.data.splits: training-task selection, validation carving, test tasks, and load_splits end to end.
+
+On tiny SNI-schema records in ``tmp_path`` and the tiny offline data folder (``tiny_data_root``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from promoe.config import DataConfig
+from promoe.data.schema import Task, task_from_record
+from promoe.data.splits import build_test_tasks, carve_validation, load_splits
+from promoe.data.summary import summarize
+from tests.data.helpers import _candidates, _data_error, _meta_export, _record, _select, _task, _write_json
+
+# --------------------------------------------------------------------------------------------------
+# selection and validation
+
+def test_select_training_tasks_protocol() -> None:
+    kept, decisions = _select()
+    names = [t.name for t in kept]
+    assert names == sorted(names)
+    reasons = {d.task: d.reason for d in decisions}
+    # every candidate gets exactly one decision with a reason
+    assert Counter(d.task for d in decisions) == Counter(t.name for t in _candidates())
+    assert all(d.reason for d in decisions)
+    assert {d.task for d in decisions if d.kept} == set(names)
+    assert {"task001_train", "niv1_sub1", "bb_lonely", "bb_small__s0", "bb_small__s1"} <= set(names)
+    assert "SNI test task task003_test" in reasons["task003_test"]
+    assert "SNI test task task003_test" in reasons["niv1_sub2"]
+    assert "not on the SNI training list" in reasons["task002_not_listed"]
+    assert "task004_excluded" in reasons["niv1_sub3"]
+    assert "shares a source dataset" in reasons["bb_overlap"] and "task003_test" in reasons["bb_overlap"]
+    assert reasons["bb_empty"] == "has no instances"
+    fam_kept = [n for n in names if n.startswith("bb_fam__")]
+    assert len(fam_kept) == 2
+    capped = [d for d in decisions if d.task.startswith("bb_fam__") and not d.kept]
+    assert len(capped) == 3 and all("bb_fam" in d.reason and "capped at 2" in d.reason for d in capped)
+    assert {d.collection for d in decisions if d.task.startswith("niv1_")} == {"niv1"}
+
+
+def test_family_cap_is_deterministic_and_seeded() -> None:
+    def fam(seed: int) -> list[str]:
+        return [t.name for t in _select(seed)[0] if t.name.startswith("bb_fam__")]
+
+    assert fam(0) == fam(0)
+    assert _select(3) == _select(3)
+    assert len({tuple(fam(s)) for s in range(10)}) > 1
+    assert all(len(fam(s)) == 2 for s in range(10))
+
+
+def test_family_cap_zero_and_large() -> None:
+    kept, _ = _select(cap=100)
+    assert sum(t.name.startswith("bb_fam__") for t in kept) == 5
+    kept, decisions = _select(cap=0)
+    assert kept == [] and not any(d.kept for d in decisions)
+
+
+def _pool() -> list[Task]:
+    tasks = [_task(f"task{i:03d}_single", collection="sni") for i in range(8)]
+    tasks += [_task(f"bb_f{f}__s{i}", collection="bigbench", meta={"bb_task": f"f{f}"})
+              for f in range(3) for i in range(3)]
+    return tasks
+
+
+def test_carve_validation_holds_out_whole_families() -> None:
+    pool = _pool()
+    train, val = carve_validation(pool, 5, seed=0)
+    assert (train, val) == carve_validation(pool, 5, seed=0)
+    tn, vn = {t.name for t in train}, {t.name for t in val}
+    assert not tn & vn and tn | vn == {t.name for t in pool}
+    # relative order of the input is kept on both sides
+    order = [t.name for t in pool]
+    assert [t.name for t in train] == [n for n in order if n in tn]
+    assert [t.name for t in val] == [n for n in order if n in vn]
+    assert {t.family for t in train}.isdisjoint({t.family for t in val})
+    assert 5 <= len(val) <= 5 + 2  # stops once ~5 tasks are held out; a family of 3 may overshoot by 2
+    assert carve_validation(pool, 0, seed=0) == (pool, [])
+    assert len({tuple(t.name for t in carve_validation(pool, 5, seed=s)[1]) for s in range(10)}) > 1
+
+
+def test_validation_spreads_over_categories() -> None:
+    cats = {"A": 6, "B": 3, "C": 1, "D": 2}
+    pool = [Task(name=f"t_{c}{i}", definition="d", instances=(), categories=(c,), family=f"t_{c}{i}")
+            for c, n in cats.items() for i in range(n)]
+    train, val = carve_validation(pool, 3, seed=0)
+    assert len(val) == 3 and len({t.category for t in val}) == 3
+    assert "C" not in {t.category for t in val}  # a category's only task stays in training
+    train, val = carve_validation(pool, 8, seed=1)
+    assert len(val) == 8 and {t.category for t in train} == set(cats)  # every category keeps one
+    # asked for more than that allows: categories give their last task, training keeps at least one
+    train, val = carve_validation(pool, 100, seed=0)
+    assert len(train) == 1 and len(val) == len(pool) - 1
+
+
+# --------------------------------------------------------------------------------------------------
+# test tasks
+
+def test_build_test_tasks(tmp_path: Path) -> None:
+    meta = _meta_export(tmp_path)
+    full = task_from_record(
+        _record("task902_complete", n=10, pos=0) | {"Domains": ["Toys"]}, file="t.json",
+        name="task902_complete", collection="sni")
+    out = build_test_tasks(meta, [full], max_instances=3, positive_examples=False)
+    partial, complete = out
+    assert [i.id for i in partial.instances] == [f"task901_partial-first{j}" for j in range(3)]
+    assert [i.id for i in complete.instances] == [f"task902_complete-{j}" for j in range(3)]
+    assert complete.instances[0].outputs == ("ref0", "alt0")  # all references of the complete task
+    assert complete.definition == "Complete the analogy" and complete.category == "Word Analogy"
+    assert complete.domains == ("Toys",)
+    assert all(i.origin == "instance" for t in out for i in t.instances)
+
+    out = build_test_tasks(meta, [full], max_instances=3, positive_examples=True)
+    partial, complete = out
+    pos = [i for i in partial.instances if i.origin == "positive_example"]
+    assert [i.origin for i in partial.instances] == ["instance"] * 3 + ["positive_example"] * 2
+    assert [(i.input, i.outputs) for i in pos] == [("p0", ("o0",)), ("p1", ("o1",))]
+    assert len({i.id for i in partial.instances}) == len(partial.instances)
+    # the export's positive examples are used for the complete task (it has none of its own here)
+    assert [i.input for i in complete.instances if i.origin == "positive_example"] == ["q0"]
+
+
+# --------------------------------------------------------------------------------------------------
+# load_splits
+
+def test_load_splits_with_missing_data_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMOE_DATA", str(tmp_path / "absent"))
+    err = _data_error(load_splits, DataConfig(root=None))
+    assert str(tmp_path / "absent") in str(err) and "PROMOE_DATA" in str(err)
+
+
+def test_load_splits_offline_end_to_end(tiny_data_root: Path) -> None:
+    cfg = DataConfig(root=str(tiny_data_root), val_tasks=1, max_subtasks_per_family=2,
+                     test_max_instances_per_task=2, train_collections=["sni", "niv1", "bigbench"])
+    splits = load_splits(cfg)
+    assert {t.name for t in splits.test} == {"task901_toy_entailment", "task902_toy_titles",
+                                             "task903_toy_complete"}
+    assert not {t.name for t in splits.train} & {t.name for t in splits.val}
+    assert len(splits.val) >= 1
+    kept = {d.task: d.split for d in splits.decisions if d.kept}
+    assert {n for n, s in kept.items() if s == "val"} == {t.name for t in splits.val}
+    assert {n for n, s in kept.items() if s == "train"} == {t.name for t in splits.train}
+    assert sum(t.name.startswith("bb_family__") for t in splits.train + splits.val) == 2
+
+
+def test_official_protocol_by_default(tiny_data_root: Path) -> None:
+    """SNI training tasks only, every test task with all its instances, quirks read as Tk-Instruct does."""
+    splits = load_splits(DataConfig(root=str(tiny_data_root), val_tasks=1))
+    pool = splits.train + splits.val
+    assert {t.collection for t in pool} == {"sni"} and len(pool) == 5
+    assert splits.sources.keys() == {"test", "train:sni"}
+    # test: the complete task keeps its 10 instances, the partial ones what the export has (1, 2)
+    assert splits.test_available == {"task901_toy_entailment": 1, "task902_toy_titles": 2,
+                                     "task903_toy_complete": 10}
+    n_real = {t.name: sum(i.origin == "instance" for i in t.instances) for t in splits.test}
+    assert n_real == splits.test_available and splits.test_per_task == 100
+    # the empty-reference instance is kept with an empty target; the first Definition string is used
+    qa = next(t for t in pool if t.name == "task801_toy_qa")
+    assert qa.instances[5].outputs == ("",) and len(qa.instances) == 6
+    assert next(t for t in pool if t.name == "task805_toy_sentiment2").definition.startswith("Solve task805")
+    kinds = {(q.task, q.kind) for q in splits.quirks}
+    assert ("task801_toy_qa", "empty_reference") in kinds
+    assert ("task805_toy_sentiment2", "multi_definition") in kinds
+    assert sum(k == "empty_reasoning" for _, k in kinds) == 6  # 5 training tasks + the complete test task
+    text = summarize(splits)
+    assert "official-data quirk empty_reference: 1 in 1 tasks" in text and "Instances[5]" in text
+    assert "multi_definition" in text and "test instances available: 13 in 3 tasks" in text
+    assert "meta-training pool (train + val): 5 tasks over 3 categories" in text
+    # tasks of the official training list that the package does not hold are counted as left out
+    missing = {d.task for d in splits.decisions if not d.kept}
+    assert missing == {"task001_toy_niv1", "task062_bigbench_repeat"}
+    assert "2  on the SNI training list but not in the offline package" in text
+
+
+def test_caps_and_short_test_tasks_are_counted(tiny_data_root: Path) -> None:
+    splits = load_splits(DataConfig(root=str(tiny_data_root), val_tasks=1, max_train_instances_per_task=4,
+                                    test_max_instances_per_task=5, test_positive_examples=False))
+    assert splits.capped == {"train": 5 * 2, "test": 10 - 5}
+    assert splits.test_per_task == 5
+    text = summarize(splits)
+    assert "2 test tasks have fewer than 5 real instances (0 have none)" in text
+    assert "task901_toy_entailment: 1" in text and "task902_toy_titles: 2" in text
+    assert "instances left out by the per-task caps: 10 train" in text
+    # quirks are those of what is used: task801's empty-reference instance (its 6th) is capped out
+    assert {q.kind for q in splits.quirks} == {"multi_definition", "empty_reasoning"}
+    # a task of the official list that an extra collection supplies is not "missing from the package"
+    extra = load_splits(DataConfig(root=str(tiny_data_root), val_tasks=1, train_collections=["sni", "niv1"]))
+    assert {d.task for d in extra.decisions if not d.kept and "not in the offline package" in d.reason} == {
+        "task062_bigbench_repeat"}
+    assert not any(q.task.startswith("niv1") for q in extra.quirks)  # only the SNI packages have quirks
+    assert any(q.task.startswith("task8") for q in extra.quirks)
+
+
+def test_official_repository_layout_end_to_end(tmp_path: Path) -> None:
+    """data.source=sni_repo: the listed files, the first 100 instances of a test task, quirks counted."""
+    repo = tmp_path / "natural-instructions"
+    trains = [f"task{i:03d}_tr" for i in range(1, 5)]
+    for i, name in enumerate(trains):
+        rec = _record(None, n=3, categories=(["Alpha", "Beta"][i % 2],))
+        if i == 0:
+            rec["Instances"][2]["output"] = [""]  # an official quirk: read, kept, counted
+        _write_json(repo / "tasks" / f"{name}.json", rec)
+    _write_json(repo / "tasks/task900_te.json", _record(None, n=120, categories=("Textual Entailment",)))
+    split = repo / "splits/default"
+    split.mkdir(parents=True)
+    (split / "train_tasks.txt").write_text("\n".join(trains) + "\n")
+    (split / "test_tasks.txt").write_text("task900_te\n")
+    splits = load_splits(DataConfig(source="sni_repo", sni_repo=str(repo), val_tasks=2,
+                                    test_positive_examples=False, test_max_per_task=7))
+    assert len(splits.train) == 2 and len(splits.val) == 2 and {t.category for t in splits.val} == {"Alpha", "Beta"}
+    assert splits.test_available == {"task900_te": 100} and len(splits.test[0].instances) == 7
+    assert splits.capped["test"] == 93
+    assert [(q.task, q.kind) for q in splits.quirks if q.kind == "empty_reference"] == [("task001_tr",
+                                                                                       "empty_reference")]
+
+
+def test_val_tasks_leaving_no_training_task_is_an_error(tiny_data_root: Path) -> None:
+    err = _data_error(load_splits, DataConfig(root=str(tiny_data_root), val_tasks=5))
+    assert err.field == "data.val_tasks" and "leaves no training task (5 in the pool)" in str(err)
+
+
+def test_test_set_total_cap_keeps_real_instances_first(tiny_data_root: Path) -> None:
+    from promoe.data.splits import load_splits
+
+    splits = load_splits(DataConfig(root=str(tiny_data_root), test_max_per_task=2, val_tasks=1))
+    by_name = {t.name: t for t in splits.test}
+    # task901 has 1 first instance + 2 positives, task903 is complete (10 instances)
+    assert [i.origin for i in by_name["task901_toy_entailment"].instances] == ["instance", "positive_example"]
+    assert [i.origin for i in by_name["task903_toy_complete"].instances] == ["instance", "instance"]

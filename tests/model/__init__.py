@@ -1,0 +1,1 @@
+"""Tests of promoe.model, one file per module."""

@@ -1,0 +1,1 @@
+"""Tests of promoe.stages, one file per module."""
