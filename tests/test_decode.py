@@ -19,7 +19,7 @@ from promoe.evalstate import PassState
 from promoe.evaluate import FirstLineDone, Variant, predict_variants
 from promoe.experiment import stage_notes
 from promoe.model.backbone import load_backbone
-from promoe.model.moe_model import build_model, replace_routers, variant_copy
+from promoe.model.build import build_model, replace_routers, variant_copy
 from promoe.model.prompting import chat_prompt
 from promoe.model.stats import RoutingStats
 from promoe.model.task_encoder import HashingEncoder

@@ -24,7 +24,8 @@ from promoe.errors import PromoeError
 from promoe.export import MANIFEST, check_out_dir, export_model, export_task_model, task_experts
 from promoe.inference import load_trained
 from promoe.model.backbone import load_backbone
-from promoe.model.moe_model import MoEModel, build_model
+from promoe.model.build import build_model
+from promoe.model.moe_model import MoEModel
 from promoe.model.task_encoder import HashingEncoder
 from promoe.train import save_trainable
 

@@ -13,9 +13,9 @@ import copy
 import pytest
 import torch
 
+from promoe.model.build import build_model
 from promoe.model.experts import Experts
 from promoe.model.moe import MoELayer
-from promoe.model.moe_model import build_model
 from promoe.model.router import ProactiveRouter, UniformRouter
 from tests.model.helpers import D, E, grads, model_cfg, ref_experts, tiny_llama
 

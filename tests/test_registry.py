@@ -68,7 +68,7 @@ class FirstExpert(nn.Module):
 
 def first_expert(ctx, row: Row) -> Variant:
     """A router row written as a user would: one builder over the trained ``moe``'s experts."""
-    from promoe.model.moe_model import variant_copy
+    from promoe.model.build import variant_copy
     from promoe.model.task_routing import task_routed
 
     model = variant_copy(ctx.trained["moe"])

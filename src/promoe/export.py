@@ -30,9 +30,10 @@ from transformers.initialization import no_init_weights
 from promoe.errors import PromoeError
 from promoe.io import write_json
 from promoe.model.backbone import FAMILIES
+from promoe.model.build import param_counts
 from promoe.model.experts import Experts
 from promoe.model.moe import RoutingContext
-from promoe.model.moe_model import MoEModel, param_counts
+from promoe.model.moe_model import MoEModel
 from promoe.model.router import ProactiveRouter
 from promoe.model.upcycle import ADAPTERS
 

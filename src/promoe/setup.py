@@ -19,7 +19,8 @@ from torch import Tensor
 from promoe.config import ExperimentConfig
 from promoe.data.schema import Task
 from promoe.model.backbone import Backbone, load_backbone
-from promoe.model.moe_model import MoEModel, build_model, share_frozen_weights
+from promoe.model.build import build_model, share_frozen_weights
+from promoe.model.moe_model import MoEModel
 from promoe.model.prompting import chat_prompt
 from promoe.model.task_encoder import TaskEncoder, build_task_encoder
 from promoe.train import load_trainable

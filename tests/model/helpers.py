@@ -22,8 +22,9 @@ from transformers import (
 from transformers.activations import ACT2FN
 
 from promoe.config import ModelConfig
+from promoe.model.build import build_model
 from promoe.model.experts import Experts
-from promoe.model.moe_model import MoEModel, build_model
+from promoe.model.moe_model import MoEModel
 
 D, D_FF, E, K, D_TASK, VOCAB = 32, 64, 4, 2, 16, 100
 

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from promoe.config import ModelConfig
+from promoe.model.build import build_model, moe_slots, param_counts, replace_routers
 from promoe.model.losses import load_balancing_loss, router_z_loss
-from promoe.model.moe_model import MODEL_KINDS, build_model, moe_slots, param_counts, replace_routers
+from promoe.model.moe_model import MODEL_KINDS
 from promoe.model.router import UniformRouter
 from tests.model.helpers import (
     D_FF,

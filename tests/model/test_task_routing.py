@@ -14,7 +14,8 @@ from torch import Tensor
 from promoe.config import ModelConfig
 from promoe.data.schema import Task
 from promoe.model.backbone import load_backbone
-from promoe.model.moe_model import MoEModel, build_model
+from promoe.model.build import build_model
+from promoe.model.moe_model import MoEModel
 from promoe.model.router import ProactiveRouter
 from promoe.model.task_routing import KNNRouting, SkillRouting, task_routed, task_skills
 

@@ -14,7 +14,7 @@ from promoe.config import ModelConfig, PromptConfig, TrainConfig
 from promoe.data.examples import build_examples
 from promoe.data.schema import Instance, Task
 from promoe.model.backbone import load_backbone
-from promoe.model.moe_model import build_model
+from promoe.model.build import build_model
 from promoe.model.task_encoder import HashingEncoder
 from promoe.train import Trainer, save_trainable
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from promoe.evaluate import Variant
-from promoe.model.moe_model import replace_routers, variant_copy
+from promoe.model.build import replace_routers, variant_copy
 from promoe.model.task_routing import KNNRouting, SkillRouting, task_routed, task_skills
 from promoe.registry import Row
 from promoe.stages.context import RunContext
