@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from promoe.data.protocol import select_training_tasks
 from promoe.data.schema import Task, task_from_record
 from promoe.data.sources import read_test_meta
-from promoe.data.splits import select_training_tasks
 from promoe.errors import DataError
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from promoe.data.splits import TaskSplits, build_test_tasks, carve_validation
+from promoe.data.protocol import build_test_tasks, carve_validation
+from promoe.data.splits import TaskSplits
 from promoe.data.summary import summarize
 from tests.data.helpers import _meta_export, _select
 
