@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from promoe.config import load_config
-from promoe.model.check import VARIANTS, check_models
+from promoe.model_check import VARIANTS, check_models
 
 pytestmark = pytest.mark.slow
 

@@ -102,7 +102,7 @@ def cmd_model_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_model_check(args: argparse.Namespace) -> int:
-    from promoe.model.check import check_models
+    from promoe.model_check import check_models
 
     rows = check_models(_config(args), steps=args.steps, batch_size=args.batch_size, n_test=args.n_test)
     print(json.dumps(rows, indent=2, ensure_ascii=False))

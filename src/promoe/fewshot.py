@@ -1,9 +1,9 @@
 """Few-shot fine-tuning baseline: each trained model, fine-tuned on a test task's positive examples.
 
 For every test task, each model starts from its meta-trained weights, takes ``steps`` AdamW steps on
-the task's first ``k`` positive examples (the whole set each step, the same trainable parameters as
-meta-training), answers the task's scored instances, and is restored. The positive examples are
-demonstrations here, so a run with this baseline never scores them (see ``CompareConfig``).
+the task's first ``k`` positive examples (the whole set each step, the same trainable parameters and
+optimizer step as meta-training), answers the task's scored instances, and is restored. The positive
+examples are demonstrations here, so a run with this baseline never scores them (see ``CompareConfig``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from promoe.data.examples import build_examples
 from promoe.data.schema import Instance, Task
 from promoe.evalstate import PassState, fingerprint
 from promoe.evaluate import Variant, predict_variants
+from promoe.loop import MicroBatch, OptimizerStep
 from promoe.model.moe_model import MoEModel
-from promoe.train import TrainingError, batch_of, param_groups
+from promoe.train import batch_of, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -43,31 +44,16 @@ def demonstration_task(task: Task, k: int | None) -> Task:
                                                   origin="positive_example") for i, ex in enumerate(pos)))
 
 
-@torch.enable_grad()
 def finetune(model: MoEModel, batch, *, task_emb: torch.Tensor | None, lower: torch.Tensor | None, steps: int,
              lr: float, router_lr: float, max_grad_norm: float = 1.0) -> list[float]:
     """``steps`` AdamW steps on one batch (constant rate); returns the losses before each step."""
     opt = torch.optim.AdamW(param_groups(model, lr, router_lr), weight_decay=0.0)
-    params = [p for g in opt.param_groups for p in g["params"]]
+    step = OptimizerStep(model, opt, max_grad_norm=max_grad_norm,
+                         where=f"few-shot fine-tuning on task {batch.task_keys[0]}",
+                         hint="the meta-trained weights on disk are unchanged; try a lower compare.fewshot_lr")
     emb = None if task_emb is None else task_emb.expand(batch.input_ids.shape[0], -1)
-    losses = []
-    model.train()
-    for step in range(steps):
-        out = model(input_ids=None if lower is not None else batch.input_ids, attention_mask=batch.attention_mask,
-                    labels=batch.labels, task_emb=emb, task_keys=batch.task_keys, lower=lower)
-        if not torch.isfinite(out.loss):
-            raise TrainingError(f"few-shot fine-tuning on task {batch.task_keys[0]}, step {step}: non-finite loss "
-                                f"{out.loss.item()} (the meta-trained weights on disk are unchanged; try a lower "
-                                "compare.fewshot_lr)")
-        out.loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
-        if not torch.isfinite(norm):
-            raise TrainingError(f"few-shot fine-tuning on task {batch.task_keys[0]}, step {step}: non-finite "
-                                "gradient norm (the meta-trained weights on disk are unchanged; try a lower "
-                                "compare.fewshot_lr)")
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(out.loss.item())
+    mb = MicroBatch(batch, task_emb=emb, lower=lower)
+    losses = [step(s, [mb]).losses[0] for s in range(steps)]
     model.eval()
     return losses
 

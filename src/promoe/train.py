@@ -5,17 +5,18 @@ every process takes its share of each global batch of the seeded sampling plan, 
 micro-batch is its target-token sum over the global batch's target-token count (so accumulation and
 data parallelism give exactly the one-process gradient), AdamW with warm-up and decay, gradient
 clipping, validation loss on held-out *training* tasks for model selection, resumable safetensors
-checkpoints, ``metrics.jsonl`` and a progress bar.
+checkpoints, ``metrics.jsonl`` and a progress bar. The optimizer step itself is
+:class:`promoe.loop.OptimizerStep`, shared with few-shot fine-tuning and ``promoe model check``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -29,16 +30,14 @@ from promoe.data.collate import IGNORE, Encoded, pad_batch
 from promoe.data.examples import TrainExample, sampling_plan
 from promoe.errors import PromoeError
 from promoe.io import atomic_write_text
+from promoe.loop import MicroBatch, OptimizerStep, forward
+from promoe.loop import TrainingError as TrainingError  # where callers import it from
 from promoe.model.moe_model import MoEModel
 
 log = logging.getLogger(__name__)
 
 LowerFn = Callable[[MoEModel, Sequence[int], torch.Tensor, torch.Tensor], torch.Tensor]
 """``(model, example keys, input_ids, attention_mask) -> lower hidden states`` (shared, cached)."""
-
-
-class TrainingError(PromoeError):
-    """Training cannot go on (non-finite loss or gradients)."""
 
 
 @dataclass
@@ -126,58 +125,37 @@ class Trainer:
         # here takes a share of one global batch, so one optimizer step is one scheduler step
         self.model, self.opt = self.acc.prepare(model, opt)
         self.sched = sched
+        self.optimizer_step = OptimizerStep(
+            self.model, self.opt, sched=sched, accelerator=self.acc, params=list(self.model.parameters()),
+            max_grad_norm=cfg.max_grad_norm, where="meta-training",
+            hint=f"the last good checkpoint is kept in {self.out_dir / 'last'}; try a lower train.lr, "
+                 "train.max_grad_norm > 0 or train.mixed_precision=no")
         self.plan = sampling_plan(examples, steps=cfg.steps, batch_size=cfg.batch_size,
                                   temperature=cfg.temperature, seed=seed)
 
     # -- one step --------------------------------------------------------------------------------
-    def _forward(self, idx: Sequence[int], examples: Sequence[TrainExample], num_items: float):
+    def _micro(self, idx: Sequence[int], examples: Sequence[TrainExample], num_items: float,
+               global_batch: int | None = None) -> MicroBatch:
         b = batch_of(examples, idx, self.pad_id, self.seq2seq)
-        dev = self.acc.device
-        emb = torch.stack([self.task_emb[k] for k in b.task_keys]).to(dev)
         lower = None
         if self.lower is not None:  # cache keys: training examples i >= 0, validation examples -1 - i
             keys = list(idx) if examples is self.examples else [-1 - i for i in idx]
-            lower = self.lower(self.acc.unwrap_model(self.model), keys, b.input_ids, b.attention_mask).to(dev)
-        return self.model(input_ids=None if lower is not None else b.input_ids.to(dev),
-                          attention_mask=b.attention_mask.to(dev), labels=b.labels.to(dev), task_emb=emb,
-                          task_keys=b.task_keys, lower=lower, num_items=num_items)
+            model = self.acc.unwrap_model(self.model)
+            lower = partial(self.lower, model, keys, b.input_ids, b.attention_mask)
+        return MicroBatch(b, task_emb=torch.stack([self.task_emb[k] for k in b.task_keys]), lower=lower,
+                          num_items=num_items, global_batch=global_batch, examples=list(idx))
 
     def step(self, step: int) -> dict[str, float]:
         idx = self.plan[step]
         world, rank = self.acc.num_processes, self.acc.process_index
         mine = idx[rank::world]
         micro = self.cfg.micro_batch_size or len(mine)
-        chunks = [mine[i:i + micro] for i in range(0, len(mine), micro)]
         n_targets = _n_targets(self.examples, idx, self.seq2seq)
-        totals = {"loss": 0.0, "lm_loss": 0.0, "aux_loss": 0.0}
-        self.model.train()
-        for j, chunk in enumerate(chunks):
-            sync = j == len(chunks) - 1
-            ctx = self.acc.no_sync(self.model) if not sync else contextlib.nullcontext()
-            with ctx, self.acc.autocast():
-                out = self._forward(chunk, self.examples, n_targets / world)
-                aux = out.aux_loss * len(chunk) / len(idx) * world
-                loss = out.lm_loss + aux
-            if not torch.isfinite(loss):
-                raise TrainingError(f"step {step}: non-finite loss {loss.item()} on tasks "
-                                    f"{sorted({self.examples[i].task for i in chunk})}; the last good "
-                                    f"checkpoint is kept in {self.out_dir / 'last'}")
-            self.acc.backward(loss)
-            totals["lm_loss"] += out.lm_loss.item() / world
-            totals["aux_loss"] += aux.item() / world
-        stats = torch.tensor([totals["lm_loss"], totals["aux_loss"]], device=self.acc.device)
-        stats = self.acc.reduce(stats, reduction="sum")
-        # the norm is checked even without clipping (max_norm inf: the gradients are left as they are)
-        norm = self.acc.clip_grad_norm_(self.model.parameters(),
-                                        self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf"))
-        if not torch.isfinite(torch.as_tensor(norm)):
-            raise TrainingError(f"step {step}: non-finite gradient norm on tasks "
-                                f"{sorted({self.examples[i].task for i in idx})} (examples {list(idx)}); the "
-                                f"last good checkpoint is kept in {self.out_dir / 'last'}")
-        self.opt.step()
-        self.sched.step()
-        self.opt.zero_grad(set_to_none=True)
-        lm, aux = stats.tolist()
+        chunks = [mine[i:i + micro] for i in range(0, len(mine), micro)]
+        res = self.optimizer_step(step, [self._micro(c, self.examples, n_targets / world, len(idx)) for c in chunks])
+        stats = torch.tensor([sum(x / world for x in res.lm_losses), sum(x / world for x in res.aux_losses)],
+                             device=self.acc.device)
+        lm, aux = self.acc.reduce(stats, reduction="sum").tolist()
         return {"step": step + 1, "loss": lm + aux, "lm_loss": lm, "aux_loss": aux,
                 "lr": self.sched.get_last_lr()[0]}
 
@@ -191,7 +169,7 @@ class Trainer:
             idx = order[s:s + bs]
             n = _n_targets(self.val_examples, idx, self.seq2seq)
             with self.acc.autocast():
-                out = self._forward(idx, self.val_examples, 1.0)
+                out = forward(self.model, self._micro(idx, self.val_examples, 1.0), self.acc.device)
             total += out.lm_loss.item()
             count += n
         self.model.train()

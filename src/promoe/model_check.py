@@ -2,7 +2,9 @@
 training, trains a few steps on real training tasks and generates answers for test tasks.
 
 This is the acceptance check of the model layer on a user's own backbone and data; it prints one
-row per model and returns the measurements.
+row per model and returns the measurements. It is an application of the model layer (it reads the data
+splits, trains with :class:`promoe.loop.OptimizerStep` and generates with :func:`promoe.evaluate.predict`),
+so it lives outside ``promoe.model``.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from promoe.data.prompts import task_prompt
 from promoe.data.schema import Instance, Task
 from promoe.data.splits import load_splits
 from promoe.evaluate import predict
+from promoe.loop import MicroBatch, OptimizerStep
 from promoe.model.backbone import load_backbone
-from promoe.model.moe_model import build_model
+from promoe.model.build import build_model
 from promoe.model.prompting import chat_prompt
 from promoe.model.task_encoder import build_task_encoder
 
@@ -68,8 +71,12 @@ def check_models(cfg: ExperimentConfig, *, steps: int = 3, batch_size: int = 4, 
             out = model(enc["input_ids"], attention_mask=enc["attention_mask"], task_emb=test_emb,
                         task_keys=test_keys)
         diff = (out.logits - base_logits).abs().max().item()
-        model.train()
+        name = kind if mode is None else f"{kind}:{mode}"
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+        # no clipping: the check reports how the model trains as built
+        step = OptimizerStep(model, opt, max_grad_norm=0.0, where=f"model check of {name}",
+                             hint=f"nothing is saved; the model as configured diverges at lr {lr}: "
+                                  "try other model.* settings")
         losses = []
         for s in range(steps):
             chunk = train[s * batch_size:(s + 1) * batch_size]
@@ -77,17 +84,11 @@ def check_models(cfg: ExperimentConfig, *, steps: int = 3, batch_size: int = 4, 
                        for t, i in chunk]
             keys = [t.name for t, _ in chunk]
             batch = pad_batch(encoded, keys, pad_id=tok.pad_token_id, left=False)
-            loss = model(batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
-                         task_emb=torch.stack([emb[k] for k in keys]), task_keys=keys).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+            losses += step(s, [MicroBatch(batch, task_emb=torch.stack([emb[k] for k in keys]))]).losses
         model.eval()
         preds = predict(model, tok, test, task_emb=emb, prompt=cfg.prompt, wrap=lambda text: chat_prompt(tok, text),
                         max_new_tokens=16, desc=f"generate {kind}")
         answers = [preds[i.id] for _, i in test]
-        name = kind if mode is None else f"{kind}:{mode}"
         rows.append({"model": name, "max_logit_diff_before_training": diff, "losses": losses,
                      "answers": answers, "seconds": time.perf_counter() - t0})
         log.info("%s: max |logit - backbone| %.2e before training; losses %s; answers %s (%.1f s)", name, diff,
