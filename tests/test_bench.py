@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from benchmarks import generation, moe_layer, suite
 
+from promoe.benchmarks import generation, moe_layer, suite
 from promoe.cli import main
 
 

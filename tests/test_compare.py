@@ -19,7 +19,6 @@ from promoe.data.schema import Example, Instance, Task
 from promoe.errors import ConfigError, DataError
 from promoe.evalstate import PassState
 from promoe.evaluate import Variant
-from promoe.experiment import run
 from promoe.fewshot import demonstration_task, finetune, run_fewshot
 from promoe.model.backbone import load_backbone
 from promoe.model.moe_model import build_model, replace_routers, share_frozen_weights, variant_copy
@@ -70,9 +69,8 @@ def test_read_paraphrases_and_bad_rows(tmp_path: Path) -> None:
 
 
 def test_icl_or_fewshot_rows_refuse_to_score_positive_examples(tmp_path: Path) -> None:
-    cfg = load_config("smoke", [f"output_dir={tmp_path}", "data.test_positive_examples=true"])
     with pytest.raises(ConfigError, match="test_positive_examples=false"):
-        run(cfg)
+        load_config("smoke", [f"output_dir={tmp_path}", "data.test_positive_examples=true"])
     assert not (tmp_path / "smoke").exists()  # refused before anything was written
 
 

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
-from promoe.config import DataConfig, load_config
+from promoe import registry
+from promoe.config import (
+    CONFIG_DIR,
+    CompareConfig,
+    DataConfig,
+    ExperimentConfig,
+    TrainConfig,
+    help_lines,
+    load_config,
+    presets,
+    to_dict,
+)
 from promoe.errors import ConfigError
+from promoe.registry import config_value
 
 
 def test_presets_and_overrides_apply() -> None:
@@ -97,3 +111,231 @@ def test_configs_are_data_never_code(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config("default", [f"name=!!python/object/apply:os.system ['touch {marker}']"])
     assert not marker.exists()
+
+
+# -- presets that inherit --------------------------------------------------------------------------
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def test_child_preset_overrides_its_parent(tmp_path: Path) -> None:
+    _write(tmp_path, "base.yaml", "name: base\ndata:\n  val_tasks: 7\n  split_seed: 3\ntrain:\n  steps: 9\n")
+    child = _write(tmp_path, "child.yaml", "inherit: base.yaml\nname: child\ndata:\n  val_tasks: 5\n")
+    cfg = load_config(str(child))
+    assert (cfg.name, cfg.data.val_tasks) == ("child", 5)  # the child's values win
+    assert (cfg.data.split_seed, cfg.train.steps) == (3, 9)  # the rest comes from the parent, section by section
+    assert load_config(str(child), ["data.val_tasks=1"]).data.val_tasks == 1  # overrides come last
+
+
+def test_inherit_chains_and_shipped_parents(tmp_path: Path) -> None:
+    _write(tmp_path, "a.yaml", "inherit: full\nname: a\ntrain:\n  steps: 3\n")
+    _write(tmp_path, "b.yaml", "inherit: a.yaml\nname: b\ncompare:\n  fewshot_tasks: 5\n")
+    c = load_config(str(_write(tmp_path, "c.yaml", "inherit: b.yaml\neval:\n  max_new_tokens: 7\n")))
+    full = load_config("full")
+    assert (c.name, c.train.steps, c.compare.fewshot_tasks, c.eval.max_new_tokens) == ("b", 3, 5, 7)
+    assert (c.compare.icl_models, c.data.test_max_per_task) == (full.compare.icl_models, 2)  # full <- default
+
+
+def test_inherit_cycle_is_refused_naming_the_files(tmp_path: Path) -> None:
+    _write(tmp_path, "x.yaml", "inherit: y.yaml\n")
+    _write(tmp_path, "y.yaml", "inherit: x.yaml\n")
+    with pytest.raises(ConfigError, match="cycle") as info:
+        load_config(str(tmp_path / "x.yaml"))
+    assert "x.yaml" in str(info.value) and "y.yaml" in str(info.value)
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(str(_write(tmp_path, "self.yaml", "inherit: self.yaml\n")))
+
+
+@pytest.mark.parametrize(("parent", "named"), [
+    ("no_such_preset", "no_such_preset"),
+    ("missing.yaml", "missing.yaml"),
+    ("3", "3"),
+    ("[default]", "expected a preset name"),
+])
+def test_unknown_parent_is_refused(tmp_path: Path, parent: str, named: str) -> None:
+    child = _write(tmp_path, "child.yaml", f"inherit: {parent}\nname: child\n")
+    with pytest.raises(ConfigError, match="inherit") as info:
+        load_config(str(child))
+    assert named in str(info.value) and "child.yaml" in str(info.value)
+
+
+def test_bad_key_in_a_parent_names_the_parent(tmp_path: Path) -> None:
+    _write(tmp_path, "base.yaml", "data:\n  bogus: 1\n")
+    with pytest.raises(ConfigError, match="base.yaml") as info:
+        load_config(str(_write(tmp_path, "child.yaml", "inherit: base.yaml\n")))
+    assert "data.bogus" in str(info.value)
+
+
+@pytest.mark.parametrize(("preset", "values"), [
+    ("default", {"name": "default", "train.steps": 64, "data.test_max_per_task": 2, "compare.icl_models": [],
+                 "compare.fewshot_models": [], "eval.batch_size": 16}),
+    ("full", {"name": "full", "train.steps": 64, "data.test_max_per_task": 2, "compare.fewshot_k": 2,
+              "compare.fewshot_tasks": 40, "compare.icl_models": ["backbone", "dense", "moe", "promoe"],
+              "compare.fewshot_models": ["dense", "moe", "promoe"], "eval.max_new_tokens": 20}),
+    ("smoke", {"name": "smoke", "model.backbone": "tiny-llama", "model.n_experts": 4, "train.steps": 4,
+               "data.test_max_per_task": None, "eval.batch_size": 8, "compare.fewshot_k": None,
+               "compare.fewshot_steps": 2, "compare.icl_models": ["backbone", "dense", "moe", "promoe"]}),
+    ("sni_full", {"name": "sni_full", "model.backbone": "HuggingFaceTB/SmolLM2-360M-Instruct", "train.steps": 5000,
+                  "data.val_tasks": 40, "data.test_max_per_task": None, "data.test_positive_examples": False,
+                  "compare.fewshot_k": None, "compare.fewshot_tasks": None, "eval.batch_size": 32,
+                  "compare.fewshot_models": ["dense", "moe", "promoe"], "train.mixed_precision": "bf16"}),
+])
+def test_shipped_presets_resolve_as_before(preset: str, values: dict) -> None:
+    cfg = load_config(preset)
+    for key, value in values.items():
+        assert config_value(cfg, key) == value, key
+
+
+def test_presets_ship_with_the_package() -> None:
+    assert {"default", "full", "smoke", "sni_full"} <= set(presets())
+    assert str(CONFIG_DIR).endswith(str(Path("promoe") / "configs"))
+
+
+# -- checks of the values --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("model.n_experts=0", "model.n_experts"),
+    ("model.top_k=0", "model.top_k"),
+    ("model.top_k=9", "model.top_k"),  # more than the 8 experts
+    ("model.n_moe_layers=0", "model.n_moe_layers"),
+    ("model.moe_layers=[-1]", "model.moe_layers"),
+    ("model.moe_layers=[3,3]", "model.moe_layers"),
+    ("model.moe_layers=[]", "model.moe_layers"),
+    ("model.expert_width=0", "model.expert_width"),
+    ("model.hyper_rank=0", "model.hyper_rank"),
+    ("model.d_task=0", "model.d_task"),
+    ("model.router_jitter=1.0", "model.router_jitter"),
+    ("model.router_noise=-0.1", "model.router_noise"),
+    ("model.aux_loss_weight=-1", "model.aux_loss_weight"),
+    ("train.steps=0", "train.steps"),
+    ("train.batch_size=0", "train.batch_size"),
+    ("train.micro_batch_size=0", "train.micro_batch_size"),
+    ("train.micro_batch_size=9", "train.micro_batch_size"),  # more than the batch of 8
+    ("train.lr=0", "train.lr"),
+    ("train.lr=-0.001", "train.lr"),
+    ("train.lr=.nan", "train.lr"),
+    ("train.router_lr=.inf", "train.router_lr"),
+    ("train.max_grad_norm=-1", "train.max_grad_norm"),
+    ("train.max_grad_norm=.inf", "train.max_grad_norm"),
+    ("train.weight_decay=-0.1", "train.weight_decay"),
+    ("train.warmup_steps=-1", "train.warmup_steps"),
+    ("train.max_length=0", "train.max_length"),
+    ("train.max_target_length=0", "train.max_target_length"),
+    ("train.examples_per_task=0", "train.examples_per_task"),
+    ("train.temperature=0", "train.temperature"),
+    ("train.eval_every=-1", "train.eval_every"),
+    ("train.checkpoint_every=0", "train.checkpoint_every"),
+    ("train.patience=-1", "train.patience"),
+    ("eval.batch_size=0", "eval.batch_size"),
+    ("eval.max_new_tokens=0", "eval.max_new_tokens"),
+    ("eval.max_length=0", "eval.max_length"),
+    ("data.val_tasks=-1", "data.val_tasks"),
+    ("data.max_train_instances_per_task=0", "data.max_train_instances_per_task"),
+    ("data.test_max_instances_per_task=0", "data.test_max_instances_per_task"),
+    ("data.test_max_per_task=0", "data.test_max_per_task"),
+    ("data.max_test_tasks=0", "data.max_test_tasks"),
+    ("prompt.n_pos_examples=-1", "prompt.n_pos_examples"),
+    ("compare.knn_k=0", "compare.knn_k"),
+    ("compare.knn_temperature=0", "compare.knn_temperature"),
+    ("compare.skill_temperature=-1", "compare.skill_temperature"),
+    ("compare.skill_n=0", "compare.skill_n"),
+    ("compare.profile_examples_per_task=0", "compare.profile_examples_per_task"),
+    ("compare.fewshot_k=0", "compare.fewshot_k"),
+    ("compare.fewshot_steps=0", "compare.fewshot_steps"),
+    ("compare.fewshot_tasks=0", "compare.fewshot_tasks"),
+    ("compare.fewshot_lr=0", "compare.fewshot_lr"),
+    ("seed=-1", "seed"),
+    ("seed=4294967296", "seed"),  # numpy's generator takes seeds below 2**32
+    ("output_dir=''", "output_dir"),
+    ("name=' '", "name"),
+])
+def test_out_of_range_value_is_refused_naming_the_key(override: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config("default", [override])
+    msg = str(info.value)
+    assert msg.startswith(f"default.yaml: {key}=") and ": " in msg.split("=", 1)[1]  # the key, then the fix
+
+
+@pytest.mark.parametrize("override", [
+    "model.top_k=8", "model.moe_layers=[0,5]", "train.micro_batch_size=8", "train.max_grad_norm=0",
+    "train.eval_every=0", "data.val_tasks=0", "compare.fewshot_k=null", "train.models=[dense]",
+    "compare.routers=[]", "model.router_jitter=0.5", "seed=4294967295",
+])
+def test_boundary_values_are_accepted(override: str) -> None:
+    load_config("default", override.split())
+
+
+def test_dense_only_run_uses_top_k_as_its_mix_count() -> None:
+    cfg = load_config("default", ["train.models=[dense]", "model.n_experts=4", "model.top_k=4"])
+    assert (cfg.train.models, cfg.model.top_k) == (["dense"], 4)
+
+
+def test_validation_checks_a_saved_config(tmp_path: Path) -> None:
+    """A run's config.yaml (written by to_dict) loads back, and a bad one is refused like a preset."""
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump(to_dict(load_config("full"))))
+    assert to_dict(load_config(str(saved))) == to_dict(load_config("full"))
+    saved.write_text(yaml.safe_dump({**to_dict(load_config("full")), "seed": -3}))
+    with pytest.raises(ConfigError, match="config.yaml: seed=-3"):
+        load_config(str(saved))
+
+
+def test_every_section_has_a_validate() -> None:
+    cfg = ExperimentConfig()
+    sections = [getattr(cfg, f.name) for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
+    assert len(sections) == 6 and all(callable(getattr(s, "validate", None)) for s in sections)
+    cfg.validate()  # the dataclass defaults are valid
+
+
+# -- row names, checked against the registry -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("override", "key", "valid"), [
+    ("compare.routers=[knn,oracle]", "compare.routers", "'skill'"),
+    ("compare.ablations=[noise]", "compare.ablations", "'paraphrase'"),
+    ("train.models=[moe,gpt]", "train.models", "'promoe'"),
+    ("compare.icl_models=[copy_demo]", "compare.icl_models", "'backbone'"),
+    ("compare.fewshot_models=[backbone]", "compare.fewshot_models", "'dense'"),  # not a trained model
+])
+def test_unknown_row_name_is_refused_naming_the_valid_ones(override: str, key: str, valid: str) -> None:
+    bad = override.split("[", 1)[1].rstrip("]").split(",")[-1]
+    with pytest.raises(ConfigError) as info:
+        load_config("full", [override])
+    msg = str(info.value)
+    assert key in msg and repr(bad) in msg and valid in msg
+
+
+def test_duplicate_row_name_is_refused() -> None:
+    with pytest.raises(ConfigError, match="compare.routers=.* lists 'knn' twice"):
+        load_config("default", ["compare.routers=[knn,skill,knn]"])
+
+
+def test_row_registered_later_is_accepted_and_a_default() -> None:
+    registry.register(registry.Row("oracle", "router", "test router", build=lambda ctx: None,
+                                   select="compare.routers", needs=("moe",)), replace=True)
+    try:
+        assert load_config("default", ["compare.routers=[knn,oracle]"]).compare.routers == ["knn", "oracle"]
+        assert "oracle" in load_config("default").compare.routers  # defaults come from the registry
+        assert any("compare.routers" in line and "'oracle'" in line for line in help_lines())
+    finally:
+        registry.unregister("oracle")
+    with pytest.raises(ConfigError, match="oracle"):
+        load_config("default", ["compare.routers=[oracle]"])
+
+
+def test_defaults_of_row_keys_are_todays_lists() -> None:
+    assert CompareConfig().routers == ["knn", "skill", "uniform", "random"]
+    assert CompareConfig().ablations == ["shuffled", "empty", "random_text", "category", "paraphrase"]
+    assert CompareConfig().icl_models == ["backbone", "dense", "moe", "promoe"]
+    assert CompareConfig().fewshot_models == TrainConfig().models == ["dense", "moe", "promoe"]
+
+
+def test_scored_positive_examples_with_icl_rows_are_refused() -> None:
+    with pytest.raises(ConfigError, match="set data.test_positive_examples=false"):
+        load_config("full", ["data.test_positive_examples=true"])
+    load_config("full", ["data.test_positive_examples=true", "compare.icl_models=[]", "compare.fewshot_models=[]"])

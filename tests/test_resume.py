@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from benchmarks.resume_check import differences, reached, run_until
 
+from promoe.benchmarks.resume_check import differences, reached, run_until
 from promoe.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ def reference(tiny_data_root_module: Path, tmp_path_factory) -> Path:
     return out / "smoke"
 
 
-# where to kill (a random point in a range: see benchmarks/resume_check.py), what the re-run's log must show
+# where to kill (a random point in a range: see src/promoe/benchmarks/resume_check.py), what the re-run's log must show
 STAGES = {
     # a step of the 3 models x 4 steps, after a checkpoint: it resumes from the checkpoint
     "training": ("train:{}", (3, 10), "resumed at step"),

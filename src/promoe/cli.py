@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from promoe.config import DATA_ENV, ExperimentConfig, help_lines, load_config, to_dict
+from promoe.config import DATA_ENV, ExperimentConfig, help_lines, load_config, presets, to_dict
 from promoe.errors import PromoeError
 
 WRITE_ERRORS = {
@@ -26,7 +26,7 @@ WRITE_ERRORS = {
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="default", help="config preset in configs/ or a .yaml path")
+    p.add_argument("--preset", default="default", help=f"config preset ({', '.join(presets())}) or a .yaml path")
     p.add_argument("--data-root", help=f"folder with the offline data packages (default: ${DATA_ENV})")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. data.val_tasks=10 (see `promoe config --keys`)")
@@ -146,12 +146,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "benchmarks" / "suite.py").exists():
-        raise PromoeError(f"{root / 'benchmarks'}: not found — `promoe bench` runs the benchmarks of a "
-                          "repository checkout (install it with `make install`)")
-    sys.path.insert(0, str(root))
-    from benchmarks.suite import run_suite, write
+    from promoe.benchmarks.suite import run_suite, write
 
     res = run_suite(quick=args.quick, run_dir=args.run, preset=args.preset)
     md = write(res, args.json)

@@ -23,7 +23,6 @@ from promoe.config import ExperimentConfig, to_dict
 from promoe.data.schema import QUIRK_RULES
 from promoe.data.splits import TaskSplits, load_splits
 from promoe.data.summary import summarize
-from promoe.errors import ConfigError
 from promoe.io import atomic_write_text, write_json
 from promoe.resources import CUT, peak_rss_gib, record_stage, stage_seconds
 from promoe.rundir import RunLock, is_finished, prepare
@@ -107,10 +106,6 @@ def run(cfg: ExperimentConfig, *, overwrite: bool = False) -> Path:
 
     A folder holding this run resumes it (finished stages are not redone); a finished run is left as it
     is; a folder holding a run with another config is refused. ``overwrite`` starts again from nothing."""
-    if cfg.compare.uses_positive_examples and cfg.data.test_positive_examples:
-        raise ConfigError("compare.icl_models / compare.fewshot_models show the test tasks' positive examples to "
-                          "the models, so they cannot also be scored: set data.test_positive_examples=false (or "
-                          "empty both lists)")
     acc = Accelerator(mixed_precision=cfg.train.mixed_precision)
     main = acc.is_main_process
     run_dir = Path(cfg.output_dir) / cfg.name

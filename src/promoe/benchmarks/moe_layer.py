@@ -15,7 +15,7 @@ Reported: the issue's shape (d_model=384, 8 experts, top-2, width 768, 4096 toke
 the number of experts and of tokens, and the forward-only small-token regime of greedy decoding, where the
 bound is the experts' own matmuls on pre-grouped rows (``expert_matmuls``).
 
-Usage: ``python benchmarks/moe_layer.py [--quick] [--json OUT]``; :func:`run` for ``promoe bench``.
+Usage: ``python -m promoe.benchmarks.moe_layer [--quick] [--json OUT]``; :func:`run` for ``promoe bench``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
   layers, fp32 vs bf16 autocast;
 * greedy generation (at most 16 new tokens, stopping after the first line) for the untrained backbone.
 
-Usage: ``python benchmarks/backbone_choices.py [--json OUT] [key=value ...]`` (needs $PROMOE_DATA).
+Usage: ``python -m promoe.benchmarks.backbone_choices [--json OUT] [key=value ...]`` (needs $PROMOE_DATA).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from promoe.data.prompts import task_prompt
 from promoe.data.splits import load_splits
 from promoe.evaluate import predict
 from promoe.model.backbone import load_backbone
-from promoe.model.moe_model import build_model
+from promoe.model.build import build_model
 from promoe.model.prompting import chat_prompt
 from promoe.model.task_encoder import build_task_encoder
 

@@ -1,9 +1,9 @@
 """``promoe bench``: every performance measurement of the project in one run, as JSON and a Markdown table.
 
 * the MoE layer against a dense FFN and transformers' Mixtral block, with its scaling in experts and
-  tokens (:mod:`benchmarks.moe_layer`);
+  tokens (:mod:`promoe.benchmarks.moe_layer`);
 * zero-shot generation throughput of dense, token-level MoE, proactive MoE and the exported task
-  sub-network (:mod:`benchmarks.generation`);
+  sub-network (:mod:`promoe.benchmarks.generation`);
 * stage times and peak memory of the default experiment, read from a finished run's ``times.json``
   (``python run_experiment.py`` writes it; the benchmark does not rerun a 30-minute experiment).
 
@@ -16,7 +16,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from benchmarks import generation, moe_layer
+from promoe.benchmarks import generation, moe_layer
 from promoe.io import atomic_write_text, write_json
 from promoe.resources import PEAKS, stage_seconds
 

@@ -1,6 +1,6 @@
 """Lower-layer caching of training examples: each example alone vs padded batches of 8, side by side.
 
-    python benchmarks/lower_cache.py [--examples 128] [--preset default]
+    python -m promoe.benchmarks.lower_cache [--examples 128] [--preset default]
 
 Times the frozen lower layers (``MoEModel.lower_hidden``) over the same random training examples
 computed alone (what ``pipeline.LowerCache`` does) and in right-padded batches of 8, and counts the
@@ -21,7 +21,7 @@ from promoe.config import load_config
 from promoe.data.examples import build_examples
 from promoe.data.splits import load_splits
 from promoe.model.backbone import load_backbone
-from promoe.model.moe_model import build_model
+from promoe.model.build import build_model
 from promoe.model.prompting import chat_prompt
 from promoe.train import batch_of
 

@@ -1,7 +1,7 @@
 """Fault injection at any scale: kill a run (SIGKILL) at chosen points, start it again with the same
 command each time, and check that it ends with the numbers of an uninterrupted run.
 
-    python benchmarks/resume_check.py --output-dir /tmp/killed --kill train/moe:20 --kill eval:3 \\
+    python -m promoe.benchmarks.resume_check --output-dir /tmp/killed --kill train/moe:20 --kill eval:3 \\
         --reference results/full [--preset default] [key=value ...]
 
 Kill points, in the order the run reaches them:
@@ -26,8 +26,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def logged_steps(run: Path, model: str = "*") -> int:
@@ -119,8 +117,8 @@ def main() -> int:
     p.add_argument("--json", type=Path, help="write the record here")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     a = p.parse_args()
-    cmd = [sys.executable, str(ROOT / "run_experiment.py"), "--preset", a.preset, "--output-dir", str(a.output_dir),
-           *a.overrides]
+    cmd = [sys.executable, "-m", "promoe.cli", "run", "--preset", a.preset, "--output-dir", str(a.output_dir),
+           *a.overrides]  # = python run_experiment.py, without needing a checkout
     from promoe.config import load_config
 
     run = a.output_dir / load_config(a.preset, a.overrides).name

@@ -11,7 +11,7 @@ different experts. Workload: one task's batch of chat-wrapped Tk-Instruct prompt
 transformers for all four. Reported: generated tokens/s of the whole call (prompt pass included) and of
 the decoding steps alone ((N - 1) tokens per row over t(N) - t(1)), medians over alternating repeats.
 
-Usage: ``python benchmarks/generation.py [--quick] [--json OUT] [key=value ...]`` (config overrides).
+Usage: ``python -m promoe.benchmarks.generation [--quick] [--json OUT] [key=value ...]`` (config overrides).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from promoe.data.schema import Instance, Task
 from promoe.export import task_model
 from promoe.io import write_json
 from promoe.model.backbone import load_backbone
-from promoe.model.moe_model import build_model, param_counts, share_frozen_weights
+from promoe.model.build import build_model, param_counts, share_frozen_weights
 from promoe.model.prompting import chat_prompt
 from promoe.model.task_encoder import build_task_encoder
 

@@ -1,1 +1,0 @@
-"""Performance measurements of PRo-MoE (run them with `promoe bench` or one by one as scripts)."""
