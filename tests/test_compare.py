@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from promoe import fewshot as fewshot_module
-from promoe.ablations import ablated_descriptions, read_paraphrases
 from promoe.config import load_config
 from promoe.data.schema import Example, Instance, Task
 from promoe.errors import ConfigError, DataError
@@ -21,9 +20,10 @@ from promoe.evalstate import PassState
 from promoe.evaluate import Variant
 from promoe.fewshot import demonstration_task, finetune, run_fewshot
 from promoe.model.backbone import load_backbone
-from promoe.model.moe_model import build_model, replace_routers, share_frozen_weights, variant_copy
+from promoe.model.build import build_model, replace_routers, share_frozen_weights, variant_copy
 from promoe.model.prompting import chat_prompt
 from promoe.model.stats import RoutingStats
+from promoe.rows.ablations import ablated_descriptions, read_paraphrases
 from promoe.train import TrainingError, batch_of, param_groups
 
 

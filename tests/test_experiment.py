@@ -182,7 +182,7 @@ def test_real_offline_default_is_the_official_protocol(real_data_root: Path) -> 
 
 def test_real_offline_splits_follow_the_sni_protocol(real_data_root: Path) -> None:
     splits = load_splits(DataConfig(root=str(real_data_root), train_collections=["sni", "niv1", "bigbench"],
-                                    test_max_instances_per_task=7))
+                                    test_max_instances_per_task=7, test_positive_examples=True))
     test_names = set((real_data_root / "sni/splits/default/test_tasks.txt").read_text().split())
     train_list = set((real_data_root / "sni/splits/default/train_tasks.txt").read_text().split())
     assert {t.name for t in splits.test} == test_names and len(test_names) == 119

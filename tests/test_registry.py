@@ -38,11 +38,11 @@ def test_names_groups_and_order_come_from_the_registry() -> None:
 
 def test_registration_is_checked() -> None:
     with pytest.raises(ValueError, match="already registered"):
-        register(Row("knn", "router", "again", "x:y"))
+        register(Row("knn", "router", "again", "promoe.rows.routers:knn"))
     with pytest.raises(ValueError, match="row name"):
-        register(Row("my-router", "router", "dash", "x:y"))
+        register(Row("my-router", "router", "dash", "promoe.rows.routers:knn"))
     with pytest.raises(ValueError, match="kind"):
-        register(Row("mine", "sorcery", "?", "x:y"))  # type: ignore[arg-type]
+        register(Row("mine", "sorcery", "?", "promoe.rows.routers:knn"))  # type: ignore[arg-type]
 
 
 def test_selected_rows_follow_the_config_order() -> None:
@@ -58,6 +58,7 @@ class FirstExpert(nn.Module):
 
     def __init__(self, n_layers: int, n_experts: int) -> None:
         super().__init__()
+        self.n_layers, self.n_experts = n_layers, n_experts
         p = torch.full((n_layers, n_experts), 0.01)
         p[:, 0] = 1.0
         self.register_buffer("logp", (p / p.sum(-1, keepdim=True)).log())

@@ -14,7 +14,7 @@ from promoe.data.examples import build_examples, sampling_plan
 from promoe.data.schema import Instance, Task
 from promoe.errors import PromoeError
 from promoe.model.backbone import load_backbone
-from promoe.model.moe_model import build_model
+from promoe.model.build import build_model
 from promoe.model.task_encoder import HashingEncoder
 from promoe.train import Trainer, TrainingError, read_metrics, save_trainable
 

@@ -81,13 +81,13 @@ def cmd_baseline_heuristic(args: argparse.Namespace) -> int:
 
 
 def cmd_model_summary(args: argparse.Namespace) -> int:
-    import copy
-
-    from promoe.model.backbone import load_backbone
-    from promoe.model.moe_model import MODEL_KINDS, build_model, param_counts
+    from promoe.model.build import param_counts
+    from promoe.model.moe_model import MODEL_KINDS
+    from promoe.setup import Setup
 
     cfg = _config(args)
-    bb = load_backbone(cfg.model, seed=cfg.seed)
+    setup = Setup.load(cfg)
+    bb = setup.backbone
     base = sum(p.numel() for p in bb.model.parameters())
     m = cfg.model
     print(f"backbone {m.backbone} ({bb.family}): {base:,} parameters; MoE positions: "
@@ -96,7 +96,7 @@ def cmd_model_summary(args: argparse.Namespace) -> int:
     cols = ("total", "activated", "trainable", "moe_ffn_total", "moe_ffn_activated", "hypernetwork_per_task")
     print(f"{'model':<8}" + "".join(f"{c:>22}" for c in cols))
     for kind in MODEL_KINDS:
-        counts = param_counts(build_model(copy.deepcopy(bb.model), bb.family, m, kind, seed=cfg.seed))
+        counts = param_counts(setup.model(kind))
         print(f"{kind:<8}" + "".join(f"{counts[c]:>22,}" for c in cols))
     return 0
 

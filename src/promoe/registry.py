@@ -44,6 +44,9 @@ GROUPS: dict[str, str] = {
 GROUP_OF_KIND: dict[str, str] = {"heuristic": "zero-shot", "model": "zero-shot", "router": "routing",
                                  "ablation": "ablation", "condition": "adaptation"}
 
+ROWS_PACKAGE = "promoe.rows"
+"""The only package whose modules a builder string may name: configs name rows, never code."""
+
 REFERENCE = "promoe"
 """The row every other row is compared with (paired tests, ablations)."""
 ABLATED = "promoe"
@@ -104,6 +107,9 @@ def register(row: Row, *, replace: bool = False) -> Row:
         raise ValueError(f"row {row.name!r}: kind {row.kind!r} is not one of {list(GROUP_OF_KIND)}")
     if not row.name or "-" in row.name or "/" in row.name:
         raise ValueError(f"row name {row.name!r}: use letters, digits and '_' (a '-' separates base and variant)")
+    if isinstance(row.build, str) and not (row.build.startswith(ROWS_PACKAGE + ".") and ":" in row.build):
+        raise ValueError(f"row {row.name!r}: a builder named by a string must be '{ROWS_PACKAGE}.<module>:<function>' "
+                         f"(got {row.build!r}); pass any other builder as a function")
     if row.name in ROWS and not replace:
         raise ValueError(f"row {row.name!r} is already registered (pass replace=True to overwrite it)")
     ROWS[row.name] = row
@@ -221,7 +227,7 @@ def title(name: str) -> str:
 
 # -- the rows of the experiment -------------------------------------------------------------------------
 
-_R = "promoe.rows"
+_R = ROWS_PACKAGE
 for _row in (
     Row("copy_input", "heuristic", "copy the instance input", f"{_R}.heuristics:copy_input", routes=False),
     Row("copy_demo", "heuristic", "copy a positive example's output", f"{_R}.heuristics:copy_demo", routes=False),

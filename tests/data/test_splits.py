@@ -116,7 +116,7 @@ def test_val_tasks_leaving_no_training_task_is_an_error(tiny_data_root: Path) ->
 def test_test_set_total_cap_keeps_real_instances_first(tiny_data_root: Path) -> None:
     from promoe.data.splits import load_splits
 
-    splits = load_splits(DataConfig(root=str(tiny_data_root), test_max_per_task=2, val_tasks=1))
+    splits = load_splits(DataConfig(root=str(tiny_data_root), test_max_per_task=2, val_tasks=1, test_positive_examples=True))
     by_name = {t.name: t for t in splits.test}
     # task901 has 1 first instance + 2 positives, task903 is complete (10 instances)
     assert [i.origin for i in by_name["task901_toy_entailment"].instances] == ["instance", "positive_example"]

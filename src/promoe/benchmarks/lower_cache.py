@@ -3,7 +3,7 @@
     python -m promoe.benchmarks.lower_cache [--examples 128] [--preset default]
 
 Times the frozen lower layers (``MoEModel.lower_hidden``) over the same random training examples
-computed alone (what ``pipeline.LowerCache`` does) and in right-padded batches of 8, and counts the
+computed alone (what ``promoe.stages.lower_cache.LowerCache`` does) and in right-padded batches of 8, and counts the
 examples whose hidden states change bits when the batches are made up differently (why a resumed
 run must not cache in batches). Needs the offline data ($PROMOE_DATA) and the default backbone.
 """
