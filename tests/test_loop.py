@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from promoe import model_check
+from promoe import model_check, setup
 from promoe.config import ModelConfig, PromptConfig, TrainConfig, load_config
 from promoe.data.examples import build_examples
 from promoe.data.schema import Instance, Task
@@ -70,7 +70,7 @@ def test_non_finite_loss_is_one_error_through_trainer_fewshot_and_model_check(ti
         finetune(_model(bb, nan=True), batch, task_emb=emb["task0"], lower=None, steps=2, lr=1e-3, router_lr=1e-2)
     assert _where(few) == "few-shot fine-tuning on task task0"
 
-    real_build = model_check.build_model
+    real_build = setup.build_model  # the model check builds its models through promoe.setup
 
     def broken(*args, **kw):
         model = real_build(*args, **kw)
@@ -78,7 +78,7 @@ def test_non_finite_loss_is_one_error_through_trainer_fewshot_and_model_check(ti
             next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
         return model
 
-    monkeypatch.setattr(model_check, "build_model", broken)
+    monkeypatch.setattr(setup, "build_model", broken)
     check_cfg = load_config("smoke", [f"data.root={tiny_data_root}"])
     with pytest.raises(TrainingError) as check:
         model_check.check_models(check_cfg, steps=1, batch_size=2, n_test=1)

@@ -9,7 +9,6 @@ so it lives outside ``promoe.model``.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import replace
@@ -23,10 +22,7 @@ from promoe.data.schema import Instance, Task
 from promoe.data.splits import load_splits
 from promoe.evaluate import predict
 from promoe.loop import MicroBatch, OptimizerStep
-from promoe.model.backbone import load_backbone
-from promoe.model.build import build_model
-from promoe.model.prompting import chat_prompt
-from promoe.model.task_encoder import build_task_encoder
+from promoe.setup import Setup
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +43,13 @@ def check_models(cfg: ExperimentConfig, *, steps: int = 3, batch_size: int = 4, 
                  lr: float = 1e-4, max_length: int = 384) -> list[dict]:
     """Run the check for dense, moe and promoe (hyper, prior, task); returns one dict per model."""
     torch.manual_seed(cfg.seed)
-    bb = load_backbone(cfg.model, seed=cfg.seed)
-    encoder = build_task_encoder(cfg.model)
+    setup = Setup.load(cfg)
+    bb, tok = setup.backbone, setup.tokenizer
     splits = load_splits(cfg.data)
     train = _round_robin(splits.train, steps * batch_size)
     test = _round_robin([t for t in splits.test if t.instances], n_test)
-    emb = {t.name: e for t, e in zip(splits.train + splits.test,
-                                     encoder.encode([t.definition for t in splits.train + splits.test]),
-                                     strict=True)}
-    tok = bb.tokenizer
-    prompts = [chat_prompt(tok, task_prompt(t, i)) for t, i in test]
+    emb = setup.embed_tasks(splits.train + splits.test)
+    prompts = [setup.wrap(task_prompt(t, i)) for t, i in test]
     test_keys = [t.name for t, _ in test]
     test_emb = torch.stack([emb[k] for k in test_keys])
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -66,7 +59,7 @@ def check_models(cfg: ExperimentConfig, *, steps: int = 3, batch_size: int = 4, 
     for kind, mode in VARIANTS:
         t0 = time.perf_counter()
         mcfg = replace(cfg.model, proactive_mode=mode or cfg.model.proactive_mode)
-        model = build_model(copy.deepcopy(bb.model), bb.family, mcfg, kind, seed=cfg.seed).eval()
+        model = setup.model(kind, model_cfg=mcfg).eval()
         with torch.no_grad():
             out = model(enc["input_ids"], attention_mask=enc["attention_mask"], task_emb=test_emb,
                         task_keys=test_keys)
@@ -80,13 +73,13 @@ def check_models(cfg: ExperimentConfig, *, steps: int = 3, batch_size: int = 4, 
         losses = []
         for s in range(steps):
             chunk = train[s * batch_size:(s + 1) * batch_size]
-            encoded = [encode_pair(tok, chat_prompt(tok, task_prompt(t, i)), i.outputs[0], max_length=max_length)
+            encoded = [encode_pair(tok, setup.wrap(task_prompt(t, i)), i.outputs[0], max_length=max_length)
                        for t, i in chunk]
             keys = [t.name for t, _ in chunk]
             batch = pad_batch(encoded, keys, pad_id=tok.pad_token_id, left=False)
             losses += step(s, [MicroBatch(batch, task_emb=torch.stack([emb[k] for k in keys]))]).losses
         model.eval()
-        preds = predict(model, tok, test, task_emb=emb, prompt=cfg.prompt, wrap=lambda text: chat_prompt(tok, text),
+        preds = predict(model, tok, test, task_emb=emb, prompt=cfg.prompt, wrap=setup.wrap,
                         max_new_tokens=16, desc=f"generate {kind}")
         answers = [preds[i.id] for _, i in test]
         rows.append({"model": name, "max_logit_diff_before_training": diff, "losses": losses,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from promoe.config import ExperimentConfig
+from promoe.config import ExperimentConfig, ModelConfig
 from promoe.data.schema import Task
 from promoe.model.backbone import Backbone, load_backbone
 from promoe.model.build import build_model, share_frozen_weights
@@ -54,13 +54,15 @@ class Setup:
         """A Tk-Instruct prompt as the backbone reads it (its chat template; seq2seq models: as is)."""
         return text if self.seq2seq else chat_prompt(self.tokenizer, text)
 
-    def model(self, kind: str, weights: str | Path | None = None, *, share: bool = True) -> MoEModel:
+    def model(self, kind: str, weights: str | Path | None = None, *, share: bool = True,
+              model_cfg: ModelConfig | None = None) -> MoEModel:
         """Model ``kind`` (``dense``, ``moe``, ``promoe``) upcycled from the backbone, with the trained
         ``weights`` (a ``best.safetensors``) when given. ``share``: build on a copy of the backbone
         whose frozen tensors are the backbone's own (many models, one frozen part in memory);
-        otherwise the backbone itself is converted (one model per setup, no copy)."""
+        otherwise the backbone itself is converted (one model per setup, no copy). ``model_cfg``
+        replaces the config's ``model`` section (e.g. another proactive mode)."""
         base = copy.deepcopy(self.backbone.model) if share else self.backbone.model
-        model = build_model(base, self.backbone.family, self.cfg.model, kind, seed=self.cfg.seed)
+        model = build_model(base, self.backbone.family, model_cfg or self.cfg.model, kind, seed=self.cfg.seed)
         if share:
             share_frozen_weights(model, self.backbone.model)
         if weights is not None:

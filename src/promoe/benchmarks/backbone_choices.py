@@ -12,7 +12,6 @@ Usage: ``python -m promoe.benchmarks.backbone_choices [--json OUT] [key=value ..
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import sys
@@ -26,14 +25,12 @@ from promoe.data.collate import encode_pair, pad_batch
 from promoe.data.prompts import task_prompt
 from promoe.data.splits import load_splits
 from promoe.evaluate import predict
-from promoe.model.backbone import load_backbone
-from promoe.model.build import build_model
-from promoe.model.prompting import chat_prompt
-from promoe.model.task_encoder import build_task_encoder
+from promoe.setup import Setup
 
 
-def lengths(tok, pairs) -> dict[str, float]:
-    n = sorted(len(tok(chat_prompt(tok, task_prompt(t, i)), add_special_tokens=False)["input_ids"]) for t, i in pairs)
+def lengths(setup: Setup, pairs) -> dict[str, float]:
+    tok = setup.tokenizer
+    n = sorted(len(tok(setup.wrap(task_prompt(t, i)), add_special_tokens=False)["input_ids"]) for t, i in pairs)
     return {"n": len(n), "mean": statistics.mean(n), "median": statistics.median(n),
             "p95": n[int(0.95 * (len(n) - 1))], "max": n[-1]}
 
@@ -54,26 +51,25 @@ def main(argv: list[str]) -> dict:
     args = ap.parse_args(argv)
     cfg = load_config("default", args.overrides)
     torch.manual_seed(0)
-    bb = load_backbone(cfg.model)
-    tok = bb.tokenizer
+    setup = Setup.load(cfg)
+    tok = setup.tokenizer
     splits = load_splits(cfg.data)
     test = [(t, i) for t in splits.test for i in t.instances if i.origin == "instance"]
     train = [(t, i) for t in splits.train for i in t.instances[:2]]
     res: dict = {"threads": torch.get_num_threads(),
-                 "prompt_tokens": {"test": lengths(tok, test), "train": lengths(tok, train)}}
+                 "prompt_tokens": {"test": lengths(setup, test), "train": lengths(setup, train)}}
     print(json.dumps(res["prompt_tokens"]), flush=True)
-    enc_model = build_task_encoder(cfg.model)
     pairs = train[:: max(1, len(train) // args.batch_size)][: args.batch_size]
-    emb = enc_model.encode([t.definition for t, _ in pairs])
+    emb = setup.encoder.encode([t.definition for t, _ in pairs])
     keys = [t.name for t, _ in pairs]
-    encoded = [encode_pair(tok, chat_prompt(tok, task_prompt(t, i)), i.outputs[0], max_length=512) for t, i in pairs]
+    encoded = [encode_pair(tok, setup.wrap(task_prompt(t, i)), i.outputs[0], max_length=512) for t, i in pairs]
     batch = pad_batch(encoded, keys, pad_id=tok.pad_token_id, left=False)
     n_tok = int(batch.attention_mask.sum())
     res["train_batch_tokens"] = n_tok
     for top in (6, 2):
         mcfg = replace(cfg.model, n_moe_layers=top)
         for kind in ("dense", "moe", "promoe"):
-            model = build_model(copy.deepcopy(bb.model), bb.family, mcfg, kind).train()
+            model = setup.model(kind, model_cfg=mcfg).train()
             for dtype in ("fp32", "bf16"):
                 if kind == "dense":
                     def lower_fn(model=model, dtype=dtype):
@@ -95,12 +91,12 @@ def main(argv: list[str]) -> dict:
                 print(f"top {top} {kind} {dtype}: {res[f'step_top{top}_{kind}_{dtype}_s']:.2f} s/step", flush=True)
             del model, opt
     # generation of the untrained backbone, 8 test instances at a time
-    model = build_model(copy.deepcopy(bb.model), bb.family, cfg.model, "dense").eval()
+    model = setup.model("dense").eval()
     items = test[:16]
     for dtype in ("fp32", "bf16"):
         def gen(dtype=dtype):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
-                predict(model, tok, items, task_emb={}, prompt=cfg.prompt, wrap=lambda text: chat_prompt(tok, text),
+                predict(model, tok, items, task_emb={}, prompt=cfg.prompt, wrap=setup.wrap,
                         batch_size=8, max_new_tokens=16)
         res[f"generate_dense_{dtype}_s_per_instance"] = timed(gen) / len(items)
         print(f"generate {dtype}: {res[f'generate_dense_{dtype}_s_per_instance']:.3f} s/instance", flush=True)

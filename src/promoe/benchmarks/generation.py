@@ -17,7 +17,6 @@ Usage: ``python -m promoe.benchmarks.generation [--quick] [--json OUT] [key=valu
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import time
@@ -31,10 +30,8 @@ from promoe.data.prompts import task_prompt
 from promoe.data.schema import Instance, Task
 from promoe.export import task_model
 from promoe.io import write_json
-from promoe.model.backbone import load_backbone
-from promoe.model.build import build_model, param_counts, share_frozen_weights
-from promoe.model.prompting import chat_prompt
-from promoe.model.task_encoder import build_task_encoder
+from promoe.model.build import param_counts
+from promoe.setup import Setup
 
 DEFINITION = ("Given a short product review, decide whether the reviewer recommends the product. Answer with "
               "'yes' if the review is positive overall and 'no' otherwise; ignore remarks about shipping.")
@@ -44,10 +41,11 @@ INPUTS = ("The blender is loud but it crushes ice in seconds and cleaning it tak
           "The colour in the photos is nothing like the real thing, and the fabric feels cheap.")
 
 
-def prompts(tokenizer, n: int) -> tuple[Tensor, Tensor]:
+def prompts(setup: Setup, n: int) -> tuple[Tensor, Tensor]:
     """``n`` left-padded prompts of one task (inputs cycled with a row number so rows differ)."""
+    tokenizer = setup.tokenizer
     task = Task(name="bench_task", definition=DEFINITION, instances=())
-    texts = [chat_prompt(tokenizer, task_prompt(task, Instance(f"b{i}", f"{INPUTS[i % len(INPUTS)]} (#{i})",
+    texts = [setup.wrap(task_prompt(task, Instance(f"b{i}", f"{INPUTS[i % len(INPUTS)]} (#{i})",
                                                                 ("",)))) for i in range(n)]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -72,23 +70,18 @@ def run(*, quick: bool = False, preset: str = "default", overrides: Sequence[str
     new_tokens = new_tokens or (16 if quick else 32)
     repeats = repeats or (2 if quick else 3)
     torch.manual_seed(cfg.seed)
-    bb = load_backbone(cfg.model, seed=cfg.seed)
+    setup = Setup.load(cfg)
+    bb = setup.backbone
     d_ff = bb.model.config.intermediate_size
     if cfg.model.expert_width is None:
         cfg.model.expert_width = d_ff // cfg.model.top_k
-
-    def build(kind: str):
-        model = build_model(copy.deepcopy(bb.model), bb.family, cfg.model, kind, seed=cfg.seed)
-        share_frozen_weights(model, bb.model)
-        return model.eval()
-
-    models = {kind: build(kind) for kind in ("dense", "moe", "promoe")}
+    models = {kind: setup.model(kind).eval() for kind in ("dense", "moe", "promoe")}
     with torch.no_grad():
         torch.nn.init.normal_(models["promoe"].hyper.out.weight, std=0.5)
-    task_emb = build_task_encoder(cfg.model).encode([DEFINITION])
+    task_emb = setup.encoder.encode([DEFINITION])
     exported, _ = task_model(models["promoe"], task_emb)
     n_exported = sum(p.numel() for p in exported.parameters())
-    ids, mask = prompts(bb.tokenizer, batch_size)
+    ids, mask = prompts(setup, batch_size)
     pad = bb.tokenizer.pad_token_id
     emb = task_emb.expand(batch_size, -1)
 

@@ -20,21 +20,19 @@ import torch
 from promoe.config import load_config
 from promoe.data.examples import build_examples
 from promoe.data.splits import load_splits
-from promoe.model.backbone import load_backbone
-from promoe.model.build import build_model
-from promoe.model.prompting import chat_prompt
+from promoe.setup import Setup
 from promoe.train import batch_of
 
 
 @torch.no_grad()
 def run(n: int = 128, preset: str = "default", batch: int = 8) -> dict:
     cfg = load_config(preset)
-    bb = load_backbone(cfg.model, seed=cfg.seed)
-    tok = bb.tokenizer
+    setup = Setup.load(cfg)
+    tok = setup.tokenizer
     examples = build_examples(load_splits(cfg.data).train, tok, per_task=cfg.train.examples_per_task,
                               max_length=cfg.train.max_length, max_target_length=cfg.train.max_target_length,
-                              prompt=cfg.prompt, wrap=lambda t: chat_prompt(tok, t))
-    model = build_model(bb.model, bb.family, cfg.model, "dense", seed=cfg.seed).eval()
+                              prompt=cfg.prompt, wrap=setup.wrap)
+    model = setup.model("dense", share=False).eval()
     rng = random.Random(0)
     idx = rng.sample(range(len(examples)), n)
 
