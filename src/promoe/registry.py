@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Kind = Literal["heuristic", "model", "router", "ablation", "condition"]
@@ -73,9 +73,6 @@ class Row:
     trained: bool = False
     over: Literal["models", "trained"] | None = None
     needs: tuple[str, ...] = ()
-    routes: bool = True
-    """False for rows whose routing statistics mean nothing (heuristics)."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def group(self) -> str:
@@ -229,8 +226,8 @@ def title(name: str) -> str:
 
 _R = ROWS_PACKAGE
 for _row in (
-    Row("copy_input", "heuristic", "copy the instance input", f"{_R}.heuristics:copy_input", routes=False),
-    Row("copy_demo", "heuristic", "copy a positive example's output", f"{_R}.heuristics:copy_demo", routes=False),
+    Row("copy_input", "heuristic", "copy the instance input", f"{_R}.heuristics:copy_input"),
+    Row("copy_demo", "heuristic", "copy a positive example's output", f"{_R}.heuristics:copy_demo"),
     Row("backbone", "model", "the untrained backbone", f"{_R}.models:backbone", select="eval.backbone"),
     Row("dense", "model", "dense: the backbone's FFN fine-tuned, same activated parameters",
         f"{_R}.models:trained", select="train.models", trained=True),
