@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny offline data folder laid out like the real one; seeded one-thread tiny tensors."""
+"""Shared fixtures: a tiny offline data folder laid out like the real one; seeded one-thread tiny tensors;
+tiny backbones shared by the tests of one module (``tiny``, ``backbone``)."""
 
 from __future__ import annotations
 
@@ -121,3 +122,25 @@ def real_data_root() -> Path:
     if not root or not (Path(root) / "sni/test_task_meta.jsonl.gz").exists():
         pytest.skip("no offline data packages ($PROMOE_DATA or a data/ folder beside the checkout)")
     return Path(root)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The smoke preset's model config and its tiny backbone, shared by the tests of one module (they
+    build models from copies of it). test_loop.py has a ``tiny`` of its own."""
+    from promoe.config import load_config
+    from promoe.model.backbone import load_backbone
+
+    cfg = load_config("smoke").model
+    return cfg, load_backbone(cfg, seed=0)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    """The tiny llama of ``tests.helpers.DECODE_CFG``, shared by the tests of one module (decoding,
+    evaluation, resumable passes: they build models from copies of it)."""
+    from promoe.model.backbone import load_backbone
+    from tests.helpers import DECODE_CFG
+
+    torch.manual_seed(0)
+    return load_backbone(DECODE_CFG, seed=0)

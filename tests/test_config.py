@@ -339,3 +339,9 @@ def test_scored_positive_examples_with_icl_rows_are_refused() -> None:
     with pytest.raises(ConfigError, match="set data.test_positive_examples=false"):
         load_config("full", ["data.test_positive_examples=true"])
     load_config("full", ["data.test_positive_examples=true", "compare.icl_models=[]", "compare.fewshot_models=[]"])
+
+
+def test_icl_or_fewshot_rows_refuse_to_score_positive_examples(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="test_positive_examples=false"):
+        load_config("smoke", [f"output_dir={tmp_path}", "data.test_positive_examples=true"])
+    assert not (tmp_path / "smoke").exists()  # refused before anything was written

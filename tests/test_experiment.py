@@ -1,4 +1,6 @@
-"""End to end: `run_experiment.py` / `promoe baseline heuristic` into tmp_path, and the real offline data."""
+"""promoe.experiment: the experiment driver end to end (``promoe run`` into tmp_path): every output (the
+smoke run's summary.json equals tests/golden/smoke_summary.json), your own task files, finished stages
+and finished runs not redone, a bad data folder destroying nothing under --overwrite, several seeds."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ import numpy as np
 import yaml
 
 from promoe.cli import main
-from promoe.config import DataConfig
-from promoe.data.splits import load_splits
+from promoe.config import load_config, to_dict
+from promoe.rundir import LOCK
 
 MODELS = {"copy_input", "copy_demo", "backbone", "dense", "moe", "promoe"}
 ROWS = MODELS | {"knn", "skill", "uniform", "random", "backbone-icl", "dense-icl", "moe-icl", "promoe-icl",
@@ -141,100 +143,32 @@ def test_finished_stages_are_not_redone(tiny_data_root: Path, tmp_path: Path) ->
     assert (tmp_path / "smoke/predictions/moe.jsonl").stat().st_mtime_ns == stamp
 
 
-def test_copy_demo_never_copies_the_scored_example_itself(tiny_data_root: Path, tmp_path: Path) -> None:
-    # task901 is scored on 1 first instance + its 2 positive examples (pos0 -> out0, pos1 -> out1).
-    # Leave-one-out: pos0 is answered with out1 and pos1 with out0, so every prediction is wrong;
-    # copying the example's own output would score 2 of 3.
-    out = tmp_path / "h"
-    assert main(["baseline", "heuristic", "--output-dir", str(out), "--data-root", str(tiny_data_root),
-                 "data.test_positive_examples=true", "data.test_max_per_task=null", "data.val_tasks=1"]) == 0
-    task = json.loads((out / "scores/copy_demo.json").read_text())["per_task"]["task901_toy_entailment"]
-    assert task["n"] == 3 and task["exact_match"] == 0.0
-    preds = {json.loads(line)["id"]: json.loads(line)["prediction"]
-             for line in (out / "predictions/copy_demo.jsonl").read_text().splitlines()}
-    assert preds["task901_toy_entailment-pos0"] == "out1"
-    assert preds["task901_toy_entailment-pos1"] == "out0"
-
-
-def test_bad_data_root_is_one_clear_error(tmp_path: Path, capsys) -> None:
-    code = main(["baseline", "heuristic", "--output-dir", str(tmp_path / "x"), "--data-root",
-                 str(tmp_path / "missing")])
-    err = capsys.readouterr().err
-    assert code == 2 and "missing" in err and "PROMOE_DATA" in err
-    assert not (tmp_path / "x").exists()
-
-
-def test_real_offline_default_is_the_official_protocol(real_data_root: Path) -> None:
-    splits = load_splits(DataConfig(root=str(real_data_root)))
-    pool = splits.train + splits.val
-    assert {t.collection for t in pool} == {"sni"} and len(pool) >= 680
-    assert len({t.category for t in pool}) == 60 and len({t.category for t in splits.val}) == len(splits.val)
-    assert len(splits.test) == 119 and sum(splits.test_available.values()) >= 10_000
-    assert max(splits.test_available.values()) == 100
-    assert sum(n < 100 for n in splits.test_available.values()) == 18  # 16 partial tasks + 2 short complete ones
-    found = [(q.task.split("_")[0], q.kind) for q in splits.quirks]
-    assert sorted(k for k in found if k[1] == "empty_reference") == sorted(
-        [("task488", "empty_reference")] * 3 + [("task497", "empty_reference"), ("task365", "empty_reference"),
-                                                ("task1564", "empty_reference")])
-    assert [t for t, k in found if k == "multi_definition"] == ["task288"]
-    assert sum(k == "empty_reasoning" for _, k in found) == 293 + 42
-
-
-def test_real_offline_splits_follow_the_sni_protocol(real_data_root: Path) -> None:
-    splits = load_splits(DataConfig(root=str(real_data_root), train_collections=["sni", "niv1", "bigbench"],
-                                    test_max_instances_per_task=7, test_positive_examples=True))
-    test_names = set((real_data_root / "sni/splits/default/test_tasks.txt").read_text().split())
-    train_list = set((real_data_root / "sni/splits/default/train_tasks.txt").read_text().split())
-    assert {t.name for t in splits.test} == test_names and len(test_names) == 119
-    pool = splits.train + splits.val
-    assert not {t.name for t in splits.train} & {t.name for t in splits.val}
-    for t in pool:
-        sni = t.meta.get("sni_task") or (t.name if t.collection == "sni" else None)
-        assert sni is None or sni in train_list
-        assert not t.meta.get("sni_test_dataset_overlap")
-    families: dict[str, int] = {}
-    for t in pool:
-        families[t.family] = families.get(t.family, 0) + 1
-    assert max(families.values()) <= DataConfig().max_subtasks_per_family
-    left = [d for d in splits.decisions if not d.kept]
-    assert sum("is SNI test task" in d.reason for d in left) == 7
-    assert sum("not on the SNI training list" in d.reason for d in left) == 37
-    for t in splits.test:
-        real = [i for i in t.instances if i.origin == "instance"]
-        assert len(real) <= DataConfig().test_max_instances_per_task
-    assert sum(i.origin == "positive_example" for t in splits.test for i in t.instances) == 385
-
-
-def test_real_heuristic_floors(real_data_root: Path, tmp_path: Path) -> None:
-    out = tmp_path / "h"
-    assert main(["baseline", "heuristic", "--output-dir", str(out), "--data-root", str(real_data_root),
-                 "data.test_positive_examples=false"]) == 0
-    s = json.loads((out / "summary.json").read_text())
-    # The SNI paper reports 14.2 (copy input) and 28.5 (copy demo) ROUGE-L on the full test set.
-    assert 8 < s["copy_input"]["rougeL"] < 16 < 24 < s["copy_demo"]["rougeL"] < 34
-    assert s["copy_demo"]["n_tasks"] == 119  # every test task has at least 2 real instances offline
-
-
-def test_trained_model_scores_a_new_task_file_and_answers_one_instance(tiny_data_root: Path, tmp_path: Path,
-                                                                        capsys) -> None:
-    assert main(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir",
-                 str(tmp_path)]) == 0
+def test_finished_run_is_not_redone(tiny_data_root: Path, tmp_path: Path, caplog) -> None:
+    args = ["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(tmp_path)]
     run = tmp_path / "smoke"
-    task = {"Definition": ["Repeat the word."], "Categories": ["Misc."],
-            "Instances": [{"id": f"u-{i}", "input": w, "output": [w]} for i, w in enumerate(["cat", "dog"])]}
-    task_file = tmp_path / "task999_user_repeat.json"
-    task_file.write_text(json.dumps(task))
-    capsys.readouterr()
-    assert main(["eval", "--run", str(run), "--model", "promoe", "--tasks", str(task_file)]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["n"] == 2 and out["n_tasks"] == 1 and "rougeL" in out
-    scored = run / "user_eval/task999_user_repeat"
-    assert (scored / "predictions/promoe.jsonl").exists() and (scored / "references.jsonl").exists()
-    assert main(["predict", "--run", str(run), "--model", "moe", "--definition", "Say yes or no.",
-                 "--input", "Is it raining?"]) == 0
-    text = capsys.readouterr().out
-    assert text.startswith("answer:") and text.count("layer") == 2
-    assert main(["predict", "--run", str(run), "--model", "nope", "--definition", "d", "--input", "i"]) == 2
+    (run / "scores").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(to_dict(load_config("smoke", [f"data.root={tiny_data_root}"]))
+                                                    | {"output_dir": str(tmp_path)}))
+    for name in ("summary.json", "REPORT.md"):
+        (run / name).write_text("{}")
+    with caplog.at_level("INFO"):
+        assert main(args) == 0
+    assert "nothing to do" in caplog.text
+    assert (run / "summary.json").read_text() == "{}" and not (run / "predictions").exists()  # nothing ran
+
+
+def test_bad_data_with_overwrite_keeps_the_earlier_run(tiny_data_root: Path, tmp_path: Path, capsys) -> None:
+    """--overwrite empties the folder only once the data has loaded: a wrong data folder destroys nothing."""
+    run = tmp_path / "smoke"
+    run.mkdir()
+    for name in ("summary.json", "REPORT.md"):
+        (run / name).write_text("{}")
+    missing = tmp_path / "no_data_here"
+    args = ["run", "--preset", "smoke", "--data-root", str(missing), "--output-dir", str(tmp_path), "--overwrite"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and str(missing) in err and "not found" in err
+    assert sorted(p.name for p in run.iterdir()) == sorted([LOCK, "summary.json", "REPORT.md"])
 
 
 def test_several_seeds_aggregate_into_mean_and_ci(tiny_data_root: Path, tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
 """The package layout: data flows one way (no import cycles between the project's modules) and every
-module stays small enough to read in one sitting."""
+module stays small enough to read in one sitting.
+
+Cross-cutting (a property of the whole package, not of one module), so at the top level of tests/."""
 
 from __future__ import annotations
 

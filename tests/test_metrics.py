@@ -1,5 +1,4 @@
-"""Tests of the SNI metrics (``promoe.metrics``), the official file formats (``promoe.io``) and
-``promoe score``.
+"""Tests of the SNI metrics (``promoe.metrics``).
 
 Expected values are computed by hand (the LCS of every ROUGE-L case is worked out in a comment);
 the parity test compares with an independent port of the official
@@ -8,20 +7,14 @@ the parity test compares with an independent port of the official
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import stat
 import string
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
 from rouge_score import rouge_scorer
 
-from promoe.cli import main
-from promoe.io import atomic_write_text, read_predictions, read_references
 from promoe.metrics import (
     Reference,
     category_key,
@@ -31,19 +24,7 @@ from promoe.metrics import (
     rouge_l,
     score,
 )
-
-
-def ref(rid: str, refs: Sequence[str], task: str = "task1_x", cat: str = "Question Answering",
-        track: str = "default") -> Reference:
-    return Reference(id=rid, references=tuple(refs), task_id=task, task_category=cat, track=track)
-
-
-def write_lines(path: Path, rows: Sequence[Any]) -> Path:
-    """Write JSON Lines; a ``str`` row is written verbatim (to make broken lines)."""
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n"
-                            for r in rows), encoding="utf-8")
-    return path
-
+from tests.helpers import EXAMPLE_EXPECTED, _example, ref
 
 # --------------------------------------------------------------------------------------------
 # exact match
@@ -148,7 +129,7 @@ def test_instance_needs_a_reference() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# score(): aggregation
+# score(): aggregation (the hand-computed example: tests/helpers.py)
 # --------------------------------------------------------------------------------------------
 
 
@@ -163,46 +144,6 @@ def test_instance_needs_a_reference() -> None:
 )
 def test_category_key(category: str, key: str) -> None:
     assert category_key(category) == key
-
-
-def _example() -> tuple[dict[str, str], list[Reference]]:
-    preds = {
-        "a1": "Yes!",          # vs "yes": EM 1, RL 1
-        "a2": "the cat sat",   # vs "the cat sat on the mat": EM 0, RL 2/3
-        # a3 missing -> "" vs "no": EM 0, RL 0
-        "b1": "positive",      # EM 1, RL 1
-        "zzz": "ignored",      # not in the references
-    }
-    refs = [
-        ref("a1", ["yes"], task="task1_qa", cat="Question Answering"),
-        ref("a2", ["the cat sat on the mat"], task="task1_qa", cat="Question Answering"),
-        ref("a3", ["no"], task="task1_qa", cat="Question Answering"),
-        ref("b1", ["positive"], task="task2_sa", cat="Sentiment  Analysis"),
-    ]
-    return preds, refs
-
-
-# Hand-computed for _example():
-#   instances (EM, RL): a1 (1, 1), a2 (0, 2/3), a3 (0, 0), b1 (1, 1)
-#   overall EM 2/4 = 50; RL (1 + 2/3 + 0 + 1)/4 = 2/3 -> 66.6667
-#   task1_qa: EM 1/3 -> 33.3333, RL (5/3)/3 = 5/9 -> 55.5556, n 3; task2_sa: 100, 100, n 1
-#   task means: EM (1/3 + 1)/2 = 2/3 -> 66.6667 (instance mean is 50); RL (5/9 + 1)/2 = 7/9 -> 77.7778
-EXAMPLE_EXPECTED: dict[str, Any] = {
-    "rougeL": 66.6667,
-    "exact_match": 50.0,
-    "n": 4,
-    "rougeL_task_mean": 77.7778,
-    "exact_match_task_mean": 66.6667,
-    "n_tasks": 2,
-    "per_category": {
-        "question_answering": {"rougeL": 55.5556, "exact_match": 33.3333, "n": 3},
-        "sentiment_analysis": {"rougeL": 100.0, "exact_match": 100.0, "n": 1},
-    },
-    "per_task": {
-        "task1_qa": {"rougeL": 55.5556, "exact_match": 33.3333, "n": 3, "category": "question_answering"},
-        "task2_sa": {"rougeL": 100.0, "exact_match": 100.0, "n": 1, "category": "sentiment_analysis"},
-    },
-}
 
 
 def test_score_hand_computed() -> None:
@@ -281,6 +222,7 @@ def test_non_ascii_instance() -> None:
 # --------------------------------------------------------------------------------------------
 # parity with an independent port of the official evaluation.py
 # --------------------------------------------------------------------------------------------
+
 
 _official_scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
@@ -436,118 +378,3 @@ def test_parity_with_official_script(seed: int) -> None:
     assert set(got["per_task"]) == {r["task_id"] for r in ref_rows}
     n_official_keys = 2 + 2 * len(cats) + 2 * len(got["per_task"])
     assert len(expected) == n_official_keys  # no category name collides with a task id
-
-
-# --------------------------------------------------------------------------------------------
-# file formats and `promoe score`
-# --------------------------------------------------------------------------------------------
-
-
-def _example_files(tmp_path: Path) -> tuple[Path, Path]:
-    preds, refs = _example()
-    p = write_lines(tmp_path / "predictions.jsonl", [{"id": k, "prediction": v} for k, v in preds.items()])
-    r = write_lines(tmp_path / "references.jsonl", [
-        {"id": x.id, "references": list(x.references), "task_id": x.task_id,
-         "task_category": x.task_category, "track": x.track} for x in refs])
-    return p, r
-
-
-def test_read_predictions(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "p.jsonl", [
-        {"id": "1", "prediction": "yes"},
-        "",                                   # blank lines are skipped
-        {"id": "2", "prediction": "你好"},
-        {"id": "1", "prediction": "no"},      # a later line for an id wins
-    ])
-    assert read_predictions(path) == {"1": "no", "2": "你好"}
-
-
-def test_read_references(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "r.jsonl", [
-        {"id": "1", "references": ["yes", "Yes."], "task_id": "t1", "task_category": "Question Answering",
-         "track": "default"},
-        {"id": "2", "references": ["no"], "task_id": "t2", "task_category": "Misc."},  # no track
-    ])
-    assert read_references(path) == [
-        Reference(id="1", references=("yes", "Yes."), task_id="t1", task_category="Question Answering"),
-        Reference(id="2", references=("no",), task_id="t2", task_category="Misc.", track="default"),
-    ]
-
-
-def test_cli_score(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    p, r = _example_files(tmp_path)
-    out = tmp_path / "sub" / "scores.json"
-    assert main(["score", "--predictions", str(p), "--references", str(r), "--output", str(out)]) == 0
-    result = json.loads(out.read_text(encoding="utf-8"))
-    for key in ("rougeL", "exact_match", "per_category", "per_task", "n", "rougeL_task_mean",
-                "exact_match_task_mean"):
-        assert key in result
-    assert result == EXAMPLE_EXPECTED
-    printed = json.loads(capsys.readouterr().out)
-    assert "per_task" not in printed     # printed only with --full
-    assert printed["rougeL"] == 66.6667 and printed["exact_match"] == 50.0
-
-
-def test_cli_score_full(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    p, r = _example_files(tmp_path)
-    assert main(["score", "--predictions", str(p), "--references", str(r), "--full"]) == 0
-    assert json.loads(capsys.readouterr().out)["per_task"] == EXAMPLE_EXPECTED["per_task"]
-
-
-_GOOD_REF = {"id": "1", "references": ["yes"], "task_id": "t1", "task_category": "QA", "track": "default"}
-
-
-@pytest.mark.parametrize(
-    ("bad", "pred_rows", "ref_rows"),
-    [
-        ("predictions", ['{"id": "1", "prediction": "yes"'], [_GOOD_REF]),               # not JSON
-        ("references", [{"id": "1", "prediction": "yes"}], [_GOOD_REF, "not json at all"]),
-        ("references", [{"id": "1", "prediction": "yes"}],
-         [{"id": "1", "task_id": "t1", "task_category": "QA"}]),                          # no references
-        ("references", [{"id": "1", "prediction": "yes"}], [_GOOD_REF, _GOOD_REF]),       # duplicate id
-        ("references", [{"id": "1", "prediction": "yes"}], [{**_GOOD_REF, "references": []}]),
-        ("references", [{"id": "1", "prediction": "yes"}], [{**_GOOD_REF, "references": [1]}]),
-        ("references", [{"id": "1", "prediction": "yes"}], []),                            # empty file
-        ("predictions", [{"id": "1", "prediction": 5}], [_GOOD_REF]),                      # not a string
-        ("predictions", [{"id": "1", "prediction": ["yes"]}], [_GOOD_REF]),
-        ("predictions", [{"prediction": "yes"}], [_GOOD_REF]),                             # no id
-        ("references", [{"id": "1", "prediction": "yes"}], [{**_GOOD_REF, "track": "xlingual"}]),
-        ("references", [{"id": "1", "prediction": "yes"}], [{**_GOOD_REF, "track": 5}]),
-    ],
-    ids=["pred-not-json", "ref-not-json", "ref-no-references", "ref-duplicate-id", "ref-empty-list",
-         "ref-non-string", "ref-empty-file", "pred-int", "pred-list", "pred-no-id", "ref-xlingual",
-         "ref-track-int"],
-)
-def test_cli_score_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str,
-                             pred_rows: list[Any], ref_rows: list[Any]) -> None:
-    p = write_lines(tmp_path / "predictions.jsonl", pred_rows)
-    r = write_lines(tmp_path / "references.jsonl", ref_rows)
-    out = tmp_path / "scores.json"
-    assert main(["score", "--predictions", str(p), "--references", str(r), "--output", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error:")
-    assert str(p if bad == "predictions" else r) in err
-    assert not out.exists()
-    assert set(tmp_path.iterdir()) == {p, r}  # no output and no leftover temporary file
-
-
-def test_cli_score_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _, r = _example_files(tmp_path)
-    missing = tmp_path / "nope.jsonl"
-    out = tmp_path / "scores.json"
-    assert main(["score", "--predictions", str(missing), "--references", str(r), "--output", str(out)]) == 2
-    assert str(missing) in capsys.readouterr().err
-    assert not out.exists()
-
-
-def test_atomic_write_replaces_whole_files_with_plain_permissions(tmp_path: Path) -> None:
-    target = tmp_path / "out" / "f.txt"
-    atomic_write_text(target, "first")
-    atomic_write_text(target, "second")
-    assert target.read_text() == "second" and [p.name for p in target.parent.iterdir()] == ["f.txt"]
-    old = os.umask(0o022)
-    try:
-        atomic_write_text(target, "third")
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE(target.stat().st_mode) == 0o644  # readable by others, as open() would make it

@@ -1,9 +1,8 @@
-"""Run folder safety: one writer at a time (even after a SIGKILL), no mixing of two configs, a finished
-run left alone unless overwritten."""
+"""promoe.rundir: one writer at a time (even after a SIGKILL), no mixing of two configs, a finished run
+left alone unless overwritten."""
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import subprocess
@@ -75,43 +74,3 @@ def test_finished_run_is_left_alone_unless_overwritten(tmp_path: Path) -> None:
         assert prepare(run, cfg) is True
         assert prepare(run, to_dict(load_config("smoke", ["train.steps=7"])), overwrite=True) is False
     assert [p.name for p in run.iterdir()] == [LOCK]
-
-
-def test_finished_run_is_not_redone(tiny_data_root: Path, tmp_path: Path, caplog) -> None:
-    args = ["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(tmp_path)]
-    run = tmp_path / "smoke"
-    (run / "scores").mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(to_dict(load_config("smoke", [f"data.root={tiny_data_root}"]))
-                                                    | {"output_dir": str(tmp_path)}))
-    for name in ("summary.json", "REPORT.md"):
-        (run / name).write_text("{}")
-    with caplog.at_level("INFO"):
-        assert main(args) == 0
-    assert "nothing to do" in caplog.text
-    assert (run / "summary.json").read_text() == "{}" and not (run / "predictions").exists()  # nothing ran
-
-
-def test_bad_data_with_overwrite_keeps_the_earlier_run(tiny_data_root: Path, tmp_path: Path, capsys) -> None:
-    """--overwrite empties the folder only once the data has loaded: a wrong data folder destroys nothing."""
-    run = tmp_path / "smoke"
-    run.mkdir()
-    for name in ("summary.json", "REPORT.md"):
-        (run / name).write_text("{}")
-    missing = tmp_path / "no_data_here"
-    args = ["run", "--preset", "smoke", "--data-root", str(missing), "--output-dir", str(tmp_path), "--overwrite"]
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert err.count("error:") == 1 and str(missing) in err and "not found" in err
-    assert sorted(p.name for p in run.iterdir()) == sorted([LOCK, "summary.json", "REPORT.md"])
-
-
-@pytest.mark.parametrize("code,fix", [(errno.ENOSPC, "free some disk space"), (errno.EACCES, "--output-dir")])
-def test_no_space_or_no_permission_is_one_clear_error(tiny_data_root: Path, tmp_path: Path, monkeypatch, capsys,
-                                                       code: int, fix: str) -> None:
-    def refuse(splits, run_dir):
-        raise OSError(code, os.strerror(code), str(run_dir / "splits.json"))
-
-    monkeypatch.setattr("promoe.experiment.write_splits", refuse)
-    assert main(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("error:") == 1 and "splits.json" in err and fix in err and "Traceback" not in err

@@ -2,7 +2,9 @@
 ``np.load`` ``allow_pickle=False``, YAML is read with ``safe_load``, and no source evaluates strings or
 imports modules by name (a config cannot name code to run). The one exception is the row registry,
 which imports its builders lazily; it accepts only modules of ``promoe.rows`` and configs name rows
-it holds, never modules (checked below)."""
+it holds, never modules (checked below).
+
+Cross-cutting (a scan of every source file, not a test of one module), so at the top level of tests/."""
 
 from __future__ import annotations
 

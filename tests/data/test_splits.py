@@ -121,3 +121,47 @@ def test_test_set_total_cap_keeps_real_instances_first(tiny_data_root: Path) -> 
     # task901 has 1 first instance + 2 positives, task903 is complete (10 instances)
     assert [i.origin for i in by_name["task901_toy_entailment"].instances] == ["instance", "positive_example"]
     assert [i.origin for i in by_name["task903_toy_complete"].instances] == ["instance", "instance"]
+
+
+# --------------------------------------------------------------------------------------------------
+# the real offline data (skipped without it)
+
+def test_real_offline_default_is_the_official_protocol(real_data_root: Path) -> None:
+    splits = load_splits(DataConfig(root=str(real_data_root)))
+    pool = splits.train + splits.val
+    assert {t.collection for t in pool} == {"sni"} and len(pool) >= 680
+    assert len({t.category for t in pool}) == 60 and len({t.category for t in splits.val}) == len(splits.val)
+    assert len(splits.test) == 119 and sum(splits.test_available.values()) >= 10_000
+    assert max(splits.test_available.values()) == 100
+    assert sum(n < 100 for n in splits.test_available.values()) == 18  # 16 partial tasks + 2 short complete ones
+    found = [(q.task.split("_")[0], q.kind) for q in splits.quirks]
+    assert sorted(k for k in found if k[1] == "empty_reference") == sorted(
+        [("task488", "empty_reference")] * 3 + [("task497", "empty_reference"), ("task365", "empty_reference"),
+                                                ("task1564", "empty_reference")])
+    assert [t for t, k in found if k == "multi_definition"] == ["task288"]
+    assert sum(k == "empty_reasoning" for _, k in found) == 293 + 42
+
+
+def test_real_offline_splits_follow_the_sni_protocol(real_data_root: Path) -> None:
+    splits = load_splits(DataConfig(root=str(real_data_root), train_collections=["sni", "niv1", "bigbench"],
+                                    test_max_instances_per_task=7, test_positive_examples=True))
+    test_names = set((real_data_root / "sni/splits/default/test_tasks.txt").read_text().split())
+    train_list = set((real_data_root / "sni/splits/default/train_tasks.txt").read_text().split())
+    assert {t.name for t in splits.test} == test_names and len(test_names) == 119
+    pool = splits.train + splits.val
+    assert not {t.name for t in splits.train} & {t.name for t in splits.val}
+    for t in pool:
+        sni = t.meta.get("sni_task") or (t.name if t.collection == "sni" else None)
+        assert sni is None or sni in train_list
+        assert not t.meta.get("sni_test_dataset_overlap")
+    families: dict[str, int] = {}
+    for t in pool:
+        families[t.family] = families.get(t.family, 0) + 1
+    assert max(families.values()) <= DataConfig().max_subtasks_per_family
+    left = [d for d in splits.decisions if not d.kept]
+    assert sum("is SNI test task" in d.reason for d in left) == 7
+    assert sum("not on the SNI training list" in d.reason for d in left) == 37
+    for t in splits.test:
+        real = [i for i in t.instances if i.origin == "instance"]
+        assert len(real) <= DataConfig().test_max_instances_per_task
+    assert sum(i.origin == "positive_example" for t in splits.test for i in t.instances) == 385

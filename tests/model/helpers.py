@@ -104,3 +104,20 @@ def grads(fn: Callable[[], Tensor], params: list[Tensor]) -> list[Tensor]:
         p.grad = None
     fn().pow(2).sum().backward()
     return [p.grad.clone() for p in params]
+
+
+# -- task-level (row) routing ---------------------------------------------------------------------
+
+def experts(gated: bool = True, bias: bool = False) -> Experts:
+    ex = Experts(n_experts=E, d_model=D, d_ff=12, act="silu" if gated else "gelu", gated=gated, bias=bias).double()
+    if bias:
+        with torch.no_grad():
+            ex.b_in.normal_()
+            ex.b_out.normal_()
+    return ex
+
+
+def per_token(x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor):
+    """Row routing (B, k) repeated for each of the row's T tokens, flattened as the token path takes it."""
+    t = x.shape[1]
+    return x.reshape(-1, x.shape[-1]), indices.repeat_interleave(t, 0), weights.repeat_interleave(t, 0)

@@ -6,6 +6,10 @@ activation), so each of them is checked here: in float64 (summation order invisi
 trained: outputs and gradients with respect to the input, the routing weights and every expert parameter,
 over activations, biases, k, token counts, idle experts, partial ``requires_grad``, inference mode and
 autocast.
+
+A task-level router decides once per row: ``Experts.forward_rows`` dispatches rows instead of tokens and
+``Experts.merged`` turns a task's experts into one ordinary FFN (the basis of ``promoe export``); both
+are compared with the token path they replace, in float64.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 from torch import Tensor
 
 from promoe.model.experts import Experts
-from tests.model.helpers import D_FF, D, E, grads, ref_experts
+from tests.model.helpers import D_FF, D, E, experts, grads, per_token, ref_experts
 
 pytestmark = pytest.mark.usefixtures("tiny_tensors")
 
@@ -169,3 +173,40 @@ def test_autocast_bf16_runs_in_bf16_and_returns_the_input_dtype() -> None:
     y.pow(2).sum().backward()
     assert ex.w_in.grad.dtype == torch.float32 and torch.isfinite(ex.w_in.grad).all()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+# -- task-level routing: one decision per row, and a task's experts merged into one FFN -------------
+
+@pytest.mark.parametrize("gated,bias", [(True, False), (False, True), (True, True)])
+def test_row_dispatch_equals_token_dispatch(gated: bool, bias: bool) -> None:
+    """Rows with different, shared and overlapping experts; outputs and every gradient."""
+    ex = experts(gated, bias)
+    x = torch.randn(5, 7, D, dtype=torch.float64, requires_grad=True)
+    indices = torch.tensor([[1, 3], [3, 1], [0, 2], [1, 3], [2, 1]])
+    weights = torch.softmax(torch.randn(5, 2, dtype=torch.float64), -1).requires_grad_(True)
+    rows = ex.forward_rows(x, indices, weights)
+    tokens = ex(*per_token(x, indices, weights)).view_as(x)
+    torch.testing.assert_close(rows, tokens)
+    torch.testing.assert_close(rows.reshape(-1, D), ref_experts(ex, *per_token(x, indices, weights)))
+    params = [x, weights, *ex.parameters()]
+    for a, b in zip(grads(lambda: ex.forward_rows(x, indices, weights), params),
+                    grads(lambda: ex(*per_token(x, indices, weights)).view_as(x), params), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_row_dispatch_with_one_routing_for_the_batch() -> None:
+    """Every row on the same experts (one task's batch): no gathering, same result."""
+    ex = experts()
+    x = torch.randn(4, 6, D, dtype=torch.float64)
+    indices, weights = torch.tensor([[2, 0]]).expand(4, 2), torch.tensor([[0.7, 0.3]], dtype=torch.float64).expand(4, 2)
+    torch.testing.assert_close(ex.forward_rows(x, indices, weights), ex(*per_token(x, indices, weights)).view_as(x))
+
+
+@pytest.mark.parametrize("gated,bias", [(True, False), (False, True)])
+def test_merged_experts_are_one_ffn_with_the_same_output(gated: bool, bias: bool) -> None:
+    ex = experts(gated, bias)
+    x = torch.randn(9, D, dtype=torch.float64)
+    idx, w = torch.tensor([3, 1]), torch.tensor([0.6, 0.4], dtype=torch.float64)
+    merged = ex.merged(idx, w)
+    assert merged.n_experts == 1 and merged.d_ff == 2 * ex.d_ff
+    torch.testing.assert_close(merged.expert(0, x), ex(x, idx.expand(9, 2), w.expand(9, 2)))

@@ -1,10 +1,13 @@
 """promoe.model.moe_model: the three experiment models built on a tiny backbone.
 
 Routing computed once per task, the aux loss, parameter counts, MoE positions, the cached frozen lower
-part, target-only loss and routing-only forward, router replacement: parity checks and invariants.
+part, target-only loss and routing-only forward, router replacement, task-mode generation with row
+dispatch: parity checks and invariants.
 """
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -24,6 +27,8 @@ from tests.model.helpers import (
     K,
     build,
     left_padded,
+    model_cfg,
+    per_token,
     tiny_llama,
     tiny_t5,
 )
@@ -282,3 +287,20 @@ def test_routing_only_forward_routes_like_the_full_forward() -> None:
     for a, b in zip(full.routing, only.routing, strict=True):
         torch.testing.assert_close(a.router.probs, b.router.probs)
         assert torch.equal(a.router.indices, b.router.indices)
+
+
+def test_task_mode_promoe_generates_as_with_token_dispatch(monkeypatch) -> None:
+    """A whole task-mode promoe model: greedy generation with row dispatch equals token dispatch."""
+    torch.manual_seed(0)
+    model = build_model(tiny_llama(), "llama", model_cfg(proactive_mode="task"), "promoe").eval()
+    with torch.no_grad():
+        model.hyper.out.weight.normal_(std=1.0)
+    ids = torch.randint(3, 50, (3, 6))
+    emb = torch.randn(3, model.hyper.d_task)
+    kw = dict(max_new_tokens=5, do_sample=False, task_emb=emb, task_keys=["a", "b", "c"])
+    fast = model.generate(ids, torch.ones_like(ids), **kw)
+    token_path = copy.deepcopy(model)
+    for layer in token_path.moe_layers:
+        monkeypatch.setattr(layer.experts, "forward_rows",
+                            lambda x, i, w, ex=layer.experts: ex(*per_token(x, i, w)).view_as(x))
+    assert torch.equal(fast, token_path.generate(ids, torch.ones_like(ids), **kw))

@@ -1,4 +1,5 @@
-"""Acceptance of the model layer on the offline default backbone and real tasks (slow: ~2 min)."""
+"""promoe.model_check: acceptance of the model layer on the offline default backbone and real tasks
+(slow: ~2 min; skipped without the offline data)."""
 
 from __future__ import annotations
 

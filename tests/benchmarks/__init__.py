@@ -1,0 +1,4 @@
+"""Tests of promoe.benchmarks, one file per module."""
+
+
+

@@ -1,0 +1,4 @@
+"""Tests of promoe.rows, one file per module."""
+
+
+

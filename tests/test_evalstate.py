@@ -1,0 +1,91 @@
+"""promoe.evalstate: an evaluation pass killed after a progress save resumes at its first unsaved batch
+and ends with exactly the answers and routing counts of an uninterrupted pass."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from promoe.config import PromptConfig
+from promoe.evalstate import PassState
+from promoe.evaluate import Variant, predict_variants
+from promoe.model.build import replace_routers, variant_copy
+from promoe.model.prompting import chat_prompt
+from promoe.model.stats import RoutingStats
+from promoe.model.task_encoder import HashingEncoder
+from tests.helpers import _models, _tasks
+
+
+class Killed(Exception):
+    """Stands for a SIGKILL right after a progress save."""
+
+
+def _die_after(monkeypatch, units: int) -> None:
+    save = PassState.save
+
+    def save_then_die(self, rows, out, done):
+        save(self, rows, out, done)
+        if done == units:
+            raise Killed
+
+    monkeypatch.setattr(PassState, "save", save_then_die)
+
+
+def test_killed_pass_resumes_at_its_first_unsaved_batch(backbone, tmp_path, monkeypatch, caplog) -> None:
+    """A pass killed after 2 of its 5 batches, run again, runs the 3 others only and ends with the answers and
+    routing counts of an uninterrupted pass, exactly."""
+    tok = backbone.tokenizer
+    models = _models(backbone)
+    tasks = _tasks()
+    items = [(t, i) for t in tasks for i in t.instances]
+    emb = dict(zip([t.name for t in tasks], HashingEncoder(16).encode([t.definition for t in tasks]), strict=True))
+    kw = dict(prompt=PromptConfig(), wrap=lambda s: chat_prompt(tok, s), batch_size=2, max_new_tokens=6)
+
+    def rows() -> list[Variant]:
+        for m in models.values():
+            m.clear_routing_cache()  # as in a new process
+        for layer in random.moe_layers:
+            layer.router.reset()
+        return [Variant("dense", models["dense"]), Variant("moe", models["moe"], stats=RoutingStats(1, 4)),
+                Variant("promoe", models["promoe"], emb, stats=RoutingStats(1, 4)),
+                Variant("promoe-sub", models["promoe"], emb, stats=RoutingStats(1, 4), tasks={"task1"}),
+                Variant("random", random, stats=RoutingStats(1, 4))]  # draws a sequence: saved and restored
+
+    random = variant_copy(models["moe"])
+    replace_routers(random, "random", seed=0)
+
+    reference = rows()
+    expected = predict_variants(reference, tok, items, **kw)
+    path = tmp_path / "progress" / "eval.json"
+    _die_after(monkeypatch, 2)
+    with pytest.raises(Killed):
+        predict_variants(rows(), tok, items, progress=path, **kw)
+    monkeypatch.undo()
+    assert {r["done"] for r in json.loads(path.read_text())["rows"].values()} == {2}
+    passes = []
+    hook = models["dense"].backbone.model.layers[0].register_forward_hook(
+        lambda mod, args, out: passes.append(1) if args[0].shape[1] > 1 else None)
+    resumed = rows()
+    with caplog.at_level("INFO"):
+        got = predict_variants(resumed, tok, items, progress=path, **kw)
+    hook.remove()
+    assert "resumed at 2 batches done" in caplog.text
+    assert len(passes) == 3 and got == expected
+    for a, b in zip(reference, resumed, strict=True):
+        if a.stats is None:
+            continue
+        sa, sb = a.stats.state(), b.stats.state()
+        for key in ("load", "prob_sum", "entropy_sum", "tokens"):
+            assert np.array_equal(sa[key], sb[key]), (a.name, key)
+        assert sa["task_load"].keys() == sb["task_load"].keys()
+        assert all(np.array_equal(sa["task_load"][k], sb["task_load"][k]) for k in sa["task_load"]), a.name
+    # a row the file holds in full is not run again; another pass's file is not used
+    passes.clear()
+    subset = predict_variants(rows()[1:2], tok, items, progress=path, **kw)
+    assert subset["moe"] == expected["moe"] and not passes
+    with caplog.at_level("WARNING"):
+        other = predict_variants(rows(), tok, items, progress=path, **{**kw, "batch_size": 3})
+    assert "belongs to another pass" in caplog.text
+    assert other == predict_variants(rows(), tok, items, **{**kw, "batch_size": 3})

@@ -1,0 +1,60 @@
+"""promoe.evaluate: ``predict_variants`` passes each batch's prompts through the lower layers once for all
+variants and answers as each variant alone; prompts over the length limit are cut, counted and reported."""
+
+from __future__ import annotations
+
+import copy
+
+from promoe.config import PromptConfig, load_config
+from promoe.data.splits import TaskSplits
+from promoe.evaluate import Variant, predict_variants
+from promoe.experiment import stage_notes
+from promoe.model.prompting import chat_prompt
+from promoe.model.task_encoder import HashingEncoder
+from promoe.resources import record_cut
+from tests.helpers import _models, _tasks
+
+
+def test_predict_variants_shares_prefill_and_matches_single(backbone) -> None:
+    tok = backbone.tokenizer
+    models = _models(backbone)
+    tasks = _tasks()
+    items = [(t, i) for t in tasks for i in t.instances]
+    emb = dict(zip([t.name for t in tasks], HashingEncoder(16).encode([t.definition for t in tasks]), strict=True))
+    shuffled = {"task0": emb["task1"], "task1": emb["task2"], "task2": emb["task0"]}
+    kw = dict(prompt=PromptConfig(), wrap=lambda s: chat_prompt(tok, s), batch_size=4, max_new_tokens=8)
+    variants = [Variant("dense", models["dense"]), Variant("moe", models["moe"]),
+                Variant("promoe", models["promoe"], emb), Variant("promoe-shuffled", models["promoe"], shuffled),
+                Variant("promoe-sub", models["promoe"], emb, tasks={"task1"})]
+    prompt_passes = []
+    hooks = [m.backbone.model.layers[0].register_forward_hook(
+        lambda mod, args, out: prompt_passes.append(1) if args[0].shape[1] > 1 else None) for m in models.values()]
+    together = predict_variants(variants, tok, items, **kw)
+    for h in hooks:
+        h.remove()
+    assert len(prompt_passes) == -(-len(items) // 4)  # the lower layers saw each batch's prompts once
+    for v in variants:
+        alone = predict_variants([Variant(v.name, copy.deepcopy(v.model), v.task_emb, tasks=v.tasks)], tok, items,
+                                 **kw)[v.name]
+        assert alone == together[v.name], v.name
+    assert set(together["promoe-sub"]) == {i.id for i in tasks[1].instances}
+    assert set(together["moe"]) == {i.id for _, i in items}
+
+
+def test_prompts_over_the_length_limit_are_cut_counted_and_reported(backbone, caplog) -> None:
+    tok = backbone.tokenizer
+    models = _models(backbone)
+    items = [(t, i) for t in _tasks() for i in t.instances][:3]
+    kw = dict(prompt=PromptConfig(), wrap=lambda s: chat_prompt(tok, s), batch_size=4, max_new_tokens=2)
+    counts: dict[str, int] = {}
+    with caplog.at_level("WARNING"):
+        short = predict_variants([Variant("dense", models["dense"])], tok, items, max_length=8, counts=counts, **kw)
+    assert "3 of 3 prompts are longer than 8 tokens and lose their start (eval.max_length)" in caplog.text
+    assert counts == {"prompts": 3, "cut": 3}
+    times: dict = {}
+    record_cut(times, "eval", counts["cut"], counts["prompts"], 8)
+    record_cut(times, "train", 0, 5, 256)
+    note = stage_notes(load_config("smoke"), TaskSplits([], [], _tasks(), [], {}), times)
+    assert "Prompts longer than their limit lost their start" in note and "eval 3 of 3 (over 8 tokens)" in note
+    assert "train" not in note.split("Prompts longer")[1]  # stages with none cut are not listed
+    assert set(short["dense"]) == {i.id for _, i in items}  # still answered, from the prompts' ends
