@@ -15,7 +15,7 @@ import torch
 from promoe.config import ModelConfig
 from promoe.model.build import build_model, moe_slots, param_counts, replace_routers
 from promoe.model.losses import load_balancing_loss, router_z_loss
-from promoe.model.moe_model import MODEL_KINDS
+from promoe.model.moe_model import MODEL_KINDS, TaskRouting
 from promoe.model.router import UniformRouter
 from tests.model.helpers import (
     D_FF,
@@ -89,6 +89,29 @@ def test_routing_cache_without_keys_follows_task_emb() -> None:
         first, second = torch.randn(3, D_TASK), torch.randn(3, D_TASK)
         model.task_routing(first)
         torch.testing.assert_close(model.task_routing(second), model.hyper(second))
+
+
+def test_task_routing_is_explicit_per_row_and_per_task() -> None:
+    """Two rows that give one model different descriptions of the same task name get their own routing
+    (no cache keys shared through the model), each computed once per task, equal to the model's own."""
+    model = build(tiny_llama(), "llama", "promoe", "prior")
+    with torch.no_grad():
+        model.hyper.out.weight.normal_()
+    own, other = {"a": torch.randn(D_TASK), "b": torch.randn(D_TASK)}, {"a": torch.randn(D_TASK)}
+    rows, ablated = TaskRouting(model, own), TaskRouting(model, other)
+    first = rows.rows(["a", "b", "a"])
+    assert torch.equal(first[0], first[2]) and model.n_routing_computes == 2
+    rows.rows(["b", "a"])
+    assert model.n_routing_computes == 2  # each task once per row
+    assert not torch.equal(ablated.rows(["a"])[0], first[0])
+    with torch.no_grad():
+        torch.testing.assert_close(first, model.task_routing(torch.stack([own["a"], own["b"], own["a"]])))
+        ids, mask = left_padded()
+        out_explicit = model(ids, attention_mask=mask, routing=first)
+        out_emb = model(ids, attention_mask=mask, task_emb=torch.stack([own["a"], own["b"], own["a"]]))
+    torch.testing.assert_close(out_explicit.logits, out_emb.logits)
+    moe = build(tiny_llama(), "llama", "moe")
+    assert TaskRouting(moe, own).rows(["a"]) is None  # a static router generates nothing
 
 
 # -- aux loss -----------------------------------------------------------------------------------
