@@ -1,5 +1,5 @@
-"""The ``promoe`` command line: ``data summary``, ``score``, ``baseline heuristic``, ``model``, ``eval``,
-``predict``, ``export``, ``bench``, ``config``, ``run``, ``analyze``."""
+"""The ``promoe`` command line: ``data summary``, ``data synth``, ``score``, ``baseline heuristic``, ``model``,
+``eval``, ``predict``, ``export``, ``bench``, ``config``, ``run``, ``analyze``."""
 
 from __future__ import annotations
 
@@ -50,6 +50,19 @@ def cmd_data_summary(args: argparse.Namespace) -> int:
     else:
         splits = load_splits(_config(args).data)
     print(summarize(splits, show_excluded=args.show_excluded))
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from promoe.data.synth import run_command, write_suite
+
+    m = write_suite(args.out, seed=args.seed, n_instances=args.instances, train_phrasings=args.train_phrasings)
+    c = m["counts"]
+    print(f"wrote {c['train_tasks']} training tasks ({c['train_instances']:,} instances) and {c['test_tasks']} "
+          f"test tasks ({c['test_instances']:,} instances), {len(m['rules'])} rules, seed {m['seed']}, to {args.out} "
+          "(train.jsonl.gz, test.jsonl.gz, README.md, manifest.json)")
+    print(f"run on it:\n  {run_command(args.out)}\n(presets cap the scored instances per test task, the "
+          f"default at 2: add data.test_max_per_task=N to score more, null for all {m['n_instances']})")
     return 0
 
 
@@ -193,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", help="summarise these task files instead of the configured splits")
     p.add_argument("--show-excluded", action="store_true", help="list every left-out task and why")
     p.set_defaults(func=cmd_data_summary)
+    p = data.add_parser("synth", help="write the synthetic word-list suite of the mechanism check (held-out "
+                                      "phrasings of known rules) as SNI-schema task packages")
+    p.add_argument("--out", required=True, help="new or empty folder (or an earlier suite, which is replaced)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the word lists (same seed, same bytes)")
+    p.add_argument("--instances", type=int, default=50, help="instances per task")
+    p.add_argument("--train-phrasings", type=int, default=4,
+                   help="phrasings per rule that training tasks use; test tasks use the others")
+    p.set_defaults(func=cmd_data_synth)
 
     p = sub.add_parser("score", help="score predictions against references (official SNI formats)")
     p.add_argument("--predictions", required=True, help="JSON Lines of {id, prediction}")

@@ -1,0 +1,271 @@
+"""A synthetic task suite in the SNI schema for the mechanism check (DESIGN §3): word-list rules whose
+correct output is fixed by the Definition alone, with held-out paraphrases of the Definitions.
+
+Each rule (:data:`RULES`) has several hand-written phrasings of its Definition; a task is one
+(rule, phrasing) pair. Training tasks use phrasings ``0..k-1`` and test tasks the others, so a test
+Definition is unseen while its rule is known. Every task draws its inputs from the *same*
+distribution (3-6 common words, half of the lists with one word repeated, and only lists on which all
+rules give different outputs), so an input says nothing about its task's rule:
+without the Definition a model is at chance (one rule in ``len(RULES)``). The rule id is kept out of
+everything a model sees (Definition, Categories, task name) and recorded in ``_meta.rule`` only.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from promoe.errors import DataError
+from promoe.io import atomic_write_bytes, write_json
+
+SUITE_KIND = "promoe-synth-suite"
+"""``manifest.json``'s ``kind``: marks a folder as a suite this module wrote (and may rewrite)."""
+
+_WORDS = """
+ant apple arm baby bag ball bank bean bear bed bell bird boat book bottle bread bridge brother brush
+butter button cake camera candle car carpet cat chair cheese chicken church circle clock cloud coat
+coffee corn cow cup curtain desk dinner dog door dragon dress drum duck eagle egg engine eye farm
+feather finger fish flag flower foot forest fork fox frog garden gate girl glass glove goat gold
+grass hammer hat heart hill horse house island jacket jelly kettle key king kitten knife ladder lake
+lamp leaf lemon letter lion lock market milk mirror monkey moon mountain mouse nest needle night
+nose ocean onion orange owl paper parrot pencil piano pig pillow planet plate pocket potato queen
+rabbit rain ribbon ring river road rocket roof rose salt sand school sheep shirt shoe silver sister
+snake snow sock spoon star stone sugar summer sun table teacher tiger tomato tongue tower town train
+tree truck umbrella valley village violin wagon wall water whale window winter wolf yard zebra
+"""
+VOCAB = tuple(_WORDS.split())
+"""Common lowercase English words (3-8 letters), the only words the suite uses."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One word-list transformation: its id (never shown to a model), function, Definitions and the
+    explanation written under a positive example."""
+
+    id: str
+    apply: Callable[[list[str]], list[str]]
+    phrasings: tuple[str, ...]
+    explain: str
+    """Format string with ``{out}``."""
+
+
+def _dedupe(words: list[str]) -> list[str]:
+    return list(dict.fromkeys(words))
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("reverse_order", lambda w: w[::-1], (
+        "Reverse the order of the words in the list and write them separated by single spaces.",
+        "Write the same words again, but starting with the last one and ending with the first one.",
+        "Output the words of the input backwards: the final word comes first, then the one before it, and so on.",
+        "Read the list from right to left and write down each word in that order.",
+        "Flip the sequence of words so that it runs from its end to its beginning; leave each word unchanged.",
+        "Produce the input words in the opposite order to the one in which they are given.",
+    ), "Read from the end to the beginning, the words are \"{out}\"."),
+    Rule("sort_alpha", sorted, (
+        "Sort the words alphabetically and output them separated by spaces.",
+        "Arrange the words of the list in dictionary order, from a to z.",
+        "Put the given words in alphabetical order; a word given twice is written twice.",
+        "Output every word of the input, ordered as they would appear in a dictionary.",
+        "Reorder the words so that they go from A to Z by their spelling.",
+        "List all the words again, the one that comes earliest in the alphabet first and the latest last.",
+    ), "In alphabetical order the words are \"{out}\"."),
+    Rule("first_word", lambda w: w[:1], (
+        "Output the first word of the list.",
+        "Write only the word that the list begins with.",
+        "Which word comes at the very start of the input? Answer with that word alone.",
+        "Copy the opening word of the sequence and ignore all the others.",
+        "Return the initial word and nothing else.",
+        "Give the leftmost of the given words.",
+    ), "The list starts with \"{out}\"."),
+    Rule("last_word", lambda w: w[-1:], (
+        "Output the last word of the list.",
+        "Write only the word that the list ends with.",
+        "Which word comes at the very end of the input? Answer with that word alone.",
+        "Copy the closing word of the sequence and ignore all the others.",
+        "Return the final word and nothing else.",
+        "Give the rightmost of the given words.",
+    ), "The list ends with \"{out}\"."),
+    Rule("word_count", lambda w: [str(len(w))], (
+        "Count the words in the list and answer with the number in digits.",
+        "How many words does the input contain? Write the number.",
+        "Give the number of words in the sequence, as a numeral.",
+        "Write how many items the list holds, counting a repeated word each time it appears.",
+        "Answer with the length of the list, measured in words.",
+        "State the total number of words given, written with digits.",
+    ), "The list holds {out} words."),
+    Rule("upper_case", lambda w: [x.upper() for x in w], (
+        "Write every word of the list in capital letters, keeping their order.",
+        "Convert all the words to uppercase.",
+        "Repeat the input with each of its letters capitalized.",
+        "Rewrite the words in block capitals, in the same order.",
+        "Change every lowercase letter of the input to its uppercase form.",
+        "Output the same list, but shouting: every letter a capital one.",
+    ), "Each word in capital letters gives \"{out}\"."),
+    Rule("drop_repeats", _dedupe, (
+        "Remove repeated words from the list, keeping the first occurrence of each, in the original order.",
+        "Write each distinct word once, in the order in which it first appears.",
+        "Delete any word that already occurred earlier in the list and output the rest.",
+        "Output the list without duplicates; the order of first appearance stays.",
+        "If a word shows up more than once, keep only its first appearance, and write the remaining words in order.",
+        "Give the unique words of the input, each a single time, in their original order.",
+    ), "Keeping only the first occurrence of each word gives \"{out}\"."),
+    Rule("every_other", lambda w: w[::2], (
+        "Output every other word of the list, starting with the first one.",
+        "Write the first, third, fifth, ... words of the input, skipping the ones in between.",
+        "Keep the words in odd positions (1st, 3rd, 5th) and drop the rest.",
+        "Take the first word, skip the next, take the following one, and so on; output the words taken.",
+        "Remove the second, fourth and sixth words and write what is left.",
+        "Output the words at positions one, three and five, in order, leaving out the others.",
+    ), "The words in positions 1, 3, 5, ... are \"{out}\"."),
+)
+"""The rules, in a fixed order (a task's name holds the rule's index, never its id)."""
+
+N_PHRASINGS = min(len(r.phrasings) for r in RULES)
+
+
+def answer(rule: Rule, words: list[str]) -> str:
+    """The rule's output for a word list, as the reference string."""
+    return " ".join(rule.apply(list(words)))
+
+
+def sample_words(rng: random.Random) -> list[str]:
+    """One input list, drawn the same way for every rule (module docstring)."""
+    while True:
+        words = rng.sample(VOCAB, rng.randint(3, 6))
+        if rng.random() < 0.5:
+            i, j = rng.sample(range(len(words)), 2)
+            words[j] = words[i]
+        if len({answer(r, words) for r in RULES}) == len(RULES):
+            return words
+
+
+def _task_record(name: str, rule: Rule, p: int, split: str, n_instances: int, rng: random.Random,
+                 seen: set[str], seed: int) -> dict[str, Any]:
+    inputs: list[list[str]] = []
+    while len(inputs) < n_instances + 2:
+        words = sample_words(rng)
+        if " ".join(words) not in seen:  # an input appears once in the whole suite, in one task
+            seen.add(" ".join(words))
+            inputs.append(words)
+    examples = [{"input": " ".join(w), "output": answer(rule, w), "explanation": rule.explain.format(
+        out=answer(rule, w))} for w in inputs[:2]]
+    return {
+        "Definition": [rule.phrasings[p]],
+        "Categories": ["Synthetic"],
+        "Reasoning": [],
+        "Domains": [],
+        "Source": ["promoe data synth"],
+        "Positive Examples": examples,
+        "Negative Examples": [],
+        "Instances": [{"id": f"{name}-{i}", "input": " ".join(w), "output": [answer(rule, w)]}
+                      for i, w in enumerate(inputs[2:])],
+        "_meta": {"task": name, "rule": rule.id, "phrasing": p, "split": split, "seed": seed},
+    }
+
+
+def build_suite(*, seed: int = 0, n_instances: int = 50, train_phrasings: int = 4) -> dict[str, list[dict]]:
+    """The suite's task records, ``{"train": [...], "test": [...]}``, deterministic for ``seed``."""
+    if not 1 <= train_phrasings < N_PHRASINGS:
+        raise DataError(f"train_phrasings={train_phrasings} leaves no training or no test phrasing",
+                        field="--train-phrasings", fix=f"choose 1 to {N_PHRASINGS - 1}")
+    if n_instances < 1:
+        raise DataError(f"n_instances={n_instances}", field="--instances", fix="choose at least 1")
+    rng, seen = random.Random(seed), set()
+    suite: dict[str, list[dict]] = {"train": [], "test": []}
+    for r, rule in enumerate(RULES):
+        for p in range(N_PHRASINGS):
+            split = "train" if p < train_phrasings else "test"
+            suite[split].append(_task_record(f"synth_r{r}_p{p}", rule, p, split, n_instances, rng, seen, seed))
+    return suite
+
+
+def _gzip_jsonl(records: list[dict]) -> bytes:
+    buf = io.BytesIO()
+    # no file name and a fixed mtime in the header: the same records give the same bytes
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0) as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
+    return buf.getvalue()
+
+
+def _check_out_dir(out: Path) -> None:
+    """Write only into a new or empty folder, or over an earlier suite (a mistyped path loses nothing)."""
+    if out.exists() and not out.is_dir():
+        raise DataError("is a file, not a folder", file=str(out), fix="give a new or empty folder for --out")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    try:
+        kind = json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind != SUITE_KIND:
+        raise DataError("folder is not empty and holds no synthetic suite (manifest.json), so it is not "
+                        "overwritten", file=str(out),
+                        fix="give a new or empty folder for --out (an earlier suite is replaced)")
+
+
+def _readme(manifest: dict[str, Any]) -> str:
+    c = manifest["counts"]
+    lines = [
+        "# Synthetic word-list suite (`promoe data synth`)", "",
+        "Tasks in the SNI schema whose correct output is fixed by the Definition alone: the mechanism check "
+        "of DESIGN §3. A task is one (rule, phrasing) pair; test tasks use phrasings of the same rules that "
+        "no training task uses. Every task draws its inputs the same way (3-6 common words, half with one "
+        "word repeated; only lists on which all rules give different outputs), so an input does not reveal "
+        "the rule. Categories is `Synthetic` for all; the rule id is only in `_meta.rule`.", "",
+        f"Seed {manifest['seed']}; {c['train_tasks']} training tasks ({c['train_instances']} instances), "
+        f"{c['test_tasks']} test tasks ({c['test_instances']} instances); {manifest['n_instances']} "
+        "instances and 2 positive examples per task.", "",
+        "```bash", manifest["run"], "```", "",
+    ]
+    for rule in manifest["rules"]:
+        lines += [f"## `{rule['id']}` (tasks `synth_r{rule['index']}_p*`)", "", "Training phrasings:", ""]
+        lines += [f"{p}. {text}" for p, text in rule["train"]] + ["", "Held-out (test) phrasings:", ""]
+        lines += [f"{p}. {text}" for p, text in rule["test"]] + [""]
+    return "\n".join(lines)
+
+
+def write_suite(out_dir: str | Path, *, seed: int = 0, n_instances: int = 50, train_phrasings: int = 4) -> dict:
+    """Write ``train.jsonl.gz``, ``test.jsonl.gz``, ``README.md`` and ``manifest.json`` into ``out_dir``
+    and return the manifest. Same arguments, same bytes. Refuses a non-empty folder that is not an
+    earlier suite."""
+    out = Path(out_dir)
+    _check_out_dir(out)
+    suite = build_suite(seed=seed, n_instances=n_instances, train_phrasings=train_phrasings)
+    blobs = {f"{split}.jsonl.gz": _gzip_jsonl(records) for split, records in suite.items()}
+    manifest: dict[str, Any] = {
+        "kind": SUITE_KIND, "seed": seed, "n_instances": n_instances, "train_phrasings": train_phrasings,
+        "counts": {f"{s}_{k}": n for s, records in suite.items() for k, n in (
+            ("tasks", len(records)), ("instances", sum(len(r["Instances"]) for r in records)))},
+        "rules": [{"index": i, "id": rule.id,
+                   "train": [[p, t] for p, t in enumerate(rule.phrasings[:N_PHRASINGS]) if p < train_phrasings],
+                   "test": [[p, t] for p, t in enumerate(rule.phrasings[:N_PHRASINGS]) if p >= train_phrasings]}
+                  for i, rule in enumerate(RULES)],
+        "run": run_command("DIR"),
+    }
+    blobs["README.md"] = _readme(manifest).encode("utf-8")
+    manifest["files"] = {name: {"bytes": len(b), "sha256": hashlib.sha256(b).hexdigest()}
+                         for name, b in blobs.items()}
+    for name, b in blobs.items():
+        atomic_write_bytes(out / name, b)
+    write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def run_command(out: str | Path) -> str:
+    """How to run the experiment on a suite written to ``out`` (``DIR`` in the suite's own files, which
+    are the same bytes wherever they are written)."""
+    out = Path(out).as_posix()
+    return (f"python run_experiment.py name=synth data.source=files data.train_files=[{out}/train.jsonl.gz] "
+            f"data.test_files=[{out}/test.jsonl.gz] data.val_tasks=2")
+
+
+__all__ = ["N_PHRASINGS", "RULES", "Rule", "SUITE_KIND", "VOCAB", "answer", "build_suite", "run_command",
+           "sample_words", "write_suite"]

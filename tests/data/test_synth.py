@@ -1,0 +1,150 @@
+"""promoe.data.synth: the synthetic word-list suite of the mechanism check — reproducible bytes, valid SNI
+records, held-out phrasings of known rules, correct answers, the CLI, and reading it with data.source=files."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from promoe.cli import main
+from promoe.config import DataConfig
+from promoe.data.schema import task_from_record
+from promoe.data.sources import read_task_package
+from promoe.data.splits import load_splits
+from promoe.data.synth import N_PHRASINGS, RULES, VOCAB, answer, build_suite, write_suite
+from promoe.errors import DataError
+
+FILES = ("train.jsonl.gz", "test.jsonl.gz", "README.md", "manifest.json")
+
+
+def _records(path: Path) -> list[dict]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        write_suite(tmp_path / name, seed=seed, n_instances=5)
+    for f in FILES:  # the suite's own files name no folder: the same bytes wherever they are written
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    for f in ("train.jsonl.gz", "test.jsonl.gz"):
+        assert (tmp_path / "a" / f).read_bytes() != (tmp_path / "c" / f).read_bytes(), f
+
+
+def test_every_record_is_a_valid_task_with_correct_answers(tmp_path: Path) -> None:
+    m = write_suite(tmp_path, seed=3, n_instances=6)
+    assert m["counts"] == {"train_tasks": 32, "train_instances": 192, "test_tasks": 16, "test_instances": 96}
+    ids, inputs = [], []
+    rules = {r.id: r for r in RULES}
+    for split in ("train", "test"):
+        records = _records(tmp_path / f"{split}.jsonl.gz")
+        tasks = read_task_package(tmp_path / f"{split}.jsonl.gz")  # the package reader, strict
+        assert [t.name for t in tasks] == [r["_meta"]["task"] for r in records]
+        for rec, task in zip(records, tasks, strict=True):
+            assert task_from_record(rec, file=task.path) == task
+            rule = rules[rec["_meta"]["rule"]]
+            assert rec["_meta"]["split"] == split and task.categories == ("Synthetic",)
+            assert task.definition == rule.phrasings[rec["_meta"]["phrasing"]]
+            assert rule.id not in task.name and "rule" not in task.definition.lower()
+            assert len(task.instances) == 6 and len(task.positive_examples) == 2
+            assert all(ex.explanation and ex.output in ex.explanation for ex in task.positive_examples)
+            for x in (*task.instances, *task.positive_examples):
+                words = x.input.split(" ")
+                assert 3 <= len(words) <= 6 and set(words) <= set(VOCAB)
+                out = x.outputs[0] if hasattr(x, "outputs") else x.output
+                assert out == answer(rule, words)
+                # every input tells the rules apart: without the Definition, a model is at chance
+                assert len({answer(r, words) for r in RULES}) == len(RULES)
+                inputs.append(x.input)
+            ids += [i.id for i in task.instances]
+    assert len(set(ids)) == len(ids) and len(set(inputs)) == len(inputs)
+
+
+def test_train_and_test_phrasings_are_disjoint_and_every_rule_is_in_both() -> None:
+    suite = build_suite(seed=0, n_instances=1, train_phrasings=4)
+    seen = {split: {} for split in suite}
+    for split, records in suite.items():
+        for rec in records:
+            seen[split].setdefault(rec["_meta"]["rule"], set()).add(rec["Definition"][0])
+    assert set(seen["train"]) == set(seen["test"]) == {r.id for r in RULES}
+    for rule in RULES:
+        assert len(seen["train"][rule.id]) == 4 and len(seen["test"][rule.id]) == N_PHRASINGS - 4
+        assert not seen["train"][rule.id] & seen["test"][rule.id]
+    phrasings = [p for r in RULES for p in r.phrasings]
+    assert N_PHRASINGS >= 6 and len(set(phrasings)) == len(phrasings)
+    assert not any(r.id in p.lower() for r in RULES for p in r.phrasings)
+
+
+def test_rules_on_a_hand_checked_input() -> None:
+    words = ["cat", "apple", "dog", "cat", "zebra"]
+    assert {r.id: answer(r, words) for r in RULES} == {
+        "reverse_order": "zebra cat dog apple cat",
+        "sort_alpha": "apple cat cat dog zebra",
+        "first_word": "cat",
+        "last_word": "zebra",
+        "word_count": "5",
+        "upper_case": "CAT APPLE DOG CAT ZEBRA",
+        "drop_repeats": "cat apple dog zebra",
+        "every_other": "cat dog zebra",
+    }
+    assert words == ["cat", "apple", "dog", "cat", "zebra"]  # the rules do not change their input
+
+
+def test_rules_disagree_on_most_random_lists() -> None:
+    """On unfiltered random lists (the generator keeps only lists where all rules differ)."""
+    rng, n, all_differ = random.Random(0), 2000, 0
+    agree = dict.fromkeys(itertools.combinations(range(len(RULES)), 2), 0)
+    for _ in range(n):
+        words = rng.sample(VOCAB, rng.randint(3, 6))
+        outs = [answer(r, words) for r in RULES]
+        all_differ += len(set(outs)) == len(outs)
+        for a, b in agree:
+            agree[a, b] += outs[a] == outs[b]
+    assert all_differ / n > 0.6
+    assert max(agree.values()) / n < 0.15
+
+
+@pytest.mark.parametrize("kwargs", [{"train_phrasings": 0}, {"train_phrasings": N_PHRASINGS},
+                                    {"n_instances": 0}])
+def test_bad_arguments_are_refused(tmp_path: Path, kwargs: dict) -> None:
+    with pytest.raises(DataError):
+        write_suite(tmp_path / "s", **kwargs)
+    assert not (tmp_path / "s").exists()
+
+
+def test_cli_writes_the_suite_and_refuses_a_foreign_folder(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "suite"
+    assert main(["data", "synth", "--out", str(out), "--instances", "3", "--seed", "7"]) == 0
+    printed = capsys.readouterr().out
+    assert f"data.train_files=[{out}/train.jsonl.gz] data.test_files=[{out}/test.jsonl.gz]" in printed
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 7 and manifest["counts"]["test_instances"] == 16 * 3
+    # an earlier suite is replaced
+    assert main(["data", "synth", "--out", str(out), "--instances", "2", "--train-phrasings", "5"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["counts"]["test_tasks"] == 8
+    # a non-empty folder that is not a suite is left as it is
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    assert main(["data", "synth", "--out", str(foreign)]) == 2
+    err = capsys.readouterr().err
+    assert str(foreign) in err and "not empty" in err and "new or empty folder" in err
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+
+def test_load_splits_reads_the_suite(tmp_path: Path) -> None:
+    write_suite(tmp_path, seed=0, n_instances=4)
+    splits = load_splits(DataConfig(source="files", train_files=[str(tmp_path / "train.jsonl.gz")],
+                                    test_files=[str(tmp_path / "test.jsonl.gz")], val_tasks=2))
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (30, 2, 16)
+    # validation is carved from the training tasks (training phrasings); test tasks keep every instance
+    assert all(t.meta["split"] == "train" for t in splits.train + splits.val)
+    assert all(t.meta["phrasing"] >= 4 and len(t.instances) == 4 for t in splits.test)
+    assert {t.meta["rule"] for t in splits.test} == {r.id for r in RULES}
