@@ -1,4 +1,4 @@
-"""The ``promoe`` command line: ``data summary``, ``data synth``, ``score``, ``baseline heuristic``, ``model``,
+"""The ``promoe`` command line: ``data summary | synth | clusters`` (in :mod:`promoe.cli_data`), ``score``, ``baseline heuristic``, ``model``,
 ``eval``, ``predict``, ``export``, ``bench``, ``config``, ``run``, ``analyze``."""
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from promoe.config import DATA_ENV, ExperimentConfig, help_lines, load_config, presets, to_dict
+from promoe.cli_args import add_config_args, config_of
+from promoe.cli_data import add_data_commands
+from promoe.config import help_lines, to_dict
 from promoe.errors import PromoeError
 
 WRITE_ERRORS = {
@@ -23,47 +25,6 @@ WRITE_ERRORS = {
     "to (--output-dir)", errno.EROFS: "the file system is read-only: choose another folder (--output-dir)",
 }
 """Failures to write that are the machine's, not a bug: one message with the fix instead of a traceback."""
-
-
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="default", help=f"config preset ({', '.join(presets())}) or a .yaml path")
-    p.add_argument("--data-root", help=f"folder with the offline data packages (default: ${DATA_ENV})")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides, e.g. data.val_tasks=10 (see `promoe config --keys`)")
-
-
-def _config(args: argparse.Namespace) -> ExperimentConfig:
-    cfg = load_config(args.preset, args.overrides)
-    if getattr(args, "data_root", None):
-        cfg.data = replace(cfg.data, root=args.data_root)
-    return cfg
-
-
-def cmd_data_summary(args: argparse.Namespace) -> int:
-    from promoe.data.sources import load_tasks
-    from promoe.data.splits import TaskSplits, load_splits
-    from promoe.data.summary import summarize
-
-    if args.tasks:
-        tasks = [t for f in args.tasks for t in load_tasks(f)]
-        splits = TaskSplits(train=[], val=[], test=tasks, sources={"tasks": ", ".join(args.tasks)})
-    else:
-        splits = load_splits(_config(args).data)
-    print(summarize(splits, show_excluded=args.show_excluded))
-    return 0
-
-
-def cmd_data_synth(args: argparse.Namespace) -> int:
-    from promoe.data.synth import run_command, write_suite
-
-    m = write_suite(args.out, seed=args.seed, n_instances=args.instances, train_phrasings=args.train_phrasings)
-    c = m["counts"]
-    print(f"wrote {c['train_tasks']} training tasks ({c['train_instances']:,} instances) and {c['test_tasks']} "
-          f"test tasks ({c['test_instances']:,} instances), {len(m['rules'])} rules, seed {m['seed']}, to {args.out} "
-          "(train.jsonl.gz, test.jsonl.gz, README.md, manifest.json)")
-    print(f"run on it:\n  {run_command(args.out)}\n(presets cap the scored instances per test task, the "
-          f"default at 2: add data.test_max_per_task=N to score more, null for all {m['n_instances']})")
-    return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -83,7 +44,7 @@ def cmd_baseline_heuristic(args: argparse.Namespace) -> int:
     from promoe.io import write_json
     from promoe.stages.heuristics import run_heuristics
 
-    splits = load_splits(_config(args).data)
+    splits = load_splits(config_of(args).data)
     results = run_heuristics(splits.test, args.output_dir)
     summary = {name: {k: r[k] for k in ("rougeL", "exact_match", "rougeL_task_mean",
                                         "exact_match_task_mean", "n", "n_tasks")}
@@ -98,7 +59,7 @@ def cmd_model_summary(args: argparse.Namespace) -> int:
     from promoe.model.moe_model import MODEL_KINDS
     from promoe.setup import Setup
 
-    cfg = _config(args)
+    cfg = config_of(args)
     setup = Setup.load(cfg)
     bb = setup.backbone
     base = sum(p.numel() for p in bb.model.parameters())
@@ -117,7 +78,7 @@ def cmd_model_summary(args: argparse.Namespace) -> int:
 def cmd_model_check(args: argparse.Namespace) -> int:
     from promoe.model_check import check_models
 
-    rows = check_models(_config(args), steps=args.steps, batch_size=args.batch_size, n_test=args.n_test)
+    rows = check_models(config_of(args), steps=args.steps, batch_size=args.batch_size, n_test=args.n_test)
     print(json.dumps(rows, indent=2, ensure_ascii=False))
     return 0
 
@@ -172,14 +133,14 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.keys:
         print("\n".join(help_lines()))
     else:
-        print(yaml.safe_dump(to_dict(_config(args)), sort_keys=False), end="")
+        print(yaml.safe_dump(to_dict(config_of(args)), sort_keys=False), end="")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from promoe.experiment import run, run_seeds
 
-    cfg = _config(args)
+    cfg = config_of(args)
     if args.output_dir:
         cfg.output_dir = args.output_dir
     print(run_seeds(cfg, args.seeds, overwrite=args.overwrite) if args.seeds and len(args.seeds) > 1 else
@@ -199,21 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promoe", description="PRo-MoE: proactive routing for MoE models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    data = sub.add_parser("data", help="inspect task data").add_subparsers(dest="data_command", required=True)
-    p = data.add_parser("summary", help="tasks and instances per split, category and source")
-    _add_config_args(p)
-    p.add_argument("--tasks", nargs="+", help="summarise these task files instead of the configured splits")
-    p.add_argument("--show-excluded", action="store_true", help="list every left-out task and why")
-    p.set_defaults(func=cmd_data_summary)
-    p = data.add_parser("synth", help="write the synthetic word-list suite of the mechanism check (held-out "
-                                      "phrasings of known rules) as SNI-schema task packages")
-    p.add_argument("--out", required=True, help="new or empty folder (or an earlier suite, which is replaced)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the word lists (same seed, same bytes)")
-    p.add_argument("--instances", type=int, default=50, help="instances per task")
-    p.add_argument("--train-phrasings", type=int, default=4,
-                   help="phrasings per rule that training tasks use; test tasks use the others")
-    p.set_defaults(func=cmd_data_synth)
+    add_data_commands(sub)
 
     p = sub.add_parser("score", help="score predictions against references (official SNI formats)")
     p.add_argument("--predictions", required=True, help="JSON Lines of {id, prediction}")
@@ -226,19 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
     base = sub.add_parser("baseline", help="model-free baselines").add_subparsers(dest="baseline", required=True)
     p = base.add_parser("heuristic", help="copy-input and copy-demonstration baselines on the test tasks")
     p.add_argument("--output-dir", required=True, help="folder for predictions, references and scores")
-    _add_config_args(p)
+    add_config_args(p)
     p.set_defaults(func=cmd_baseline_heuristic)
 
     model = sub.add_parser("model", help="inspect models").add_subparsers(dest="model_command", required=True)
     p = model.add_parser("summary", help="total / activated / trainable parameters of dense, moe and promoe")
-    _add_config_args(p)
+    add_config_args(p)
     p.set_defaults(func=cmd_model_summary)
     p = model.add_parser("check", help="build every model, check it reproduces the backbone, train a few "
                                        "steps on training tasks and generate for test tasks")
     p.add_argument("--steps", type=int, default=3, help="training steps per model")
     p.add_argument("--batch-size", type=int, default=4, help="training examples per step")
     p.add_argument("--n-test", type=int, default=4, help="test instances to generate answers for")
-    _add_config_args(p)
+    add_config_args(p)
     p.set_defaults(func=cmd_model_check)
 
     p = sub.add_parser("eval", help="score a trained model zero-shot on a task file (SNI schema)")
@@ -276,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print the resolved config, or every key with its help")
     p.add_argument("--keys", action="store_true", help="list every config key with its default and help")
-    _add_config_args(p)
+    add_config_args(p)
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("run", help="run the experiment (same as python run_experiment.py)")
@@ -286,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="delete what the run folder holds and run again from the start (default: resume an "
                         "interrupted run, leave a finished one as it is)")
-    _add_config_args(p)
+    add_config_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("analyze", help="regenerate a run's significance tests, figures and REPORT.md from its files")

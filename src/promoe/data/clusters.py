@@ -1,0 +1,129 @@
+"""Clusters of training tasks: which tasks an expert specialises on (Branch-Train-MiX style).
+
+Three ways to make ``n`` clusters of the training tasks:
+
+* ``description`` — k-means (scikit-learn) over the tasks' L2-normalised description embeddings;
+* ``category`` — whole SNI categories kept together: k-means over the categories' mean embeddings,
+  weighted by their task counts, so related categories share a cluster;
+* ``given`` — a researcher's own assignment (a JSON file ``{task: cluster}``).
+
+Every method keeps a centroid per cluster, so tasks that were not clustered (validation and test
+tasks) are assigned to the cluster whose centroid is nearest to their description (cosine). Nothing
+is chosen on test tasks: centroids come from training tasks only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.cluster import KMeans
+
+from promoe.data.schema import Task
+from promoe.errors import DataError
+
+METHODS = ("description", "category", "given")
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@dataclass
+class Clusters:
+    """``assignment``: training task -> cluster in ``0..n-1``; ``centroids`` (n, d), unit length."""
+
+    method: str
+    assignment: dict[str, int]
+    centroids: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.centroids)
+
+    def sizes(self) -> list[int]:
+        return np.bincount(list(self.assignment.values()), minlength=self.n).tolist()
+
+    def assign(self, emb: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """Cluster of each task in ``emb`` (its own for a clustered task, else the nearest centroid)."""
+        names = sorted(emb)
+        if not names:
+            return {}
+        sim = _unit(np.stack([np.asarray(emb[t]) for t in names])) @ self.centroids.T
+        return {t: self.assignment.get(t, int(np.argmax(s))) for t, s in zip(names, sim, strict=True)}
+
+    def to_json(self) -> dict:
+        return {"method": self.method, "n": self.n, "sizes": self.sizes(),
+                "assignment": dict(sorted(self.assignment.items())), "centroids": self.centroids.tolist()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Clusters:
+        return cls(data["method"], {str(k): int(v) for k, v in data["assignment"].items()},
+                   np.asarray(data["centroids"], dtype=np.float64))
+
+
+def _kmeans(x: np.ndarray, n: int, seed: int, weights: np.ndarray | None = None) -> np.ndarray:
+    if len(np.unique(np.round(x, 9), axis=0)) < n:
+        raise ValueError(f"only {len(np.unique(np.round(x, 9), axis=0))} distinct descriptions for {n} clusters: "
+                         "choose fewer clusters")
+    return KMeans(n_clusters=n, n_init=10, random_state=seed).fit_predict(x, sample_weight=weights)
+
+
+def _centroids(labels: dict[str, int], emb: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    groups: dict[int, list[np.ndarray]] = defaultdict(list)
+    for t, c in labels.items():
+        groups[c].append(_unit(emb[t]))
+    return _unit(np.stack([np.mean(groups[c], axis=0) for c in range(n)]))
+
+
+def read_assignment(path: str | Path) -> dict[str, int]:
+    """A given assignment: a JSON object ``{task name: cluster number}``."""
+    fix = 'write a JSON object {"task name": cluster number, ...} with clusters numbered from 0'
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"cannot be read as JSON ({e})", file=str(path), fix=fix) from None
+    if not isinstance(data, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                             for v in data.values()):
+        raise DataError("is not a mapping of task names to cluster numbers >= 0", file=str(path), fix=fix)
+    return {str(k): v for k, v in data.items()}
+
+
+def cluster_tasks(tasks: Sequence[Task], emb: Mapping[str, np.ndarray], n: int, method: str = "description", *,
+                  seed: int = 0, given: Mapping[str, int] | None = None) -> Clusters:
+    """``n`` clusters of ``tasks`` by ``method`` (see the module docstring); ``emb`` holds each task's
+    description embedding. Every cluster gets at least one task."""
+    if method not in METHODS:
+        raise ValueError(f"cluster method {method!r} is not one of {list(METHODS)}")
+    names = sorted({t.name for t in tasks})
+    if not 1 <= n <= len(names):
+        raise ValueError(f"cannot make {n} clusters of {len(names)} training tasks (1 <= n <= tasks)")
+    if method == "description":
+        labels = _kmeans(_unit(np.stack([emb[t] for t in names])), n, seed)
+        assignment = {t: int(c) for t, c in zip(names, labels, strict=True)}
+    elif method == "category":
+        by_cat: dict[str, list[str]] = defaultdict(list)
+        for t in tasks:
+            by_cat[t.category].append(t.name)
+        cats = sorted(by_cat)
+        if len(cats) < n:
+            raise ValueError(f"cannot make {n} clusters of whole categories: the training tasks have {len(cats)}")
+        means = _unit(np.stack([np.mean([_unit(emb[t]) for t in by_cat[c]], axis=0) for c in cats]))
+        labels = _kmeans(means, n, seed, weights=np.array([len(by_cat[c]) for c in cats], dtype=np.float64))
+        assignment = {t: int(lab) for c, lab in zip(cats, labels, strict=True) for t in by_cat[c]}
+    else:
+        given = dict(given or {})
+        missing = [t for t in names if t not in given]
+        if missing:
+            raise ValueError(f"the given assignment has no cluster for {len(missing)} training tasks, e.g. "
+                             f"{missing[:3]}")
+        assignment = {t: int(given[t]) for t in names}
+        if sorted(set(assignment.values())) != list(range(n)):
+            raise ValueError(f"the given assignment must use every cluster 0..{n - 1}, got "
+                             f"{sorted(set(assignment.values()))}")
+    return Clusters(method, assignment, _centroids(assignment, emb, n))

@@ -1,0 +1,77 @@
+"""promoe.data.clusters: clusters of training tasks by description, by whole category, or given."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from promoe.data.clusters import Clusters, cluster_tasks, read_assignment
+from promoe.data.schema import Task
+from promoe.errors import DataError
+
+
+def _tasks() -> tuple[list[Task], dict[str, np.ndarray]]:
+    """Six tasks in two categories whose descriptions sit around two far-apart directions."""
+    rng = np.random.default_rng(0)
+    a, b = np.eye(8)[0], np.eye(8)[1]
+    tasks, emb = [], {}
+    for i in range(6):
+        name, centre, cat = f"t{i}", (a if i < 3 else b), ("Cat A" if i < 3 else "Cat B")
+        tasks.append(Task(name=name, definition=name, instances=(), categories=(cat,)))
+        emb[name] = centre + 0.05 * rng.standard_normal(8)
+    return tasks, emb
+
+
+@pytest.mark.parametrize("method", ["description", "category"])
+def test_two_groups_are_found_and_new_tasks_go_to_the_nearest(method: str) -> None:
+    tasks, emb = _tasks()
+    c = cluster_tasks(tasks, emb, 2, method, seed=0)
+    groups = {frozenset(t for t, k in c.assignment.items() if k == j) for j in range(2)}
+    assert groups == {frozenset({"t0", "t1", "t2"}), frozenset({"t3", "t4", "t5"})}
+    assert c.sizes() == [3, 3] and np.allclose(np.linalg.norm(c.centroids, axis=1), 1.0)
+    query = {"near_a": np.eye(8)[0] * 3, "t4": emb["t4"]}
+    new = c.assign(query)
+    assert new == {"near_a": c.assignment["t0"], "t4": c.assignment["t4"]}
+    again = cluster_tasks(tasks, emb, 2, method, seed=0)
+    assert again.assignment == c.assignment  # deterministic for a seed
+    assert Clusters.from_json(json.loads(json.dumps(c.to_json()))).assign(query) == new
+
+
+def test_categories_stay_whole() -> None:
+    tasks, emb = _tasks()
+    emb["t2"] = np.eye(8)[1]  # a task of Cat A that reads like Cat B
+    by_description = cluster_tasks(tasks, emb, 2, "description")
+    by_category = cluster_tasks(tasks, emb, 2, "category")
+    assert by_description.assignment["t2"] == by_description.assignment["t3"]
+    assert by_category.assignment["t2"] == by_category.assignment["t0"]
+
+
+def test_given_assignment(tmp_path: Path) -> None:
+    tasks, emb = _tasks()
+    path = tmp_path / "clusters.json"
+    path.write_text(json.dumps({f"t{i}": i % 3 for i in range(6)}))
+    c = cluster_tasks(tasks, emb, 3, "given", given=read_assignment(path))
+    assert c.assignment["t4"] == 1 and c.sizes() == [2, 2, 2]
+    with pytest.raises(ValueError, match="no cluster for 1 training tasks"):
+        cluster_tasks(tasks, emb, 3, "given", given={f"t{i}": i % 3 for i in range(5)})
+    with pytest.raises(ValueError, match="every cluster"):
+        cluster_tasks(tasks, emb, 4, "given", given={f"t{i}": i % 3 for i in range(6)})
+    path.write_text(json.dumps({"t0": "one"}))
+    with pytest.raises(DataError, match="cluster numbers"):
+        read_assignment(path)
+
+
+def test_bad_counts_are_refused() -> None:
+    tasks, emb = _tasks()
+    with pytest.raises(ValueError, match="cannot make 7 clusters"):
+        cluster_tasks(tasks, emb, 7)
+    with pytest.raises(ValueError, match="whole categories"):
+        cluster_tasks(tasks, emb, 3, "category")
+    with pytest.raises(ValueError, match="not one of"):
+        cluster_tasks(tasks, emb, 2, "random")
+    same = {t: np.eye(8)[0] for t in emb}
+    with pytest.raises(ValueError, match="distinct descriptions"):
+        cluster_tasks(tasks, same, 3)
