@@ -1,39 +1,16 @@
-"""Typed experiment configuration: dataclasses + YAML presets + ``a.b=c`` overrides.
-
-Defaults live in the dataclasses below; a preset (``promoe/configs/<name>.yaml``, shipped with the
-package, or any .yaml file) holds only what differs from them, or, with a top-level
-``inherit: <preset name or .yaml path>``, only what differs from that parent preset (chains allowed).
-Command-line ``key=value`` overrides are applied last, then every section's ``validate()`` checks the
-values (ranges, cross-checks, row names against :mod:`promoe.registry`). Unknown keys, wrong types and
-bad values are errors that name the file (or override), the key and the fix. Configs are data: values
-are parsed with ``yaml.safe_load`` and nothing is imported or evaluated from them.
-"""
+"""The sections of the experiment's config: one dataclass per section, each with its keys' defaults,
+help, bounds and cross-checks (``validate``). :class:`promoe.config.ExperimentConfig` holds them."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from importlib import resources
-from importlib.resources.abc import Traversable
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from promoe.config_fields import build, check_fields, merge, overrides_tree, require, setting
-from promoe.config_fields import help_lines as fields_help
-from promoe.config_fields import to_dict as to_dict
-from promoe.errors import ConfigError
+from promoe.config.fields import check_fields, require, setting
 from promoe.registry import choices
 
 DATA_ENV = "PROMOE_DATA"
 """Environment variable naming the folder that holds the offline data packages (sni/, bigbench/, ...)."""
-
-CONFIG_DIR: Traversable = resources.files("promoe") / "configs"
-"""The presets shipped with the package (package data, so an installed package has them too)."""
-
-INHERIT = "inherit"
-"""Top-level preset key naming the parent preset (a name in :data:`CONFIG_DIR` or a .yaml path)."""
 
 
 def _rows(key: str, help: str) -> Any:
@@ -221,97 +198,3 @@ class CompareConfig:
 
     def validate(self) -> None:
         check_fields(self, "compare")
-
-
-@dataclass
-class ExperimentConfig:
-    """The whole experiment."""
-
-    name: str = setting("default", "Run name; results go to <output_dir>/<name>.")
-    output_dir: str = setting("results", "Folder that receives one sub-folder per run.")
-    seed: int = setting(0, "Global seed.", lo=0, lt=2**32)  # numpy's generator takes no other
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    compare: CompareConfig = field(default_factory=CompareConfig)
-
-    def validate(self) -> None:
-        """Check every section, then what involves several; a :class:`ConfigError` names the key and the fix."""
-        check_fields(self, "")
-        for key in ("name", "output_dir"):
-            require(getattr(self, key).strip(), key, getattr(self, key), "is blank", "give it a value")
-        for f in dataclasses.fields(self):
-            if dataclasses.is_dataclass(section := getattr(self, f.name)):
-                section.validate()
-        if self.compare.uses_positive_examples and self.data.test_positive_examples:
-            raise ConfigError("compare.icl_models / compare.fewshot_models show the test tasks' positive examples "
-                              "to the models, so they cannot also be scored: set data.test_positive_examples=false "
-                              "(or empty both lists)")
-
-
-def preset_path(name: str) -> Path | Traversable:
-    """The file of a shipped preset (in :data:`CONFIG_DIR`), or ``name`` itself when it is a .yaml path."""
-    return Path(name) if Path(name).suffix in (".yaml", ".yml") else CONFIG_DIR / f"{name}.yaml"
-
-
-def presets() -> list[str]:
-    """Names of the presets shipped with the package."""
-    return sorted(q.name.removesuffix(".yaml") for q in CONFIG_DIR.iterdir() if q.name.endswith(".yaml"))
-
-
-def read_yaml(path: Path | Traversable) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config {str(path)!r} not found; presets: {presets()}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config {str(path)!r} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {str(path)!r} must be a mapping of keys to values")
-    return data
-
-
-def preset_tree(path: Path | Traversable, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Preset ``path`` as plain data: its parent's (``inherit:``, followed to the root) merged with its
-    own values. A parent .yaml path is relative to the folder of the file that names it."""
-    here = str(path.resolve()) if isinstance(path, Path) else str(path)
-    if here in _chain:
-        cycle = " -> ".join([*_chain[_chain.index(here):], here])
-        raise ConfigError(f"presets inherit in a cycle: {cycle}; remove one of these `{INHERIT}:` keys")
-    tree = read_yaml(path)
-    parent = tree.pop(INHERIT, None)
-    try:
-        build(ExperimentConfig, tree, "")  # this file's keys and types, so that errors name it
-        if parent is None:
-            return tree
-        if not isinstance(parent, str) or not parent.strip():
-            raise ConfigError(f"{INHERIT}: expected a preset name or a .yaml path, got {parent!r}")
-        up = preset_path(parent.strip())
-        if isinstance(up, Path) and not up.is_absolute() and isinstance(path, Path):
-            up = path.parent / up
-        if not up.is_file():
-            raise ConfigError(f"{INHERIT}: {parent!r} not found ({str(up)!r}); presets: {presets()}")
-    except ConfigError as e:
-        raise ConfigError(f"{path.name}: {e}") from None
-    return merge(preset_tree(up, (*_chain, here)), tree)
-
-
-def load_config(preset: str = "default", overrides: list[str] | None = None) -> ExperimentConfig:
-    """Build the config of ``preset`` (a shipped preset's name or a .yaml path) with ``key=value``
-    overrides applied (values parsed as YAML), and check it (:meth:`ExperimentConfig.validate`)."""
-    path = preset_path(preset)
-    tree = preset_tree(path)
-    try:
-        cfg_tree = overrides_tree(overrides or [])
-        cfg = build(ExperimentConfig, merge(tree, cfg_tree), "")
-        cfg.validate()
-        return cfg
-    except ConfigError as e:
-        raise ConfigError(f"{path.name}: {e}") from None
-
-
-def help_lines(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
-    """``key = default  -- help`` for every config key, for ``promoe config --keys``."""
-    return fields_help(cls, prefix)
