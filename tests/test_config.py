@@ -288,7 +288,7 @@ def test_validation_checks_a_saved_config(tmp_path: Path) -> None:
 def test_every_section_has_a_validate() -> None:
     cfg = ExperimentConfig()
     sections = [getattr(cfg, f.name) for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
-    assert len(sections) == 6 and all(callable(getattr(s, "validate", None)) for s in sections)
+    assert len(sections) == 7 and all(callable(getattr(s, "validate", None)) for s in sections)
     cfg.validate()  # the dataclass defaults are valid
 
 
@@ -345,3 +345,12 @@ def test_icl_or_fewshot_rows_refuse_to_score_positive_examples(tmp_path: Path) -
     with pytest.raises(ConfigError, match="test_positive_examples=false"):
         load_config("smoke", [f"output_dir={tmp_path}", "data.test_positive_examples=true"])
     assert not (tmp_path / "smoke").exists()  # refused before anything was written
+
+
+def test_given_clusters_need_a_file() -> None:
+    with pytest.raises(ConfigError, match="experts.cluster_file"):
+        load_config("default", ["experts.specialise=true", "experts.clusters=given"])
+    with pytest.raises(ConfigError, match="experts.steps"):
+        load_config("default", ["experts.steps=0"])
+    cfg = load_config("default", ["experts.clusters=given", "experts.cluster_file=c.json"])
+    assert cfg.experts.cluster_file == "c.json" and not cfg.experts.specialise  # off unless asked for

@@ -57,7 +57,8 @@ def load_trained(run_dir: str | Path, name: str) -> Trained:
     if name != "backbone" and not weights.exists():
         raise PromoeError(f"{weights}: missing — was model {name!r} trained in this run? (train.models)")
     setup = Setup.load(cfg)
-    model = setup.model("dense" if name == "backbone" else name, None if name == "backbone" else weights, share=False)
+    model = setup.model("dense" if name == "backbone" else name, None if name == "backbone" else weights, share=False,
+                        experts=setup.experts_of(name, run_dir))
     return Trained(setup, model.eval())
 
 

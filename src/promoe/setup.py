@@ -14,16 +14,22 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file
 from torch import Tensor
 
 from promoe.config import ExperimentConfig, ModelConfig
 from promoe.data.schema import Task
+from promoe.errors import PromoeError
 from promoe.model.backbone import Backbone, load_backbone
 from promoe.model.build import build_model, share_frozen_weights
 from promoe.model.moe_model import MoEModel
 from promoe.model.prompting import chat_prompt
 from promoe.model.task_encoder import TaskEncoder, build_task_encoder
 from promoe.train import load_trainable
+
+SPECIALISED = ("moe", "promoe")
+"""The models that learn their routers over specialised experts when ``experts.specialise`` is on."""
 
 
 @dataclass
@@ -55,20 +61,30 @@ class Setup:
         return text if self.seq2seq else chat_prompt(self.tokenizer, text)
 
     def model(self, kind: str, weights: str | Path | None = None, *, share: bool = True,
-              model_cfg: ModelConfig | None = None) -> MoEModel:
+              model_cfg: ModelConfig | None = None, experts: str | Path | None = None) -> MoEModel:
         """Model ``kind`` (``dense``, ``moe``, ``promoe``) upcycled from the backbone, with the trained
         ``weights`` (a ``best.safetensors``) when given. ``share``: build on a copy of the backbone
         whose frozen tensors are the backbone's own (many models, one frozen part in memory);
         otherwise the backbone itself is converted (one model per setup, no copy). ``model_cfg``
-        replaces the config's ``model`` section (e.g. another proactive mode)."""
+        replaces the config's ``model`` section (e.g. another proactive mode). ``experts``: the
+        specialised experts' checkpoint (:func:`load_specialised`), loaded before ``weights``."""
         base = copy.deepcopy(self.backbone.model) if share else self.backbone.model
         model = build_model(base, self.backbone.family, model_cfg or self.cfg.model, kind, seed=self.cfg.seed)
         if share:
             share_frozen_weights(model, self.backbone.model)
+        if experts is not None:
+            load_specialised(model, Path(experts), freeze=self.cfg.experts.freeze)
         if weights is not None:
             load_trainable(model, Path(weights))
             model.eval()
         return model
+
+    def experts_of(self, kind: str, run_dir: str | Path) -> Path | None:
+        """The specialised experts' checkpoint model ``kind`` of the run in ``run_dir`` starts from (None:
+        upcycled experts; ``dense`` is always the generalist)."""
+        if not self.cfg.experts.specialise or kind not in SPECIALISED:
+            return None
+        return Path(run_dir) / "train" / "experts" / "best.safetensors"
 
     def embed(self, texts: dict[str, str]) -> dict[str, Tensor]:
         """``{key: embedding}`` of ``{key: text}`` (keys sorted, so batches do not depend on dict order)."""
@@ -78,3 +94,22 @@ class Setup:
     def embed_tasks(self, tasks: Iterable[Task]) -> dict[str, Tensor]:
         """Each task's Definition embedding, by task name."""
         return self.embed({t.name: t.definition for t in tasks})
+
+
+def load_specialised(model: MoEModel, path: Path, *, freeze: bool) -> int:
+    """Give ``model`` the specialised experts (and the layers trained with them) of ``path``: every
+    trainable parameter but the routers and the hypernetwork; ``freeze`` keeps them fixed while the
+    routers learn. Returns how many tensors were loaded."""
+    state = load_file(str(path))
+    names = [n for n, p in model.named_parameters() if p.requires_grad and "router" not in n
+             and not n.startswith("hyper")]
+    missing = [n for n in names if n not in state]
+    if missing:
+        raise PromoeError(f"{path}: the specialised checkpoint lacks {len(missing)} parameters, e.g. {missing[0]} "
+                          "(was it made with another model config?)")
+    with torch.no_grad():
+        for n in names:
+            p = model.get_parameter(n)
+            p.copy_(state[n])
+            p.requires_grad_(not freeze)
+    return len(names)

@@ -27,13 +27,14 @@ from promoe.config.sections import (
     CompareConfig,
     DataConfig,
     EvalConfig,
+    ExpertsConfig,
     ModelConfig,
     PromptConfig,
     TrainConfig,
 )
 from promoe.errors import ConfigError
 
-__all__ = ["CONFIG_DIR", "DATA_ENV", "CompareConfig", "DataConfig", "EvalConfig", "ExperimentConfig", "ModelConfig",
+__all__ = ["CONFIG_DIR", "DATA_ENV", "CompareConfig", "DataConfig", "EvalConfig", "ExperimentConfig", "ExpertsConfig", "ModelConfig",
            "PromptConfig", "TrainConfig", "help_lines", "load_config", "preset_path", "presets", "to_dict"]
 
 CONFIG_DIR: Traversable = resources.files("promoe") / "configs"
@@ -56,6 +57,7 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+    experts: ExpertsConfig = field(default_factory=ExpertsConfig)
 
     def validate(self) -> None:
         """Check every section, then what involves several; a :class:`ConfigError` names the key and the fix."""

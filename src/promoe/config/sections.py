@@ -198,3 +198,24 @@ class CompareConfig:
 
     def validate(self) -> None:
         check_fields(self, "compare")
+
+
+@dataclass
+class ExpertsConfig:
+    """Specialised experts (Branch-Train-MiX style): each expert trained on one cluster of training tasks
+    before ``moe`` and ``promoe`` learn their routers over the same experts."""
+
+    specialise: bool = setting(False, "Specialise the experts first (false: experts upcycled and trained end to "
+                                      "end with their router, the standard recipe).")
+    clusters: Literal["description", "category", "given"] = setting(
+        "description", "How training tasks are clustered, one cluster per expert: k-means of description "
+                       "embeddings, whole categories, or `cluster_file`.")
+    cluster_file: str | None = setting(None, "JSON {task: cluster} (clusters=given).")
+    steps: int = setting(64, "Optimizer steps of the specialisation (every example to its cluster's expert).", lo=1)
+    freeze: bool = setting(True, "Keep the specialised weights frozen while routers are learned (false: "
+                                 "fine-tune them jointly with the routers).")
+
+    def validate(self) -> None:
+        check_fields(self, "experts")
+        require(self.clusters != "given" or self.cluster_file, "experts.cluster_file", self.cluster_file,
+                "is needed with experts.clusters=given", "name a JSON file {task: cluster}")

@@ -157,6 +157,39 @@ class SkillRouting(_Generator):
         return _log_dist(score)
 
 
+class ClusterRouting(_Generator):
+    """Every task to the expert of its cluster, in every layer (expert specialisation, Branch-Train-MiX
+    style): a training task by its own assignment (recognised by its exact embedding), any other task by
+    the nearest cluster centroid. ``expert`` fixed: every task to that one expert (the expert x cluster
+    matrix)."""
+
+    def __init__(self, train_emb: Tensor, train_cluster: Tensor, centroids: Tensor, n_layers: int, n_experts: int,
+                 expert: int | None = None) -> None:
+        super().__init__(train_emb, n_layers=n_layers, n_experts=n_experts)
+        if train_cluster.shape != (train_emb.shape[0],) or centroids.shape[1] != train_emb.shape[1]:
+            raise ValueError(f"expected train_cluster ({train_emb.shape[0]},) and centroids (n, {train_emb.shape[1]}), "
+                             f"got {tuple(train_cluster.shape)} and {tuple(centroids.shape)}")
+        if centroids.shape[0] > n_experts or expert is not None and not 0 <= expert < n_experts:
+            raise ValueError(f"{centroids.shape[0]} clusters (expert {expert}) do not fit {n_experts} experts")
+        self.expert = expert
+        self.register_buffer("train_cluster", train_cluster.long(), persistent=False)
+        self.register_buffer("centroids", F.normalize(centroids.float(), dim=-1), persistent=False)
+
+    def clusters(self, task_emb: Tensor) -> Tensor:
+        """The cluster (B,) of each task."""
+        q = self._query(task_emb)
+        own, idx = (q @ self.train_emb.T).max(dim=-1)
+        nearest = (q @ self.centroids.T).argmax(dim=-1)
+        return torch.where(own > 1 - 1e-6, self.train_cluster[idx], nearest)
+
+    def forward(self, task_emb: Tensor) -> Tensor:
+        """Log-probabilities (B, L, E): the chosen expert ~1, every other the floor."""
+        chosen = self.clusters(task_emb) if self.expert is None else torch.full(
+            (task_emb.shape[0],), self.expert, dtype=torch.long, device=self.train_emb.device)
+        p = F.one_hot(chosen, self.n_experts).float()[:, None, :].expand(-1, self.n_layers, -1)
+        return _log_dist(p)
+
+
 def task_routed(model: MoEModel, generator: nn.Module) -> MoEModel:
     """Route ``model`` (in place) by task with ``generator``: every MoE layer gets a zero-bias
     ``ProactiveRouter(mode="task")`` with its old ``top_k`` and ``model.hyper = generator``.

@@ -19,9 +19,11 @@ from promoe.resources import record_cut, record_stage
 from promoe.stages.context import RunContext
 from promoe.stages.lower_cache import LowerCache
 from promoe.stages.profiles import load_or_make_profiles, routing_profiles
+from promoe.stages.specialise import specialise
 from promoe.train import Trainer
 
 log = logging.getLogger(__name__)
+
 
 
 def needs_profiles(cfg) -> bool:
@@ -35,18 +37,25 @@ def train_models(ctx: RunContext) -> None:
     tok = setup.tokenizer
     lower = LowerCache()
     examples = val_examples = None
+    if cfg.train.models or cfg.experts.specialise:
+        common = dict(max_length=cfg.train.max_length, max_target_length=cfg.train.max_target_length,
+                      prompt=cfg.prompt, wrap=setup.wrap, seq2seq=setup.seq2seq)
+        examples = build_examples(ctx.splits.train, tok, per_task=cfg.train.examples_per_task, **common)
+        val_examples = build_examples(ctx.splits.val, tok, per_task=cfg.train.val_examples_per_task, **common)
+        log.info("training examples: %d from %d tasks; validation: %d from %d tasks", len(examples),
+                 len(ctx.splits.train), len(val_examples), len(ctx.splits.val))
+        record_cut(ctx.times, "train", sum(e.cut for e in examples + val_examples),
+                   len(examples) + len(val_examples), cfg.train.max_length)
+    if cfg.experts.specialise:
+        specialise(ctx, examples, val_examples, lower)
+
+    def fresh(kind: str, weights=None):
+        """Model ``kind``; ``moe`` and ``promoe`` over the specialised experts when there are some."""
+        return setup.model(kind, weights, experts=setup.experts_of(kind, run_dir))
+
     for kind in cfg.train.models:
-        if examples is None:
-            common = dict(max_length=cfg.train.max_length, max_target_length=cfg.train.max_target_length,
-                          prompt=cfg.prompt, wrap=setup.wrap, seq2seq=setup.seq2seq)
-            examples = build_examples(ctx.splits.train, tok, per_task=cfg.train.examples_per_task, **common)
-            val_examples = build_examples(ctx.splits.val, tok, per_task=cfg.train.val_examples_per_task, **common)
-            log.info("training examples: %d from %d tasks; validation: %d from %d tasks", len(examples),
-                     len(ctx.splits.train), len(val_examples), len(ctx.splits.val))
-            record_cut(ctx.times, "train", sum(e.cut for e in examples + val_examples),
-                       len(examples) + len(val_examples), cfg.train.max_length)
         t1 = time.perf_counter()
-        model = setup.model(kind)
+        model = fresh(kind)
         trainer = Trainer(model, cfg=cfg.train, examples=examples, val_examples=val_examples, task_emb=ctx.task_emb,
                           pad_id=tok.pad_token_id, out_dir=run_dir / "train" / kind, seed=cfg.seed,
                           lower=lower if model.split is not None else None, accelerator=acc)
@@ -67,5 +76,4 @@ def train_models(ctx: RunContext) -> None:
     ctx.times["lower_cache"] = lower.seconds
     lower.store.clear()  # training is over: free the cached hidden states
     gc.collect()
-    ctx.trained = {kind: setup.model(kind, run_dir / "train" / kind / "best.safetensors")
-                   for kind in cfg.train.models}
+    ctx.trained = {kind: fresh(kind, run_dir / "train" / kind / "best.safetensors") for kind in cfg.train.models}

@@ -1,0 +1,124 @@
+"""Specialised experts (``experts.specialise``): before the routers are learned, each expert is trained
+on one cluster of training tasks — the Branch-Train-MiX recipe, as one MoE whose routing is fixed to each
+example's cluster — and the result is measured, not assumed: the expert x cluster matrix.
+
+Writes ``experts/clusters.json`` (the clusters; validation and test tasks assigned to the nearest
+centroid), ``train/experts/`` (the specialisation's training, resumable; ``best.safetensors`` is what
+``moe`` and ``promoe`` start from) and ``experts/matrix.json``: each expert's mean per-token NLL of the
+references on each cluster's validation examples, every token routed to that one expert.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from promoe.data.clusters import Clusters, cluster_tasks, read_assignment
+from promoe.data.examples import TrainExample
+from promoe.io import write_json
+from promoe.model.moe_model import MoEModel
+from promoe.model.task_routing import ClusterRouting, task_routed
+from promoe.resources import record_stage
+from promoe.stages.context import RunContext
+from promoe.stages.lower_cache import LowerCache
+from promoe.train import Trainer, batch_of
+
+log = logging.getLogger(__name__)
+
+
+def make_clusters(ctx: RunContext) -> Clusters:
+    """The clusters of the training tasks (one per expert), saved once in ``experts/clusters.json``."""
+    path = ctx.run_dir / "experts" / "clusters.json"
+    if path.exists():
+        return Clusters.from_json(json.loads(path.read_text(encoding="utf-8")))
+    ec, splits = ctx.cfg.experts, ctx.splits
+    emb = {k: v.float().numpy() for k, v in ctx.task_emb.items()}
+    given = read_assignment(ec.cluster_file) if ec.clusters == "given" else None
+    clusters = cluster_tasks(splits.train, emb, ctx.cfg.model.n_experts, ec.clusters, seed=ctx.cfg.seed, given=given)
+    held = {s: clusters.assign({t.name: emb[t.name] for t in ts}) for s, ts in (("val", splits.val), ("test", splits.test))}
+    if ctx.acc.is_main_process:
+        write_json(path, {**clusters.to_json(), **held})
+    log.info("experts: %d clusters of the training tasks by %s, sizes %s", clusters.n, ec.clusters, clusters.sizes())
+    return clusters
+
+
+def specialist(ctx: RunContext, clusters: Clusters, expert: int | None = None) -> MoEModel:
+    """The MoE whose every task goes to its cluster's expert (or every task to ``expert``); routers fixed."""
+    model = ctx.setup.model("promoe", model_cfg=replace(ctx.cfg.model, proactive_mode="task"))
+    names = sorted(clusters.assignment)
+    gen = ClusterRouting(torch.stack([ctx.task_emb[t] for t in names]),
+                         torch.tensor([clusters.assignment[t] for t in names]), torch.as_tensor(clusters.centroids),
+                         n_layers=len(model.moe_layers), n_experts=model.moe_layers[0].experts.n_experts, expert=expert)
+    task_routed(model, gen)
+    for n, p in model.named_parameters():
+        if "router" in n or n.startswith("hyper"):
+            p.requires_grad_(False)  # the routing is the clusters', not learned
+    return model
+
+
+def specialise(ctx: RunContext, examples: Sequence[TrainExample], val_examples: Sequence[TrainExample],
+               lower: LowerCache) -> None:
+    """Train the specialised experts (resumes) and measure the expert x cluster matrix; ``moe`` and
+    ``promoe`` then start from ``train/experts/best.safetensors`` (:meth:`Setup.experts_of`)."""
+    cfg, acc, run_dir = ctx.cfg, ctx.acc, ctx.run_dir
+    t0 = time.perf_counter()
+    clusters = make_clusters(ctx)
+    model = specialist(ctx, clusters)
+    trainer = Trainer(model, cfg=replace(cfg.train, steps=cfg.experts.steps), examples=examples,
+                      val_examples=val_examples, task_emb=ctx.task_emb, pad_id=ctx.setup.tokenizer.pad_token_id,
+                      out_dir=run_dir / "train" / "experts", seed=cfg.seed,
+                      lower=lower if model.split is not None else None, accelerator=acc)
+    result = trainer.fit(desc="specialise experts")
+    log.info("experts: specialised in %d steps, best validation loss %s", result.steps, result.best_val_loss)
+    model = acc.unwrap_model(trainer.model).eval()
+    del trainer
+    acc.free_memory()
+    record_stage(ctx.times, "specialise", time.perf_counter() - t0)
+    path = run_dir / "experts" / "matrix.json"
+    if not path.exists():
+        t0 = time.perf_counter()
+        matrix = expert_matrix(model, clusters, val_examples, ctx)
+        if acc.is_main_process:
+            write_json(path, matrix)
+        record_stage(ctx.times, "expert_matrix", time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def expert_matrix(model: MoEModel, clusters: Clusters, val_examples: Sequence[TrainExample], ctx: RunContext) -> dict:
+    """Mean per-token NLL (experts x clusters) of the validation examples of each cluster, with every token
+    routed to one expert; ``best_on_own`` counts the clusters whose own expert is best."""
+    gen, pad = model.hyper, ctx.setup.tokenizer.pad_token_id
+    emb = {t: ctx.task_emb[t].float().numpy() for t in {e.task for e in val_examples}}
+    of_task = clusters.assign(emb)
+    n_experts, n = gen.n_experts, clusters.n
+    batches = []
+    for i in range(len(val_examples)):  # one example at a time: no padding, exact per-example sums
+        b = batch_of(val_examples, [i], pad, model.is_seq2seq)
+        lower = model.lower_hidden(b.input_ids, b.attention_mask) if model.split is not None else None
+        batches.append((of_task[val_examples[i].task], b, lower))
+    total, count = np.zeros((n_experts, n)), np.zeros(n)
+    for c, b, _ in batches:
+        count[c] += int((b.labels[:, 1:] != -100).sum()) if not model.is_seq2seq else int((b.labels != -100).sum())
+    for e in range(n_experts):
+        gen.expert = e
+        for c, b, lower in batches:
+            out = model(input_ids=None if lower is not None else b.input_ids, attention_mask=b.attention_mask,
+                        labels=b.labels, task_emb=ctx.task_emb[b.task_keys[0]][None], task_keys=None,  # no cache
+                        lower=lower, num_items=1.0)
+            total[e, c] += float(out.lm_loss)
+    gen.expert = None
+    model.clear_routing_cache()
+    loss = [[float(total[e, c] / count[c]) if count[c] else None for c in range(n)] for e in range(n_experts)]
+    with_data = [c for c in range(n) if count[c]]
+    own = sum(int(np.argmin([loss[e][c] for e in range(n_experts)])) == c for c in with_data)
+    log.info("experts: own expert best on %d of %d clusters with validation data", own, len(with_data))
+    return {"loss": loss, "experts": n_experts, "clusters": n,
+            "val_examples": [sum(c == k for k, _, _ in batches) for c in range(n)],
+            "val_tasks": [len({t for t, k in of_task.items() if k == c}) for c in range(n)],
+            "best_on_own": own, "clusters_with_data": len(with_data)}

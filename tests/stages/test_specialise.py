@@ -1,0 +1,75 @@
+"""promoe.stages.specialise: experts trained on their clusters are best on their own cluster, and the
+models that learn routers over them start from them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file
+
+from promoe.config import load_config
+from promoe.data.examples import build_examples
+from promoe.data.splits import load_splits
+from promoe.stages import start
+from promoe.stages.lower_cache import LowerCache
+from promoe.stages.specialise import specialise
+
+pytestmark = pytest.mark.usefixtures("tiny_tensors")
+
+WORDS = ["cat", "dog", "sun", "map", "cup", "hat", "pen", "box"]
+RULES = {  # cluster 0 copies the first word, cluster 1 always answers "zebra"
+    "first": ("Copy the first word of the list{}.", lambda w: w[0], "Rule First"),
+    "zebra": ("Always answer with the word zebra{}.", lambda w: "zebra", "Rule Zebra"),
+}
+
+
+def _task(rule: str, k: int, n: int) -> dict:
+    text, fn, category = RULES[rule]
+    lists = [[WORDS[(i + j * 3 + k) % len(WORDS)] for j in range(3)] for i in range(n)]
+    name = f"{rule}_{k}"
+    return {"Definition": [text.format(" " + "please" * (k % 2))], "Categories": [category],
+            "Positive Examples": [{"input": " ".join(lists[0]), "output": fn(lists[0]), "explanation": ""}],
+            "Instances": [{"id": f"{name}-{i}", "input": " ".join(w), "output": [fn(w)]} for i, w in enumerate(lists)],
+            "_meta": {"task": name}}
+
+
+@pytest.fixture
+def suite(tmp_path: Path) -> list[str]:
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    train.write_text("".join(json.dumps(_task(r, k, 8)) + "\n" for r in RULES for k in range(4)))
+    test.write_text("".join(json.dumps(_task(r, 9, 2)) + "\n" for r in RULES))
+    given = tmp_path / "clusters.json"
+    given.write_text(json.dumps({f"{r}_{k}": c for c, r in enumerate(RULES) for k in range(4)}))
+    return ["data.source=files", f"data.train_files=[{train}]", f"data.test_files=[{test}]", "data.val_tasks=2",
+            "model.n_experts=2", "experts.specialise=true", "experts.clusters=given", f"experts.cluster_file={given}",
+            "experts.steps=40", "train.lr=0.003", "train.eval_every=0", "train.examples_per_task=8",
+            "train.max_length=64"]
+
+
+def test_each_expert_is_best_on_its_own_cluster(suite: list[str], tmp_path: Path) -> None:
+    cfg = load_config("smoke", suite)
+    ctx = start(cfg, load_splits(cfg.data), tmp_path / "run", {}, Accelerator())
+    common = dict(max_length=64, max_target_length=8, prompt=cfg.prompt, wrap=ctx.setup.wrap, seq2seq=False)
+    examples = build_examples(ctx.splits.train, ctx.setup.tokenizer, per_task=8, **common)
+    val = build_examples(ctx.splits.val, ctx.setup.tokenizer, per_task=2, **common)
+    assert {e.task.split("_")[0] for e in val} == set(RULES)  # one validation task per rule
+    specialise(ctx, examples, val, LowerCache())
+    matrix = json.loads((tmp_path / "run/experts/matrix.json").read_text())
+    loss = matrix["loss"]
+    assert matrix["clusters_with_data"] == 2 and matrix["best_on_own"] == 2, loss
+    assert loss[0][0] < loss[1][0] and loss[1][1] < loss[0][1]
+    clusters = json.loads((tmp_path / "run/experts/clusters.json").read_text())
+    assert clusters["method"] == "given" and clusters["sizes"] == [3, 3]
+
+    checkpoint = ctx.setup.experts_of("moe", tmp_path / "run")
+    assert checkpoint.exists() and ctx.setup.experts_of("dense", tmp_path / "run") is None
+    moe = ctx.setup.model("moe", experts=checkpoint)
+    trainable = [n for n, p in moe.named_parameters() if p.requires_grad]
+    assert trainable and all("router" in n for n in trainable)  # experts frozen: only the router learns
+    state = load_file(str(checkpoint))
+    w_in = next(n for n in state if n.endswith("experts.w_in"))
+    assert torch.equal(moe.get_parameter(w_in), state[w_in])
