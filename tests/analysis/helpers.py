@@ -145,3 +145,32 @@ class AnalysedRun:
     run: Path
     per_task: dict[str, dict]  # row -> task -> made-up scores
     out: dict  # what analyze() returned
+
+
+# -- a run with specialised experts: experts/clusters.json and experts/matrix.json -------------------
+
+EXPERT_LOSS = [[1.1, 2.5, 1.9, None],  # cluster 3 has no validation example
+               [2.2, 1.4, 2.4, None],
+               [2.0, 2.1, 2.05, None],
+               [2.6, 2.3, 2.2, None]]
+"""Own expert best on clusters 0 and 1; expert 0 beats expert 2 on cluster 2: 2 of 3 clusters with data."""
+
+
+def expert_files(loss: list[list[float | None]] = EXPERT_LOSS) -> tuple[dict, dict]:
+    """clusters.json and matrix.json as :mod:`promoe.stages.specialise` writes them (4 clusters, 4 experts)."""
+    train = {f"train{i}": c for i, c in enumerate((0, 0, 0, 1, 1, 2, 2, 3))}
+    clusters = {"method": "description", "n": 4, "sizes": [3, 2, 2, 1], "assignment": train,
+                "centroids": np.eye(4).tolist(), "val": {"val0": 0, "val1": 0, "val2": 1, "val3": 2},
+                "test": {t: i % 3 for i, t in enumerate(SYN_TASKS)}}
+    matrix = {"loss": loss, "experts": 4, "clusters": 4, "val_examples": [6, 3, 3, 0], "val_tasks": [2, 1, 1, 0],
+              "best_on_own": 2, "clusters_with_data": 3}
+    return clusters, matrix
+
+
+def write_experts(run: Path, clusters: dict | None = None, matrix: dict | None = None) -> None:
+    """Write ``experts/clusters.json`` and ``experts/matrix.json`` (the given ones, else :func:`expert_files`);
+    ``json.dumps`` so that a test can write NaN."""
+    default = expert_files()
+    (run / "experts").mkdir(parents=True, exist_ok=True)
+    for name, d in (("clusters", clusters or default[0]), ("matrix", matrix or default[1])):
+        (run / "experts" / f"{name}.json").write_text(json.dumps(d))

@@ -11,6 +11,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from promoe.analysis import analyze
+from promoe.analysis import expert_figures as erf
 from promoe.analysis import routing_figures as rf
 from promoe.cli import main as cli_main
 from promoe.registry import Row, register, unregister
@@ -20,6 +21,7 @@ from tests.analysis.helpers import (
     PNG,
     SYN_TASKS,
     TASKS,
+    AnalysedRun,
     links,
     save_routing,
     synthetic_run,
@@ -174,3 +176,24 @@ def test_a_registered_router_row_is_analysed_with_no_other_edit(
     assert ("always0" in drawn["fig_routing_vs_description"]) == from_profiles
     assert ("always0" in drawn["fig_routing_map"]) == from_profiles
     assert drawn["fig_routing_map"][:2] == ["promoe", "knn"]
+
+
+def test_specialised_experts_add_a_section_and_a_figure_and_nothing_else(
+        specialised: tuple[AnalysedRun, AnalysedRun]) -> None:
+    """The same run with and without experts/: significance.json and every other figure byte-identical,
+    REPORT.md differs only by the section and the figure's entry; without experts/ no trace of them."""
+    with_experts, plain = specialised
+    a, b = with_experts.run, plain.run
+    assert (a / "significance.json").read_bytes() == (b / "significance.json").read_bytes()
+    figs = sorted(p.name for p in (b / "figures").iterdir())
+    assert sorted(p.name for p in (a / "figures").iterdir()) == sorted([*figs, "expert_cluster_matrix.png"])
+    for name in figs:
+        assert (a / "figures" / name).read_bytes() == (b / "figures" / name).read_bytes(), name
+    assert with_experts.out["skipped"] == plain.out["skipped"]
+    plain_report, report = (b / "REPORT.md").read_text(), (a / "REPORT.md").read_text()
+    assert "Specialised experts" not in plain_report and "expert_cluster" not in plain_report
+    section = report[report.index("## Specialised experts"):report.index("## Figures")]
+    entry = ("![expert x cluster matrix](figures/expert_cluster_matrix.png)\n\n"
+             f"{erf.FIGURE_TEXT['expert_cluster_matrix']}\n\n")
+    assert entry in report
+    assert report.replace(section, "").replace(entry, "") == plain_report

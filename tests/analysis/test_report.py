@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.analysis.helpers import ABLATIONS, ALL_ROWS, AnalysedRun, links
+from promoe.analysis import analyze
+from tests.analysis.helpers import ABLATIONS, ALL_ROWS, AnalysedRun, links, write_experts, write_scores
 
 
 def test_report_of_every_row(every_row: AnalysedRun) -> None:
@@ -39,3 +40,35 @@ def test_ablation_rows_say_what_the_router_sees(every_row: AnalysedRun) -> None:
     assert "| moe | nothing (static token router) |" in ablation
     assert "| promoe-shuffled | another task's description |" in ablation
     assert "| promoe-paraphrase | a paraphrase (tasks that have one) |" in ablation
+
+
+def test_specialised_experts_section(specialised: tuple[AnalysedRun, AnalysedRun]) -> None:
+    """Clusters from clusters.json, the matrix with each column's minimum in bold, before the figures."""
+    report = (specialised[0].run / "REPORT.md").read_text()
+    assert report.index("\n## Routing\n") < report.index("\n## Specialised experts\n") < report.index("\n## Figures\n")
+    section = report[report.index("## Specialised experts"):report.index("## Figures")]
+    assert "clusters by k-means of the training tasks' description embeddings" in section
+    assert "| cluster | training tasks | validation tasks | test tasks |" in section
+    assert "| 0 | 3 | 2 | 8 |" in section and "| 3 | 1 | 0 | 0 |" in section
+    assert "| expert | cluster 0 | cluster 1 | cluster 2 | cluster 3 |" in section
+    assert "| 0 | **1.100** | 2.500 | **1.900** | n/a |" in section
+    assert "| 1 | 2.200 | **1.400** | 2.400 | n/a |" in section
+    assert "| 2 | 2.000 | 2.100 | 2.050 | n/a |" in section
+    assert "| validation examples | 6 | 3 | 3 | 0 |" in section
+    assert "Own expert best on 2 of 3 clusters with validation data." in section
+    assert "![expert x cluster matrix](figures/expert_cluster_matrix.png)" in report
+
+
+def test_specialised_experts_without_matrix(tmp_path: Path) -> None:
+    """A run stopped during the specialisation: the clusters, a word on the matrix, no figure."""
+    run = tmp_path / "run"
+    write_scores(run, {"moe": 0.5, "promoe": 0.9})
+    write_experts(run)
+    (run / "experts" / "matrix.json").unlink()
+    out = analyze(run, n_boot=100)
+    report = (run / "REPORT.md").read_text()
+    section = report[report.index("## Specialised experts"):report.index("## Figures")]
+    assert "| 1 | 2 | 1 | 8 |" in section and "not measured (no `experts/matrix.json`" in section
+    assert "Own expert best" not in section
+    assert out["skipped"]["expert_cluster_matrix"] == "no experts/matrix.json"
+    assert "expert_cluster_matrix (no experts/matrix.json)" in report

@@ -1,10 +1,11 @@
 """Analysis of a finished run, regenerated from the run's files alone (no model code, no retraining).
 
 ``analyze(run_dir)`` reads the run folder (:mod:`~promoe.analysis.rundata`: ``scores/<row>.json``
-required; routing, task embeddings, training curves, splits, seeds and ``REPORT_extra.md`` where
-present) and writes ``significance.json`` (:mod:`~promoe.analysis.significance`), ``seeds.json``
-(several seeds only), ``figures/*.png`` (:mod:`~promoe.analysis.figures`,
-:mod:`~promoe.analysis.routing_figures`) and ``REPORT.md`` (:mod:`~promoe.analysis.report`), every
+required; routing, task embeddings, training curves, splits, seeds, the specialised experts' clusters and
+expert x cluster matrix, and ``REPORT_extra.md`` where present) and writes ``significance.json``
+(:mod:`~promoe.analysis.significance`), ``seeds.json`` (several seeds only), ``figures/*.png``
+(:mod:`~promoe.analysis.figures`, :mod:`~promoe.analysis.routing_figures`,
+:mod:`~promoe.analysis.expert_figures`) and ``REPORT.md`` (:mod:`~promoe.analysis.report`), every
 file atomically. Also runnable: ``python -m promoe.analysis RUN_DIR`` or ``promoe analyze --run RUN_DIR``.
 
 Data flows one way: ``rundata`` -> ``stats`` -> ``significance`` -> ``figures`` / ``report``, with the

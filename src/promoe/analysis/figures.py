@@ -3,7 +3,8 @@ significance dict (:func:`promoe.analysis.significance.significance`).
 
 Overall and per-category scores with bootstrap CIs and training curves live here; the routing figures
 (expert utilisation, entropy and load balance, routing vs description similarity, the map of routing
-policies) in :mod:`promoe.analysis.routing_figures`. Also the colour of each row, which every figure
+policies) in :mod:`promoe.analysis.routing_figures`, the expert x cluster matrix of a run with specialised
+experts in :mod:`promoe.analysis.expert_figures`. Also the colour of each row, which every figure
 shares: one hue per base row in registry order (:func:`promoe.registry.bases`), shades of it per
 condition. Every file is written atomically.
 """
@@ -21,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
+from promoe.analysis.expert_figures import draw_expert_figures
 from promoe.analysis.routing_figures import draw_routing_figures
 from promoe.analysis.rows import main_groups
 from promoe.analysis.rundata import LABEL, METRICS, RunData
@@ -187,4 +189,5 @@ def draw_figures(run_dir: Path, data: RunData, sig: dict) -> tuple[dict[str, tup
         emit(fig_training_curves(data.curves, colors), "training_curves", "training curves", FIGURE_TEXT["training_curves"])
     else:
         skipped["training_curves"] = "no train/<model>/metrics.jsonl"
+    draw_expert_figures(emit, skipped, data.experts)
     return made, skipped

@@ -12,9 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from promoe.analysis.rows import experts_model, main_groups
-from promoe.analysis.rundata import LABEL, METRICS, RunData
+from promoe.analysis.rundata import LABEL, METRICS, Experts, RunData
 from promoe.registry import GROUPS, REFERENCE, conditions, entry, row_group, split_row
 
+CLUSTER_METHODS = {"description": "k-means of the training tasks' description embeddings",
+                   "category": "whole task categories (k-means of the categories' mean description embeddings)",
+                   "given": "an assignment given in `experts.cluster_file`"}
+"""How ``experts/clusters.json``'s method made the clusters, in the report's words."""
 CONTEXT_TEXT = "nothing (static token router)"
 """What the ablation table's context row (the experts model, :func:`~promoe.analysis.rows.experts_model`)
 gives its router."""
@@ -156,10 +160,40 @@ def _routing(data: RunData, sig: dict) -> list[str]:
                           _num(s["same_category_mean"]), _num(s["diff_category_mean"])] for m, s in sim.items()])
 
 
+def _experts(experts: Experts | None) -> list[str]:
+    """The clusters the experts specialised on and the expert x cluster matrix (column minimum in bold)."""
+    if experts is None:
+        return []
+    out, cl, m = ["## Specialised experts", ""], experts.clusters, experts.matrix
+    if cl is None:
+        out += ["Clusters: not in the run folder (no `experts/clusters.json`).", ""]
+    else:
+        method = CLUSTER_METHODS.get(cl["method"], f"`{cl['method']}`")
+        out += [f"Each expert was first trained on one cluster of training tasks; clusters by {method}. "
+                "Validation and test tasks belong to the cluster whose centroid is nearest to their description.", ""]
+        per = {k: [list(cl[k].values()).count(c) for c in range(cl["n"])] for k in ("val", "test")}
+        out += _table(["cluster", "training tasks", "validation tasks", "test tasks"],
+                      [[str(c), str(cl["sizes"][c]), str(per["val"][c]), str(per["test"][c])] for c in range(cl["n"])])
+    if m is None:
+        return out + ["Expert x cluster matrix: not measured (no `experts/matrix.json`; the specialisation did not "
+                      "finish).", ""]
+    best = experts.column_best()
+    out += ["Mean per-token NLL of the references of each cluster's validation examples with every token routed "
+            "to one expert (rows: experts, columns: clusters; bold: the lowest of the column; n/a: no validation "
+            "example).", ""]
+    head = ["expert", *(f"cluster {c}" for c in range(m["clusters"]))]
+    rows = [[str(e), *(_num(v) if best[c] != e else f"**{v:.3f}**" for c, v in enumerate(row))]
+            for e, row in enumerate(m["loss"])]
+    if "val_examples" in m:
+        rows.append(["validation examples", *(str(k) for k in m["val_examples"])])
+    own, with_data = experts.own_best()
+    return out + _table(head, rows) + [f"Own expert best on {own} of {with_data} clusters with validation data.", ""]
+
+
 def render_report(run_dir: Path, data: RunData, sig: dict, seeds: dict | None,
                   figures: dict[str, tuple[str, str]], skipped: dict[str, str]) -> str:
-    """REPORT.md: headline by group, paired tests, ablations, zero- vs few-shot, per-category, routing
-    and seed tables, then the figures."""
+    """REPORT.md: headline by group, paired tests, ablations, zero- vs few-shot, per-category, routing,
+    seed and specialised-expert tables, then the figures."""
     split = "" if sig["n_test_tasks"] is None else f" {sig['n_test_tasks']} test tasks in `splits.json`."
     out = [f"# PRo-MoE analysis: run `{run_dir.name}`", "",
            f"Rows: {', '.join(sig['models'])}.{split} Intervals are 95% percentile bootstraps over test tasks "
@@ -172,6 +206,7 @@ def render_report(run_dir: Path, data: RunData, sig: dict, seeds: dict | None,
                       [[m, str(len(s["seeds"])), *(f"{s[k]['mean']:.2f} ± {s[k]['std']:.2f} "
                                                     f"[{s[k]['low']:.2f}, {s[k]['high']:.2f}]" for k in METRICS)]
                        for m, s in seeds.items()])
+    out += _experts(data.experts)
     out += ["## Figures", ""]
     for path, (alt, caption) in figures.items():
         out += [f"![{alt}]({path})", "", caption, ""]

@@ -1,14 +1,16 @@
 """What the analysis reads from a run folder (:func:`load_run` -> :class:`RunData`), checked as it is read.
 
 Only ``scores/<row>.json`` is required; where present also ``routing/<row>.npz``, ``task_embeddings.npz``,
-``train/<model>/metrics.jsonl``, ``splits.json`` and ``seeds/<seed>/scores/<row>.json``. Rows are read
-in report order (:func:`promoe.registry.model_key`), so every table and figure lists them that way.
+``train/<model>/metrics.jsonl``, ``splits.json``, ``seeds/<seed>/scores/<row>.json`` and, for a run with
+specialised experts, ``experts/clusters.json`` and ``experts/matrix.json``. Rows are read in report order
+(:func:`promoe.registry.model_key`), so every table and figure lists them that way.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,28 @@ METRICS = ("rougeL", "exact_match")
 LABEL = {"rougeL": "ROUGE-L", "exact_match": "Exact match"}
 ROUTING_KEYS = ("load", "tokens", "load_cv", "token_entropy", "task_names", "task_histograms")
 EMBEDDING_KEYS = ("task_names", "embeddings")  # also read: categories, split
+MATRIX_FIX = "write it as promoe.stages.specialise.expert_matrix returns it, or delete it to measure it again"
+CLUSTERS_FIX = "write it as promoe.stages.specialise.make_clusters does, or delete the experts/ folder"
+
+
+@dataclass(frozen=True)
+class Experts:
+    """A run's specialised experts: ``experts/clusters.json`` and ``experts/matrix.json`` (either may be
+    missing, e.g. a run stopped during the specialisation), checked as read."""
+
+    clusters: dict | None  # method, n, sizes, val {task: cluster}, test {task: cluster}, ...
+    matrix: dict | None  # loss (experts x clusters, null: no validation example), experts, clusters, ...
+
+    def column_best(self) -> list[int | None]:
+        """Per cluster, the expert with the lowest loss (the first on ties); None where it has no data."""
+        loss = self.matrix["loss"] if self.matrix else []
+        cols = [[row[c] for row in loss] for c in range(len(loss[0]))] if loss else []
+        return [None if col[0] is None else min(range(len(col)), key=col.__getitem__) for col in cols]
+
+    def own_best(self) -> tuple[int, int]:
+        """(clusters whose own expert, expert c for cluster c, has the lowest loss; clusters with data)."""
+        best = self.column_best()
+        return sum(e == c for c, e in enumerate(best)), sum(e is not None for e in best)
 
 
 @dataclass
@@ -38,6 +62,7 @@ class RunData:
     seeds: dict[str, dict[str, dict]] = field(default_factory=dict)  # seed -> row -> score() dict
     test_tasks: set[str] | None = None
     embeddings: dict[str, np.ndarray] | None = None  # task_embeddings.npz arrays
+    experts: Experts | None = None  # experts/*.json of a run with specialised experts
 
     def task_categories(self) -> dict[str, str]:
         """Task -> category key, from the scores (first row wins), else from ``task_embeddings.npz``."""
@@ -110,6 +135,82 @@ def _read_embeddings(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _shape(x: object) -> str:
+    if not isinstance(x, list):
+        return f"a {type(x).__name__}"
+    return f"{len(x)} rows of lengths {[len(r) if isinstance(r, list) else type(r).__name__ for r in x]}"
+
+
+def _int_list(d: dict, key: str, n: int, path: Path, fix: str) -> None:
+    v = d.get(key)
+    if not (isinstance(v, list) and len(v) == n and all(_is_int(x) and x >= 0 for x in v)):
+        raise DataError(f"must be {n} non-negative integers (one per cluster), got {v!r}", file=str(path),
+                        field=key, fix=fix)
+
+
+def _read_clusters(path: Path) -> dict:
+    d = _read_json(path)
+    if not isinstance(d, dict):
+        raise DataError("is not a JSON object", file=str(path), fix=CLUSTERS_FIX)
+    if not isinstance(d.get("method"), str):
+        raise DataError(f"must name the cluster method, got {d.get('method')!r}", file=str(path), field="method",
+                        fix=CLUSTERS_FIX)
+    if not (_is_int(n := d.get("n")) and n >= 1):
+        raise DataError(f"must be a positive integer, got {n!r}", file=str(path), field="n", fix=CLUSTERS_FIX)
+    _int_list(d, "sizes", n, path, CLUSTERS_FIX)
+    for key in ("val", "test"):
+        v = d.get(key)
+        if not (isinstance(v, dict) and all(_is_int(c) and 0 <= c < n for c in v.values())):
+            raise DataError(f"must map each {key} task to a cluster in 0..{n - 1}", file=str(path), field=key,
+                            fix=CLUSTERS_FIX)
+    return d
+
+
+def _read_matrix(path: Path, n_clusters: int | None) -> dict:
+    m, file = _read_json(path), str(path)
+    if not isinstance(m, dict):
+        raise DataError("is not a JSON object", file=file, fix=MATRIX_FIX)
+    for key in ("experts", "clusters"):
+        if not (_is_int(m.get(key)) and m[key] >= 1):
+            raise DataError(f"must be a positive integer, got {m.get(key)!r}", file=file, field=key, fix=MATRIX_FIX)
+    n_exp, n = m["experts"], m["clusters"]
+    if n_clusters is not None and n != n_clusters:
+        raise DataError(f"is {n} but experts/clusters.json has {n_clusters} clusters", file=file, field="clusters",
+                        fix="measure the matrix again (delete experts/matrix.json) on the clusters of clusters.json")
+    loss = m.get("loss")
+    if not (isinstance(loss, list) and len(loss) == n_exp and all(isinstance(r, list) and len(r) == n for r in loss)):
+        raise DataError(f"must be {n_exp} experts x {n} clusters (a list of {n_exp} lists of {n}), got {_shape(loss)}",
+                        file=file, field="loss", fix=MATRIX_FIX)
+    for e, row in enumerate(loss):
+        for c, v in enumerate(row):
+            if v is not None and not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)):
+                raise DataError(f"loss[{e}][{c}] is {v!r}; every entry must be a finite number or null", file=file,
+                                field="loss", fix=MATRIX_FIX)
+    for c in range(n):
+        if len({row[c] is None for row in loss}) > 1:
+            raise DataError(f"column {c} mixes numbers and null (null only for a cluster without validation "
+                            "examples, in every expert's row)", file=file, field="loss", fix=MATRIX_FIX)
+    for key in ("val_examples", "val_tasks"):
+        if key in m:
+            _int_list(m, key, n, path, MATRIX_FIX)
+    own, with_data = Experts(None, m).own_best()
+    for key, value in (("best_on_own", own), ("clusters_with_data", with_data)):
+        if key in m and m[key] != value:
+            raise DataError(f"is {m[key]!r} but the loss matrix gives {value}", file=file, field=key, fix=MATRIX_FIX)
+    return m
+
+
+def _read_experts(folder: Path) -> Experts | None:
+    clusters = _read_clusters(folder / "clusters.json") if (folder / "clusters.json").is_file() else None
+    n = None if clusters is None else clusters["n"]
+    matrix = _read_matrix(folder / "matrix.json", n) if (folder / "matrix.json").is_file() else None
+    return None if clusters is None and matrix is None else Experts(clusters, matrix)
+
+
 def load_run(run_dir: Path) -> RunData:
     """Read a run folder; only ``scores/`` is required."""
     run_dir = Path(run_dir)
@@ -134,4 +235,5 @@ def load_run(run_dir: Path) -> RunData:
         for d in sorted((run_dir / "seeds").iterdir(), key=_seed_key):
             if (d / "scores").is_dir() and (s := _read_scores(d / "scores")):
                 data.seeds[d.name] = s
+    data.experts = _read_experts(run_dir / "experts")
     return data
