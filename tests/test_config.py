@@ -296,7 +296,7 @@ def test_every_section_has_a_validate() -> None:
 
 
 @pytest.mark.parametrize(("override", "key", "valid"), [
-    ("compare.routers=[knn,oracle]", "compare.routers", "'skill'"),
+    ("compare.routers=[knn,nearest]", "compare.routers", "'oracle'"),
     ("compare.ablations=[noise]", "compare.ablations", "'paraphrase'"),
     ("train.models=[moe,gpt]", "train.models", "'promoe'"),
     ("compare.icl_models=[copy_demo]", "compare.icl_models", "'backbone'"),
@@ -316,16 +316,16 @@ def test_duplicate_row_name_is_refused() -> None:
 
 
 def test_row_registered_later_is_accepted_and_a_default() -> None:
-    registry.register(registry.Row("oracle", "router", "test router", build=lambda ctx: None,
+    registry.register(registry.Row("probe_router", "router", "test router", build=lambda ctx: None,
                                    select="compare.routers", needs=("moe",)), replace=True)
     try:
-        assert load_config("default", ["compare.routers=[knn,oracle]"]).compare.routers == ["knn", "oracle"]
-        assert "oracle" in load_config("default").compare.routers  # defaults come from the registry
-        assert any("compare.routers" in line and "'oracle'" in line for line in help_lines())
+        assert load_config("default", ["compare.routers=[knn,probe_router]"]).compare.routers == ["knn", "probe_router"]
+        assert "probe_router" in load_config("default").compare.routers  # defaults come from the registry
+        assert any("compare.routers" in line and "'probe_router'" in line for line in help_lines())
     finally:
-        registry.unregister("oracle")
-    with pytest.raises(ConfigError, match="oracle"):
-        load_config("default", ["compare.routers=[oracle]"])
+        registry.unregister("probe_router")
+    with pytest.raises(ConfigError, match="probe_router"):
+        load_config("default", ["compare.routers=[probe_router]"])
 
 
 def test_defaults_of_row_keys_are_todays_lists() -> None:

@@ -23,7 +23,8 @@ def test_every_builtin_row_builder_resolves() -> None:
 
 
 def test_names_groups_and_order_come_from_the_registry() -> None:
-    assert registry.choices("compare.routers") == ["knn", "skill", "uniform", "random"]
+    assert registry.choices("compare.routers") == ["knn", "skill", "uniform", "random", "oracle"]
+    assert registry.defaults("compare.routers") == ["knn", "skill", "uniform", "random"]  # the oracle is opt-in
     assert registry.choices("train.models") == ["dense", "moe", "promoe"]
     assert registry.choices("compare.icl_models") == ["backbone", "dense", "moe", "promoe"]
     assert registry.choices("compare.fewshot_models") == ["dense", "moe", "promoe"]

@@ -73,6 +73,8 @@ class Row:
     trained: bool = False
     over: Literal["models", "trained"] | None = None
     needs: tuple[str, ...] = ()
+    default: bool = True
+    """Whether the selecting list holds the row by default (opt-in rows: False)."""
 
     @property
     def group(self) -> str:
@@ -130,6 +132,11 @@ def choices(key: str) -> list[str]:
         elif r.select == key:  # a condition's list names base models
             out += [m.name for m in of_kind("model") if r.over == "models" or m.trained]
     return out
+
+
+def defaults(key: str) -> list[str]:
+    """The names a list-valued config key holds by default (:func:`choices` without opt-in rows)."""
+    return [n for n in choices(key) if n not in ROWS or ROWS[n].default]
 
 
 def is_selected(row: Row, cfg: Any) -> bool:
@@ -243,6 +250,8 @@ for _row in (
         needs=("moe",)),
     Row("random", "router", "random experts per token", f"{_R}.routers:random", select="compare.routers",
         needs=("moe",)),
+    Row("oracle", "router", "best single expert per task, chosen on its positive examples", f"{_R}.oracle:oracle",
+        select="compare.routers", needs=("moe",), default=False),
     Row("shuffled", "ablation", "another task's description", f"{_R}.ablations:builtin",
         select="compare.ablations", needs=("promoe",)),
     Row("empty", "ablation", "an empty description", f"{_R}.ablations:builtin", select="compare.ablations",

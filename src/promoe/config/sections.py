@@ -7,16 +7,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from promoe.config.fields import check_fields, require, setting
-from promoe.registry import choices
+from promoe.registry import choices, defaults
 
 DATA_ENV = "PROMOE_DATA"
 """Environment variable naming the folder that holds the offline data packages (sni/, bigbench/, ...)."""
 
 
 def _rows(key: str, help: str) -> Any:
-    """Row names selected by config ``key``; default: every name the registry allows there, read when
-    a config is made (a row registered later is a default too)."""
-    return field(default_factory=lambda: choices(key), metadata={"help": help, "choices": lambda: choices(key)})
+    """Row names selected by config ``key``; default: every name the registry allows there but opt-in rows,
+    read when a config is made (a row registered later is a default too)."""
+    return field(default_factory=lambda: defaults(key), metadata={"help": help, "choices": lambda: choices(key)})
 
 
 

@@ -1,0 +1,91 @@
+"""The ``oracle`` router row: for each test task, the one expert (the same in every MoE layer) whose
+reference likelihood on the task's labelled *positive examples* is highest, then scored on the task's
+real instances — the most a task-level description router could recover over these experts.
+
+The choice sees demonstrations only: scored instances never enter it, and the row refuses to run when
+the positive examples are scored too (``data.test_positive_examples``). Each task's choice and the
+per-expert NLLs are written to ``oracle.json``. Tasks without positive examples get uniform routing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import torch
+
+from promoe.data.collate import encode_pair, pad_batch
+from promoe.data.prompts import task_prompt
+from promoe.data.schema import Instance, Task
+from promoe.evaluate import Variant
+from promoe.io import write_json
+from promoe.model.build import variant_copy
+from promoe.model.moe_model import MoEModel
+from promoe.model.task_routing import KNNRouting, task_routed
+from promoe.registry import Row
+from promoe.stages.context import RunContext
+
+log = logging.getLogger(__name__)
+
+
+def demonstrations(task: Task) -> list[Instance]:
+    """The task's positive examples as instances (what the oracle may look at)."""
+    return [Instance(f"{task.name}#pos{i}", ex.input, (ex.output,), origin="positive_example")
+            for i, ex in enumerate(task.positive_examples)]
+
+
+def choose(tasks: Sequence[Task], n_experts: int, nll: Callable[[int, list[Instance], Task], float]) -> dict[str, dict]:
+    """Per task with positive examples: ``{"expert": e, "nll": [per expert]}``, the expert of lowest
+    ``nll(expert, demonstrations, task)`` (the first on ties)."""
+    out = {}
+    for t in tasks:
+        demos = demonstrations(t)
+        if demos:
+            losses = [nll(e, demos, t) for e in range(n_experts)]
+            out[t.name] = {"expert": min(range(n_experts), key=losses.__getitem__), "nll": losses, "demos": len(demos)}
+    return out
+
+
+def _one_hot(n_layers: int, n_experts: int, e: int | None) -> torch.Tensor:
+    """Task-level routing (n_layers, n_experts) probabilities: expert ``e`` (None: uniform)."""
+    if e is None:
+        return torch.full((n_layers, n_experts), 1.0 / n_experts)
+    return torch.nn.functional.one_hot(torch.full((n_layers,), e), n_experts).float()
+
+
+@torch.no_grad()
+def _reference_nll(model: MoEModel, ctx: RunContext, expert: int, demos: list[Instance], task: Task) -> float:
+    """Mean per-token NLL of the demonstrations' outputs with every token routed to ``expert``."""
+    cfg, tok = ctx.cfg, ctx.setup.tokenizer
+    enc = [encode_pair(tok, ctx.setup.wrap(task_prompt(task, d, n_pos_examples=cfg.prompt.n_pos_examples,
+                                                       add_explanation=cfg.prompt.add_explanation)),
+                       d.outputs[0], max_length=cfg.eval.max_length, seq2seq=model.is_seq2seq,
+                       max_target_length=cfg.train.max_target_length) for d in demos]
+    b = pad_batch(enc, [task.name] * len(enc), pad_id=tok.pad_token_id, left=False, seq2seq=model.is_seq2seq)
+    n_layers, n_experts = len(model.moe_layers), model.moe_layers[0].experts.n_experts
+    routing = _one_hot(n_layers, n_experts, expert).clamp_min(1e-8).log()[None].expand(len(enc), -1, -1)
+    targets = int((b.labels != -100).sum())
+    out = model(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels, routing=routing,
+                num_items=max(targets, 1))
+    return float(out.lm_loss)
+
+
+def oracle(ctx: RunContext, row: Row) -> Variant | None:
+    if ctx.cfg.data.test_positive_examples:
+        log.warning("%s skipped: it chooses on the test tasks' positive examples, which this run also scores "
+                    "(set data.test_positive_examples=false)", row.name)
+        return None
+    model = variant_copy(ctx.trained["moe"])
+    n_layers, n_experts = len(model.moe_layers), model.moe_layers[0].experts.n_experts
+    names = [t.name for t in ctx.splits.test]
+    uniform = KNNRouting(torch.stack([ctx.task_emb[t] for t in names]),
+                         torch.stack([_one_hot(n_layers, n_experts, None)] * len(names)), k=1)
+    task_routed(model, uniform).eval()  # task-level routers; each candidate is passed as explicit routing
+    choices = choose(ctx.splits.test, n_experts, lambda e, demos, t: _reference_nll(model, ctx, e, demos, t))
+    table = torch.stack([_one_hot(n_layers, n_experts, choices[t]["expert"] if t in choices else None) for t in names])
+    task_routed(model, KNNRouting(torch.stack([ctx.task_emb[t] for t in names]), table, k=1)).eval()
+    if ctx.acc.is_main_process:
+        write_json(ctx.run_dir / f"{row.name}.json", {"choices": choices, "uniform": sorted(set(names) - set(choices))})
+    log.info("%s: chose an expert for %d of %d test tasks on their positive examples", row.name, len(choices),
+             len(names))
+    return Variant(row.name, model, ctx.task_emb)
