@@ -16,7 +16,7 @@ from promoe.data.examples import build_examples
 from promoe.data.splits import load_splits
 from promoe.stages import start
 from promoe.stages.lower_cache import LowerCache
-from promoe.stages.specialise import specialise
+from promoe.stages.specialise import specialise, weight_distance
 
 pytestmark = pytest.mark.usefixtures("tiny_tensors")
 
@@ -62,6 +62,9 @@ def test_each_expert_is_best_on_its_own_cluster(suite: list[str], tmp_path: Path
     loss = matrix["loss"]
     assert matrix["clusters_with_data"] == 2 and matrix["best_on_own"] == 2, loss
     assert loss[0][0] < loss[1][0] and loss[1][1] < loss[0][1]
+    distance = matrix["weight_distance"]  # the upcycled copies were identical; specialised, they differ
+    assert distance[0][0] == 0 and distance[0][1] > 1e-3 and distance[1][0] > 1e-3
+    assert max(map(max, weight_distance(ctx.setup.model("moe")))) < 1e-6  # upcycled copies: no distance
     clusters = json.loads((tmp_path / "run/experts/clusters.json").read_text())
     assert clusters["method"] == "given" and clusters["sizes"] == [3, 3]
 

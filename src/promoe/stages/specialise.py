@@ -5,7 +5,8 @@ example's cluster — and the result is measured, not assumed: the expert x clus
 Writes ``experts/clusters.json`` (the clusters; validation and test tasks assigned to the nearest
 centroid), ``train/experts/`` (the specialisation's training, resumable; ``best.safetensors`` is what
 ``moe`` and ``promoe`` start from) and ``experts/matrix.json``: each expert's mean per-token NLL of the
-references on each cluster's validation examples, every token routed to that one expert.
+references on each cluster's validation examples, every token routed to that one expert, and how far the
+experts' weights moved apart (``weight_distance``).
 """
 
 from __future__ import annotations
@@ -90,6 +91,17 @@ def specialise(ctx: RunContext, examples: Sequence[TrainExample], val_examples: 
 
 
 @torch.no_grad()
+def weight_distance(model: MoEModel) -> list[list[float]]:
+    """How far the experts' weights moved apart: ``||W_i - W_j|| / ||W_i||`` over all of an expert's FFN
+    weights, averaged over MoE layers (experts x experts; 0 for the identical upcycled copies)."""
+    per_layer = []
+    for layer in model.moe_layers:
+        w = torch.cat([layer.experts.w_in.flatten(1), layer.experts.w_out.flatten(1)], dim=1).double()
+        per_layer.append(torch.cdist(w, w) / w.norm(dim=1, keepdim=True).clamp_min(1e-12))
+    return torch.stack(per_layer).mean(0).tolist()
+
+
+@torch.no_grad()
 def expert_matrix(model: MoEModel, clusters: Clusters, val_examples: Sequence[TrainExample], ctx: RunContext) -> dict:
     """Mean per-token NLL (experts x clusters) of the validation examples of each cluster, with every token
     routed to one expert; ``best_on_own`` counts the clusters whose own expert is best."""
@@ -118,7 +130,7 @@ def expert_matrix(model: MoEModel, clusters: Clusters, val_examples: Sequence[Tr
     with_data = [c for c in range(n) if count[c]]
     own = sum(int(np.argmin([loss[e][c] for e in range(n_experts)])) == c for c in with_data)
     log.info("experts: own expert best on %d of %d clusters with validation data", own, len(with_data))
-    return {"loss": loss, "experts": n_experts, "clusters": n,
+    return {"loss": loss, "experts": n_experts, "clusters": n, "weight_distance": weight_distance(model),
             "val_examples": [sum(c == k for k, _, _ in batches) for c in range(n)],
             "val_tasks": [len({t for t, k in of_task.items() if k == c}) for c in range(n)],
             "best_on_own": own, "clusters_with_data": len(with_data)}
