@@ -7,7 +7,6 @@ import argparse
 from collections import Counter
 
 from promoe.cli_args import add_config_args, config_of
-from promoe.errors import PromoeError
 
 
 def cmd_data_summary(args: argparse.Namespace) -> int:
@@ -38,7 +37,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_data_clusters(args: argparse.Namespace) -> int:
-    from promoe.data.clusters import cluster_tasks, read_assignment
+    from promoe.data.clusters import cluster_splits
     from promoe.data.splits import load_splits
     from promoe.io import write_json
     from promoe.model.task_encoder import build_task_encoder
@@ -49,13 +48,7 @@ def cmd_data_clusters(args: argparse.Namespace) -> int:
     vectors = build_task_encoder(cfg.model).encode([t.definition for t in tasks]).float().numpy()
     emb = {t.name: v for t, v in zip(tasks, vectors, strict=True)}
     n = args.n or cfg.model.n_experts
-    given = read_assignment(args.given) if args.method == "given" else None
-    try:
-        clusters = cluster_tasks(splits.train, emb, n, args.method, seed=cfg.seed, given=given)
-    except ValueError as e:
-        raise PromoeError(f"data clusters: {e}") from None
-    held = {split: clusters.assign({t.name: emb[t.name] for t in ts})
-            for split, ts in (("val", splits.val), ("test", splits.test))}
+    clusters, held = cluster_splits(splits, emb, n, args.method, seed=cfg.seed, cluster_file=args.given)
     category = {t.name: t.category for t in tasks}
     print(f"{n} clusters of {len(splits.train)} training tasks by {args.method}; validation and test tasks go "
           "to the nearest centroid")
@@ -66,7 +59,7 @@ def cmd_data_clusters(args: argparse.Namespace) -> int:
         print(f"{c:>7} {len(members):>6} {sum(k == c for k in held['val'].values()):>4} "
               f"{sum(k == c for k in held['test'].values()):>5}  " + ", ".join(f"{k} ({v})" for k, v in top))
     if args.out:
-        write_json(args.out, {**clusters.to_json(), "val": held["val"], "test": held["test"]})
+        write_json(args.out, {**clusters.to_json(), **held})
         print(f"wrote {args.out}")
     return 0
 

@@ -14,19 +14,16 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
 from promoe.config import ExperimentConfig, ModelConfig
 from promoe.data.schema import Task
-from promoe.errors import PromoeError
 from promoe.model.backbone import Backbone, load_backbone
 from promoe.model.build import build_model, share_frozen_weights
 from promoe.model.moe_model import MoEModel
 from promoe.model.prompting import chat_prompt
 from promoe.model.task_encoder import TaskEncoder, build_task_encoder
-from promoe.train import load_trainable
+from promoe.train import load_params, load_trainable
 
 SPECIALISED = ("moe", "promoe")
 """The models that learn their routers over specialised experts when ``experts.specialise`` is on."""
@@ -100,16 +97,9 @@ def load_specialised(model: MoEModel, path: Path, *, freeze: bool) -> int:
     """Give ``model`` the specialised experts (and the layers trained with them) of ``path``: every
     trainable parameter but the routers and the hypernetwork; ``freeze`` keeps them fixed while the
     routers learn. Returns how many tensors were loaded."""
-    state = load_file(str(path))
     names = [n for n, p in model.named_parameters() if p.requires_grad and "router" not in n
              and not n.startswith("hyper")]
-    missing = [n for n in names if n not in state]
-    if missing:
-        raise PromoeError(f"{path}: the specialised checkpoint lacks {len(missing)} parameters, e.g. {missing[0]} "
-                          "(was it made with another model config?)")
-    with torch.no_grad():
-        for n in names:
-            p = model.get_parameter(n)
-            p.copy_(state[n])
-            p.requires_grad_(not freeze)
+    load_params(model, path, names, what="specialised parameters", hint=" (was it made with another model config?)")
+    for n in names:
+        model.get_parameter(n).requires_grad_(not freeze)
     return len(names)

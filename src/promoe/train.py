@@ -61,14 +61,18 @@ def save_trainable(model: MoEModel, path: Path) -> None:
 
 
 def load_trainable(model: MoEModel, path: Path) -> None:
+    load_params(model, path, list(_trainable(model)), what="trained parameters")
+
+
+def load_params(model: MoEModel, path: Path, names: Sequence[str], *, what: str, hint: str = "") -> None:
+    """Copy the parameters ``names`` of ``model`` from the safetensors file ``path``; one error if any is missing."""
     state = load_file(str(path))
-    params = _trainable(model)
-    missing = sorted(set(params) - set(state))
+    missing = sorted(set(names) - set(state))
     if missing:
-        raise PromoeError(f"{path}: checkpoint lacks {len(missing)} trained parameters, e.g. {missing[0]}")
+        raise PromoeError(f"{path}: checkpoint lacks {len(missing)} {what}, e.g. {missing[0]}{hint}")
     with torch.no_grad():
-        for n, p in params.items():
-            p.copy_(state[n])
+        for n in names:
+            model.get_parameter(n).copy_(state[n])
 
 
 def read_metrics(path: Path) -> list[dict]:

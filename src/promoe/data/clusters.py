@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from promoe.data.schema import Task
-from promoe.errors import DataError
+from promoe.errors import DataError, PromoeError
 
 METHODS = ("description", "category", "given")
 
@@ -127,3 +127,16 @@ def cluster_tasks(tasks: Sequence[Task], emb: Mapping[str, np.ndarray], n: int, 
             raise ValueError(f"the given assignment must use every cluster 0..{n - 1}, got "
                              f"{sorted(set(assignment.values()))}")
     return Clusters(method, assignment, _centroids(assignment, emb, n))
+
+
+def cluster_splits(splits, emb: Mapping[str, np.ndarray], n: int, method: str, *, seed: int = 0,
+                   cluster_file: str | None = None) -> tuple[Clusters, dict[str, dict[str, int]]]:
+    """Clusters of ``splits.train`` and the cluster of each validation and test task (``{"val": ...,
+    "test": ...}``, by nearest centroid); a request that cannot be met is one :class:`PromoeError`."""
+    given = read_assignment(cluster_file) if method == "given" else None
+    try:
+        clusters = cluster_tasks(splits.train, emb, n, method, seed=seed, given=given)
+    except ValueError as e:
+        raise PromoeError(f"clusters: {e}") from None
+    held = {s: clusters.assign({t.name: emb[t.name] for t in ts}) for s, ts in (("val", splits.val), ("test", splits.test))}
+    return clusters, held

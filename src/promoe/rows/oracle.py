@@ -18,6 +18,7 @@ from promoe.data.collate import encode_pair, pad_batch
 from promoe.data.prompts import task_prompt
 from promoe.data.schema import Instance, Task
 from promoe.evaluate import Variant
+from promoe.fewshot import demonstration_task
 from promoe.io import write_json
 from promoe.model.build import variant_copy
 from promoe.model.moe_model import MoEModel
@@ -28,18 +29,12 @@ from promoe.stages.context import RunContext
 log = logging.getLogger(__name__)
 
 
-def demonstrations(task: Task) -> list[Instance]:
-    """The task's positive examples as instances (what the oracle may look at)."""
-    return [Instance(f"{task.name}#pos{i}", ex.input, (ex.output,), origin="positive_example")
-            for i, ex in enumerate(task.positive_examples)]
-
-
 def choose(tasks: Sequence[Task], n_experts: int, nll: Callable[[int, list[Instance], Task], float]) -> dict[str, dict]:
     """Per task with positive examples: ``{"expert": e, "nll": [per expert]}``, the expert of lowest
     ``nll(expert, demonstrations, task)`` (the first on ties)."""
     out = {}
     for t in tasks:
-        demos = demonstrations(t)
+        demos = list(demonstration_task(t, None).instances)  # what the oracle may look at
         if demos:
             losses = [nll(e, demos, t) for e in range(n_experts)]
             out[t.name] = {"expert": min(range(n_experts), key=losses.__getitem__), "nll": losses, "demos": len(demos)}

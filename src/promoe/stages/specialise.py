@@ -20,7 +20,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from promoe.data.clusters import Clusters, cluster_tasks, read_assignment
+from promoe.data.clusters import Clusters, cluster_splits
 from promoe.data.examples import TrainExample
 from promoe.io import write_json
 from promoe.model.moe_model import MoEModel
@@ -38,11 +38,10 @@ def make_clusters(ctx: RunContext) -> Clusters:
     path = ctx.run_dir / "experts" / "clusters.json"
     if path.exists():
         return Clusters.from_json(json.loads(path.read_text(encoding="utf-8")))
-    ec, splits = ctx.cfg.experts, ctx.splits
+    ec = ctx.cfg.experts
     emb = {k: v.float().numpy() for k, v in ctx.task_emb.items()}
-    given = read_assignment(ec.cluster_file) if ec.clusters == "given" else None
-    clusters = cluster_tasks(splits.train, emb, ctx.cfg.model.n_experts, ec.clusters, seed=ctx.cfg.seed, given=given)
-    held = {s: clusters.assign({t.name: emb[t.name] for t in ts}) for s, ts in (("val", splits.val), ("test", splits.test))}
+    clusters, held = cluster_splits(ctx.splits, emb, ctx.cfg.model.n_experts, ec.clusters, seed=ctx.cfg.seed,
+                                    cluster_file=ec.cluster_file)
     if ctx.acc.is_main_process:
         write_json(path, {**clusters.to_json(), **held})
     log.info("experts: %d clusters of the training tasks by %s, sizes %s", clusters.n, ec.clusters, clusters.sizes())
@@ -109,13 +108,12 @@ def expert_matrix(model: MoEModel, clusters: Clusters, val_examples: Sequence[Tr
     emb = {t: ctx.task_emb[t].float().numpy() for t in {e.task for e in val_examples}}
     of_task = clusters.assign(emb)
     n_experts, n = gen.n_experts, clusters.n
-    batches = []
+    batches, total, count = [], np.zeros((n_experts, n)), np.zeros(n)
     for i in range(len(val_examples)):  # one example at a time: no padding, exact per-example sums
         b = batch_of(val_examples, [i], pad, model.is_seq2seq)
         lower = model.lower_hidden(b.input_ids, b.attention_mask) if model.split is not None else None
-        batches.append((of_task[val_examples[i].task], b, lower))
-    total, count = np.zeros((n_experts, n)), np.zeros(n)
-    for c, b, _ in batches:
+        c = of_task[val_examples[i].task]
+        batches.append((c, b, lower))
         count[c] += int((b.labels[:, 1:] != -100).sum()) if not model.is_seq2seq else int((b.labels != -100).sum())
     for e in range(n_experts):
         gen.expert = e
