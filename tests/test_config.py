@@ -172,7 +172,12 @@ def test_bad_key_in_a_parent_names_the_parent(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("preset", "values"), [
     ("default", {"name": "default", "train.steps": 64, "data.test_max_per_task": 2, "compare.icl_models": [],
-                 "compare.fewshot_models": [], "eval.batch_size": 16}),
+                 "compare.fewshot_models": [], "eval.batch_size": 16, "experts.specialise": True,
+                 "model.n_experts": 4, "train.models": ["dense", "moe", "promoe", "upcycled"],
+                 "compare.routers": ["knn", "skill", "uniform", "random", "oracle"]}),
+    ("mechanism", {"name": "mechanism", "data.source": "synth", "prompt.condition": "router_only",
+                   "experts.clusters": "meta", "train.models": ["moe", "promoe"],
+                   "compare.routers": ["uniform", "oracle"], "compare.ablations": ["shuffled"]}),
     ("full", {"name": "full", "train.steps": 64, "data.test_max_per_task": 2, "compare.fewshot_k": 2,
               "compare.fewshot_tasks": 40, "compare.icl_models": ["backbone", "dense", "moe", "promoe"],
               "compare.fewshot_models": ["dense", "moe", "promoe"], "eval.max_new_tokens": 20}),
@@ -191,7 +196,7 @@ def test_shipped_presets_resolve_as_before(preset: str, values: dict) -> None:
 
 
 def test_presets_ship_with_the_package() -> None:
-    assert {"default", "full", "smoke", "sni_full"} <= set(presets())
+    assert {"default", "full", "smoke", "sni_full", "mechanism"} <= set(presets())
     assert str(CONFIG_DIR).endswith(str(Path("promoe") / "configs"))
 
 
@@ -201,7 +206,7 @@ def test_presets_ship_with_the_package() -> None:
 @pytest.mark.parametrize(("override", "key"), [
     ("model.n_experts=0", "model.n_experts"),
     ("model.top_k=0", "model.top_k"),
-    ("model.top_k=9", "model.top_k"),  # more than the 8 experts
+    ("model.top_k=5", "model.top_k"),  # more than the 4 experts
     ("model.n_moe_layers=0", "model.n_moe_layers"),
     ("model.moe_layers=[-1]", "model.moe_layers"),
     ("model.moe_layers=[3,3]", "model.moe_layers"),
@@ -262,12 +267,24 @@ def test_out_of_range_value_is_refused_naming_the_key(override: str, key: str) -
 
 
 @pytest.mark.parametrize("override", [
-    "model.top_k=8", "model.moe_layers=[0,5]", "train.micro_batch_size=8", "train.max_grad_norm=0",
+    "model.top_k=4", "model.moe_layers=[0,5]", "train.micro_batch_size=8", "train.max_grad_norm=0",
     "train.eval_every=0", "data.val_tasks=0", "compare.fewshot_k=null", "train.models=[dense]",
     "compare.routers=[]", "model.router_jitter=0.5", "seed=4294967295",
 ])
 def test_boundary_values_are_accepted(override: str) -> None:
     load_config("default", override.split())
+
+
+@pytest.mark.parametrize(("text", "value"), [("5e-4", 5e-4), ("1E-3", 1e-3), ("+2", 2.0), (".5", 0.5)])
+def test_float_keys_take_exponent_notation_yaml_reads_as_text(text: str, value: float) -> None:
+    assert load_config("default", [f"train.lr={text}"]).train.lr == value
+    assert load_config("default", [f"experts.lr={text}"]).experts.lr == value
+
+
+@pytest.mark.parametrize("text", ["fast", "1e", "1.2.3", "e5"])
+def test_float_keys_refuse_other_text(text: str) -> None:
+    with pytest.raises(ConfigError, match="train.lr: expected float"):
+        load_config("default", [f"train.lr={text}"])
 
 
 def test_dense_only_run_uses_top_k_as_its_mix_count() -> None:

@@ -45,9 +45,10 @@ def test_fewshot_finetunes_per_task_and_restores_weights(tiny) -> None:
     with pytest.raises(TrainingError, match=r"few-shot fine-tuning on task task0, step 0: non-finite loss"):
         finetune(broken, batch, task_emb=None, lower=None, steps=3, lr=0.01, router_lr=0.1)
     items = [(t, t.instances[0]) for t in TASKS[:2]]
-    preds = run_fewshot({"moe-fewshot": model}, {"moe-fewshot": Variant("moe-fewshot", model)}, items, tok,
-                        cfg=cfg, wrap=wrap, task_emb={})
-    assert set(preds["moe-fewshot"]) == {"t0-0", "t1-0"}
+    preds, nll = run_fewshot({"moe-fewshot": model}, {"moe-fewshot": Variant("moe-fewshot", model)}, items, tok,
+                             cfg=cfg, wrap=wrap, task_emb={})
+    assert set(preds["moe-fewshot"]) == set(nll["moe-fewshot"]) == {"t0-0", "t1-0"}
+    assert all(x > 0 for x in nll["moe-fewshot"].values())
     for n, p in model.named_parameters():  # every task started from (and the model ends at) the same weights
         assert torch.equal(p, before[n]), n
 
@@ -77,8 +78,8 @@ def test_killed_fewshot_pass_resumes_at_its_first_unfinished_task(tiny, tmp_path
     path = tmp_path / "fewshot.json"
     save = PassState.save
 
-    def save_then_die(self, rows, out, done):
-        save(self, rows, out, done)
+    def save_then_die(self, rows, out, done, likelihood=None):
+        save(self, rows, out, done, likelihood)
         if done == 2:
             raise RuntimeError("killed")
 
@@ -91,7 +92,7 @@ def test_killed_fewshot_pass_resumes_at_its_first_unfinished_task(tiny, tmp_path
     monkeypatch.setattr(fewshot_module, "finetune", lambda *a, **kw: tuned.append(1) or real(*a, **kw))
     torch.manual_seed(456)  # another process, another global random state
     resumed = rows()
-    assert fewshot(resumed, path) == expected
+    assert fewshot(resumed, path) == expected  # answers and reference NLLs
     assert len(tuned) == 2 * len(models)  # tasks 3 and 4 only
     for name, v in resumed.items():
         assert np.array_equal(v.stats.load, reference[name].stats.load), name

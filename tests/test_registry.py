@@ -24,10 +24,12 @@ def test_every_builtin_row_builder_resolves() -> None:
 
 def test_names_groups_and_order_come_from_the_registry() -> None:
     assert registry.choices("compare.routers") == ["knn", "skill", "uniform", "random", "oracle"]
-    assert registry.defaults("compare.routers") == ["knn", "skill", "uniform", "random"]  # the oracle is opt-in
-    assert registry.choices("train.models") == ["dense", "moe", "promoe"]
-    assert registry.choices("compare.icl_models") == ["backbone", "dense", "moe", "promoe"]
-    assert registry.choices("compare.fewshot_models") == ["dense", "moe", "promoe"]
+    assert registry.defaults("compare.routers") == ["knn", "skill", "uniform", "random", "oracle"]
+    assert registry.choices("train.models") == ["dense", "moe", "promoe", "upcycled"]
+    assert registry.defaults("train.models") == ["dense", "moe", "promoe"]  # upcycled: with specialised experts
+    assert [registry.arch(m) for m in ("dense", "moe", "promoe", "upcycled")] == ["dense", "moe", "promoe", "moe"]
+    assert registry.choices("compare.icl_models") == ["backbone", "dense", "moe", "promoe", "upcycled"]
+    assert registry.choices("compare.fewshot_models") == ["dense", "moe", "promoe", "upcycled"]
     assert [registry.row_group(m) for m in ("copy_demo", "knn", "promoe-shuffled", "promoe-new", "moe-icl",
                                             "zzz")] == ["zero-shot", "routing", "ablation", "ablation",
                                                         "adaptation", "other"]

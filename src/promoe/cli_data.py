@@ -48,10 +48,11 @@ def cmd_data_clusters(args: argparse.Namespace) -> int:
     vectors = build_task_encoder(cfg.model).encode([t.definition for t in tasks]).float().numpy()
     emb = {t.name: v for t, v in zip(tasks, vectors, strict=True)}
     n = args.n or cfg.model.n_experts
-    clusters, held = cluster_splits(splits, emb, n, args.method, seed=cfg.seed, cluster_file=args.given)
+    clusters, held = cluster_splits(splits, emb, n, args.method, seed=cfg.seed, cluster_file=args.given,
+                                    meta_key=args.key)
     category = {t.name: t.category for t in tasks}
     print(f"{n} clusters of {len(splits.train)} training tasks by {args.method}; validation and test tasks go "
-          "to the nearest centroid")
+          "to the nearest centroid" + (f" or their _meta.{args.key}" if args.method == "meta" else ""))
     print(f"{'cluster':>7} {'train':>6} {'val':>4} {'test':>5}  most frequent training categories")
     for c in range(n):
         members = [t for t, k in clusters.assignment.items() if k == c]
@@ -81,8 +82,9 @@ def add_data_commands(sub) -> None:
     p.set_defaults(func=cmd_data_synth)
     p = data.add_parser("clusters", help="cluster the training tasks as experts would specialise on them")
     add_config_args(p)
-    p.add_argument("--method", choices=("description", "category", "given"), default="description",
-                   help="k-means of description embeddings, whole categories, or --given")
+    p.add_argument("--method", choices=("description", "category", "given", "meta"), default="description",
+                   help="k-means of description embeddings, whole categories, --given, or each task's _meta --key")
+    p.add_argument("--key", default="rule", help="the _meta label that makes the clusters (with --method meta)")
     p.add_argument("--n", type=int, help="how many clusters (default: model.n_experts)")
     p.add_argument("--given", help="JSON file {task: cluster} (with --method given)")
     p.add_argument("--out", help="write the clusters (assignment, centroids, validation and test tasks) as JSON")

@@ -69,8 +69,10 @@ class PassState:
         self.path, self.key, self.label, self.unit = path, key, label, unit
         self.saved: dict[str, dict] = {}  # what the file holds per row
 
-    def resume(self, rows: Sequence, out: dict[str, dict[str, str]]) -> dict[str, int]:
-        """Units finished per row name (0 for a row the file does not hold)."""
+    def resume(self, rows: Sequence, out: dict[str, dict[str, str]],
+               likelihood: dict[str, dict[str, float]] | None = None) -> dict[str, int]:
+        """Units finished per row name (0 for a row the file does not hold); with ``likelihood``, the
+        rows' saved reference NLLs go there."""
         done = {v.name: 0 for v in rows}
         if self.path is None or not self.path.exists():
             return done
@@ -90,6 +92,8 @@ class PassState:
                 continue
             done[v.name] = int(row["done"])
             out[v.name].update(row["answers"])
+            if likelihood is not None:
+                likelihood[v.name].update(row.get("likelihood") or {})
             if v.stats is not None and row["stats"] is not None:
                 v.stats.merge(_stats_state(row["stats"]))
             v.model.set_rng_states(_rng_states(row["rng"]))
@@ -97,11 +101,15 @@ class PassState:
             log.info("%s: resumed at %d %s done (%s)", self.label, min(done.values()), self.unit, self.path)
         return done
 
-    def save(self, rows: Sequence, out: dict[str, dict[str, str]], done: int) -> None:
-        """Record that ``rows`` have finished ``done`` units (their answers and counts are up to date)."""
+    def save(self, rows: Sequence, out: dict[str, dict[str, str]], done: int,
+             likelihood: dict[str, dict[str, float]] | None = None) -> None:
+        """Record that ``rows`` have finished ``done`` units (their answers, reference NLLs and counts are
+        up to date)."""
         if self.path is None:
             return
         for v in rows:  # rows not in this unit keep what they had
             self.saved[v.name] = {"done": done, "answers": out[v.name], "stats": _stats_json(v.stats),
                                   "rng": _rng_json(v.model)}
+            if likelihood is not None:
+                self.saved[v.name]["likelihood"] = likelihood[v.name]
         atomic_write_text(self.path, json.dumps({"key": self.key, "rows": self.saved}, ensure_ascii=False))

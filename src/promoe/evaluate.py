@@ -18,12 +18,12 @@ from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from promoe.config import PromptConfig
-from promoe.data.prompts import task_prompt
+from promoe.data.prompts import config_prompt
 from promoe.data.schema import Instance, Task
 from promoe.decode import eos_ids, greedy, prefill, supports_shared_prefix
 from promoe.evalstate import PassState, fingerprint
 from promoe.io import reference_rows, references_of, write_json, write_jsonl
-from promoe.metrics import score
+from promoe.metrics import add_likelihood, score
 from promoe.model.moe_model import MoEModel, TaskRouting
 from promoe.model.prompting import first_line
 from promoe.model.stats import RoutingStats
@@ -90,8 +90,7 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     """
     for v in variants:
         v.model.eval()
-    prompts = [wrap(task_prompt(t, i, n_pos_examples=prompt.n_pos_examples, add_explanation=prompt.add_explanation))
-               for t, i in items]
+    prompts = [wrap(config_prompt(t, i, prompt)) for t, i in items]
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     cut = sum(n > max_length for n in lengths)
@@ -165,9 +164,11 @@ def _stopper(tokenizer, prompt_len: int, previous: FirstLineDone | None) -> Firs
 
 
 def write_predictions(out_dir: Path, name: str, items: Sequence[tuple[Task, Instance]], preds: dict[str, str],
-                      tasks: Sequence[Task], all_items: Sequence[tuple[Task, Instance]] | None = None) -> dict:
+                      tasks: Sequence[Task], all_items: Sequence[tuple[Task, Instance]] | None = None,
+                      nll: dict[str, float] | None = None) -> dict:
     """Write ``predictions/<name>.jsonl`` and ``scores/<name>.json``, and once the references of
-    ``all_items`` (every scored instance of the run; default ``items``)."""
+    ``all_items`` (every scored instance of the run; default ``items``). With ``nll`` (instance id ->
+    reference NLL, :mod:`promoe.likelihood`), first ``likelihood/<name>.jsonl``, and the scores hold it."""
     ids = {i.id for _, i in items}
     every = references_of(tasks)
     refs = [r for r in every if r.id in ids]
@@ -178,5 +179,8 @@ def write_predictions(out_dir: Path, name: str, items: Sequence[tuple[Task, Inst
     write_jsonl(out_dir / "predictions" / f"{name}.jsonl", ({"id": i.id, "prediction": preds.get(i.id, "")}
                                                            for _, i in items))
     result = score(preds, refs)
+    if nll is not None:
+        write_jsonl(out_dir / "likelihood" / f"{name}.jsonl", ({"id": i.id, "ref_nll": nll[i.id]} for _, i in items))
+        result = add_likelihood(result, nll, refs)
     write_json(out_dir / "scores" / f"{name}.json", result)
     return result

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 SUMMARY_KEYS = ("rougeL", "exact_match", "n", "rougeL_task_mean", "exact_match_task_mean", "n_tasks",
                 "per_category")
+LIKELIHOOD_KEYS = ("ref_nll", "ref_nll_task_mean")
+"""In the summary of every row that has them (a row with a model, :mod:`promoe.likelihood`)."""
 
 
 def write_splits(splits: TaskSplits, run_dir: Path) -> None:
@@ -59,10 +61,10 @@ def write_splits(splits: TaskSplits, run_dir: Path) -> None:
 def per_task_csv(results: dict[str, dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["model", "task", "category", "n", "rougeL", "exact_match"])
+    w.writerow(["model", "task", "category", "n", "rougeL", "exact_match", "ref_nll"])
     for model, res in results.items():
         for task, row in res["per_task"].items():
-            w.writerow([model, task, row["category"], row["n"], row["rougeL"], row["exact_match"]])
+            w.writerow([model, task, row["category"], row["n"], row["rougeL"], row["exact_match"], row.get("ref_nll", "")])
     return buf.getvalue()
 
 
@@ -74,6 +76,9 @@ def stage_notes(cfg: ExperimentConfig, splits: TaskSplits, times: dict[str, floa
         f"Test: {len(splits.test)} tasks, {n_test} instances. Meta-training pool: {len(splits.train)} training + "
         f"{len(splits.val)} validation tasks from {_train_sources(splits)} "
         f"(backbone {cfg.model.backbone}).", *_short_note(splits), "",
+        "Prompt condition: " + ("standard (Definition + input)." if cfg.prompt.with_definition else
+                                "router_only (the instance input alone: the task reaches a model only through "
+                                "its router)."), "",
         "Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in stage_seconds(times).items()) + ".",
         f"Peak memory (RSS): {times.get('peak_rss_gib', 0):.2f} GiB.", *_cut_note(times)])
 
@@ -149,7 +154,8 @@ def _run(cfg: ExperimentConfig, acc: Accelerator, run_dir: Path, splits: TaskSpl
         return run_dir
     results.update(model_results if cfg.train.models or cfg.eval.backbone else {})
     times["peak_rss_gib"] = peak_rss_gib()
-    write_json(run_dir / "summary.json", {m: {k: r[k] for k in SUMMARY_KEYS} for m, r in results.items()})
+    write_json(run_dir / "summary.json", {m: {k: r[k] for k in (*SUMMARY_KEYS, *LIKELIHOOD_KEYS) if k in r}
+                                          for m, r in results.items()})
     atomic_write_text(run_dir / "per_task.csv", per_task_csv(results))
     write_json(run_dir / "times.json", times)
     atomic_write_text(run_dir / "REPORT_extra.md", stage_notes(cfg, splits, times))

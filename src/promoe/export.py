@@ -256,7 +256,8 @@ def export_task_model(run_dir: str | Path, name: str, definition: str, out_dir: 
     trained = load_trained(run_dir, name)
     source = {"run": str(Path(run_dir).resolve()), "model": name, "backbone": trained.cfg.model.backbone,
               "task_encoder": trained.cfg.model.task_encoder,
-              "prompt_template": trained.wrap(encode_prompt(definition, "{input}"))}
+              "prompt_template": trained.wrap(encode_prompt(definition if trained.cfg.prompt.with_definition else "",
+                                                            "{input}"))}
     emb = trained.setup.encoder.encode([definition])  # (1, d_task)
     return export_model(trained.model, emb, out_dir, tokenizer=trained.tokenizer, overwrite=overwrite,
                         definition=definition, source=source)

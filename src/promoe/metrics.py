@@ -118,3 +118,23 @@ def score(predictions: dict[str, str], references: Sequence[Reference]) -> dict:
         "per_category": table(by_cat),
         "per_task": per_task,
     }
+
+
+def add_likelihood(result: dict, nll: dict[str, float], references: Sequence[Reference]) -> dict:
+    """``result`` (a :func:`score` dict of the same references) with the reference NLL (mean per-token NLL
+    of an instance's best reference, :mod:`promoe.likelihood`): ``ref_nll`` (instance mean),
+    ``ref_nll_task_mean`` and per task; unchanged unless every instance has one."""
+    by_task: dict[str, list[float]] = defaultdict(list)
+    for ref in references:
+        if ref.id not in nll:
+            return result
+        by_task[ref.task_id].append(nll[ref.id])
+    every = [x for xs in by_task.values() for x in xs]
+    if not every:
+        return result
+    for task, xs in by_task.items():
+        result["per_task"][task]["ref_nll"] = round(sum(xs) / len(xs), 6)
+    result["ref_nll"] = round(sum(every) / len(every), 6)
+    result["ref_nll_task_mean"] = round(sum(sum(xs) / len(xs) for xs in by_task.values()) / len(by_task), 6)
+    return result
+

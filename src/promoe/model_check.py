@@ -21,7 +21,7 @@ from promoe.data.prompts import task_prompt
 from promoe.data.schema import Instance, Task
 from promoe.data.splits import load_splits
 from promoe.evaluate import predict
-from promoe.loop import MicroBatch, OptimizerStep
+from promoe.loop import MicroBatch, OptimizerStep, adamw
 from promoe.setup import Setup
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def check_models(cfg: ExperimentConfig, *, steps: int = 3, batch_size: int = 4, 
                         task_keys=test_keys)
         diff = (out.logits - base_logits).abs().max().item()
         name = kind if mode is None else f"{kind}:{mode}"
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+        opt = adamw([{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}])
         # no clipping: the check reports how the model trains as built
         step = OptimizerStep(model, opt, max_grad_norm=0.0, where=f"model check of {name}",
                              hint=f"nothing is saved; the model as configured diverges at lr {lr}: "

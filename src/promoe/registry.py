@@ -49,6 +49,8 @@ ROWS_PACKAGE = "promoe.rows"
 
 REFERENCE = "promoe"
 """The row every other row is compared with (paired tests, ablations)."""
+HEADROOM = ("uniform", "oracle")
+"""The floor and ceiling of the routing headroom: every expert equally, and the best single expert per task."""
 ABLATED = "promoe"
 """The model whose router input the ablations replace; an ablation row is ``<ABLATED>-<name>``."""
 
@@ -75,6 +77,8 @@ class Row:
     needs: tuple[str, ...] = ()
     default: bool = True
     """Whether the selecting list holds the row by default (opt-in rows: False)."""
+    arch: str = ""
+    """A trained model row: the architecture it builds (``dense``, ``moe``, ``promoe``); empty: its name."""
 
     @property
     def group(self) -> str:
@@ -113,6 +117,13 @@ def register(row: Row, *, replace: bool = False) -> Row:
         raise ValueError(f"row {row.name!r} is already registered (pass replace=True to overwrite it)")
     ROWS[row.name] = row
     return row
+
+
+def arch(name: str) -> str:
+    """The architecture model row ``name`` builds (:attr:`Row.arch`; a name the registry does not hold:
+    itself)."""
+    r = ROWS.get(name)
+    return r.arch or r.name if r is not None else name
 
 
 def unregister(name: str) -> None:
@@ -238,10 +249,12 @@ for _row in (
     Row("backbone", "model", "the untrained backbone", f"{_R}.models:backbone", select="eval.backbone"),
     Row("dense", "model", "dense: the backbone's FFN fine-tuned, same activated parameters",
         f"{_R}.models:trained", select="train.models", trained=True),
-    Row("moe", "model", "sparse-upcycled MoE with a static token router", f"{_R}.models:trained",
-        select="train.models", trained=True),
+    Row("moe", "model", "static token router (over the specialised experts when experts.specialise)",
+        f"{_R}.models:trained", select="train.models", trained=True),
     Row("promoe", "model", "Proactive Router: routing generated from the task description", f"{_R}.models:trained",
         select="train.models", trained=True),
+    Row("upcycled", "model", "sparse-upcycled MoE trained end to end, never specialised (the standard recipe)",
+        f"{_R}.models:trained", select="train.models", trained=True, default=False, arch="moe"),
     Row("knn", "router", "routing of the nearest training tasks by description", f"{_R}.routers:knn",
         select="compare.routers", needs=("moe", "moe_profiles")),
     Row("skill", "router", "Symbolic-MoE-style skill profiles", f"{_R}.routers:skill", select="compare.routers",
@@ -251,7 +264,7 @@ for _row in (
     Row("random", "router", "random experts per token", f"{_R}.routers:random", select="compare.routers",
         needs=("moe",)),
     Row("oracle", "router", "best single expert per task, chosen on its positive examples", f"{_R}.oracle:oracle",
-        select="compare.routers", needs=("moe",), default=False),
+        select="compare.routers", needs=("moe",)),
     Row("shuffled", "ablation", "another task's description", f"{_R}.ablations:builtin",
         select="compare.ablations", needs=("promoe",)),
     Row("empty", "ablation", "an empty description", f"{_R}.ablations:builtin", select="compare.ablations",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from promoe import registry
 from promoe.config import ExperimentConfig, ModelConfig
 from promoe.data.schema import Task
 from promoe.model.backbone import Backbone, load_backbone
@@ -59,14 +60,16 @@ class Setup:
 
     def model(self, kind: str, weights: str | Path | None = None, *, share: bool = True,
               model_cfg: ModelConfig | None = None, experts: str | Path | None = None) -> MoEModel:
-        """Model ``kind`` (``dense``, ``moe``, ``promoe``) upcycled from the backbone, with the trained
+        """Model ``kind`` (``dense``, ``moe``, ``promoe``, or a model row of another architecture such as
+        ``upcycled``, :func:`promoe.registry.arch`) upcycled from the backbone, with the trained
         ``weights`` (a ``best.safetensors``) when given. ``share``: build on a copy of the backbone
         whose frozen tensors are the backbone's own (many models, one frozen part in memory);
         otherwise the backbone itself is converted (one model per setup, no copy). ``model_cfg``
         replaces the config's ``model`` section (e.g. another proactive mode). ``experts``: the
         specialised experts' checkpoint (:func:`load_specialised`), loaded before ``weights``."""
         base = copy.deepcopy(self.backbone.model) if share else self.backbone.model
-        model = build_model(base, self.backbone.family, model_cfg or self.cfg.model, kind, seed=self.cfg.seed)
+        model = build_model(base, self.backbone.family, model_cfg or self.cfg.model, registry.arch(kind),
+                            seed=self.cfg.seed)
         if share:
             share_frozen_weights(model, self.backbone.model)
         if experts is not None:

@@ -30,7 +30,7 @@ from promoe.data.collate import IGNORE, Encoded, pad_batch
 from promoe.data.examples import TrainExample, sampling_plan
 from promoe.errors import PromoeError
 from promoe.io import atomic_write_text
-from promoe.loop import MicroBatch, OptimizerStep, forward
+from promoe.loop import MicroBatch, OptimizerStep, adamw, forward
 from promoe.loop import TrainingError as TrainingError  # where callers import it from
 from promoe.model.moe_model import MoEModel
 
@@ -122,7 +122,7 @@ class Trainer:
         self.acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
         self.seq2seq = model.is_seq2seq
         self.raw = model
-        opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.router_lr), weight_decay=cfg.weight_decay)
+        opt = adamw(param_groups(model, cfg.lr, cfg.router_lr), weight_decay=cfg.weight_decay)
         sched = get_scheduler(cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup", opt,
                               num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps)
         # the scheduler is not prepared: Accelerate would step it once per process, but every process

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from promoe.analysis.rundata import load_run
-from promoe.analysis.significance import seed_summary
-from promoe.analysis.stats import routing_similarity
+from promoe.analysis.significance import headroom, seed_summary
+from promoe.analysis.stats import routing_similarity, share_recovered
 from tests.analysis.helpers import ABLATIONS, ALL_ROWS, PARAPHRASED, AnalysedRun, common_diff
 
 
@@ -65,3 +65,29 @@ def test_seed_summary_orders_rows_and_counts_seeds() -> None:
     assert list(out) == ["moe", "promoe"]  # report order, not file order
     assert out["promoe"]["seeds"] == ["0", "1"] and out["moe"]["seeds"] == ["0"]
     assert out["promoe"]["rougeL"]["mean"] == pytest.approx(32.0) and out["moe"]["exact_match"]["n"] == 1
+
+
+def test_headroom_is_oracle_minus_uniform_and_the_share_each_row_recovers() -> None:
+    tasks = [f"t{i}" for i in range(6)]
+
+    def rows(values: list[float], nll: list[float] | None = None) -> dict[str, dict]:
+        return {t: {"rougeL": v, "exact_match": v, **({"ref_nll": nll[i]} if nll else {})}
+                for i, (t, v) in enumerate(zip(tasks, values, strict=True))}
+
+    uniform, oracle = [10, 20, 30, 10, 20, 30], [30, 40, 50, 30, 40, 50]
+    rows_of = {"uniform": rows(uniform, [2.0] * 6), "oracle": rows(oracle, [1.0] * 6),
+               "promoe": rows([20, 30, 40, 20, 30, 40], [1.5] * 6),  # half of the headroom
+               "moe": rows(uniform, [2.0] * 6),  # none of it
+               "copy_input": rows([0] * 6)}  # a heuristic: no model, no share
+    out = headroom(rows_of, n_boot=500, seed=0)
+    assert set(out) == {"rougeL", "exact_match", "ref_nll"}
+    assert out["rougeL"]["headroom"]["diff"] == pytest.approx(20) and out["rougeL"]["headroom"]["n_tasks"] == 6
+    rec = out["rougeL"]["recovered"]
+    assert set(rec) == {"promoe", "moe"}
+    assert rec["promoe"]["share"] == pytest.approx(0.5) and rec["promoe"]["low"] <= 0.5 <= rec["promoe"]["high"]
+    assert rec["moe"]["share"] == pytest.approx(0.0)
+    assert out["ref_nll"]["headroom"]["diff"] == pytest.approx(-1.0)  # lower is better: the oracle's NLL is lower
+    assert out["ref_nll"]["recovered"]["promoe"]["share"] == pytest.approx(0.5)
+    assert headroom({"uniform": rows_of["uniform"], "promoe": rows_of["promoe"]}, n_boot=10, seed=0) == {}
+    same = share_recovered({"a": 1.0}, {"a": 1.0}, {"a": 1.0}, n_boot=10)
+    assert same == {"share": None, "low": None, "high": None, "n_tasks": 1}

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from promoe.data.clusters import Clusters, cluster_tasks, read_assignment
+from promoe.data.clusters import Clusters, cluster_splits, cluster_tasks, read_assignment
 from promoe.data.schema import Task
-from promoe.errors import DataError
+from promoe.errors import DataError, PromoeError
 
 
 def _tasks() -> tuple[list[Task], dict[str, np.ndarray]]:
@@ -75,3 +77,27 @@ def test_bad_counts_are_refused() -> None:
     same = {t: np.eye(8)[0] for t in emb}
     with pytest.raises(ValueError, match="distinct descriptions"):
         cluster_tasks(tasks, same, 3)
+
+
+def test_meta_labels_make_the_clusters_and_place_held_out_tasks() -> None:
+    tasks, emb = _tasks()
+    # labels that cut across both the description groups and the categories
+    tasks = [replace(t, meta={"rule": "odd" if i % 2 else "even"}) for i, t in enumerate(tasks)]
+    c = cluster_tasks(tasks, emb, 2, "meta", meta_key="rule")
+    assert c.assignment == {f"t{i}": i % 2 for i in range(6)}  # sorted labels: even=0, odd=1
+    held_val = Task(name="v", definition="v", instances=(), meta={"rule": "odd"})
+    held_test = Task(name="x", definition="x", instances=())  # no label: the nearest centroid
+    emb |= {"v": np.eye(8)[0], "x": np.eye(8)[0]}
+    splits = SimpleNamespace(train=tasks, val=[held_val], test=[held_test])
+    clusters, held = cluster_splits(splits, emb, 2, "meta", meta_key="rule")
+    assert held["val"] == {"v": 1} and held["test"] == {"x": clusters.assign({"x": emb["x"]})["x"]}
+    # the label wins over the description wherever the clusters are used, also once saved and read back
+    nearest = int(np.argmax(clusters.centroids @ emb["v"]))
+    saved = Clusters.from_json(json.loads(json.dumps({**clusters.to_json(), **held})))
+    for c in (clusters, saved):
+        assert c.assign({"v": emb["v"]}) == {"v": 1} and c.known["v"] == 1
+    assert Clusters(clusters.method, clusters.assignment, clusters.centroids).assign({"v": emb["v"]}) == {"v": nearest}
+    with pytest.raises(PromoeError, match="_meta.colour of every training task"):
+        cluster_splits(splits, emb, 2, "meta", meta_key="colour")
+    with pytest.raises(PromoeError, match="every cluster 0..2"):
+        cluster_splits(splits, emb, 3, "meta", meta_key="rule")

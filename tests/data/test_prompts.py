@@ -1,10 +1,15 @@
-"""promoe.data.prompts: the Tk-Instruct prompt layout, the length check, demonstrations."""
+"""promoe.data.prompts: the Tk-Instruct prompt layout, the length check, demonstrations, the router-only
+condition."""
 
 from __future__ import annotations
 
-from promoe.data.prompts import demonstrations, encode_prompt, task_prompt
+import pytest
+
+from promoe.config import PromptConfig, load_config
+from promoe.data.prompts import config_prompt, demonstrations, encode_prompt, task_prompt
 from promoe.data.schema import Example, Instance
 from promoe.data.sources import positive_example_instances
+from promoe.errors import ConfigError
 from tests.data.helpers import _task
 
 
@@ -75,3 +80,23 @@ def test_demonstrations_never_show_the_scored_example() -> None:
     # same text but a real instance: the example may still be shown
     lookalike = Instance("x", task.positive_examples[0].input, (task.positive_examples[0].output,))
     assert demonstrations(task, lookalike, 1) == [task.positive_examples[0]]
+
+
+def test_router_only_prompt_holds_the_input_alone() -> None:
+    task = _task("task001_demo", pos=2)
+    inst = task.instances[0]
+    standard = config_prompt(task, inst, PromptConfig())
+    router_only = config_prompt(task, inst, PromptConfig(condition="router_only"))
+    assert standard.startswith(f"Definition: {task.definition}")
+    assert router_only == f"Now complete the following example -\nInput: {inst.input}.\nOutput: "
+    assert "Definition" not in router_only and task.definition not in router_only
+    assert standard.endswith(router_only)  # the same query, only the Definition is gone
+
+
+def test_router_only_refuses_demonstrations_and_in_context_rows() -> None:
+    with pytest.raises(ConfigError, match="prompt.n_pos_examples"):
+        load_config("smoke", ["prompt.condition=router_only", "prompt.n_pos_examples=2"])
+    with pytest.raises(ConfigError, match="compare.icl_models"):
+        load_config("smoke", ["prompt.condition=router_only"])
+    cfg = load_config("smoke", ["prompt.condition=router_only", "compare.icl_models=[]"])
+    assert not cfg.prompt.with_definition

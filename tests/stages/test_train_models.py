@@ -1,21 +1,26 @@
 """promoe.stages.train_models: with ``experts.specialise`` the experts are specialised first, and ``moe`` and
-``promoe`` learn only their routers over them (``dense`` stays the generalist)."""
+``promoe`` learn only their routers over them (``dense`` stays the generalist, ``upcycled`` the MoE trained end
+to end); every trained router's logit spread is measured."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file
 
 from promoe.cli import main
+from promoe.config import load_config
+from promoe.errors import ConfigError
 
 
 def test_moe_and_promoe_learn_routers_over_the_specialised_experts(tiny_data_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "results"
     assert main(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(out),
                  "experts.specialise=true", "model.n_experts=2", "experts.steps=2", "compare.icl_models=[]",
-                 "compare.fewshot_models=[]", "compare.ablations=[]", "compare.routers=[uniform]"]) == 0
+                 "compare.fewshot_models=[]", "compare.ablations=[]", "compare.routers=[uniform]",
+                 "train.models=[dense,moe,promoe,upcycled]"]) == 0
     run = out / "smoke"
     matrix = json.loads((run / "experts/matrix.json").read_text())
     assert matrix["experts"] == 2 and len(matrix["loss"]) == 2
@@ -23,8 +28,21 @@ def test_moe_and_promoe_learn_routers_over_the_specialised_experts(tiny_data_roo
     for kind in ("moe", "promoe"):  # experts frozen: the checkpoint holds the routers (and hypernetwork) only
         names = load_file(str(run / f"train/{kind}/best.safetensors"))
         assert names and all("router" in n or n.startswith("hyper") for n in names), kind
-    assert any("experts" in n for n in load_file(str(run / "train/dense/best.safetensors")))
+    for kind in ("dense", "upcycled"):  # trained end to end from the upcycled copies
+        assert any("experts" in n for n in load_file(str(run / f"train/{kind}/best.safetensors"))), kind
+    upcycled = load_file(str(run / "train/upcycled/best.safetensors"))
+    assert any("router" in n for n in upcycled) and not any(n.startswith("hyper") for n in upcycled)
     times = json.loads((run / "times.json").read_text())
     assert {"specialise", "expert_matrix"} <= set(times)
     summary = json.loads((run / "summary.json").read_text())
-    assert {"moe", "promoe", "dense", "uniform"} <= set(summary)
+    assert {"moe", "promoe", "dense", "upcycled", "uniform"} <= set(summary)
+    assert all("ref_nll" in summary[m] for m in ("moe", "promoe", "dense", "upcycled", "uniform"))
+    scale = json.loads((run / "routing/logit_scale.json").read_text())
+    assert set(scale) == {"moe", "promoe", "upcycled"} and scale["moe"]["generated"] == 0
+    assert "How far the description moves the routing logits" in (run / "REPORT.md").read_text()
+
+
+def test_upcycled_needs_specialised_experts() -> None:
+    with pytest.raises(ConfigError, match="upcycled"):
+        load_config("smoke", ["train.models=[moe,upcycled]"])
+    assert load_config("smoke", ["train.models=[moe,upcycled]", "experts.specialise=true"]).train.models[-1] == "upcycled"

@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from promoe.analysis.rows import experts_model, main_groups
-from promoe.analysis.rundata import LABEL, METRICS, Experts, RunData
-from promoe.registry import GROUPS, REFERENCE, conditions, entry, row_group, split_row
+from promoe.analysis.rundata import LABEL, LIKELIHOOD, METRICS, Experts, RunData
+from promoe.registry import GROUPS, HEADROOM, REFERENCE, conditions, entry, row_group, split_row
 
 CLUSTER_METHODS = {"description": "k-means of the training tasks' description embeddings",
                    "category": "whole task categories (k-means of the categories' mean description embeddings)",
-                   "given": "an assignment given in `experts.cluster_file`"}
+                   "given": "an assignment given in `experts.cluster_file`",
+                   "meta": "a label every task carries in its `_meta` (`experts.cluster_key`)"}
 """How ``experts/clusters.json``'s method made the clusters, in the report's words."""
 CONTEXT_TEXT = "nothing (static token router)"
 """What the ablation table's context row (the experts model, :func:`~promoe.analysis.rows.experts_model`)
@@ -60,15 +61,26 @@ def _headline(sig: dict) -> list[str]:
     if subset := [m for m, e in models.items() if e["n_tasks"] < most]:
         out += [f"Scored on fewer tasks than the others ({most}): {', '.join(subset)} — compare these through "
                 "the paired tables, which use common tasks.", ""]
+    nll = any(LIKELIHOOD in e for e in models.values())
+    if nll:
+        out += ["Reference NLL: mean per-token negative log-likelihood of the references given the prompt (lower is "
+                "better; forward passes only, every row with a model), instance mean.", ""]
     for group, title in GROUPS.items():
         rows = [m for m in models if row_group(m) == group]
         if rows:
             out += [f"### {title}", ""]
-            out += _table(["row", "ROUGE-L [95% CI]", "EM [95% CI]", "ROUGE-L task mean [95% CI]", "n instances",
-                           "n tasks"],
+            out += _table(["row", "ROUGE-L [95% CI]", "EM [95% CI]", "ROUGE-L task mean [95% CI]",
+                           *(["Reference NLL [95% CI]"] * nll), "n instances", "n tasks"],
                           [[m, _ci(models[m]["rougeL_instance"]), _ci(models[m]["exact_match_instance"]),
-                            _ci(models[m]["rougeL"]), str(models[m]["n"]), str(models[m]["n_tasks"])] for m in rows])
+                            _ci(models[m]["rougeL"]), *([_ci(models[m].get(f"{LIKELIHOOD}_instance"))] * nll),
+                            str(models[m]["n"]), str(models[m]["n_tasks"])] for m in rows])
     return out
+
+
+def _record(k: str, t: dict) -> str:
+    """wins / losses / ties of the reference row (for the reference NLL, lower wins)."""
+    wins, losses = (t["losses"], t["wins"]) if k == LIKELIHOOD else (t["wins"], t["losses"])
+    return f"{wins} / {losses} / {t['ties']}"
 
 
 def _comparisons(sig: dict) -> list[str]:
@@ -77,11 +89,12 @@ def _comparisons(sig: dict) -> list[str]:
         out += [f"## Paired tests: `{ref}` against each row", "",
                 f"Per-task differences `{ref}` − other over the tasks both were scored on (task means); "
                 "p values are two-sided (bootstrap of the mean difference; Wilcoxon signed-rank; Wilcoxon "
-                f"Holm-adjusted over these {len(sig['paired'])} comparisons per metric).", ""]
+                f"Holm-adjusted over these {len(sig['paired'])} comparisons per metric). For the reference NLL a "
+                "negative difference and a win mean the reference row's NLL is lower.", ""]
         out += _table(["vs", "metric", "diff [95% CI]", "p (bootstrap)", "p (Wilcoxon)", "p (Holm)",
                        "wins / losses / ties", "tasks"],
                       [[o, LABEL[k], _diff(t), _p(t["p_bootstrap"], nb), f"{t['p_wilcoxon']:.3g}",
-                        f"{t['p_wilcoxon_holm']:.3g}", f"{t['wins']} / {t['losses']} / {t['ties']}", str(t["n_tasks"])]
+                        f"{t['p_wilcoxon_holm']:.3g}", _record(k, t), str(t["n_tasks"])]
                        for o, tests in sig["paired"].items() for k, t in tests.items()])
     if sig["ablations"]:
         out += [f"## Ablations: what `{REFERENCE}`'s router is given", "",
@@ -95,6 +108,21 @@ def _comparisons(sig: dict) -> list[str]:
                         _p(t["rougeL"]["p_bootstrap"], nb), f"{t['rougeL']['p_wilcoxon']:.3g}",
                         _diff(t["exact_match"]), _p(t["exact_match"]["p_bootstrap"], nb),
                         f"{t['exact_match']['p_wilcoxon']:.3g}"] for m, t in sig["ablations"].items()])
+    if sig.get("headroom"):
+        floor, ceiling = HEADROOM
+        out += ["## Oracle headroom", "",
+                f"`{ceiling}` − `{floor}` per task (paired, task means): how much choosing the best single expert per "
+                f"task gains over mixing every expert equally; then the share of that headroom each row recovers, "
+                f"(row − {floor}) / ({ceiling} − {floor}) over the tasks the three share, with a 95% bootstrap CI "
+                "(tasks resampled). 1: all of it, 0: none, below 0: worse than mixing every expert.", ""]
+        rows = []
+        for k, h in sig["headroom"].items():
+            rows.append([LABEL[k], f"{ceiling} − {floor}", _diff(h["headroom"]), _p(h["headroom"]["p_bootstrap"], nb),
+                         str(h["headroom"]["n_tasks"])])
+            rows += [[LABEL[k], f"share recovered by {m}",
+                      "n/a" if r["share"] is None else f"{r['share']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]", "",
+                      str(r["n_tasks"])] for m, r in h["recovered"].items()]
+        out += _table(["metric", "what", "value [95% CI]", "p (bootstrap)", "tasks"], rows)
     if sig["zero_vs_few_shot"]:
         out += ["## Zero-shot vs in-context vs few-shot", "",
                 "ROUGE-L instance means [95% CI] of each base model zero-shot, with the Definition and 2 positive "
@@ -131,9 +159,23 @@ def _per_category(sig: dict) -> list[str]:
     return out
 
 
+def _logit_scale(scale: dict[str, dict] | None) -> list[str]:
+    if not scale:
+        return []
+    out = ["### How far the description moves the routing logits", "",
+           "Spread of each trained model's routing logits over the experts (standard deviation across the experts' "
+           "logits, mean over tokens of the validation examples and over MoE layers; `routing/logit_scale.json`): "
+           "the whole, the part that does not depend on the task (the token router), and the part the description "
+           "generates. A generated part much smaller than the static one barely changes the routing.", ""]
+    return out + _table(["model", "total", "static", "generated", "generated / static"],
+                        [[m, f"{s['total']:.3f}", f"{s['static']:.3f}", f"{s['generated']:.3f}",
+                          _num(s["generated"] / s["static"] if s["static"] > 0 else None, ".2f")]
+                         for m, s in scale.items()])
+
+
 def _routing(data: RunData, sig: dict) -> list[str]:
     if not data.routing:
-        return []
+        return _logit_scale(data.logit_scale)
     out = ["## Routing", "", "Means over MoE layers of the test-set routing statistics.", ""]
     rows = []
     for m, r in data.routing.items():
@@ -144,6 +186,7 @@ def _routing(data: RunData, sig: dict) -> list[str]:
                      f"{int(np.max(r['tokens']))}"])
     out += _table(["row", "MoE layers", "experts", "mean load CV", "token entropy / max (nats)",
                    "routed tokens per layer"], rows)
+    out += _logit_scale(data.logit_scale)
     out += ["### Routing similarity vs description similarity", ""]
     if data.embeddings is None:
         return out + ["Not computed: the run folder has no `task_embeddings.npz`.", ""]
@@ -170,7 +213,8 @@ def _experts(experts: Experts | None) -> list[str]:
     else:
         method = CLUSTER_METHODS.get(cl["method"], f"`{cl['method']}`")
         out += [f"Each expert was first trained on one cluster of training tasks; clusters by {method}. "
-                "Validation and test tasks belong to the cluster whose centroid is nearest to their description.", ""]
+                "Validation and test tasks belong to the cluster whose centroid is nearest to their description"
+                + (" (or to their label's cluster)." if cl["method"] == "meta" else "."), ""]
         per = {k: [list(cl[k].values()).count(c) for c in range(cl["n"])] for k in ("val", "test")}
         out += _table(["cluster", "training tasks", "validation tasks", "test tasks"],
                       [[str(c), str(cl["sizes"][c]), str(per["val"][c]), str(per["test"][c])] for c in range(cl["n"])])

@@ -1,6 +1,7 @@
 """What the analysis reads from a run folder (:func:`load_run` -> :class:`RunData`), checked as it is read.
 
-Only ``scores/<row>.json`` is required; where present also ``routing/<row>.npz``, ``task_embeddings.npz``,
+Only ``scores/<row>.json`` is required; where present also ``routing/<row>.npz``, ``routing/logit_scale.json``,
+``task_embeddings.npz``,
 ``train/<model>/metrics.jsonl``, ``splits.json``, ``seeds/<seed>/scores/<row>.json`` and, for a run with
 specialised experts, ``experts/clusters.json`` and ``experts/matrix.json``. Rows are read in report order
 (:func:`promoe.registry.model_key`), so every table and figure lists them that way.
@@ -25,7 +26,10 @@ log = logging.getLogger(__name__)
 
 METRICS = ("rougeL", "exact_match")
 """The per-task score fields every statistic, table and figure covers."""
-LABEL = {"rougeL": "ROUGE-L", "exact_match": "Exact match"}
+LIKELIHOOD = "ref_nll"
+"""The per-task reference NLL (:mod:`promoe.likelihood`; lower is better), covered where every row compared has it
+(rows without a model, and runs before it was measured, have none)."""
+LABEL = {"rougeL": "ROUGE-L", "exact_match": "Exact match", LIKELIHOOD: "Reference NLL"}
 ROUTING_KEYS = ("load", "tokens", "load_cv", "token_entropy", "task_names", "task_histograms")
 EMBEDDING_KEYS = ("task_names", "embeddings")  # also read: categories, split
 MATRIX_FIX = "write it as promoe.stages.specialise.expert_matrix returns it, or delete it to measure it again"
@@ -63,6 +67,7 @@ class RunData:
     test_tasks: set[str] | None = None
     embeddings: dict[str, np.ndarray] | None = None  # task_embeddings.npz arrays
     experts: Experts | None = None  # experts/*.json of a run with specialised experts
+    logit_scale: dict[str, dict] | None = None  # routing/logit_scale.json: model -> total/static/generated spread
 
     def task_categories(self) -> dict[str, str]:
         """Task -> category key, from the scores (first row wins), else from ``task_embeddings.npz``."""
@@ -73,6 +78,13 @@ class RunData:
         for s in reversed(list(self.scores.values())):
             cat |= {t: r["category"] for t, r in s["per_task"].items()}
         return cat
+
+
+def metrics_of(*rows: dict[str, dict]) -> tuple[str, ...]:
+    """The metrics to compare ``rows`` (per-task rows of one or more score dicts) on: :data:`METRICS`, and
+    :data:`LIKELIHOOD` when every task row of every one of them has it."""
+    has = all(LIKELIHOOD in r for task_rows_ in rows for r in task_rows_.values())
+    return (*METRICS, LIKELIHOOD) if has and rows else METRICS
 
 
 def task_rows(score: dict, test_tasks: set[str] | None) -> dict[str, dict]:
@@ -211,6 +223,20 @@ def _read_experts(folder: Path) -> Experts | None:
     return None if clusters is None and matrix is None else Experts(clusters, matrix)
 
 
+def _read_logit_scale(path: Path) -> dict[str, dict]:
+    d = _read_json(path)
+    fix = "write it as promoe.stages.logit_scale.logit_scales returns it, or delete it"
+    if not isinstance(d, dict):
+        raise DataError("is not a JSON object", file=str(path), fix=fix)
+    for model, s in d.items():
+        for part in ("total", "static", "generated"):
+            v = s.get(part) if isinstance(s, dict) else None
+            if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
+                raise DataError(f"{model}.{part} is {v!r}, not a finite number >= 0", file=str(path), field=part,
+                                fix=fix)
+    return d
+
+
 def load_run(run_dir: Path) -> RunData:
     """Read a run folder; only ``scores/`` is required."""
     run_dir = Path(run_dir)
@@ -236,4 +262,6 @@ def load_run(run_dir: Path) -> RunData:
             if (d / "scores").is_dir() and (s := _read_scores(d / "scores")):
                 data.seeds[d.name] = s
     data.experts = _read_experts(run_dir / "experts")
+    if (run_dir / "routing" / "logit_scale.json").is_file():
+        data.logit_scale = _read_logit_scale(run_dir / "routing" / "logit_scale.json")
     return data

@@ -8,6 +8,8 @@ Over the test tasks, ``significance.json`` holds:
 * ``ablations``: per ablation row (``<ABLATED>-<variant>``) and the experts model for context
   (:func:`promoe.analysis.rows.experts_model`), the paired change *row − reference* per metric over
   common tasks, with both rows' means on those tasks (``mean``, ``reference_mean``);
+* ``headroom``: per metric, the routing headroom ``oracle − uniform`` (paired) and the share of it each
+  model, router and ablation row recovers, with a bootstrap CI;
 * ``zero_vs_few_shot``: per model row with a condition row (``<model>-<condition>``), the zero-shot
   and per-condition ROUGE-L CIs and the paired differences ``<reference> − <model>-<condition>``
   (``<reference>_minus_<condition>``);
@@ -24,9 +26,16 @@ from collections import defaultdict
 import numpy as np
 
 from promoe.analysis.rows import experts_model
-from promoe.analysis.rundata import METRICS, RunData, task_rows
-from promoe.analysis.stats import aggregate_seeds, bootstrap_ci, holm, paired_test, routing_similarity
-from promoe.registry import REFERENCE, conditions, model_key, of_kind, row_group
+from promoe.analysis.rundata import LIKELIHOOD, METRICS, RunData, metrics_of, task_rows
+from promoe.analysis.stats import (
+    aggregate_seeds,
+    bootstrap_ci,
+    holm,
+    paired_test,
+    routing_similarity,
+    share_recovered,
+)
+from promoe.registry import HEADROOM, REFERENCE, conditions, entry, model_key, of_kind, row_group
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +62,7 @@ def ablations(rows_of: dict[str, dict[str, dict]], *, n_boot: int, seed: int) ->
         out[m] = {metric: {**paired_test(_vals(rows, metric), _vals(ref, metric), n_boot=n_boot, seed=seed),
                            "mean": float(np.mean([rows[t][metric] for t in common])),
                            "reference_mean": float(np.mean([ref[t][metric] for t in common]))}
-                  for metric in METRICS}
+                  for metric in metrics_of(rows, ref)}
     return out
 
 
@@ -72,8 +81,28 @@ def zero_vs_few_shot(models: dict[str, dict], rows_of: dict[str, dict[str, dict]
             ok = REFERENCE in rows_of and other is not None and set(other) & set(rows_of[REFERENCE])
             entry[f"{REFERENCE}_minus_{k}"] = {
                 metric: paired_test(_vals(rows_of[REFERENCE], metric), _vals(other, metric), n_boot=n_boot, seed=seed)
-                for metric in METRICS} if ok else None
+                for metric in metrics_of(rows_of[REFERENCE], other)} if ok else None
         out[base] = entry
+    return out
+
+
+def headroom(rows_of: dict[str, dict[str, dict]], *, n_boot: int, seed: int) -> dict:
+    """Per metric: the routing headroom ``oracle − uniform`` (paired, :data:`promoe.registry.HEADROOM`) and,
+    for every other routed row, the share of it the row recovers (``(row − uniform) / (oracle − uniform)``);
+    empty without both rows."""
+    floor, ceiling = HEADROOM
+    if floor not in rows_of or ceiling not in rows_of:
+        return {}
+    out: dict = {}
+    for metric in metrics_of(rows_of[floor], rows_of[ceiling]):
+        lo, hi = _vals(rows_of[floor], metric), _vals(rows_of[ceiling], metric)
+        result = {"headroom": paired_test(hi, lo, n_boot=n_boot, seed=seed), "recovered": {}}
+        for m, rows in rows_of.items():
+            heuristic = (e := entry(m)) is not None and e.kind == "heuristic"
+            routed = row_group(m) in ("zero-shot", "routing", "ablation") and m not in HEADROOM and not heuristic
+            if routed and metric in metrics_of(rows) and set(rows) & set(lo) & set(hi):
+                result["recovered"][m] = share_recovered(_vals(rows, metric), lo, hi, n_boot=n_boot, seed=seed)
+        out[metric] = result
     return out
 
 
@@ -85,7 +114,7 @@ def significance(data: RunData, *, n_boot: int = 10000, seed: int = 0) -> dict:
         rows = rows_of[m] = task_rows(s, data.test_tasks)
         n = {t: r["n"] for t, r in rows.items()}
         entry: dict = {"n": sum(n.values()), "n_tasks": len(rows)}
-        for metric in METRICS:
+        for metric in metrics_of(rows):
             vals = _vals(rows, metric)
             entry[metric] = bootstrap_ci(vals, n_boot=n_boot, seed=seed)
             entry[f"{metric}_instance"] = bootstrap_ci(vals, n_boot=n_boot, seed=seed, weights=n)
@@ -97,10 +126,10 @@ def significance(data: RunData, *, n_boot: int = 10000, seed: int = 0) -> dict:
                                       weights={t: rows[t]["n"] for t in ts}) for c, ts in sorted(by_cat.items())}
     ref = REFERENCE if REFERENCE in data.scores else next(iter(data.scores))
     paired = {o: {metric: paired_test(_vals(rows_of[ref], metric), _vals(rows_of[o], metric), n_boot=n_boot,
-                                      seed=seed) for metric in METRICS}
+                                      seed=seed) for metric in metrics_of(rows_of[ref], rows_of[o])}
               for o in data.scores if o != ref and set(rows_of[o]) & set(rows_of[ref])}
-    for metric in METRICS:
-        for o, p in holm({o: t[metric]["p_wilcoxon"] for o, t in paired.items()}).items():
+    for metric in (*METRICS, LIKELIHOOD):  # Holm over the comparisons that have the metric
+        for o, p in holm({o: t[metric]["p_wilcoxon"] for o, t in paired.items() if metric in t}).items():
             paired[o][metric]["p_wilcoxon_holm"] = p
     n_perm = min(n_boot, MAX_PERMUTATIONS)
     return {"n_boot": n_boot, "seed": seed, "alpha": 0.05, "reference": ref,
@@ -108,6 +137,7 @@ def significance(data: RunData, *, n_boot: int = 10000, seed: int = 0) -> dict:
             "models": models, "per_category_rougeL": per_cat, "paired": paired,
             "ablations": ablations(rows_of, n_boot=n_boot, seed=seed),
             "zero_vs_few_shot": zero_vs_few_shot(models, rows_of, n_boot=n_boot, seed=seed),
+            "headroom": headroom(rows_of, n_boot=n_boot, seed=seed),
             "n_perm": n_perm,
             "routing_similarity": routing_similarity(data.routing, data.embeddings, data.task_categories(),
                                                      keep=data.test_tasks, n_perm=n_perm, seed=seed)}

@@ -99,6 +99,26 @@ def paired_test(
     }
 
 
+def share_recovered(row: dict[str, float], floor: dict[str, float], ceiling: dict[str, float], *,
+                    n_boot: int = 10000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """How much of the headroom ``ceiling − floor`` the ``row`` recovers, over the tasks all three share:
+    ``share = mean(row − floor) / mean(ceiling − floor)`` with a percentile bootstrap CI (tasks resampled;
+    resamples whose headroom is 0 are dropped). ``share`` is None when the headroom itself is 0."""
+    common = sorted(set(row) & set(floor) & set(ceiling))
+    if not common:
+        raise ValueError("share_recovered: the three rows share no task")
+    gain = np.array([row[t] - floor[t] for t in common])
+    room = np.array([ceiling[t] - floor[t] for t in common])
+    if room.mean() == 0:
+        return {"share": None, "low": None, "high": None, "n_tasks": len(common)}
+    idx = _boot_index(n_boot, len(common), seed)
+    num, den = gain[idx].mean(axis=1), room[idx].mean(axis=1)
+    ratio = num[den != 0] / den[den != 0]
+    low, high = np.percentile(ratio, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return {"share": float(gain.mean() / room.mean()), "low": float(low), "high": float(high),
+            "n_tasks": len(common)}
+
+
 def aggregate_seeds(values: list[float], *, alpha: float = 0.05) -> dict:
     """Mean, sample std and Student-t interval of one number across seeds (n=1: low = high = mean)."""
     if not values:

@@ -71,6 +71,14 @@ class ExperimentConfig:
             raise ConfigError("compare.icl_models / compare.fewshot_models show the test tasks' positive examples "
                               "to the models, so they cannot also be scored: set data.test_positive_examples=false "
                               "(or empty both lists)")
+        if "upcycled" in self.train.models and not self.experts.specialise:
+            raise ConfigError("train.models: `upcycled` is the end-to-end upcycled MoE kept next to `moe` over "
+                              "specialised experts; without experts.specialise=true it is `moe` itself: remove it "
+                              "from train.models (or set experts.specialise=true)")
+        if self.compare.icl_models and not self.prompt.with_definition:
+            raise ConfigError("compare.icl_models show Definition + examples in the prompt, but "
+                              "prompt.condition=router_only prompts hold the instance input alone: set "
+                              "compare.icl_models=[] (or prompt.condition=standard)")
 
 
 def preset_path(name: str) -> Path | Traversable:

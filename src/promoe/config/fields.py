@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import field
@@ -60,6 +61,9 @@ def type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def coerce(value: Any, tp: Any, where: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -86,6 +90,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         return build(tp, value, where)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 5e-4 (no dot) as a string
     if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
         raise ConfigError(f"{where}: expected {type_name(tp)}, got {value!r}")
     return value

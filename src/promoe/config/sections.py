@@ -26,9 +26,12 @@ class DataConfig:
 
     root: str | None = setting(None, f"Folder with the offline packages (sni/, bigbench/, paraphrases/); "
                                 f"unset: ${DATA_ENV}.")
-    source: Literal["offline", "sni_repo", "hf", "files"] = setting(
+    source: Literal["offline", "sni_repo", "hf", "files", "synth"] = setting(
         "offline", "offline: packages under `root`; sni_repo: official repository layout at `sni_repo`; "
-                   "hf: the Hugging Face copy `hf_dataset`; files: your own `train_files` and `test_files`.")
+                   "hf: the Hugging Face copy `hf_dataset`; files: your own `train_files` and `test_files`; "
+                   "synth: the synthetic word-list suite of `promoe data synth` (seed `split_seed`), built in "
+                   "memory, held-out phrasings as the test tasks.")
+    synth_instances: int = setting(50, "Instances per task of the synthetic suite (source=synth).", lo=1)
     sni_repo: str | None = setting(None, "Local clone of allenai/natural-instructions (source=sni_repo).")
     hf_dataset: str = setting("Muennighoff/natural-instructions", "HF dataset id (source=hf).")
     train_files: list[str] = setting([], "Training task files (source=files): SNI-schema .json (one task), "
@@ -60,13 +63,24 @@ class DataConfig:
 
 @dataclass
 class PromptConfig:
-    """Tk-Instruct prompt encoding."""
+    """Tk-Instruct prompt encoding, and the condition the models are trained and scored in."""
 
+    condition: Literal["standard", "router_only"] = setting(
+        "standard", "standard: Definition + input (Tk-Instruct); router_only: the prompt holds the instance input "
+                    "alone, so the task reaches a model only through its router (promoe) or not at all (dense, "
+                    "moe, uniform). Training and scoring both use it.")
     n_pos_examples: int = setting(0, "Positive examples shown in the prompt (0: definition only).", lo=0)
     add_explanation: bool = setting(False, "Append each example's explanation.")
 
+    @property
+    def with_definition(self) -> bool:
+        return self.condition == "standard"
+
     def validate(self) -> None:
         check_fields(self, "prompt")
+        require(self.with_definition or not self.n_pos_examples, "prompt.n_pos_examples", self.n_pos_examples,
+                "shows demonstrations, but prompt.condition=router_only prompts hold the instance input alone",
+                "set prompt.n_pos_examples=0, or prompt.condition=standard")
 
 
 @dataclass
@@ -207,11 +221,15 @@ class ExpertsConfig:
 
     specialise: bool = setting(False, "Specialise the experts first (false: experts upcycled and trained end to "
                                       "end with their router, the standard recipe).")
-    clusters: Literal["description", "category", "given"] = setting(
+    clusters: Literal["description", "category", "given", "meta"] = setting(
         "description", "How training tasks are clustered, one cluster per expert: k-means of description "
-                       "embeddings, whole categories, or `cluster_file`.")
+                       "embeddings, whole categories, `cluster_file`, or a label in every task's `_meta` "
+                       "(`cluster_key`).")
     cluster_file: str | None = setting(None, "JSON {task: cluster} (clusters=given).")
+    cluster_key: str = setting("rule", "The `_meta` label that makes the clusters (clusters=meta; `rule` in the "
+                                       "synthetic suite).")
     steps: int = setting(64, "Optimizer steps of the specialisation (every example to its cluster's expert).", lo=1)
+    lr: float | None = setting(None, "Peak learning rate of the specialisation (unset: train.lr).", gt=0)
     freeze: bool = setting(True, "Keep the specialised weights frozen while routers are learned (false: "
                                  "fine-tune them jointly with the routers).")
 

@@ -5,11 +5,14 @@ Three ways to make ``n`` clusters of the training tasks:
 * ``description`` — k-means (scikit-learn) over the tasks' L2-normalised description embeddings;
 * ``category`` — whole SNI categories kept together: k-means over the categories' mean embeddings,
   weighted by their task counts, so related categories share a cluster;
-* ``given`` — a researcher's own assignment (a JSON file ``{task: cluster}``).
+* ``given`` — a researcher's own assignment (a JSON file ``{task: cluster}``);
+* ``meta`` — a label every training task carries in its record's ``_meta`` (e.g. ``rule`` in the
+  synthetic suite of :mod:`promoe.data.synth`); clusters are the sorted distinct labels.
 
 Every method keeps a centroid per cluster, so tasks that were not clustered (validation and test
-tasks) are assigned to the cluster whose centroid is nearest to their description (cosine). Nothing
-is chosen on test tasks: centroids come from training tasks only.
+tasks) are assigned to the cluster whose centroid is nearest to their description (cosine); with
+``meta``, a held-out task that carries a known label gets that label's cluster. Nothing is chosen on
+test tasks: clusters and centroids come from training tasks only.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +29,7 @@ from sklearn.cluster import KMeans
 from promoe.data.schema import Task
 from promoe.errors import DataError, PromoeError
 
-METHODS = ("description", "category", "given")
+METHODS = ("description", "category", "given", "meta")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -36,11 +39,18 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Clusters:
-    """``assignment``: training task -> cluster in ``0..n-1``; ``centroids`` (n, d), unit length."""
+    """``assignment``: training task -> cluster in ``0..n-1``; ``centroids`` (n, d), unit length; ``held``:
+    held-out tasks whose cluster is known without their description (``meta`` labels)."""
 
     method: str
     assignment: dict[str, int]
     centroids: np.ndarray
+    held: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def known(self) -> dict[str, int]:
+        """Every task whose cluster is given (training tasks and labelled held-out tasks)."""
+        return {**self.held, **self.assignment}
 
     @property
     def n(self) -> int:
@@ -50,12 +60,13 @@ class Clusters:
         return np.bincount(list(self.assignment.values()), minlength=self.n).tolist()
 
     def assign(self, emb: Mapping[str, np.ndarray]) -> dict[str, int]:
-        """Cluster of each task in ``emb`` (its own for a clustered task, else the nearest centroid)."""
+        """Cluster of each task in ``emb`` (its own for a clustered or labelled task, else the nearest centroid)."""
         names = sorted(emb)
         if not names:
             return {}
         sim = _unit(np.stack([np.asarray(emb[t]) for t in names])) @ self.centroids.T
-        return {t: self.assignment.get(t, int(np.argmax(s))) for t, s in zip(names, sim, strict=True)}
+        known = self.known
+        return {t: known.get(t, int(np.argmax(s))) for t, s in zip(names, sim, strict=True)}
 
     def to_json(self) -> dict:
         return {"method": self.method, "n": self.n, "sizes": self.sizes(),
@@ -63,8 +74,9 @@ class Clusters:
 
     @classmethod
     def from_json(cls, data: dict) -> Clusters:
+        held = {str(k): int(v) for split in ("val", "test") for k, v in (data.get(split) or {}).items()}
         return cls(data["method"], {str(k): int(v) for k, v in data["assignment"].items()},
-                   np.asarray(data["centroids"], dtype=np.float64))
+                   np.asarray(data["centroids"], dtype=np.float64), held if data["method"] == "meta" else {})
 
 
 def _kmeans(x: np.ndarray, n: int, seed: int, weights: np.ndarray | None = None) -> np.ndarray:
@@ -94,10 +106,16 @@ def read_assignment(path: str | Path) -> dict[str, int]:
     return {str(k): v for k, v in data.items()}
 
 
+def meta_labels(tasks: Sequence[Task], *, key: str, known: Sequence[str]) -> dict[str, int]:
+    """``{task: index in known}`` of the tasks whose ``_meta[key]`` is one of ``known``."""
+    index = {label: i for i, label in enumerate(known)}
+    return {t.name: index[str(t.meta[key])] for t in tasks if key in t.meta and str(t.meta[key]) in index}
+
+
 def cluster_tasks(tasks: Sequence[Task], emb: Mapping[str, np.ndarray], n: int, method: str = "description", *,
-                  seed: int = 0, given: Mapping[str, int] | None = None) -> Clusters:
+                  seed: int = 0, given: Mapping[str, int] | None = None, meta_key: str = "") -> Clusters:
     """``n`` clusters of ``tasks`` by ``method`` (see the module docstring); ``emb`` holds each task's
-    description embedding. Every cluster gets at least one task."""
+    description embedding. Every cluster gets at least one task; ``meta`` reads ``task.meta[meta_key]``."""
     if method not in METHODS:
         raise ValueError(f"cluster method {method!r} is not one of {list(METHODS)}")
     names = sorted({t.name for t in tasks})
@@ -117,7 +135,8 @@ def cluster_tasks(tasks: Sequence[Task], emb: Mapping[str, np.ndarray], n: int, 
         labels = _kmeans(means, n, seed, weights=np.array([len(by_cat[c]) for c in cats], dtype=np.float64))
         assignment = {t: int(lab) for c, lab in zip(cats, labels, strict=True) for t in by_cat[c]}
     else:
-        given = dict(given or {})
+        if method == "meta":
+            given = meta_labels(tasks, key=meta_key, known=sorted({str(t.meta.get(meta_key)) for t in tasks}))
         missing = [t for t in names if t not in given]
         if missing:
             raise ValueError(f"the given assignment has no cluster for {len(missing)} training tasks, e.g. "
@@ -130,13 +149,21 @@ def cluster_tasks(tasks: Sequence[Task], emb: Mapping[str, np.ndarray], n: int, 
 
 
 def cluster_splits(splits, emb: Mapping[str, np.ndarray], n: int, method: str, *, seed: int = 0,
-                   cluster_file: str | None = None) -> tuple[Clusters, dict[str, dict[str, int]]]:
+                   cluster_file: str | None = None, meta_key: str = "") -> tuple[Clusters, dict[str, dict[str, int]]]:
     """Clusters of ``splits.train`` and the cluster of each validation and test task (``{"val": ...,
-    "test": ...}``, by nearest centroid); a request that cannot be met is one :class:`PromoeError`."""
+    "test": ...}``, by nearest centroid or, with ``meta``, their label); a request that cannot be met is
+    one :class:`PromoeError`."""
     given = read_assignment(cluster_file) if method == "given" else None
+    if method == "meta" and (missing := [t.name for t in splits.train if meta_key not in t.meta]):
+        raise PromoeError(f"clusters: experts.clusters=meta reads _meta.{meta_key} of every training task, but "
+                          f"{len(missing)} have none, e.g. {missing[0]}; set experts.cluster_key to a key they all "
+                          "carry, or choose another experts.clusters")
     try:
-        clusters = cluster_tasks(splits.train, emb, n, method, seed=seed, given=given)
+        clusters = cluster_tasks(splits.train, emb, n, method, seed=seed, given=given, meta_key=meta_key)
     except ValueError as e:
         raise PromoeError(f"clusters: {e}") from None
+    if method == "meta":
+        clusters.held = meta_labels(splits.val + splits.test, key=meta_key,
+                                    known=sorted({str(t.meta[meta_key]) for t in splits.train}))
     held = {s: clusters.assign({t.name: emb[t.name] for t in ts}) for s, ts in (("val", splits.val), ("test", splits.test))}
     return clusters, held

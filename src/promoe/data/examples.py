@@ -18,7 +18,7 @@ import numpy as np
 
 from promoe.config import PromptConfig
 from promoe.data.collate import encode_pair
-from promoe.data.prompts import task_prompt
+from promoe.data.prompts import config_prompt
 from promoe.data.schema import Task
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,7 @@ def build_examples(tasks: Sequence[Task], tokenizer, *, per_task: int, max_lengt
     out = []
     for t in tasks:
         for inst in t.instances[:per_task]:
-            text = wrap(task_prompt(t, inst, n_pos_examples=prompt.n_pos_examples,
-                                    add_explanation=prompt.add_explanation))
+            text = wrap(config_prompt(t, inst, prompt))
             enc = encode_pair(tokenizer, text, inst.outputs[0], max_length=max_length, seq2seq=seq2seq,
                               max_target_length=max_target_length)
             out.append(TrainExample(t.name, tuple(enc.input_ids), tuple(enc.labels), enc.truncated > 0))

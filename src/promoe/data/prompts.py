@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from promoe.data.schema import Example, Instance, Task
+
+if TYPE_CHECKING:
+    from promoe.config import PromptConfig
 
 
 def _end(text: str) -> str:
@@ -77,8 +81,15 @@ def demonstrations(task: Task, instance: Instance, k: int) -> list[Example]:
     return demos[:k]
 
 
-def task_prompt(task: Task, instance: Instance, *, n_pos_examples: int = 0,
-                add_explanation: bool = False, fits: Callable[[str], bool] | None = None) -> str:
-    """Encode ``instance`` of ``task`` with its definition and ``n_pos_examples`` demonstrations."""
-    return encode_prompt(task.definition, instance.input, demonstrations(task, instance, n_pos_examples),
-                         add_explanation=add_explanation, fits=fits)
+def task_prompt(task: Task, instance: Instance, *, n_pos_examples: int = 0, add_explanation: bool = False,
+                fits: Callable[[str], bool] | None = None, definition: bool = True) -> str:
+    """Encode ``instance`` of ``task`` with its definition (unless ``definition=False``: the router-only
+    condition, where the prompt holds the instance input alone) and ``n_pos_examples`` demonstrations."""
+    return encode_prompt(task.definition if definition else "", instance.input,
+                         demonstrations(task, instance, n_pos_examples), add_explanation=add_explanation, fits=fits)
+
+
+def config_prompt(task: Task, instance: Instance, prompt: PromptConfig) -> str:
+    """The prompt of ``instance`` as the run's ``prompt`` config asks for it (condition, demonstrations)."""
+    return task_prompt(task, instance, n_pos_examples=prompt.n_pos_examples, add_explanation=prompt.add_explanation,
+                       definition=prompt.with_definition)

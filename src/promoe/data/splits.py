@@ -30,7 +30,7 @@ from promoe.data.protocol import (
     carve_validation,
     select_training_tasks,
 )
-from promoe.data.schema import Quirk, QuirkLog, Task
+from promoe.data.schema import Quirk, QuirkLog, Task, task_from_record
 from promoe.data.sources import (
     load_tasks,
     read_categories,
@@ -83,15 +83,17 @@ class TaskSplits:
 
 def load_splits(cfg: DataConfig) -> TaskSplits:
     """Build train / validation / test tasks for the configured source."""
-    splits = {"offline": _offline, "sni_repo": _from_repo, "hf": _from_hf, "files": _from_files}[cfg.source](cfg)
+    splits = {"offline": _offline, "sni_repo": _from_repo, "hf": _from_hf, "files": _from_files,
+              "synth": _from_synth}[cfg.source](cfg)
     log.info("tasks: %d train, %d validation, %d test (%d candidates left out)", len(splits.train),
              len(splits.val), len(splits.test), sum(not d.kept for d in splits.decisions))
     return splits
 
 
 def _finish(pool: list[Task], test_tasks: list[Task], decisions: list[Decision], cfg: DataConfig,
-            sources: dict[str, str], quirks: QuirkLog | None = None) -> TaskSplits:
-    """Cap, carve validation, build the test set; ``test_tasks`` hold every instance they have."""
+            sources: dict[str, str], quirks: QuirkLog | None = None, val_names: set[str] | None = None) -> TaskSplits:
+    """Cap, carve validation (``val_names``, else :func:`carve_validation`), build the test set;
+    ``test_tasks`` hold every instance they have."""
     if cfg.max_test_tasks is not None and cfg.max_test_tasks < len(test_tasks):
         stride = len(test_tasks) / cfg.max_test_tasks
         test_tasks = [test_tasks[int(i * stride)] for i in range(cfg.max_test_tasks)]
@@ -108,7 +110,10 @@ def _finish(pool: list[Task], test_tasks: list[Task], decisions: list[Decision],
     if cfg.val_tasks >= len(pool):
         raise DataError(f"data.val_tasks={cfg.val_tasks} leaves no training task ({len(pool)} in the pool)",
                         field="data.val_tasks", fix="hold out fewer validation tasks or add training tasks")
-    train, val = carve_validation(pool, cfg.val_tasks, cfg.split_seed)
+    if val_names is None:
+        train, val = carve_validation(pool, cfg.val_tasks, cfg.split_seed)
+    else:
+        train, val = [t for t in pool if t.name not in val_names], [t for t in pool if t.name in val_names]
     val_names = {t.name for t in val}
     decisions = [replace(d, split="val") if d.kept and d.task in val_names else d for d in decisions]
     decisions += [Decision(t.name, t.collection, True, "test task", split="test") for t in test]
@@ -213,6 +218,30 @@ def _from_files(cfg: DataConfig) -> TaskSplits:
                                             max_per_family=cfg.max_subtasks_per_family, seed=cfg.split_seed)
     sources = {"train": ", ".join(cfg.train_files), "test": ", ".join(cfg.test_files)}
     return _finish(pool, test_tasks, decisions, cfg, sources)
+
+
+def _from_synth(cfg: DataConfig) -> TaskSplits:
+    """The synthetic suite (:mod:`promoe.data.synth`), the same tasks as ``promoe data synth --seed
+    <split_seed>`` writes, read as that suite's files are. Validation mirrors the test split: the last
+    ``ceil(val_tasks / rules)`` training phrasings of every rule (unseen Definitions of known rules)."""
+    from promoe.data.synth import RULES, build_suite
+
+    suite = build_suite(seed=cfg.split_seed, n_instances=cfg.synth_instances)
+    per_rule = -(-cfg.val_tasks // len(RULES))
+    phrasings = max(r["_meta"]["phrasing"] for r in suite["train"]) + 1
+    if per_rule >= phrasings:
+        raise DataError(f"data.val_tasks={cfg.val_tasks} holds out {per_rule} of the {phrasings} training "
+                        "phrasings of every rule, leaving none to train on", field="data.val_tasks",
+                        fix=f"hold out at most {(phrasings - 1) * len(RULES)} validation tasks")
+    val_names = {r["_meta"]["task"] for r in suite["train"] if r["_meta"]["phrasing"] >= phrasings - per_rule}
+    tasks = {split: [task_from_record(r, file=f"synth:{split}", collection="user") for r in records]
+             for split, records in suite.items()}
+    pool, decisions = select_training_tasks(tasks["train"], train_list={t.name for t in tasks["train"]},
+                                            test_list=set(), max_per_family=cfg.max_subtasks_per_family,
+                                            seed=cfg.split_seed)
+    return _finish(pool, tasks["test"], decisions, cfg, {"synth": f"promoe data synth --seed {cfg.split_seed} "
+                                                                  f"--instances {cfg.synth_instances}"},
+                   val_names=val_names)
 
 
 def _read_files(paths: list[str]) -> list[Task]:

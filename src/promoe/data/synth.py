@@ -1,10 +1,17 @@
 """A synthetic task suite in the SNI schema for the mechanism check (DESIGN §3): word-list rules whose
 correct output is fixed by the Definition alone, with held-out paraphrases of the Definitions.
 
+The rules copy words anchored at the list's start or end (first word, last word, first two, last two,
+first and last, last and first, first three, the whole list), so a small backbone learns each from a few
+hundred examples and exact match is crisp. List transformations (sort, reverse, upper-case, count) were
+tried first and a 135M backbone did not learn them in the mechanism check's minutes (its oracle expert
+scored 26% exact match); nor did it learn rules that count positions (second, third, second-to-last word:
+the oracle chose a neighbouring rule's expert).
+
 Each rule (:data:`RULES`) has several hand-written phrasings of its Definition; a task is one
 (rule, phrasing) pair. Training tasks use phrasings ``0..k-1`` and test tasks the others, so a test
 Definition is unseen while its rule is known. Every task draws its inputs from the *same*
-distribution (3-6 common words, half of the lists with one word repeated, and only lists on which all
+distribution (5-7 common words, half of the lists with one word repeated, and only lists on which all
 rules give different outputs), so an input says nothing about its task's rule:
 without the Definition a model is at chance (one rule in ``len(RULES)``). The rule id is kept out of
 everything a model sees (Definition, Categories, task name) and recorded in ``_meta.rule`` only.
@@ -56,27 +63,7 @@ class Rule:
     """Format string with ``{out}``."""
 
 
-def _dedupe(words: list[str]) -> list[str]:
-    return list(dict.fromkeys(words))
-
-
 RULES: tuple[Rule, ...] = (
-    Rule("reverse_order", lambda w: w[::-1], (
-        "Reverse the order of the words in the list and write them separated by single spaces.",
-        "Write the same words again, but starting with the last one and ending with the first one.",
-        "Output the words of the input backwards: the final word comes first, then the one before it, and so on.",
-        "Read the list from right to left and write down each word in that order.",
-        "Flip the sequence of words so that it runs from its end to its beginning; leave each word unchanged.",
-        "Produce the input words in the opposite order to the one in which they are given.",
-    ), "Read from the end to the beginning, the words are \"{out}\"."),
-    Rule("sort_alpha", sorted, (
-        "Sort the words alphabetically and output them separated by spaces.",
-        "Arrange the words of the list in dictionary order, from a to z.",
-        "Put the given words in alphabetical order; a word given twice is written twice.",
-        "Output every word of the input, ordered as they would appear in a dictionary.",
-        "Reorder the words so that they go from A to Z by their spelling.",
-        "List all the words again, the one that comes earliest in the alphabet first and the latest last.",
-    ), "In alphabetical order the words are \"{out}\"."),
     Rule("first_word", lambda w: w[:1], (
         "Output the first word of the list.",
         "Write only the word that the list begins with.",
@@ -93,38 +80,55 @@ RULES: tuple[Rule, ...] = (
         "Return the final word and nothing else.",
         "Give the rightmost of the given words.",
     ), "The list ends with \"{out}\"."),
-    Rule("word_count", lambda w: [str(len(w))], (
-        "Count the words in the list and answer with the number in digits.",
-        "How many words does the input contain? Write the number.",
-        "Give the number of words in the sequence, as a numeral.",
-        "Write how many items the list holds, counting a repeated word each time it appears.",
-        "Answer with the length of the list, measured in words.",
-        "State the total number of words given, written with digits.",
-    ), "The list holds {out} words."),
-    Rule("upper_case", lambda w: [x.upper() for x in w], (
-        "Write every word of the list in capital letters, keeping their order.",
-        "Convert all the words to uppercase.",
-        "Repeat the input with each of its letters capitalized.",
-        "Rewrite the words in block capitals, in the same order.",
-        "Change every lowercase letter of the input to its uppercase form.",
-        "Output the same list, but shouting: every letter a capital one.",
-    ), "Each word in capital letters gives \"{out}\"."),
-    Rule("drop_repeats", _dedupe, (
-        "Remove repeated words from the list, keeping the first occurrence of each, in the original order.",
-        "Write each distinct word once, in the order in which it first appears.",
-        "Delete any word that already occurred earlier in the list and output the rest.",
-        "Output the list without duplicates; the order of first appearance stays.",
-        "If a word shows up more than once, keep only its first appearance, and write the remaining words in order.",
-        "Give the unique words of the input, each a single time, in their original order.",
-    ), "Keeping only the first occurrence of each word gives \"{out}\"."),
-    Rule("every_other", lambda w: w[::2], (
-        "Output every other word of the list, starting with the first one.",
-        "Write the first, third, fifth, ... words of the input, skipping the ones in between.",
-        "Keep the words in odd positions (1st, 3rd, 5th) and drop the rest.",
-        "Take the first word, skip the next, take the following one, and so on; output the words taken.",
-        "Remove the second, fourth and sixth words and write what is left.",
-        "Output the words at positions one, three and five, in order, leaving out the others.",
-    ), "The words in positions 1, 3, 5, ... are \"{out}\"."),
+    Rule("first_two", lambda w: w[:2], (
+        "Output the first two words of the list.",
+        "Write only the two words that the list begins with, in order.",
+        "Which two words open the input? Answer with those words alone.",
+        "Copy the opening pair of words of the sequence and drop the rest.",
+        "Return the initial two words and nothing else.",
+        "Give the two leftmost words, separated by a space.",
+    ), "The list starts with \"{out}\"."),
+    Rule("last_two", lambda w: w[-2:], (
+        "Output the last two words of the list.",
+        "Write only the two words that the list ends with, in order.",
+        "Which two words close the input? Answer with those words alone, in their order.",
+        "Copy the closing pair of words of the sequence and drop the rest.",
+        "Return the final two words and nothing else.",
+        "Give the two rightmost words, separated by a space.",
+    ), "The list ends with \"{out}\"."),
+    Rule("first_and_last", lambda w: [w[0], w[-1]], (
+        "Output the first word and the last word of the list.",
+        "Write the word the list begins with, then the word it ends with.",
+        "Which words are at the very start and the very end of the input? Answer with those two words.",
+        "Copy the opening word and the closing word of the sequence; skip everything in between.",
+        "Return the initial word followed by the final word.",
+        "Give the leftmost word and then the rightmost word.",
+    ), "The first and the last word are \"{out}\"."),
+    Rule("last_and_first", lambda w: [w[-1], w[0]], (
+        "Output the last word of the list, then the first word.",
+        "Write the word the list ends with, followed by the word it begins with.",
+        "Which words are at the very end and the very start of the input? Answer with those two words, the end "
+        "one first.",
+        "Copy the closing word and then the opening word of the sequence.",
+        "Return the final word followed by the initial word.",
+        "Give the rightmost word and then the leftmost word.",
+    ), "The last and the first word are \"{out}\"."),
+    Rule("first_three", lambda w: w[:3], (
+        "Output the first three words of the list.",
+        "Write only the three words that the list begins with, in order.",
+        "Which three words open the input? Answer with those words alone.",
+        "Copy the opening three words of the sequence and drop the rest.",
+        "Return the initial three words and nothing else.",
+        "Give the three leftmost words, separated by spaces.",
+    ), "The list starts with \"{out}\"."),
+    Rule("copy_all", list, (
+        "Repeat the list exactly as it is given.",
+        "Write all the words of the input again, in the same order.",
+        "Copy the whole sequence of words without changing anything.",
+        "Output every word of the list, keeping their order.",
+        "Return the input unchanged.",
+        "Give back the complete list of words as written.",
+    ), "The whole list is \"{out}\"."),
 )
 """The rules, in a fixed order (a task's name holds the rule's index, never its id)."""
 
@@ -139,7 +143,7 @@ def answer(rule: Rule, words: list[str]) -> str:
 def sample_words(rng: random.Random) -> list[str]:
     """One input list, drawn the same way for every rule (module docstring)."""
     while True:
-        words = rng.sample(VOCAB, rng.randint(3, 6))
+        words = rng.sample(VOCAB, rng.randint(5, 7))
         if rng.random() < 0.5:
             i, j = rng.sample(range(len(words)), 2)
             words[j] = words[i]
@@ -217,7 +221,7 @@ def _readme(manifest: dict[str, Any]) -> str:
         "# Synthetic word-list suite (`promoe data synth`)", "",
         "Tasks in the SNI schema whose correct output is fixed by the Definition alone: the mechanism check "
         "of DESIGN §3. A task is one (rule, phrasing) pair; test tasks use phrasings of the same rules that "
-        "no training task uses. Every task draws its inputs the same way (3-6 common words, half with one "
+        "no training task uses. Every task draws its inputs the same way (5-7 common words, half with one "
         "word repeated; only lists on which all rules give different outputs), so an input does not reveal "
         "the rule. Categories is `Synthetic` for all; the rule id is only in `_meta.rule`.", "",
         f"Seed {manifest['seed']}; {c['train_tasks']} training tasks ({c['train_instances']} instances), "

@@ -145,7 +145,7 @@ class MoEModel(nn.Module):
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 labels: Tensor | None = None, task_emb: Tensor | None = None, task_keys: list[str] | None = None,
                 lower: Tensor | None = None, full_logits: bool = False, num_items: float | None = None,
-                routing_only: bool = False, routing: Tensor | None = None,
+                routing_only: bool = False, routing: Tensor | None = None, per_example: bool = False,
                 **kwargs) -> ModelOutput:
         """Loss and routing for a batch; ``lower`` = :meth:`lower_hidden` output skips the frozen part.
 
@@ -153,8 +153,9 @@ class MoEModel(nn.Module):
         predicted (most positions are prompt), and ``logits`` is None unless ``full_logits``; the loss
         is the same token-mean cross-entropy as the backbone's own, or the token sum divided by
         ``num_items`` (the target tokens of the whole global batch, for exact gradient accumulation and
-        data parallelism). ``routing_only`` (decoder-only backbones, no labels) skips the output head:
-        only ``routing`` is wanted.
+        data parallelism). ``per_example``: ``lm_loss`` is instead each example's summed NLL of its target
+        tokens, shape (B,) (reference likelihoods). ``routing_only`` (decoder-only backbones, no labels)
+        skips the output head: only ``routing`` is wanted.
         """
         targets_only = labels is not None and not full_logits and self.decoder_only
         routing_only = routing_only and labels is None and self.decoder_only
@@ -167,7 +168,7 @@ class MoEModel(nn.Module):
                 with self._only_layers(self.split or 0, None, final_norm=True) if lower is not None \
                         else contextlib.nullcontext():
                     hidden = self.backbone.model(attention_mask=attention_mask, **inputs, **kwargs).last_hidden_state
-                return self._target_loss(hidden, labels, num_items)
+                return self._target_loss(hidden, labels, num_items, per_example)
             if routing_only:
                 with self._only_layers(self.split or 0, None, final_norm=False) if lower is not None \
                         else contextlib.nullcontext():
@@ -175,10 +176,13 @@ class MoEModel(nn.Module):
                 return SimpleNamespace(loss=None, logits=None)
             if labels is not None:
                 kwargs["labels"] = labels  # encoder-only backbones take no labels
-            if lower is None:
-                return self.backbone(attention_mask=attention_mask, **inputs, **kwargs)
-            with self._only_layers(self.split, None, final_norm=True):
-                return self.backbone(attention_mask=attention_mask, **inputs, **kwargs)
+            with self._only_layers(self.split, None, final_norm=True) if lower is not None \
+                    else contextlib.nullcontext():
+                out = self.backbone(attention_mask=attention_mask, **inputs, **kwargs)
+            if per_example and labels is not None:  # seq2seq: logits[t] predicts labels[t]; causal: labels[t + 1]
+                y = labels if self.is_seq2seq else F.pad(labels, (0, 1), value=-100)[:, 1:]
+                out.loss = F.cross_entropy(out.logits.float().transpose(1, 2), y, reduction="none").sum(1)
+            return out
 
         out, routing = self.with_routing(run, task_emb, task_keys, record=True, routing=routing)
         masks = {"encoder": attention_mask, "decoder": kwargs.get("decoder_attention_mask")}
@@ -193,11 +197,15 @@ class MoEModel(nn.Module):
         return ModelOutput(loss=loss, lm_loss=lm_loss, aux_loss=aux, logits=getattr(out, "logits", None),
                            routing=routing, backbone_output=out)
 
-    def _target_loss(self, hidden: Tensor, labels: Tensor, num_items: float | None) -> SimpleNamespace:
+    def _target_loss(self, hidden: Tensor, labels: Tensor, num_items: float | None,
+                     per_example: bool = False) -> SimpleNamespace:
         """Next-token cross-entropy on target positions only (position t predicts labels[t + 1])."""
         y = F.pad(labels, (0, 1), value=-100)[:, 1:]
         keep = y.ne(-100)
         logits = self.backbone.lm_head(hidden[keep])  # (N_targets, V)
+        if per_example:
+            nll = F.cross_entropy(logits.float(), y[keep], reduction="none")
+            return SimpleNamespace(loss=nll.new_zeros(len(y)).index_add_(0, keep.nonzero()[:, 0], nll), logits=None)
         if num_items is None:
             return SimpleNamespace(loss=F.cross_entropy(logits.float(), y[keep]), logits=None)
         return SimpleNamespace(loss=F.cross_entropy(logits.float(), y[keep], reduction="sum") / num_items,

@@ -32,8 +32,8 @@ def fewshot(ctx: RunContext, row: Row, bases: list[str]) -> None:
     variants = {n: Variant(n, m, ctx.task_emb if m.hyper is not None else None, ev.stats_for(m), tasks=chosen)
                 for n, m in few.items()}
     items = [(t, i) for t, i in ev.items if t.name in chosen]
-    preds = run_fewshot(few, variants, items[acc.process_index::acc.num_processes], ctx.setup.tokenizer,
+    preds, nll = run_fewshot(few, variants, items[acc.process_index::acc.num_processes], ctx.setup.tokenizer,
                         cfg=ctx.cfg, wrap=ctx.setup.wrap, task_emb=ctx.task_emb,
                         progress=ev.progress_file(row.name))
-    ev.record(list(variants.values()), preds, row.name)
+    ev.record(list(variants.values()), preds, row.name, nll)
     record_stage(ctx.times, row.name, time.perf_counter() - t1)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from promoe.data.collate import encode_pair, pad_batch
-from promoe.data.prompts import task_prompt
+from promoe.data.prompts import config_prompt
 from promoe.data.schema import Instance, Task
 from promoe.evaluate import Variant
 from promoe.fewshot import demonstration_task
@@ -52,8 +52,7 @@ def _one_hot(n_layers: int, n_experts: int, e: int | None) -> torch.Tensor:
 def _reference_nll(model: MoEModel, ctx: RunContext, expert: int, demos: list[Instance], task: Task) -> float:
     """Mean per-token NLL of the demonstrations' outputs with every token routed to ``expert``."""
     cfg, tok = ctx.cfg, ctx.setup.tokenizer
-    enc = [encode_pair(tok, ctx.setup.wrap(task_prompt(task, d, n_pos_examples=cfg.prompt.n_pos_examples,
-                                                       add_explanation=cfg.prompt.add_explanation)),
+    enc = [encode_pair(tok, ctx.setup.wrap(config_prompt(task, d, cfg.prompt)),
                        d.outputs[0], max_length=cfg.eval.max_length, seq2seq=model.is_seq2seq,
                        max_target_length=cfg.train.max_target_length) for d in demos]
     b = pad_batch(enc, [task.name] * len(enc), pad_id=tok.pad_token_id, left=False, seq2seq=model.is_seq2seq)

@@ -13,8 +13,9 @@ from accelerate.utils import gather_object
 from promoe.config import ExperimentConfig, PromptConfig
 from promoe.data.splits import TaskSplits
 from promoe.evaluate import Variant, eval_items, predict_variants, write_predictions
-from promoe.io import read_predictions, read_references, references_of
-from promoe.metrics import score
+from promoe.io import read_likelihood, read_predictions, read_references, references_of
+from promoe.likelihood import reference_nll
+from promoe.metrics import add_likelihood, score
 from promoe.model.moe_model import MoEModel
 from promoe.model.stats import RoutingStats
 from promoe.resources import record_cut, record_stage
@@ -41,6 +42,8 @@ class Evaluation:
             predicted = read_predictions(preds)  # a row may cover some tasks only (paraphrase ablation)
             refs = [r for r in read_references(self.run_dir / "references.jsonl") if r.id in predicted]
             self.results[name] = score(predicted, refs)
+            if (nll := self.run_dir / "likelihood" / f"{name}.jsonl").exists():
+                self.results[name] = add_likelihood(self.results[name], read_likelihood(nll), refs)
             log.info("%s: already evaluated, kept", name)
             return True
         return False
@@ -69,27 +72,42 @@ class Evaluation:
                                      desc=f"{label} {', '.join(v.name for v in variants)}",
                                      disable_progress=not acc.is_main_process, progress=self.progress_file(label),
                                      counts=counts)
+        t2 = time.perf_counter()
+        nll = self.likelihood(variants, prompt or self.cfg.prompt, label)
+        record_stage(self.times, f"{label} likelihood", time.perf_counter() - t2)
         record_cut(self.times, label, counts["cut"], counts["prompts"], self.cfg.eval.max_length)
-        self.record(variants, preds, label)
+        self.record(variants, preds, label, nll)
         record_stage(self.times, label, time.perf_counter() - t1)
+
+    def likelihood(self, variants: list[Variant], prompt: PromptConfig, label: str) -> dict[str, dict[str, float]]:
+        """This process's share of every row's reference NLL (:mod:`promoe.likelihood`)."""
+        acc, cfg = self.acc, self.cfg
+        with acc.autocast():
+            return reference_nll(variants, self.tok, self.items[acc.process_index::acc.num_processes], prompt=prompt,
+                                 wrap=self.wrap, batch_size=cfg.eval.batch_size, max_length=cfg.eval.max_length,
+                                 max_target_length=cfg.train.max_target_length,
+                                 desc=f"likelihood {', '.join(v.name for v in variants)}",
+                                 disable_progress=not acc.is_main_process)
 
     def progress_file(self, label: str) -> Path:
         """Where this process saves the progress of pass ``label`` (removed once its rows are written)."""
         rank = f".rank{self.acc.process_index}" if self.acc.num_processes > 1 else ""
         return self.run_dir / "progress" / f"{label}{rank}.json"
 
-    def record(self, variants: list[Variant], preds: dict[str, dict[str, str]], label: str) -> None:
-        """Gather shards, then write predictions, scores and routing statistics of ``variants``; the
-        progress file of pass ``label`` goes once they are written."""
+    def record(self, variants: list[Variant], preds: dict[str, dict[str, str]], label: str,
+               nll: dict[str, dict[str, float]]) -> None:
+        """Gather shards, then write predictions, reference NLLs, scores and routing statistics of
+        ``variants``; the progress file of pass ``label`` goes once they are written."""
         acc = self.acc
         for v in variants:
-            p, stats = preds[v.name], v.stats
+            p, stats, lik = preds[v.name], v.stats, nll[v.name]
             if acc.num_processes > 1:
-                shares = gather_object([(p, None if stats is None else stats.state())])
-                p = {k: x for part, _ in shares for k, x in part.items()}
+                shares = gather_object([(p, None if stats is None else stats.state(), lik)])
+                p = {k: x for part, _, _ in shares for k, x in part.items()}
+                lik = {k: x for _, _, part in shares for k, x in part.items()}
                 if stats is not None:
                     stats = RoutingStats(stats.n_layers, stats.n_experts)
-                    for _, state in shares:
+                    for _, state, _ in shares:
                         stats.merge(state)
             items = [(t, i) for t, i in self.items if v.tasks is None or t.name in v.tasks]
             if acc.is_main_process:
@@ -97,10 +115,11 @@ class Evaluation:
                     (self.run_dir / "routing").mkdir(parents=True, exist_ok=True)
                     stats.save(self.run_dir / "routing" / f"{v.name}.npz")
                 self.results[v.name] = write_predictions(self.run_dir, v.name, items, p, self.splits.test,
-                                                         all_items=self.items)
+                                                         all_items=self.items, nll=lik)
             else:
                 ids = {i.id for _, i in items}
-                self.results[v.name] = score(p, [r for r in references_of(self.splits.test) if r.id in ids])
+                refs = [r for r in references_of(self.splits.test) if r.id in ids]
+                self.results[v.name] = add_likelihood(score(p, refs), lik, refs)
             acc.wait_for_everyone()
             log.info("%s: ROUGE-L %.2f, EM %.2f (%d instances)", v.name, self.results[v.name]["rougeL"],
                      self.results[v.name]["exact_match"], self.results[v.name]["n"])

@@ -41,7 +41,7 @@ def make_clusters(ctx: RunContext) -> Clusters:
     ec = ctx.cfg.experts
     emb = {k: v.float().numpy() for k, v in ctx.task_emb.items()}
     clusters, held = cluster_splits(ctx.splits, emb, ctx.cfg.model.n_experts, ec.clusters, seed=ctx.cfg.seed,
-                                    cluster_file=ec.cluster_file)
+                                    cluster_file=ec.cluster_file, meta_key=ec.cluster_key)
     if ctx.acc.is_main_process:
         write_json(path, {**clusters.to_json(), **held})
     log.info("experts: %d clusters of the training tasks by %s, sizes %s", clusters.n, ec.clusters, clusters.sizes())
@@ -49,11 +49,13 @@ def make_clusters(ctx: RunContext) -> Clusters:
 
 
 def specialist(ctx: RunContext, clusters: Clusters, expert: int | None = None) -> MoEModel:
-    """The MoE whose every task goes to its cluster's expert (or every task to ``expert``); routers fixed."""
-    model = ctx.setup.model("promoe", model_cfg=replace(ctx.cfg.model, proactive_mode="task"))
-    names = sorted(clusters.assignment)
+    """The MoE whose every task goes to its cluster's expert (or every task to ``expert``); routers fixed. One
+    expert per token (``top_k=1``): the others would get weight ~0 and cost as much as the one."""
+    model = ctx.setup.model("promoe", model_cfg=replace(ctx.cfg.model, proactive_mode="task", top_k=1))
+    known = {t: c for t, c in clusters.known.items() if t in ctx.task_emb}  # training (and labelled) tasks
+    names = sorted(known)
     gen = ClusterRouting(torch.stack([ctx.task_emb[t] for t in names]),
-                         torch.tensor([clusters.assignment[t] for t in names]), torch.as_tensor(clusters.centroids),
+                         torch.tensor([known[t] for t in names]), torch.as_tensor(clusters.centroids),
                          n_layers=len(model.moe_layers), n_experts=model.moe_layers[0].experts.n_experts, expert=expert)
     task_routed(model, gen)
     for n, p in model.named_parameters():
@@ -70,7 +72,7 @@ def specialise(ctx: RunContext, examples: Sequence[TrainExample], val_examples: 
     t0 = time.perf_counter()
     clusters = make_clusters(ctx)
     model = specialist(ctx, clusters)
-    trainer = Trainer(model, cfg=replace(cfg.train, steps=cfg.experts.steps), examples=examples,
+    trainer = Trainer(model, cfg=replace(cfg.train, steps=cfg.experts.steps, lr=cfg.experts.lr or cfg.train.lr), examples=examples,
                       val_examples=val_examples, task_emb=ctx.task_emb, pad_id=ctx.setup.tokenizer.pad_token_id,
                       out_dir=run_dir / "train" / "experts", seed=cfg.seed,
                       lower=lower if model.split is not None else None, accelerator=acc)

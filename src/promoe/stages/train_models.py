@@ -15,8 +15,10 @@ from functools import partial
 
 from promoe import registry
 from promoe.data.examples import build_examples
+from promoe.io import write_json
 from promoe.resources import record_cut, record_stage
 from promoe.stages.context import RunContext
+from promoe.stages.logit_scale import logit_scales
 from promoe.stages.lower_cache import LowerCache
 from promoe.stages.profiles import load_or_make_profiles, routing_profiles
 from promoe.stages.specialise import specialise
@@ -77,3 +79,8 @@ def train_models(ctx: RunContext) -> None:
     lower.store.clear()  # training is over: free the cached hidden states
     gc.collect()
     ctx.trained = {kind: fresh(kind, run_dir / "train" / kind / "best.safetensors") for kind in cfg.train.models}
+    path = run_dir / "routing" / "logit_scale.json"
+    if val_examples and acc.is_main_process and not path.exists():
+        t1 = time.perf_counter()
+        write_json(path, logit_scales(ctx.trained, val_examples, ctx.task_emb, tok.pad_token_id))
+        record_stage(ctx.times, "logit_scale", time.perf_counter() - t1)
