@@ -346,7 +346,7 @@ def test_row_registered_later_is_accepted_and_a_default() -> None:
 
 
 def test_defaults_of_row_keys_are_todays_lists() -> None:
-    assert CompareConfig().routers == ["knn", "skill", "uniform", "random"]
+    assert CompareConfig().routers == ["knn", "skill", "uniform", "random", "oracle"]
     assert CompareConfig().ablations == ["shuffled", "empty", "random_text", "category", "paraphrase"]
     assert CompareConfig().icl_models == ["backbone", "dense", "moe", "promoe"]
     assert CompareConfig().fewshot_models == TrainConfig().models == ["dense", "moe", "promoe"]
@@ -370,4 +370,5 @@ def test_given_clusters_need_a_file() -> None:
     with pytest.raises(ConfigError, match="experts.steps"):
         load_config("default", ["experts.steps=0"])
     cfg = load_config("default", ["experts.clusters=given", "experts.cluster_file=c.json"])
-    assert cfg.experts.cluster_file == "c.json" and not cfg.experts.specialise  # off unless asked for
+    assert cfg.experts.cluster_file == "c.json" and cfg.experts.specialise  # on in the default preset
+    assert not load_config("smoke").experts.specialise  # off in the dataclass default

@@ -9,6 +9,7 @@ import torch
 
 from promoe.config import load_config
 from promoe.data.schema import Task
+from promoe.errors import ConfigError
 from promoe.model.prompting import chat_prompt
 from promoe.setup import Setup
 from promoe.train import save_trainable
@@ -41,6 +42,18 @@ def test_trained_weights_are_loaded_and_the_model_is_in_eval_mode(setup: Setup, 
     loaded = setup.model("moe", tmp_path / "best.safetensors")
     assert not loaded.training
     assert torch.equal(loaded.moe_layers[0].router.weight, trained.moe_layers[0].router.weight)
+
+
+def test_trained_models_score_with_eval_top_k(tmp_path: Path) -> None:
+    """Trained with soft routing over every expert, scored sparsely; training models keep top_k."""
+    setup = Setup.load(load_config("smoke", ["model.top_k=4", "model.eval_top_k=1"]))
+    save_trainable(setup.model("moe"), tmp_path / "moe.safetensors")
+    assert {m.router.top_k for m in setup.model("moe").moe_layers} == {4}  # to train
+    assert {m.router.top_k for m in setup.model("moe", tmp_path / "moe.safetensors").moe_layers} == {1}
+    save_trainable(setup.model("upcycled"), tmp_path / "up.safetensors")
+    assert {m.router.top_k for m in setup.model("upcycled", tmp_path / "up.safetensors").moe_layers} == {1}
+    with pytest.raises(ConfigError, match="model.eval_top_k"):
+        load_config("smoke", ["model.eval_top_k=5"])
 
 
 def test_prompt_format_and_embeddings(setup: Setup) -> None:

@@ -98,6 +98,10 @@ class ModelConfig:
                                      "the layers from the first MoE layer up are trained.")
     n_experts: int = setting(8, "Experts per MoE layer.", lo=1)
     top_k: int = setting(2, "Experts chosen per token (or per task in proactive `task` mode).", lo=1)
+    eval_top_k: int | None = setting(
+        None, "Experts chosen per token by trained models when scoring (unset: top_k); e.g. train with soft "
+              "routing over every expert (top_k = n_experts, gradient to every routing logit) and score sparsely.",
+        lo=1)
     expert_width: int | None = setting(
         None, "Expert FFN width (unset: the pretrained width, full copies; smaller: each expert keeps a "
               "slice of the pretrained neurons).", lo=1)
@@ -123,6 +127,8 @@ class ModelConfig:
         # dense mixes top_k upcycled experts (the MoE's activated parameters), so the bound holds for it too
         require(self.top_k <= self.n_experts, "model.top_k", self.top_k,
                  f"exceeds model.n_experts={self.n_experts}", "choose at most n_experts experts")
+        require(self.eval_top_k is None or self.eval_top_k <= self.n_experts, "model.eval_top_k", self.eval_top_k,
+                f"exceeds model.n_experts={self.n_experts}", "choose at most n_experts experts, or unset it")
         layers = self.moe_layers
         require(layers is None or layers and min(layers) >= 0 and len(set(layers)) == len(layers),
                  "model.moe_layers", layers, "is not a list of distinct FFN positions >= 0",

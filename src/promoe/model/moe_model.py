@@ -19,6 +19,7 @@ from promoe.config import ModelConfig
 from promoe.model.hypernet import HyperNetwork
 from promoe.model.losses import load_balancing_loss, router_z_loss
 from promoe.model.moe import MoELayer, RoutingContext, RoutingInfo
+from promoe.model.router import UniformRouter
 from promoe.model.upcycle import ADAPTERS
 
 ModelKind = Literal["dense", "moe", "promoe"]
@@ -94,6 +95,13 @@ class MoEModel(nn.Module):
         for m in self.moe_layers:
             if m.layer in states:
                 m.router.set_rng_state(states[m.layer])
+
+    def set_top_k(self, k: int) -> None:
+        """Route every token to ``k`` experts from now on (at most a layer's experts; routers that always
+        use every expert, ``uniform`` and ``dense``'s, are left as they are)."""
+        for layer in self.moe_layers:
+            if not isinstance(layer.router, UniformRouter):
+                layer.router.top_k = min(k, layer.router.n_experts)
 
     def clear_routing_cache(self) -> None:
         self._routing_cache.clear()
