@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from promoe.data.collate import encode_pair, pad_batch
 from promoe.data.prompts import config_prompt
@@ -33,7 +34,7 @@ def choose(tasks: Sequence[Task], n_experts: int, nll: Callable[[int, list[Insta
     """Per task with positive examples: ``{"expert": e, "nll": [per expert]}``, the expert of lowest
     ``nll(expert, demonstrations, task)`` (the first on ties)."""
     out = {}
-    for t in tasks:
+    for t in tqdm(tasks, desc="oracle: each expert's NLL on the demonstrations", dynamic_ncols=True):
         demos = list(demonstration_task(t, None).instances)  # what the oracle may look at
         if demos:
             losses = [nll(e, demos, t) for e in range(n_experts)]
@@ -48,20 +49,32 @@ def _one_hot(n_layers: int, n_experts: int, e: int | None) -> torch.Tensor:
     return torch.nn.functional.one_hot(torch.full((n_layers,), e), n_experts).float()
 
 
-@torch.no_grad()
-def _reference_nll(model: MoEModel, ctx: RunContext, expert: int, demos: list[Instance], task: Task) -> float:
-    """Mean per-token NLL of the demonstrations' outputs with every token routed to ``expert``."""
-    cfg, tok = ctx.cfg, ctx.setup.tokenizer
-    enc = [encode_pair(tok, ctx.setup.wrap(config_prompt(task, d, cfg.prompt)),
-                       d.outputs[0], max_length=cfg.eval.max_length, seq2seq=model.is_seq2seq,
-                       max_target_length=cfg.train.max_target_length) for d in demos]
-    b = pad_batch(enc, [task.name] * len(enc), pad_id=tok.pad_token_id, left=False, seq2seq=model.is_seq2seq)
-    n_layers, n_experts = len(model.moe_layers), model.moe_layers[0].experts.n_experts
-    routing = _one_hot(n_layers, n_experts, expert).clamp_min(1e-8).log()[None].expand(len(enc), -1, -1)
-    targets = int((b.labels != -100).sum())
-    out = model(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels, routing=routing,
-                num_items=max(targets, 1))
-    return float(out.lm_loss)
+class _DemoNLL:
+    """Mean per-token NLL of a task's demonstrations with every token routed to one expert; the batch and
+    its pass through the frozen lower layers are made once per task and reused for every expert."""
+
+    def __init__(self, model: MoEModel, ctx: RunContext) -> None:
+        self.model, self.ctx, self.task, self.batch, self.lower = model, ctx, None, None, None
+
+    @torch.no_grad()
+    def __call__(self, expert: int, demos: list[Instance], task: Task) -> float:
+        model, cfg, tok = self.model, self.ctx.cfg, self.ctx.setup.tokenizer
+        if self.task != task.name:
+            enc = [encode_pair(tok, self.ctx.setup.wrap(config_prompt(task, d, cfg.prompt)), d.outputs[0],
+                               max_length=cfg.eval.max_length, seq2seq=model.is_seq2seq,
+                               max_target_length=cfg.train.max_target_length) for d in demos]
+            self.batch = pad_batch(enc, [task.name] * len(enc), pad_id=tok.pad_token_id, left=False,
+                                   seq2seq=model.is_seq2seq)
+            self.lower = model.lower_hidden(self.batch.input_ids, self.batch.attention_mask) \
+                if model.split is not None else None
+            self.task = task.name
+        b = self.batch
+        n_layers, n_experts = len(model.moe_layers), model.moe_layers[0].experts.n_experts
+        routing = _one_hot(n_layers, n_experts, expert).clamp_min(1e-8).log()[None].expand(len(b.labels), -1, -1)
+        targets = int((b.labels != -100).sum())
+        out = model(input_ids=None if self.lower is not None else b.input_ids, attention_mask=b.attention_mask,
+                    labels=b.labels, lower=self.lower, routing=routing, num_items=max(targets, 1))
+        return float(out.lm_loss)
 
 
 def oracle(ctx: RunContext, row: Row) -> Variant | None:
@@ -75,7 +88,7 @@ def oracle(ctx: RunContext, row: Row) -> Variant | None:
     uniform = KNNRouting(torch.stack([ctx.task_emb[t] for t in names]),
                          torch.stack([_one_hot(n_layers, n_experts, None)] * len(names)), k=1)
     task_routed(model, uniform).eval()  # task-level routers; each candidate is passed as explicit routing
-    choices = choose(ctx.splits.test, n_experts, lambda e, demos, t: _reference_nll(model, ctx, e, demos, t))
+    choices = choose(ctx.splits.test, n_experts, _DemoNLL(model, ctx))
     table = torch.stack([_one_hot(n_layers, n_experts, choices[t]["expert"] if t in choices else None) for t in names])
     task_routed(model, KNNRouting(torch.stack([ctx.task_emb[t] for t in names]), table, k=1)).eval()
     if ctx.acc.is_main_process:
