@@ -41,6 +41,11 @@ def _diff(t: dict) -> str:
     return f"{t['diff']:+.2f} [{t['low']:+.2f}, {t['high']:+.2f}]"
 
 
+def _mde(t: dict) -> str:
+    """The minimum detectable effect at 80% power of a paired comparison (:func:`promoe.analysis.stats.paired_test`)."""
+    return _num(t.get("mde"), ".2f")
+
+
 def _p(p: float, n_boot: int) -> str:
     return f"< {1 / n_boot:.0e}" if p == 0 else f"{p:.3g}"
 
@@ -90,23 +95,27 @@ def _comparisons(sig: dict) -> list[str]:
                 f"Per-task differences `{ref}` − other over the tasks both were scored on (task means); "
                 "p values are two-sided (bootstrap of the mean difference; Wilcoxon signed-rank; Wilcoxon "
                 f"Holm-adjusted over these {len(sig['paired'])} comparisons per metric). For the reference NLL a "
-                "negative difference and a win mean the reference row's NLL is lower.", ""]
-        out += _table(["vs", "metric", "diff [95% CI]", "p (bootstrap)", "p (Wilcoxon)", "p (Holm)",
-                       "wins / losses / ties", "tasks"],
-                      [[o, LABEL[k], _diff(t), _p(t["p_bootstrap"], nb), f"{t['p_wilcoxon']:.3g}",
-                        f"{t['p_wilcoxon_holm']:.3g}", _record(k, t), str(t["n_tasks"])]
+                "negative difference and a win mean the reference row's NLL is lower. SD: of the per-task "
+                "differences; MDE: the smallest true difference a two-sided paired test at 5% detects with 80% "
+                "power on these tasks — a CI spanning 0 rules out differences of about the MDE, not smaller ones.",
+                ""]
+        out += _table(["vs", "metric", "diff [95% CI]", "SD", "MDE (80%)", "p (bootstrap)", "p (Wilcoxon)",
+                       "p (Holm)", "wins / losses / ties", "tasks"],
+                      [[o, LABEL[k], _diff(t), _num(t.get("sd_diff"), ".2f"), _mde(t), _p(t["p_bootstrap"], nb),
+                        f"{t['p_wilcoxon']:.3g}", f"{t['p_wilcoxon_holm']:.3g}", _record(k, t), str(t["n_tasks"])]
                        for o, tests in sig["paired"].items() for k, t in tests.items()])
     if sig["ablations"]:
         out += [f"## Ablations: what `{REFERENCE}`'s router is given", "",
                 f"Each row − `{REFERENCE}` over the test tasks both were scored on (task means; the prompt is "
                 f"unchanged, only the description fed to the router differs). `{experts_model()}` (static router, "
-                "never sees the description embedding) for context. p values two-sided.", ""]
+                "never sees the description embedding) for context. p values two-sided; MDE at 80% power.", ""]
         out += _table(["row", "router sees", "tasks", f"{REFERENCE} ROUGE-L", "row ROUGE-L", "Δ ROUGE-L [95% CI]",
-                       "p (bootstrap)", "p (Wilcoxon)", "Δ EM [95% CI]", "p (bootstrap)", "p (Wilcoxon)"],
+                       "MDE", "p (bootstrap)", "p (Wilcoxon)", "Δ EM [95% CI]", "MDE", "p (bootstrap)",
+                       "p (Wilcoxon)"],
                       [[m, _router_sees(m), str(t["rougeL"]["n_tasks"]),
                         f"{t['rougeL']['reference_mean']:.2f}", f"{t['rougeL']['mean']:.2f}", _diff(t["rougeL"]),
-                        _p(t["rougeL"]["p_bootstrap"], nb), f"{t['rougeL']['p_wilcoxon']:.3g}",
-                        _diff(t["exact_match"]), _p(t["exact_match"]["p_bootstrap"], nb),
+                        _mde(t["rougeL"]), _p(t["rougeL"]["p_bootstrap"], nb), f"{t['rougeL']['p_wilcoxon']:.3g}",
+                        _diff(t["exact_match"]), _mde(t["exact_match"]), _p(t["exact_match"]["p_bootstrap"], nb),
                         f"{t['exact_match']['p_wilcoxon']:.3g}"] for m, t in sig["ablations"].items()])
     if sig.get("headroom"):
         floor, ceiling = HEADROOM
@@ -117,12 +126,12 @@ def _comparisons(sig: dict) -> list[str]:
                 "(tasks resampled). 1: all of it, 0: none, below 0: worse than mixing every expert.", ""]
         rows = []
         for k, h in sig["headroom"].items():
-            rows.append([LABEL[k], f"{ceiling} − {floor}", _diff(h["headroom"]), _p(h["headroom"]["p_bootstrap"], nb),
-                         str(h["headroom"]["n_tasks"])])
+            rows.append([LABEL[k], f"{ceiling} − {floor}", _diff(h["headroom"]), _mde(h["headroom"]),
+                         _p(h["headroom"]["p_bootstrap"], nb), str(h["headroom"]["n_tasks"])])
             rows += [[LABEL[k], f"share recovered by {m}",
-                      "n/a" if r["share"] is None else f"{r['share']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]", "",
+                      "n/a" if r["share"] is None else f"{r['share']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]", "", "",
                       str(r["n_tasks"])] for m, r in h["recovered"].items()]
-        out += _table(["metric", "what", "value [95% CI]", "p (bootstrap)", "tasks"], rows)
+        out += _table(["metric", "what", "value [95% CI]", "MDE (80%)", "p (bootstrap)", "tasks"], rows)
     if sig["zero_vs_few_shot"]:
         out += ["## Zero-shot vs in-context vs few-shot", "",
                 "ROUGE-L instance means [95% CI] of each base model zero-shot, with the Definition and 2 positive "
@@ -131,7 +140,8 @@ def _comparisons(sig: dict) -> list[str]:
                 "common tasks), with the bootstrap p value.", ""]
 
         def d(t: dict | None) -> str:
-            return "" if t is None else f"{_diff(t['rougeL'])} (p {_p(t['rougeL']['p_bootstrap'], nb)})"
+            return "" if t is None else \
+                f"{_diff(t['rougeL'])} (p {_p(t['rougeL']['p_bootstrap'], nb)}, MDE {_mde(t['rougeL'])})"
 
         out += _table(["model", "zero-shot", *(f"-{k}" for k in conditions()),
                        *(f"{REFERENCE} − model-{k}" for k in conditions())],

@@ -73,15 +73,29 @@ def bootstrap_ci(
             "high": float(np.clip(high, lo, hi)), "n_tasks": len(x)}
 
 
+def min_detectable_effect(sd: float, n: int, *, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """The smallest true mean difference a two-sided paired t test at level ``alpha`` detects with probability
+    ``power``, given per-task differences of standard deviation ``sd`` over ``n`` tasks:
+    ``(t[1-alpha/2, n-1] + t[power, n-1]) · sd / sqrt(n)`` (None below 2 tasks)."""
+    if n < 2:
+        return None
+    df = n - 1
+    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * sd / math.sqrt(n))
+
+
 def paired_test(
-    a: dict[str, float], b: dict[str, float], *, n_boot: int = 10000, seed: int = 0, alpha: float = 0.05
+    a: dict[str, float], b: dict[str, float], *, n_boot: int = 10000, seed: int = 0, alpha: float = 0.05,
+    power: float = 0.8,
 ) -> dict:
     """Paired comparison of two models over the tasks both were scored on.
 
     ``diff`` is the mean of ``a - b``; ``low``/``high`` its percentile bootstrap CI (tasks resampled);
     ``p_bootstrap`` = min(1, 2·min(P(diff* ≤ 0), P(diff* ≥ 0))) over the bootstrap means (0 means
     below 1/n_boot); ``p_wilcoxon`` the two-sided Wilcoxon signed-rank p value (1.0 when every
-    difference is zero); ``wins``/``losses``/``ties`` count tasks where ``a`` is above/below/equal.
+    difference is zero); ``wins``/``losses``/``ties`` count tasks where ``a`` is above/below/equal;
+    ``sd_diff`` the standard deviation of the per-task differences and ``mde`` the minimum detectable
+    effect at ``power`` (:func:`min_detectable_effect`): a CI that spans 0 rules out differences
+    of about ``mde`` or more, and says nothing about smaller ones.
     """
     common = sorted(set(a) & set(b))
     if not common:
@@ -91,11 +105,12 @@ def paired_test(
     low, high = np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     p_boot = min(1.0, 2.0 * min(float((boot <= 0).mean()), float((boot >= 0).mean())))
     p_wil = 1.0 if np.all(d == 0) else float(stats.wilcoxon(d, alternative="two-sided").pvalue)
+    sd = float(d.std(ddof=1)) if len(d) > 1 else 0.0
     return {
         "diff": float(d.mean()), "low": float(low), "high": float(high),
         "p_bootstrap": p_boot, "p_wilcoxon": p_wil,
         "wins": int((d > 0).sum()), "losses": int((d < 0).sum()), "ties": int((d == 0).sum()),
-        "n_tasks": len(d),
+        "n_tasks": len(d), "sd_diff": sd, "mde": min_detectable_effect(sd, len(d), alpha=alpha, power=power),
     }
 
 
