@@ -24,7 +24,7 @@ from promoe.data.schema import QUIRK_RULES
 from promoe.data.splits import TaskSplits, load_splits
 from promoe.data.summary import summarize
 from promoe.io import atomic_write_text, write_json
-from promoe.resources import CUT, peak_rss_gib, record_stage, stage_seconds
+from promoe.resources import CUT, SIMD_FLAGS, cpu, peak_rss_gib, record_stage, stage_seconds
 from promoe.rundir import RunLock, is_finished, prepare
 from promoe.stages.heuristics import run_heuristics
 
@@ -80,7 +80,18 @@ def stage_notes(cfg: ExperimentConfig, splits: TaskSplits, times: dict[str, floa
                                 "router_only (the instance input alone: the task reaches a model only through "
                                 "its router)."), "",
         "Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in stage_seconds(times).items()) + ".",
-        f"Peak memory (RSS): {times.get('peak_rss_gib', 0):.2f} GiB.", *_cut_note(times)])
+        f"Peak memory (RSS): {times.get('peak_rss_gib', 0):.2f} GiB.", *_cpu_note(times.get("cpu")),
+        *_cut_note(times)])
+
+
+def _cpu_note(c: dict | None) -> list[str]:
+    """The CPU the times were measured on (``times.json``'s ``cpu``)."""
+    if not c:
+        return []
+    return [f"CPU: {c['model']}, {c['cores']} cores, {c['threads']} torch threads, flags "
+            f"{' '.join(c['flags']) or 'none of ' + ', '.join(SIMD_FLAGS)}, torch kernels {c['capability']}, "
+            f"bf16 {'native' if c['native_bf16'] else 'not native'}"
+            + (f" ({', '.join(f'{k}={v}' for k, v in c['env'].items())})" if c["env"] else "") + "."]
 
 
 def _train_sources(splits: TaskSplits) -> str:
@@ -154,6 +165,7 @@ def _run(cfg: ExperimentConfig, acc: Accelerator, run_dir: Path, splits: TaskSpl
         return run_dir
     results.update(model_results if cfg.train.models or cfg.eval.backbone else {})
     times["peak_rss_gib"] = peak_rss_gib()
+    times["cpu"] = cpu()
     write_json(run_dir / "summary.json", {m: {k: r[k] for k in (*SUMMARY_KEYS, *LIKELIHOOD_KEYS) if k in r}
                                           for m, r in results.items()})
     atomic_write_text(run_dir / "per_task.csv", per_task_csv(results))

@@ -1,9 +1,19 @@
-"""Stage times, peak memory and prompts cut to length of a run (``times.json``)."""
+"""Stage times, peak memory, prompts cut to length and the CPU of a run (``times.json``)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import platform
 import resource
 import sys
+from pathlib import Path
+
+import torch
+
+SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+"""The CPU flags that decide which kernels PyTorch's matmuls run: AVX2 only, AVX-512, native bf16 (AVX-512
+BF16, AMX). Machines of one project differ in them, and a time means little without them."""
 
 PEAKS = "peak_rss_gib_by_stage"
 """Key of ``times.json`` holding the process's peak memory when each stage ended: the stage where it
@@ -34,3 +44,41 @@ def record_stage(times: dict, name: str, seconds: float) -> None:
 def stage_seconds(times: dict) -> dict[str, float]:
     """The stage times of a ``times.json`` (without its memory entries)."""
     return {k: v for k, v in times.items() if isinstance(v, (int, float)) and not k.startswith("peak_rss")}
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    """The CPU's model name and flags from ``/proc/cpuinfo`` (the platform's processor string and no flags
+    where there is none)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    return model, flags
+
+
+def native_bf16() -> bool:
+    """True when bf16 matmuls run natively here: the CPU has AVX-512 BF16 or AMX and PyTorch is allowed to
+    use them (``ATEN_CPU_CAPABILITY=avx2`` or ``ONEDNN_MAX_CPU_ISA=AVX2`` turn them off)."""
+    _, flags = _cpuinfo()
+    capped = os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in {"avx2", "default"} or \
+        os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in {"AVX2", "SSE41", "AVX"}
+    return not capped and bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu() -> dict:
+    """The machine a time was measured on: CPU model, cores, torch threads, the SIMD flags that matter
+    (:data:`SIMD_FLAGS`), the kernels torch chose (``capability``), whether bf16 is native, and the
+    environment variables that cap the instruction set."""
+    model, flags = _cpuinfo()
+    capability = None
+    with contextlib.suppress(AttributeError, RuntimeError):
+        capability = torch.backends.cpu.get_cpu_capability()
+    return {"model": model, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "flags": [f for f in SIMD_FLAGS if f in flags], "capability": capability, "native_bf16": native_bf16(),
+            "env": {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+                    if k in os.environ}}

@@ -99,12 +99,17 @@ class Setup:
         return self.embed({t.name: t.definition for t in tasks})
 
 
+def specialised_names(model: MoEModel) -> list[str]:
+    """The parameters a specialisation trains and :func:`load_specialised` gives: every trainable one but the
+    routers and the hypernetwork."""
+    return [n for n, p in model.named_parameters() if p.requires_grad and "router" not in n and not n.startswith("hyper")]
+
+
 def load_specialised(model: MoEModel, path: Path, *, freeze: bool) -> int:
     """Give ``model`` the specialised experts (and the layers trained with them) of ``path``: every
     trainable parameter but the routers and the hypernetwork; ``freeze`` keeps them fixed while the
     routers learn. Returns how many tensors were loaded."""
-    names = [n for n, p in model.named_parameters() if p.requires_grad and "router" not in n
-             and not n.startswith("hyper")]
+    names = specialised_names(model)
     load_params(model, path, names, what="specialised parameters", hint=" (was it made with another model config?)")
     for n in names:
         model.get_parameter(n).requires_grad_(not freeze)

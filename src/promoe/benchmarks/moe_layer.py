@@ -21,7 +21,6 @@ Usage: ``python -m promoe.benchmarks.moe_layer [--quick] [--json OUT]``; :func:`
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import statistics
@@ -42,6 +41,7 @@ from promoe.io import write_json
 from promoe.model.experts import Experts
 from promoe.model.moe import MoELayer
 from promoe.model.router import TokenRouter
+from promoe.resources import cpu
 
 D_MODEL, N_EXPERTS, TOP_K, WIDTH, TOKENS = 384, 8, 2, 768, 4096
 PLANS = {  # rounds and points: the full run takes about three minutes, --quick about one
@@ -53,15 +53,12 @@ PLANS = {  # rounds and points: the full run takes about three minutes, --quick 
 
 
 def machine() -> dict:
-    """Where the numbers come from (load averages: the machine may be shared)."""
-    cpu = platform.processor()
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+    """Where the numbers come from (load averages: the machine may be shared; ``cpu_detail``: flags, kernels)."""
+    c = cpu()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
-            "loadavg_1_5_15": load}
+    return {"platform": platform.platform(), "cpu": c["model"], "cores": c["cores"], "threads": c["threads"],
+            "cpu_detail": c, "python": sys.version.split()[0], "torch": torch.__version__,
+            "transformers": transformers.__version__, "loadavg_1_5_15": load}
 
 
 def mixtral_default_implementation() -> str:

@@ -4,6 +4,8 @@
   tokens (:mod:`promoe.benchmarks.moe_layer`);
 * zero-shot generation throughput of dense, token-level MoE, proactive MoE and the exported task
   sub-network (:mod:`promoe.benchmarks.generation`);
+* training and evaluation throughput of the default configuration as a fraction of this machine's matmul
+  peak (:mod:`promoe.benchmarks.throughput`);
 * stage times and peak memory of the default experiment, read from a finished run's ``times.json``
   (``python run_experiment.py`` writes it; the benchmark does not rerun a 30-minute experiment).
 
@@ -16,7 +18,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from promoe.benchmarks import generation, moe_layer
+from promoe.benchmarks import generation, moe_layer, throughput
 from promoe.io import atomic_write_text, write_json
 from promoe.resources import PEAKS, stage_seconds
 
@@ -75,6 +77,15 @@ def markdown(res: dict) -> str:
               "|---|---|---|---|"]
     for row in layer.get("table", []):
         lines.append(f"| {row['label']} | {row['ours']:.4f} | {row['dense']:.4f} | {row['hf_mixtral']:.4f} |")
+    tp = res["throughput"]
+    peak = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in tp["peak_flop_per_s"].items())
+    tr, ev = tp["train"], tp["eval"]
+    lines += ["", f"## Throughput against the matmul peak ({peak}; the run computes in {tp['dtype']})", "",
+              "| work | rate | counted GFLOP/s | fraction of peak |", "|---|---|---|---|",
+              f"| training, batch {tr['batch_size']} ({tr['tokens_per_step']} tokens) | {tr['tokens_per_s']:.0f} tokens/s "
+              f"| {tr['flop_per_s'] / 1e9:.1f} | {res['train_fraction_of_peak']:.3f} |",
+              f"| evaluation, batch {ev['batch_size']} × {ev['new_tokens']} new tokens | {ev['instances_per_s']:.2f} "
+              f"instances/s | {ev['flop_per_s'] / 1e9:.1f} | {res['eval_fraction_of_peak']:.3f} |"]
     gen = res["generation"]
     w = gen["workload"]
     lines += ["", f"## Generation ({w['backbone']}, batch {w['batch_size']}, {w['prompt_tokens']} prompt tokens, "
@@ -99,12 +110,14 @@ def markdown(res: dict) -> str:
 def run_suite(*, quick: bool, run_dir: Path, preset: str = "default") -> dict:
     layer = moe_layer.run(quick=quick)
     gen = generation.run(quick=quick, preset=preset)
+    tp = throughput.run(quick=quick, preset=preset)
     default = default_experiment(run_dir)
     res = {"quick": quick, "machine": machine(), "moe_vs_dense": layer["moe_vs_dense"],
            "moe_vs_hf_mixtral": layer["moe_vs_hf_mixtral"], "export_vs_token_moe": gen["export_vs_token_moe"],
-           "default_peak_rss_gib": default.get("peak_rss_gib")}
+           "default_peak_rss_gib": default.get("peak_rss_gib"), "peak_flop_per_s": tp["peak_flop_per_s"],
+           "train_fraction_of_peak": tp["train_fraction_of_peak"], "eval_fraction_of_peak": tp["eval_fraction_of_peak"]}
     res["targets"] = {k: {"target": f"{op} {t}", "met": met(k, res[k])} for k, (op, t, _) in TARGETS.items()}
-    res.update({"moe_layer": layer, "generation": gen, "default_experiment": default})
+    res.update({"moe_layer": layer, "generation": gen, "throughput": tp, "default_experiment": default})
     return res
 
 
