@@ -58,7 +58,7 @@ def test_analyze_full_run(tmp_path: Path) -> None:
     assert seeds["promoe"]["rougeL"]["n"] == 3 and seeds["moe"]["rougeL"]["std"] == 0.0
 
     figs = {Path(p).name for p in out["figures"]}
-    assert figs == {"overall.png", "per_category_rougeL.png", "expert_utilisation_moe.png",
+    assert figs == {"answer.png", "overall.png", "per_category_rougeL.png", "expert_utilisation_moe.png",
                     "expert_utilisation_promoe.png", "routing_entropy.png", "routing_map.png", "training_curves.png"}
     assert "task_embeddings.npz" in out["skipped"]["routing_vs_description"]
     assert "per_category_rougeL_variants" in out["skipped"]
@@ -68,6 +68,8 @@ def test_analyze_full_run(tmp_path: Path) -> None:
     report = (run / "REPORT.md").read_text()
     for heading in ("## Headline", "## Paired tests", "## ROUGE-L per category", "## Routing", "## Seeds"):
         assert heading in report
+    # the answer first: before every table, with its figure
+    assert report.index("## The answer") < report.index("figures/answer.png") < report.index("## Headline")
     assert "| promoe |" in report and "title generation" in report
     found = links(report)
     assert sorted(Path(p).name for p in found) == sorted(figs)

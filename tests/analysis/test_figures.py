@@ -22,7 +22,7 @@ def test_row_order_groups_and_colours() -> None:
 def test_every_row_gets_every_figure_but_training_curves(every_row: AnalysedRun) -> None:
     run, out = every_row.run, every_row.out
     figs = {Path(p).name for p in out["figures"]}
-    assert figs == {"overall.png", "per_category_rougeL.png", "per_category_rougeL_variants.png",
+    assert figs == {"answer.png", "overall.png", "per_category_rougeL.png", "per_category_rougeL_variants.png",
                     *(f"expert_utilisation_{m}.png" for m in ("moe", "promoe", "knn", "skill")),
                     "routing_entropy.png", "routing_vs_description.png", "routing_map.png"}
     for name in figs:

@@ -22,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
+from promoe.analysis.answer import fig_answer
 from promoe.analysis.expert_figures import draw_expert_figures
 from promoe.analysis.routing_figures import draw_routing_figures
 from promoe.analysis.rows import main_groups
@@ -145,6 +146,9 @@ def fig_training_curves(curves: dict[str, list[dict]], colors: dict[str, tuple])
 
 
 FIGURE_TEXT = {
+    "answer": "promoe − each row per test task (ROUGE-L, paired over common tasks) with its 95% bootstrap CI; the "
+              "grey band is ± the minimum detectable effect at 80% power: a CI inside it rules out only larger "
+              "effects. Green: promoe better, red: worse.",
     "overall": "Overall ROUGE-L and exact match per row (official instance means) with 95% bootstrap "
                "intervals that resample test tasks; lines separate the report's groups.",
     "per_category_rougeL": "ROUGE-L per task category (one panel each) for the zero-shot models, heuristic "
@@ -169,6 +173,7 @@ def draw_figures(run_dir: Path, data: RunData, sig: dict) -> tuple[dict[str, tup
 
     colors = _colors(set(data.scores) | set(data.routing) | set(data.curves))
     models = list(sig["models"])
+    emit(fig_answer(sig), "answer", "the answer", FIGURE_TEXT["answer"])
     emit(fig_overall(sig, colors), "overall", "overall scores", FIGURE_TEXT["overall"])
     main = [m for m in models if row_group(m) in main_groups()]
     variants = [m for m in models if m not in main]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from promoe.analysis.answer import answer_section
 from promoe.analysis.rows import experts_model, main_groups
 from promoe.analysis.rundata import LABEL, LIKELIHOOD, METRICS, Experts, RunData
 from promoe.registry import GROUPS, HEADROOM, REFERENCE, conditions, entry, row_group, split_row
@@ -246,13 +247,18 @@ def _experts(experts: Experts | None) -> list[str]:
 
 def render_report(run_dir: Path, data: RunData, sig: dict, seeds: dict | None,
                   figures: dict[str, tuple[str, str]], skipped: dict[str, str]) -> str:
-    """REPORT.md: headline by group, paired tests, ablations, zero- vs few-shot, per-category, routing,
+    """REPORT.md: the answer (:mod:`promoe.analysis.answer`) and its figure, headline by group, paired tests, ablations, zero- vs few-shot, per-category, routing,
     seed and specialised-expert tables, then the figures."""
     split = "" if sig["n_test_tasks"] is None else f" {sig['n_test_tasks']} test tasks in `splits.json`."
     out = [f"# PRo-MoE analysis: run `{run_dir.name}`", "",
            f"Rows: {', '.join(sig['models'])}.{split} Intervals are 95% percentile bootstraps over test tasks "
            f"({sig['n_boot']} resamples, seed {sig['seed']}): ROUGE-L and EM are the official instance means, "
            "their intervals resample tasks with all their instances; task means weigh every task the same.", ""]
+    out += answer_section(sig, data.condition)
+    figures = dict(figures)  # the answer's figure is shown with the answer, the rest at the end
+    if "figures/answer.png" in figures:
+        alt, caption = figures.pop("figures/answer.png")
+        out += [f"![{alt}](figures/answer.png)", "", caption, ""]
     out += _headline(sig) + _comparisons(sig) + _per_category(sig) + _routing(data, sig)
     if seeds:
         out += ["## Seeds", "", "Overall scores across seeds: mean ± sample std [95% t interval].", ""]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from promoe.data.sources import iter_jsonl
 from promoe.errors import DataError
@@ -68,6 +69,7 @@ class RunData:
     embeddings: dict[str, np.ndarray] | None = None  # task_embeddings.npz arrays
     experts: Experts | None = None  # experts/*.json of a run with specialised experts
     logit_scale: dict[str, dict] | None = None  # routing/logit_scale.json: model -> total/static/generated spread
+    condition: str | None = None  # config.yaml's prompt.condition (standard | router_only)
 
     def task_categories(self) -> dict[str, str]:
         """Task -> category key, from the scores (first row wins), else from ``task_embeddings.npz``."""
@@ -264,4 +266,20 @@ def load_run(run_dir: Path) -> RunData:
     data.experts = _read_experts(run_dir / "experts")
     if (run_dir / "routing" / "logit_scale.json").is_file():
         data.logit_scale = _read_logit_scale(run_dir / "routing" / "logit_scale.json")
+    data.condition = _read_condition(run_dir / "config.yaml")
     return data
+
+
+def _read_condition(path: Path) -> str | None:
+    """The run's prompt condition from its ``config.yaml`` (None where the file or key is missing or unreadable:
+    the report then does not name one)."""
+    if not path.is_file():
+        return None
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        log.warning("%s: unreadable; the report names no prompt condition", path)
+        return None
+    prompt = cfg.get("prompt") if isinstance(cfg, dict) else None
+    condition = prompt.get("condition", "standard") if isinstance(prompt, dict) else None
+    return condition if isinstance(condition, str) else None

@@ -1,0 +1,126 @@
+"""The answer first: the question the experiment exists to answer, answered in a few lines of REPORT.md and one
+figure, from ``significance.json`` alone.
+
+Every line is ``promoe − other`` per test task (paired over the tasks both were scored on), with its 95%
+bootstrap CI, the minimum detectable effect at 80% power (:func:`promoe.analysis.stats.min_detectable_effect`)
+and a verdict that says no more than the CI and the MDE allow:
+
+* *better* / *worse*: the CI excludes 0;
+* *no difference larger than the MDE*: the CI spans 0 — a difference of about the MDE or more is ruled out,
+  smaller ones are not;
+* the oracle headroom line: the share of ``oracle − uniform`` promoe recovers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from promoe.analysis.rundata import LABEL
+from promoe.registry import ABLATED, HEADROOM, REFERENCE
+
+QUESTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Does description-conditioned routing beat static routing over the same experts, the dense model and "
+     "mixing every expert?", ("moe", "dense", "uniform", "upcycled")),
+    ("Does it use the description? (the same router given another task's description, none, random text, "
+     "the category name, a paraphrase)",
+     tuple(f"{ABLATED}-{a}" for a in ("shuffled", "empty", "random_text", "category", "paraphrase"))),
+)
+"""The questions and the rows each is answered against (rows the run did not score are left out)."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``promoe − other`` on one metric, over ``n_tasks`` common test tasks."""
+
+    other: str
+    diff: float
+    low: float
+    high: float
+    mde: float | None
+    n_tasks: int
+
+    @property
+    def verdict(self) -> str:
+        if self.low > 0:
+            return "better"
+        if self.high < 0:
+            return "worse"
+        mde = "n/a" if self.mde is None else f"{self.mde:.2f}"
+        return f"no difference larger than the MDE ({mde}) detected"
+
+
+def _paired(sig: dict, other: str, metric: str) -> Comparison | None:
+    """``promoe − other`` from the paired tests, or flipped from the ablation table (``row − promoe`` there)."""
+    if (t := sig.get("paired", {}).get(other, {}).get(metric)) is not None:
+        return Comparison(other, t["diff"], t["low"], t["high"], t.get("mde"), t["n_tasks"])
+    if (t := sig.get("ablations", {}).get(other, {}).get(metric)) is not None:
+        return Comparison(other, -t["diff"], -t["high"], -t["low"], t.get("mde"), t["n_tasks"])
+    return None
+
+
+def comparisons(sig: dict, metric: str = "rougeL") -> list[tuple[str, list[Comparison]]]:
+    """Each question with the comparisons the run can answer it with (questions with none left out)."""
+    out = []
+    for question, others in QUESTIONS:
+        found = [c for o in others if (c := _paired(sig, o, metric)) is not None]
+        if found:
+            out.append((question, found))
+    return out
+
+
+def _headroom_line(sig: dict, metric: str) -> str | None:
+    h = sig.get("headroom", {}).get(metric)
+    if not h or REFERENCE not in h["recovered"]:
+        return None
+    floor, ceiling = HEADROOM
+    r, room = h["recovered"][REFERENCE], h["headroom"]
+    share = "n/a (no headroom)" if r["share"] is None else f"{r['share']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]"
+    return (f"How much of the oracle's headroom does it recover? `{ceiling}` − `{floor}` = {room['diff']:+.2f} "
+            f"[{room['low']:+.2f}, {room['high']:+.2f}] {LABEL[metric]} over {room['n_tasks']} tasks; `{REFERENCE}` "
+            f"recovers {share} of it (1: all, 0: none).")
+
+
+def answer_section(sig: dict, condition: str | None, metric: str = "rougeL") -> list[str]:
+    """REPORT.md's opening: the question, one line per comparison, the headroom, the condition; [] without promoe."""
+    if REFERENCE not in sig.get("models", {}):
+        return []
+    where = {"standard": "standard prompts (Definition + input: the description reaches every model through its "
+                         "prompt, and promoe's router too)",
+             "router_only": "router-only prompts (the input alone: the description reaches only promoe's router)"}
+    out = ["## The answer", "",
+           f"Does routing generated from the task description help an MoE on unseen tasks? `{REFERENCE}` − each "
+           f"row per test task, {LABEL[metric]} (paired, 95% bootstrap CI; MDE: the smallest difference detectable "
+           f"with 80% power)" + (f", in this run's condition: {where.get(condition, condition)}." if condition else
+                                 "."), ""]
+    for question, found in comparisons(sig, metric):
+        out += [f"**{question}**", ""]
+        out += [f"* vs `{c.other}`: {c.diff:+.2f} [{c.low:+.2f}, {c.high:+.2f}], MDE "
+                f"{'n/a' if c.mde is None else f'{c.mde:.2f}'}, {c.n_tasks} tasks — {c.verdict}." for c in found]
+        out.append("")
+    if line := _headroom_line(sig, metric):
+        out += [f"**{line}**", ""]
+    return out
+
+
+def fig_answer(sig: dict, metric: str = "rougeL") -> Figure | None:
+    """``promoe − other`` with its CI per comparison; the grey band is ± the MDE around 0."""
+    rows = [c for _, found in comparisons(sig, metric) for c in found]
+    if not rows:
+        return None
+    fig = Figure(figsize=(8.0, 1.2 + 0.35 * len(rows)), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(rows))
+    for i, c in enumerate(rows):
+        if c.mde is not None:
+            ax.fill_betweenx([i - 0.35, i + 0.35], -c.mde, c.mde, color="0.88", lw=0)
+        color = "tab:green" if c.low > 0 else "tab:red" if c.high < 0 else "0.3"
+        ax.errorbar(c.diff, i, xerr=[[c.diff - c.low], [c.high - c.diff]], fmt="o", color=color, capsize=3)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, [f"{REFERENCE} − {c.other}" for c in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{LABEL[metric]} difference per task (95% CI; grey: ± MDE at 80% power)")
+    ax.grid(axis="x", alpha=0.3)
+    return fig

@@ -1,0 +1,53 @@
+"""promoe.analysis.answer: REPORT.md opens with the answer, every line promoe − other with CI and MDE, and a
+verdict no stronger than the interval allows."""
+
+from __future__ import annotations
+
+from promoe.analysis.answer import Comparison, answer_section, comparisons, fig_answer
+
+
+def _t(diff: float, low: float, high: float, mde: float = 1.5, n: int = 119) -> dict:
+    return {"diff": diff, "low": low, "high": high, "mde": mde, "n_tasks": n}
+
+
+SIG = {
+    "models": {"promoe": {}, "moe": {}, "dense": {}, "uniform": {}, "oracle": {}, "promoe-shuffled": {}},
+    "paired": {"moe": {"rougeL": _t(2.0, 0.5, 3.5)}, "dense": {"rougeL": _t(-0.4, -2.0, 1.2)},
+               "uniform": {"rougeL": _t(-3.0, -4.0, -2.0)}},
+    # ablation rows are row − promoe: promoe − shuffled = +1.0 [+0.2, +1.8]
+    "ablations": {"promoe-shuffled": {"rougeL": _t(-1.0, -1.8, -0.2, mde=1.1)}},
+    "headroom": {"rougeL": {"headroom": _t(5.0, 3.0, 7.0), "recovered": {
+        "promoe": {"share": 0.25, "low": -0.1, "high": 0.6, "n_tasks": 119}}}},
+}
+
+
+def test_verdicts_follow_the_interval_not_the_point() -> None:
+    assert Comparison("x", 2.0, 0.5, 3.5, 1.5, 10).verdict == "better"
+    assert Comparison("x", -3.0, -4.0, -2.0, 1.5, 10).verdict == "worse"
+    v = Comparison("x", 1.0, -0.2, 2.2, 1.7, 10).verdict  # a positive point estimate is not "better"
+    assert "no difference larger than the MDE (1.70)" in v
+
+
+def test_ablations_are_flipped_to_promoe_minus_row() -> None:
+    (_, first), (_, second) = comparisons(SIG)
+    assert [c.other for c in first] == ["moe", "dense", "uniform"]  # rows the run did not score are left out
+    shuffled = second[0]
+    assert (shuffled.other, shuffled.diff, shuffled.low, shuffled.high, shuffled.mde) == \
+           ("promoe-shuffled", 1.0, 0.2, 1.8, 1.1)
+
+
+def test_the_section_states_the_condition_each_comparison_and_the_headroom() -> None:
+    text = "\n".join(answer_section(SIG, "router_only"))
+    assert text.startswith("## The answer")
+    assert "router-only prompts" in text
+    assert "vs `moe`: +2.00 [+0.50, +3.50], MDE 1.50, 119 tasks — better" in text
+    assert "vs `uniform`: -3.00 [-4.00, -2.00]" in text and "— worse" in text
+    assert "vs `promoe-shuffled`: +1.00 [+0.20, +1.80], MDE 1.10" in text
+    assert "`oracle` − `uniform` = +5.00 [+3.00, +7.00]" in text and "recovers +0.25 [-0.10, +0.60]" in text
+    assert answer_section({"models": {"moe": {}}}, None) == []  # no promoe, no answer
+
+
+def test_the_figure_has_one_interval_per_comparison() -> None:
+    fig = fig_answer(SIG)
+    assert len(fig.axes[0].get_yticks()) == 4
+    assert fig_answer({"models": {"promoe": {}}}) is None
