@@ -15,7 +15,7 @@ import yaml
 
 from promoe.cli import main
 from promoe.config import load_config, to_dict
-from promoe.rundir import LOCK
+from promoe.rundir import LOCK, MARKER, claim
 
 MODELS = {"copy_input", "copy_demo", "backbone", "dense", "moe", "promoe"}
 ROWS = MODELS | {"knn", "skill", "uniform", "random", "oracle", "backbone-icl", "dense-icl", "moe-icl", "promoe-icl",
@@ -159,6 +159,7 @@ def test_finished_stages_are_not_redone(tiny_data_root: Path, tmp_path: Path) ->
 def test_finished_run_is_not_redone(tiny_data_root: Path, tmp_path: Path, caplog) -> None:
     args = ["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(tmp_path)]
     run = tmp_path / "smoke"
+    claim(run)
     (run / "scores").mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(to_dict(load_config("smoke", [f"data.root={tiny_data_root}"]))
                                                     | {"output_dir": str(tmp_path)}))
@@ -173,7 +174,7 @@ def test_finished_run_is_not_redone(tiny_data_root: Path, tmp_path: Path, caplog
 def test_bad_data_with_overwrite_keeps_the_earlier_run(tiny_data_root: Path, tmp_path: Path, capsys) -> None:
     """--overwrite empties the folder only once the data has loaded: a wrong data folder destroys nothing."""
     run = tmp_path / "smoke"
-    run.mkdir()
+    claim(run)
     for name in ("summary.json", "REPORT.md"):
         (run / name).write_text("{}")
     missing = tmp_path / "no_data_here"
@@ -181,7 +182,7 @@ def test_bad_data_with_overwrite_keeps_the_earlier_run(tiny_data_root: Path, tmp
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and str(missing) in err and "not found" in err
-    assert sorted(p.name for p in run.iterdir()) == sorted([LOCK, "summary.json", "REPORT.md"])
+    assert sorted(p.name for p in run.iterdir()) == sorted([LOCK, MARKER, "summary.json", "REPORT.md"])
 
 
 def test_several_seeds_aggregate_into_mean_and_ci(tiny_data_root: Path, tmp_path: Path) -> None:

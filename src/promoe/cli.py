@@ -18,6 +18,7 @@ from promoe.cli_args import add_config_args, config_of
 from promoe.cli_data import add_data_commands
 from promoe.config import help_lines, to_dict
 from promoe.errors import PromoeError
+from promoe.rundir import guard_output
 
 WRITE_ERRORS = {
     errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some of your disk quota",
@@ -31,6 +32,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from promoe.io import read_predictions, read_references, write_json
     from promoe.metrics import score
 
+    if args.output:
+        guard_output(args.output, flag="--output", folder=False, inputs=[args.predictions, args.references])
     result = score(read_predictions(args.predictions), read_references(args.references))
     if args.output:
         write_json(args.output, result)
@@ -44,6 +47,7 @@ def cmd_baseline_heuristic(args: argparse.Namespace) -> int:
     from promoe.io import write_json
     from promoe.stages.heuristics import run_heuristics
 
+    guard_output(args.output_dir, flag="--output-dir", folder=True)
     splits = load_splits(config_of(args).data)
     results = run_heuristics(splits.test, args.output_dir)
     summary = {name: {k: r[k] for k in ("rougeL", "exact_match", "rougeL_task_mean",

@@ -25,7 +25,7 @@ from promoe.data.splits import TaskSplits, load_splits
 from promoe.data.summary import summarize
 from promoe.io import atomic_write_text, write_json
 from promoe.resources import CUT, SIMD_FLAGS, cpu, peak_rss_gib, record_stage, stage_seconds
-from promoe.rundir import RunLock, is_finished, prepare
+from promoe.rundir import RunLock, claim, is_finished, prepare
 from promoe.stages.heuristics import run_heuristics
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,8 @@ def run(cfg: ExperimentConfig, *, overwrite: bool = False) -> Path:
         record_stage(times, "data", time.perf_counter() - t0)
         if main and overwrite:
             prepare(run_dir, to_dict(cfg), overwrite=True)
+        if main:
+            claim(run_dir)
         acc.wait_for_everyone()
         return _run(cfg, acc, run_dir, splits, times)
     finally:
@@ -184,6 +186,9 @@ def run_seeds(cfg: ExperimentConfig, seeds: list[int], *, overwrite: bool = Fals
     """One run per seed in ``<run>/seeds/<seed>/``; ``<run>/`` shows the first seed's run in full and the
     mean ± CI of every model's overall scores over the seeds (``seeds.json`` and REPORT.md)."""
     top = Path(cfg.output_dir) / cfg.name
+    if Accelerator().is_main_process:
+        with RunLock(top):
+            claim(top)  # the seeds' parent is a run folder too (its own files are the first seed's copies)
     for seed in seeds:
         run(replace(cfg, seed=seed, output_dir=str(top / "seeds"), name=str(seed)), overwrite=overwrite)
     if not Accelerator().is_main_process:

@@ -21,6 +21,7 @@ from promoe.errors import PromoeError
 from promoe.evaluate import eval_items, predict, write_predictions
 from promoe.model.moe_model import MoEModel
 from promoe.model.stats import RoutingStats
+from promoe.rundir import USER_EVAL, guard_output
 from promoe.setup import Setup
 
 
@@ -67,12 +68,14 @@ def load_trained(run_dir: str | Path, name: str) -> Trained:
 
 def eval_task_file(run_dir: str | Path, name: str, tasks_file: str | Path, out_dir: str | Path | None = None) -> dict:
     """Score model ``name`` zero-shot on every instance of ``tasks_file``; writes official-format files."""
+    out = Path(out_dir) if out_dir else Path(run_dir) / USER_EVAL / Path(tasks_file).name.split(".")[0]
+    guard_output(out, flag="--output-dir", folder=True, inputs=[tasks_file],
+                 writes=[out / f for f in ("references.jsonl", f"predictions/{name}.jsonl", f"scores/{name}.json")])
     tasks = load_tasks(tasks_file)
     trained = load_trained(run_dir, name)
     items = eval_items(tasks, origins=("instance",))
     if not items:
         raise PromoeError(f"{tasks_file}: the tasks hold no instances to score")
-    out = Path(out_dir) if out_dir else Path(run_dir) / "user_eval" / Path(tasks_file).name.split(".")[0]
     preds = predict(trained.model, trained.tokenizer, items, task_emb=trained.embed(tasks),
                     prompt=trained.cfg.prompt, wrap=trained.wrap, batch_size=trained.cfg.eval.batch_size,
                     max_new_tokens=trained.cfg.eval.max_new_tokens, max_length=trained.cfg.eval.max_length,

@@ -6,6 +6,9 @@
 * A folder holding a run with another config would mix two experiments on resume: refused, naming the
   keys that differ.
 * A finished run (``summary.json`` and ``REPORT.md``) is not run again unless asked to overwrite.
+* Only a run's own writer deletes run files: a run marks its folder (:data:`MARKER`) when it claims it, and
+  ``--overwrite`` empties only a marked folder; a folder that holds anything else and no marker is not a
+  run of this project and is refused, with or without ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,8 @@ import yaml
 from promoe.errors import PromoeError
 
 LOCK = ".lock"
+MARKER = ".promoe-run"
+"""Written into a run folder when a run claims it: only a folder holding it is emptied by ``--overwrite``."""
 FINISHED = ("summary.json", "REPORT.md")
 """Written last by a run (the summary, then the report of its analysis)."""
 
@@ -39,6 +45,7 @@ class RunLock:
         self.fd: int | None = None
 
     def acquire(self) -> RunLock:
+        refuse_foreign(self.path.parent)  # not even a lock file goes into a folder that is not a run's
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -88,10 +95,41 @@ def is_finished(run_dir: Path) -> bool:
     return all((Path(run_dir) / f).exists() for f in FINISHED)
 
 
+def is_run(run_dir: Path) -> bool:
+    """True when ``run_dir`` is a run folder of this project (it holds :data:`MARKER`)."""
+    return (Path(run_dir) / MARKER).is_file()
+
+
+def claim(run_dir: Path) -> None:
+    """Mark ``run_dir`` as a run folder (:data:`MARKER`), creating it; a folder that holds something else
+    and no marker is refused (:class:`RunDirError`)."""
+    run_dir = Path(run_dir)
+    refuse_foreign(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not is_run(run_dir):
+        (run_dir / MARKER).write_text(f"PRo-MoE run folder, claimed {time.strftime('%Y-%m-%d %H:%M:%S')}. "
+                                      "--overwrite empties only folders that hold this file.\n", encoding="utf-8")
+
+
+def refuse_foreign(run_dir: Path) -> None:
+    """Refuse a ``run_dir`` that is a file, or a folder holding anything but a lock and no :data:`MARKER`."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: is a file, not a run folder: choose another name=... or --output-dir")
+    if not run_dir.is_dir() or is_run(run_dir):
+        return
+    if found := sorted(p.name for p in run_dir.iterdir() if p.name != LOCK):
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise RunDirError(f"{run_dir}: this folder is not a PRo-MoE run folder (no {MARKER}; it holds {shown}), so "
+                          "the run neither writes into it nor empties it, --overwrite or not: choose another "
+                          "name=... or --output-dir (a run from before run markers: delete it yourself)")
+
+
 def prepare(run_dir: Path, config: dict, *, overwrite: bool = False) -> bool:
     """Check what ``run_dir`` holds before a run with ``config`` writes into it (hold its lock first).
-    Returns True when it holds this run, finished. ``overwrite`` empties the folder first."""
+    Returns True when it holds this run, finished. ``overwrite`` empties the folder first — only a run
+    folder (:func:`is_run`); a folder holding anything else is refused either way."""
     run_dir = Path(run_dir)
+    refuse_foreign(run_dir)
     if overwrite:
         for p in run_dir.iterdir() if run_dir.exists() else []:
             if p.name != LOCK:
@@ -108,3 +146,42 @@ def prepare(run_dir: Path, config: dict, *, overwrite: bool = False) -> bool:
                               "it would mix two experiments: give this run another name (name=...) or pass "
                               "--overwrite to replace it")
     return is_finished(run_dir)
+
+
+USER_EVAL = "user_eval"
+"""The one place inside a run folder where commands that read the run (``promoe eval``) may write."""
+
+
+def _looks_like_run(folder: Path) -> bool:
+    """A run folder: marked, or (a run from before markers) a ``config.yaml`` beside its scores or summary."""
+    return is_run(folder) or (folder / "config.yaml").is_file() and (
+        (folder / "scores").is_dir() or (folder / "summary.json").is_file())
+
+
+def run_root(path: Path) -> Path | None:
+    """The run folder ``path`` is (or lies in), or None."""
+    p = Path(path).resolve()
+    return next((q for q in (p, *p.parents) if q.is_dir() and _looks_like_run(q)), None)
+
+
+def guard_output(path: str | Path, *, flag: str, folder: bool, writes: Sequence[str | Path] = (),
+                 inputs: Sequence[str | Path] = ()) -> None:
+    """Refuse an output of a command other than the run itself when it would write over a run's results (it lies
+    in a run folder, outside its :data:`USER_EVAL`), over the command's own ``inputs`` (``writes``: the files it
+    writes, ``path`` itself for a file), or where a file stands in for a folder (``folder``) or a folder for a
+    file. One :class:`RunDirError` naming ``flag``."""
+    p = Path(path)
+    if p.exists() and folder != p.is_dir():
+        kind = "folder" if folder else "file"
+        raise RunDirError(f"{p}: is {'a file' if folder else 'a folder'}, but {flag} names a {kind}: give {flag} a "
+                          f"new {kind}")
+    if (root := run_root(p)) is not None:
+        rel = p.resolve().relative_to(root)
+        if not rel.parts or rel.parts[0] != USER_EVAL:
+            raise RunDirError(f"{p}: lies in the run folder {root}, whose results only its run writes: give {flag} a "
+                              f"path outside it (or under {root / USER_EVAL})")
+    written = {Path(w).resolve() for w in (*writes, *(() if folder else (p,)))}
+    for i in inputs:
+        if Path(i).resolve() in written:
+            raise RunDirError(f"{i}: is this command's input and would be overwritten by its output ({flag} {p}): "
+                              f"give {flag} another path")

@@ -116,7 +116,7 @@ class Trainer:
     def __init__(self, model: MoEModel, *, cfg: TrainConfig, examples: Sequence[TrainExample],
                  val_examples: Sequence[TrainExample], task_emb: dict[str, torch.Tensor], pad_id: int,
                  out_dir: Path, seed: int = 0, lower: LowerFn | None = None,
-                 accelerator: Accelerator | None = None) -> None:
+                 accelerator: Accelerator | None = None, task_weight: dict[str, float] | None = None) -> None:
         self.cfg, self.examples, self.val_examples, self.task_emb = cfg, examples, val_examples, task_emb
         self.pad_id, self.out_dir, self.seed, self.lower = pad_id, Path(out_dir), seed, lower
         self.acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
@@ -135,7 +135,7 @@ class Trainer:
             hint=f"the last good checkpoint is kept in {self.out_dir / 'last'}; try a lower train.lr, "
                  "train.max_grad_norm > 0 or train.mixed_precision=no")
         self.plan = sampling_plan(examples, steps=cfg.steps, batch_size=cfg.batch_size,
-                                  temperature=cfg.temperature, seed=seed)
+                                  temperature=cfg.temperature, seed=seed, task_weight=task_weight)
 
     # -- one step --------------------------------------------------------------------------------
     def _micro(self, idx: Sequence[int], examples: Sequence[TrainExample], num_items: float,

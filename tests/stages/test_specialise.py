@@ -6,17 +6,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from promoe.config import load_config
-from promoe.data.examples import build_examples
+from promoe.data.clusters import Clusters
+from promoe.data.examples import TrainExample, build_examples, sampling_plan
 from promoe.data.splits import load_splits
 from promoe.stages import start
 from promoe.stages.lower_cache import LowerCache
-from promoe.stages.specialise import specialise, weight_distance
+from promoe.stages.specialise import balanced, specialise, weight_distance
 
 pytestmark = pytest.mark.usefixtures("tiny_tensors")
 
@@ -76,3 +78,14 @@ def test_each_expert_is_best_on_its_own_cluster(suite: list[str], tmp_path: Path
     state = load_file(str(checkpoint))
     w_in = next(n for n in state if n.endswith("experts.w_in"))
     assert torch.equal(moe.get_parameter(w_in), state[w_in])
+
+
+def test_balanced_sampling_draws_every_cluster_equally_often() -> None:
+    # cluster 0 holds 9 tasks, cluster 1 one task: by task, cluster 1 would get 10% of the draws
+    assignment = {f"big{i}": 0 for i in range(9)} | {"small": 1}
+    clusters = Clusters("given", assignment, np.zeros((2, 3)))
+    examples = [TrainExample(t, (1, 2), (-100, 2)) for t in assignment for _ in range(4)]
+    for weight, share in ((None, 0.1), (balanced(clusters), 0.5)):
+        plan = sampling_plan(examples, steps=200, batch_size=8, temperature=1.0, seed=0, task_weight=weight)
+        drawn = [examples[i].task == "small" for step in plan for i in step]
+        assert abs(np.mean(drawn) - share) < 0.03

@@ -64,6 +64,11 @@ class ExperimentConfig:
         check_fields(self, "")
         for key in ("name", "output_dir"):
             require(getattr(self, key).strip(), key, getattr(self, key), "is blank", "give it a value")
+        # the run folder is <output_dir>/<name>: a name with a path in it would put it (and what --overwrite
+        # empties) anywhere on the disk
+        require("/" not in self.name and "\\" not in self.name and self.name not in {".", ".."}, "name", self.name,
+                "is not a plain folder name (the run folder must stay inside output_dir)",
+                "give a name without / or \\ (e.g. name=my_run), and choose the parent folder with --output-dir")
         for f in dataclasses.fields(self):
             if dataclasses.is_dataclass(section := getattr(self, f.name)):
                 section.validate()

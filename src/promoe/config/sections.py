@@ -236,6 +236,9 @@ class ExpertsConfig:
                                        "synthetic suite).")
     steps: int = setting(64, "Optimizer steps of the specialisation (every example to its cluster's expert).", lo=1)
     lr: float | None = setting(None, "Peak learning rate of the specialisation (unset: train.lr).", gt=0)
+    balance: bool = setting(True, "Sample every cluster equally often, so every expert gets the same number of "
+                                  "updates (as Branch-Train-MiX trains each expert for the same steps); false: "
+                                  "every training task equally often, so big clusters' experts train longer.")
     freeze: bool = setting(True, "Keep the specialised weights frozen while routers are learned (false: "
                                  "fine-tune them jointly with the routers).")
 

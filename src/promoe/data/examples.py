@@ -53,14 +53,17 @@ def build_examples(tasks: Sequence[Task], tokenizer, *, per_task: int, max_lengt
 
 
 def sampling_plan(examples: Sequence[TrainExample], *, steps: int, batch_size: int, temperature: float,
-                  seed: int, window: int = 16) -> list[list[int]]:
-    """Example indices of every step (see module docstring); deterministic in ``seed``."""
+                  seed: int, window: int = 16, task_weight: dict[str, float] | None = None) -> list[list[int]]:
+    """Example indices of every step (see module docstring); deterministic in ``seed``. ``task_weight``
+    multiplies each task's sampling probability (e.g. 1 / its cluster's size: every cluster equally often)."""
     by_task: dict[str, list[int]] = defaultdict(list)
     for i, ex in enumerate(examples):
         by_task[ex.task].append(i)
     tasks = sorted(by_task)
     sizes = np.array([len(by_task[t]) for t in tasks], dtype=float)
     p = sizes ** (1.0 / temperature)
+    if task_weight is not None:
+        p *= np.array([task_weight[t] for t in tasks], dtype=float)
     p /= p.sum()
     rng = np.random.default_rng(seed)
     plan: list[list[int]] = []

@@ -48,6 +48,13 @@ def make_clusters(ctx: RunContext) -> Clusters:
     return clusters
 
 
+def balanced(clusters: Clusters) -> dict[str, float]:
+    """Each training task's sampling weight 1 / (its cluster's size): every cluster, so every expert, is
+    drawn equally often."""
+    sizes = clusters.sizes()
+    return {t: 1.0 / sizes[c] for t, c in clusters.assignment.items()}
+
+
 def specialist(ctx: RunContext, clusters: Clusters, expert: int | None = None) -> MoEModel:
     """The MoE whose every task goes to its cluster's expert (or every task to ``expert``); routers fixed. One
     expert per token (``top_k=1``): the others would get weight ~0 and cost as much as the one."""
@@ -75,7 +82,8 @@ def specialise(ctx: RunContext, examples: Sequence[TrainExample], val_examples: 
     trainer = Trainer(model, cfg=replace(cfg.train, steps=cfg.experts.steps, lr=cfg.experts.lr or cfg.train.lr), examples=examples,
                       val_examples=val_examples, task_emb=ctx.task_emb, pad_id=ctx.setup.tokenizer.pad_token_id,
                       out_dir=run_dir / "train" / "experts", seed=cfg.seed,
-                      lower=lower if model.split is not None else None, accelerator=acc)
+                      lower=lower if model.split is not None else None, accelerator=acc,
+                      task_weight=balanced(clusters) if cfg.experts.balance else None)
     result = trainer.fit(desc="specialise experts")
     log.info("experts: specialised in %d steps, best validation loss %s", result.steps, result.best_val_loss)
     model = acc.unwrap_model(trainer.model).eval()
