@@ -37,7 +37,9 @@ def test_cli_score(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for key in ("rougeL", "exact_match", "per_category", "per_task", "n", "rougeL_task_mean",
                 "exact_match_task_mean"):
         assert key in result
+    ids = result.pop("ids")
     assert result == EXAMPLE_EXPECTED
+    assert ids == {"references": 4, "missing_predictions": 1, "unknown_predictions": 1}  # as the example is made
     printed = json.loads(capsys.readouterr().out)
     assert "per_task" not in printed     # printed only with --full
     assert printed["rougeL"] == 66.6667 and printed["exact_match"] == 50.0
@@ -47,6 +49,25 @@ def test_cli_score_full(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     p, r = _example_files(tmp_path)
     assert main(["score", "--predictions", str(p), "--references", str(r), "--full"]) == 0
     assert json.loads(capsys.readouterr().out)["per_task"] == EXAMPLE_EXPECTED["per_task"]
+
+
+def test_cli_score_says_how_many_ids_are_missing_or_unknown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    refs = [{"id": i, "references": ["yes"], "task_id": "t1", "task_category": "QA", "track": "default"}
+            for i in ("1", "2", "3")]
+    r = write_lines(tmp_path / "r.jsonl", refs)
+    p = write_lines(tmp_path / "p.jsonl", [{"id": "1", "prediction": "yes"}, {"id": "9", "prediction": "yes"}])
+    out = tmp_path / "s.json"
+    assert main(["score", "--predictions", str(p), "--references", str(r), "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "2 of 3 references have no prediction and score as empty answers" in err and "1 predictions" in err
+    result = json.loads(out.read_text())
+    assert result["ids"] == {"references": 3, "missing_predictions": 2, "unknown_predictions": 1}
+    assert result["exact_match"] == pytest.approx(100 / 3, abs=1e-3)  # the official rule: missing = empty
+    # no prediction id matches: surely the wrong file
+    q = write_lines(tmp_path / "q.jsonl", [{"id": "x", "prediction": "yes"}])
+    assert main(["score", "--predictions", str(q), "--references", str(r)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "none of its 1 prediction ids" in err
 
 
 _GOOD_REF = {"id": "1", "references": ["yes"], "task_id": "t1", "task_category": "QA", "track": "default"}

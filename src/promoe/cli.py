@@ -34,7 +34,19 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     if args.output:
         guard_output(args.output, flag="--output", folder=False, inputs=[args.predictions, args.references])
-    result = score(read_predictions(args.predictions), read_references(args.references))
+    preds, refs = read_predictions(args.predictions), read_references(args.references)
+    ids = {r.id for r in refs}
+    missing, unknown = sorted(ids - set(preds)), sorted(set(preds) - ids)
+    if preds and refs and len(unknown) == len(preds):
+        raise PromoeError(f"{args.predictions}: none of its {len(preds)} prediction ids is in {args.references} "
+                          f"(e.g. {unknown[0]!r}): are these the predictions for these references?")
+    result = score(preds, refs)
+    result["ids"] = {"references": len(ids), "missing_predictions": len(missing), "unknown_predictions": len(unknown)}
+    if missing or unknown:  # the official rule: a missing prediction scores as an empty answer; said, with counts
+        print(f"note: {len(missing)} of {len(ids)} references have no prediction and score as empty answers"
+              + (f" (e.g. {missing[0]!r})" if missing else "")
+              + f"; {len(unknown)} predictions have ids not in the references and are ignored"
+              + (f" (e.g. {unknown[0]!r})" if unknown else ""), file=sys.stderr)
     if args.output:
         write_json(args.output, result)
     shown = result if args.full else {k: v for k, v in result.items() if k != "per_task"}

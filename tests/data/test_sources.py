@@ -240,3 +240,13 @@ def test_read_hf_sni_missing_column(tmp_path: Path, hf_offline) -> None:
     f = _write_jsonl(tmp_path / "hf_no_targets.jsonl", rows)
     err = _data_error(read_hf_sni, "json", split="train", data_files=str(f))
     assert err.field == "targets" and "'targets'" in str(err)
+
+
+def test_ids_shared_by_two_tasks_scored_together_are_refused_naming_both(tmp_path: Path) -> None:
+    one, two = _record("task030_one", n=2), _record("task031_two", n=2)
+    for rec in (one, two):  # both number their instances "0", "1"
+        for i, inst in enumerate(rec["Instances"]):
+            inst["id"] = str(i)
+    pkg = _write_jsonl(tmp_path / "two.jsonl", [one, two])
+    err = _data_error(load_tasks, pkg)
+    assert "'0'" in str(err) and "task030_one" in str(err) and "task031_two" in str(err) and "unique" in str(err)

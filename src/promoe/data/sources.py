@@ -15,7 +15,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,13 +222,30 @@ def load_tasks(path: str | Path, *, collection: str = "user") -> list[Task]:
         if not files:
             raise DataError("holds no task .json files", file=str(p),
                             fix="point at a folder of SNI task files (or its tasks/ folder)")
-        return [read_task_file(f, collection=collection) for f in files]
-    if p.name.endswith((".jsonl", ".jsonl.gz")):
-        return read_task_package(p, collection=collection)
-    if p.suffix == ".json":
-        return [read_task_file(p, collection=collection)]
-    raise DataError("unknown task file type", file=str(p),
-                    fix="use .json (one task), .jsonl or .jsonl.gz (one task per line)")
+        tasks = [read_task_file(f, collection=collection) for f in files]
+    elif p.name.endswith((".jsonl", ".jsonl.gz")):
+        tasks = read_task_package(p, collection=collection)
+    elif p.suffix == ".json":
+        tasks = [read_task_file(p, collection=collection)]
+    else:
+        raise DataError("unknown task file type", file=str(p),
+                        fix="use .json (one task), .jsonl or .jsonl.gz (one task per line)")
+    check_unique_ids(tasks, str(p))
+    return tasks
+
+
+def check_unique_ids(tasks: Sequence[Task], source: str) -> None:
+    """Refuse instance ids shared by two tasks scored together: predictions are matched to references by id, so
+    one task would be scored on the other's answers. Names both tasks."""
+    owner: dict[str, str] = {}
+    for t in tasks:
+        for inst in t.instances:
+            if (other := owner.setdefault(inst.id, t.name)) != t.name:
+                raise DataError(f"instance id {inst.id!r} is in task {other!r} and in task {t.name!r}; predictions "
+                                "are matched to references by id, so one would be scored on the other's answers",
+                                file=source, field="Instances[].id",
+                                fix="make ids unique across the tasks scored together (e.g. prefix them with the "
+                                    "task name)")
 
 
 def positive_example_instances(task: Task) -> tuple[Instance, ...]:

@@ -32,6 +32,7 @@ from promoe.data.protocol import (
 )
 from promoe.data.schema import Quirk, QuirkLog, Task, task_from_record
 from promoe.data.sources import (
+    check_unique_ids,
     load_tasks,
     read_categories,
     read_hf_sni,
@@ -97,6 +98,7 @@ def _finish(pool: list[Task], test_tasks: list[Task], decisions: list[Decision],
     if cfg.max_test_tasks is not None and cfg.max_test_tasks < len(test_tasks):
         stride = len(test_tasks) / cfg.max_test_tasks
         test_tasks = [test_tasks[int(i * stride)] for i in range(cfg.max_test_tasks)]
+    check_unique_ids(test_tasks, sources.get("test", "the test tasks"))  # scored together
     available = {t.name: len(t.instances) for t in test_tasks}
     test = build_test_tasks(test_tasks, [], max_instances=cfg.test_max_instances_per_task,
                             positive_examples=cfg.test_positive_examples, max_total=cfg.test_max_per_task)
