@@ -199,3 +199,30 @@ def test_specialised_experts_add_a_section_and_a_figure_and_nothing_else(
              f"{erf.FIGURE_TEXT['expert_cluster_matrix']}\n\n")
     assert entry in report
     assert report.replace(section, "").replace(entry, "") == plain_report
+
+
+def test_a_missing_score_file_is_named_and_the_reference_is_never_swapped(tmp_path: Path, caplog) -> None:
+    run = tmp_path / "run"
+    write_scores(run, {"copy_demo": 0.3, "promoe": 0.6, "moe": 0.5})
+    (run / "predictions").mkdir()
+    for row in ("promoe", "moe"):
+        (run / "predictions" / f"{row}.jsonl").write_text('{"id": "x", "prediction": "y"}\n')
+    (run / "scores" / "moe.json").unlink()
+    with caplog.at_level("WARNING"):
+        analyze(run, n_boot=100)
+    assert "row moe is left out" in caplog.text and "scores/moe.json is not" in caplog.text
+    before = (run / "significance.json").read_bytes()
+    (run / "scores" / "promoe.json").unlink()  # the reference row: the paired tests would silently change
+    assert cli_main(["analyze", "--run", str(run), "--n-boot", "100"]) == 2
+    assert (run / "significance.json").read_bytes() == before
+
+
+def test_a_nan_in_a_score_file_never_reaches_a_statistic(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    write_scores(run, {"copy_demo": 0.3, "promoe": 0.6})
+    path = run / "scores" / "promoe.json"
+    s = json.loads(path.read_text())
+    next(iter(s["per_task"].values()))["rougeL"] = float("nan")
+    path.write_text(json.dumps(s))
+    with pytest.raises(ValueError, match="non-finite"):
+        analyze(run, n_boot=100)

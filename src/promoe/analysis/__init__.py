@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from promoe.analysis.figures import draw_figures
 from promoe.analysis.report import render_report
 from promoe.analysis.rundata import RunData, load_run
 from promoe.analysis.significance import seed_summary, significance
+from promoe.errors import DataError
 from promoe.io import atomic_write_text, write_json
+from promoe.registry import REFERENCE
+
+log = logging.getLogger(__name__)
 
 __all__ = ["RunData", "analyze", "load_run", "main", "seed_summary", "significance"]
 
@@ -33,6 +38,13 @@ def analyze(run_dir: Path, *, n_boot: int = 10000, seed: int = 0) -> dict:
     """Regenerate significance tests, figures and REPORT.md of ``run_dir``; returns what was written."""
     run_dir = Path(run_dir)
     data = load_run(run_dir)
+    if REFERENCE in data.missing:  # every paired test is against it: never swap in another row silently
+        raise DataError(f"the reference row {REFERENCE!r} has no score file ({data.missing[REFERENCE]})",
+                        file=str(run_dir / "scores" / f"{REFERENCE}.json"),
+                        fix=f"restore scores/{REFERENCE}.json, or run the experiment again (python "
+                            "run_experiment.py with the run's preset and overrides, --overwrite)")
+    for row, why in data.missing.items():
+        log.warning("%s: row %s is left out of the analysis: %s", run_dir, row, why)
     sig = significance(data, n_boot=n_boot, seed=seed)
     write_json(run_dir / "significance.json", sig)
     written: dict = {"significance": str(run_dir / "significance.json"), "seeds": None}

@@ -70,6 +70,7 @@ class RunData:
     experts: Experts | None = None  # experts/*.json of a run with specialised experts
     logit_scale: dict[str, dict] | None = None  # routing/logit_scale.json: model -> total/static/generated spread
     condition: str | None = None  # config.yaml's prompt.condition (standard | router_only)
+    missing: dict[str, str] = field(default_factory=dict)  # row -> what of it is there although its score is not
 
     def task_categories(self) -> dict[str, str]:
         """Task -> category key, from the scores (first row wins), else from ``task_embeddings.npz``."""
@@ -131,6 +132,11 @@ def _read_scores(folder: Path) -> dict[str, dict]:
             if missing:
                 raise DataError(f"per_task[{task!r}] lacks {missing}", file=str(p), field="per_task",
                                 fix="write the full promoe.metrics.score() result")
+            bad = [k for k in (*METRICS, "n", LIKELIHOOD) if k in row and not (
+                isinstance(row[k], int | float) and not isinstance(row[k], bool) and math.isfinite(row[k]))]
+            if bad:  # no NaN (or text) reaches a statistic
+                raise DataError(f"per_task[{task!r}] has non-finite or non-numeric {bad}", file=str(p),
+                                field="per_task", fix="score the row again (promoe score … --output …)")
         out[p.stem] = s
     return out
 
@@ -247,6 +253,10 @@ def load_run(run_dir: Path) -> RunData:
         raise DataError("holds no scores/<model>.json", file=str(run_dir / "scores"),
                         fix="run the experiment first (python run_experiment.py) or point at a run folder")
     data = RunData(scores=scores)
+    for folder in ("predictions", "likelihood"):  # a row with answers but no score file: named, never skipped silently
+        for p in sorted((run_dir / folder).glob("*.jsonl")):
+            if p.stem not in scores and p.stem not in data.missing:
+                data.missing[p.stem] = f"{folder}/{p.name} is there, scores/{p.stem}.json is not"
     for p in sorted((run_dir / "routing").glob("*.npz"), key=lambda p: model_key(p.stem)):
         data.routing[p.stem] = _read_npz(p, ROUTING_KEYS, fix="write it with RoutingStats.save")
     if (run_dir / "task_embeddings.npz").is_file():
