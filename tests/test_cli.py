@@ -7,6 +7,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +141,17 @@ def test_no_space_or_no_permission_is_one_clear_error(tiny_data_root: Path, tmp_
     assert main(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "splits.json" in err and fix in err and "Traceback" not in err
+
+
+def test_a_fifo_given_as_an_input_is_refused_not_waited_on(tmp_path: Path) -> None:
+    # in a child process with a timeout: were the FIFO opened, the read would block forever
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    refs = write_lines(tmp_path / "r.jsonl", [{"id": "1", "references": ["a"], "task_id": "t", "track": "default"}])
+    promoe = str(Path(sys.executable).parent / "promoe")
+    for argv in (["score", "--predictions", str(fifo), "--references", str(refs)],
+                 ["score", "--predictions", str(refs), "--references", str(fifo)],
+                 ["eval", "--run", str(tmp_path / "run"), "--model", "promoe", "--tasks", str(fifo)]):
+        proc = subprocess.run([promoe, *argv], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "not a regular file" in proc.stderr, (argv, proc.stderr)
+        assert proc.stderr.count("error:") == 1 and "Traceback" not in proc.stderr

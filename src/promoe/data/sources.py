@@ -32,10 +32,15 @@ HOW_TO_GET_SNI = (
 
 
 def require_path(path: str | Path, what: str, fix: str = HOW_TO_GET_SNI) -> Path:
-    """Return ``path`` if it exists, else raise a :class:`DataError` that says how to get it."""
+    """Return ``path`` if it is a regular file or a folder, else raise a :class:`DataError` that says how to get
+    it. Every input file of the project is opened through here: a FIFO, device or socket would block a read
+    forever or never end, so it is refused."""
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"{what} not found", file=str(p), fix=fix)
+    if not (p.is_file() or p.is_dir()):
+        raise DataError(f"is not a regular file or folder (a pipe, device or socket): {what}s are read from files",
+                        file=str(p), fix=f"give the {what} as a regular file")
     return p
 
 
