@@ -155,3 +155,15 @@ def test_a_fifo_given_as_an_input_is_refused_not_waited_on(tmp_path: Path) -> No
         proc = subprocess.run([promoe, *argv], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and "not a regular file" in proc.stderr, (argv, proc.stderr)
         assert proc.stderr.count("error:") == 1 and "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_is_one_line_that_says_how_to_resume_and_exit_130(monkeypatch, capsys) -> None:
+    import promoe.experiment
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(promoe.experiment, "run", interrupted)
+    assert main(["run", "--preset", "smoke"]) == 130
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "interrupted (Ctrl-C)" in err[0] and "resume" in err[0]

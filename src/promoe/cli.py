@@ -266,6 +266,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        again = ("run the same command again to resume: finished stages, trained models and scored batches are "
+                 "kept" if args.command == "run" else "every file is written whole or not at all, so nothing is "
+                                                      "half-written; run the command again")
+        print(f"\ninterrupted (Ctrl-C): {again}", file=sys.stderr)
+        return 130
     except PromoeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
