@@ -168,3 +168,11 @@ def test_commands_that_read_a_run_never_write_over_its_results_or_their_inputs(t
     guard_output(run / "user_eval" / "mine", flag="--output-dir", folder=True)
     (run / ".promoe-run").unlink()
     assert run_root(run / "scores" / "x.json") == run.resolve()
+
+
+def test_moe_layers_outside_the_backbone_are_one_error_naming_the_key(tiny_data_root: Path, tmp_path: Path,
+                                                                      capsys) -> None:
+    code = main(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(tmp_path),
+                 "model.moe_layers=[0,999]"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1 and "model.moe_layers=[0, 999]" in err and "choose positions" in err

@@ -20,10 +20,11 @@ from promoe import registry
 from promoe.config import ExperimentConfig, ModelConfig
 from promoe.data.schema import Task
 from promoe.model.backbone import Backbone, load_backbone
-from promoe.model.build import build_model, share_frozen_weights
+from promoe.model.build import build_model, moe_slots, share_frozen_weights
 from promoe.model.moe_model import MoEModel
 from promoe.model.prompting import chat_prompt
 from promoe.model.task_encoder import TaskEncoder, build_task_encoder
+from promoe.model.upcycle import ADAPTERS
 from promoe.train import load_params, load_trainable
 
 SPECIALISED = ("moe", "promoe")
@@ -40,7 +41,10 @@ class Setup:
 
     @classmethod
     def load(cls, cfg: ExperimentConfig) -> Setup:
-        return cls(cfg, load_backbone(cfg.model, seed=cfg.seed))
+        """The backbone of ``cfg``, with the MoE positions checked against it (one error, before any work)."""
+        backbone = load_backbone(cfg.model, seed=cfg.seed)
+        moe_slots(cfg.model, len(ADAPTERS[backbone.family].slots(backbone.model)))
+        return cls(cfg, backbone)
 
     @cached_property
     def encoder(self) -> TaskEncoder:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from promoe.config import ModelConfig
+from promoe.errors import ConfigError
 from promoe.model.hypernet import HyperNetwork
 from promoe.model.moe import MoEBlock, MoELayer, RoutingContext
 from promoe.model.moe_model import MODEL_KINDS, ModelKind, MoEModel
@@ -32,7 +33,11 @@ def moe_slots(cfg: ModelConfig, n_slots: int) -> list[int]:
     slots = cfg.moe_layers if cfg.moe_layers is not None else list(range(n_slots - cfg.n_moe_layers, n_slots))
     bad = [s for s in slots if not 0 <= s < n_slots]
     if bad or not slots or len(set(slots)) != len(slots):
-        raise ValueError(f"MoE positions {slots} are not distinct positions in [0, {n_slots})")
+        key = "model.moe_layers" if cfg.moe_layers is not None else "model.n_moe_layers"
+        value = cfg.moe_layers if cfg.moe_layers is not None else cfg.n_moe_layers
+        raise ConfigError(f"{key}={value}: the MoE positions {slots} are not distinct FFN positions of the backbone "
+                          f"{cfg.backbone}, which has {n_slots} (0 to {n_slots - 1}): choose positions in that range "
+                          f"(or model.n_moe_layers <= {n_slots})")
     return sorted(slots)
 
 
