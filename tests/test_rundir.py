@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from promoe.cli import main
 from promoe.config import load_config, to_dict
-from promoe.errors import ConfigError
+from promoe.errors import ConfigError, PromoeError
 from promoe.rundir import (
     LOCK,
     MARKER,
@@ -26,6 +27,7 @@ from promoe.rundir import (
     prepare,
     run_root,
 )
+from promoe.train import load_params
 
 
 def test_second_writer_is_refused_until_the_first_releases(tmp_path: Path) -> None:
@@ -176,3 +178,26 @@ def test_moe_layers_outside_the_backbone_are_one_error_naming_the_key(tiny_data_
                  "model.moe_layers=[0,999]"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("error:") == 1 and "model.moe_layers=[0, 999]" in err and "choose positions" in err
+
+
+def test_an_output_dir_that_is_a_file_and_a_corrupt_run_config_are_one_error_each(tiny_data_root: Path,
+                                                                                  tmp_path: Path, capsys) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    args = ["run", "--preset", "smoke", "--data-root", str(tiny_data_root)]
+    assert main([*args, "--output-dir", str(afile)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "is a file" in err and "--output-dir" in err and afile.read_text() == "mine"
+    run = tmp_path / "out" / "smoke"
+    claim(run)
+    (run / "config.yaml").write_bytes(b"name: [unclosed\n\xff\xfe")
+    assert main([*args, "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "cannot be read" in err and "--overwrite" in err
+
+
+def test_a_corrupt_checkpoint_is_one_error_naming_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "best.safetensors"
+    bad.write_bytes(b"\x00\x01not a checkpoint")
+    with pytest.raises(PromoeError, match="best.safetensors: cannot be read as a safetensors checkpoint"):
+        load_params(torch.nn.Linear(2, 2), bad, ["weight"], what="trained parameters")

@@ -115,6 +115,9 @@ def refuse_foreign(run_dir: Path) -> None:
     """Refuse a ``run_dir`` that is a file, or a folder holding anything but a lock and no :data:`MARKER`."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: is a file, not a run folder: choose another name=... or --output-dir")
+    if file := next((q for q in run_dir.parents if q.exists() and not q.is_dir()), None):
+        raise RunDirError(f"{file}: is a file, but the run folder {run_dir} would be inside it: give --output-dir a "
+                          "folder")
     if not run_dir.is_dir() or is_run(run_dir):
         return
     if found := sorted(p.name for p in run_dir.iterdir() if p.name != LOCK):
@@ -137,7 +140,14 @@ def prepare(run_dir: Path, config: dict, *, overwrite: bool = False) -> bool:
         return False
     path = run_dir / "config.yaml"
     if path.exists():
-        old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise RunDirError(f"{path}: the run's config cannot be read ({type(e).__name__}), so it cannot be "
+                              "checked against this run's: restore it, or pass --overwrite to start this folder "
+                              "again") from None
+        if not isinstance(old, dict):
+            raise RunDirError(f"{path}: the run's config is not a mapping: restore it, or pass --overwrite")
         diff = config_differences(old, config)
         if diff:
             shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff[:5])

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -66,7 +67,11 @@ def load_trainable(model: MoEModel, path: Path) -> None:
 
 def load_params(model: MoEModel, path: Path, names: Sequence[str], *, what: str, hint: str = "") -> None:
     """Copy the parameters ``names`` of ``model`` from the safetensors file ``path``; one error if any is missing."""
-    state = load_file(str(path))
+    try:
+        state = load_file(str(path))
+    except (OSError, SafetensorError) as e:  # truncated, corrupt, or not a checkpoint at all
+        raise PromoeError(f"{path}: cannot be read as a safetensors checkpoint ({e}): it is damaged; train the "
+                          "model again (delete the file and resume the run, or run with --overwrite)") from None
     missing = sorted(set(names) - set(state))
     if missing:
         raise PromoeError(f"{path}: checkpoint lacks {len(missing)} {what}, e.g. {missing[0]}{hint}")

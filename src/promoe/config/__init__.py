@@ -103,6 +103,9 @@ def read_yaml(path: Path | Traversable) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config {str(path)!r} is not valid YAML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config {str(path)!r} cannot be read as UTF-8 text ({type(e).__name__}: {e}): save it "
+                          "as UTF-8 YAML") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {str(path)!r} must be a mapping of keys to values")
     return data
