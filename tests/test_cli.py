@@ -167,3 +167,16 @@ def test_ctrl_c_is_one_line_that_says_how_to_resume_and_exit_130(monkeypatch, ca
     assert main(["run", "--preset", "smoke"]) == 130
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "interrupted (Ctrl-C)" in err[0] and "resume" in err[0]
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "--run", "R", "--model", "promoe", "--definition", "   ", "--input", "x"],
+    ["predict", "--run", "R", "--model", "promoe", "--definition", "Say hi.", "--input", ""],
+    ["export", "--run", "R", "--model", "promoe", "--definition", "\n", "--out", "E"],
+])
+def test_empty_text_is_refused_by_the_rule_task_files_follow(argv: list[str], tmp_path: Path, capsys) -> None:
+    argv = [str(tmp_path / a) if a in ("R", "E") else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "is empty" in err and "non-empty text" in err
+    assert not (tmp_path / "E").exists()

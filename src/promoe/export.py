@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from transformers.initialization import no_init_weights
 
+from promoe.data.schema import require_text
 from promoe.errors import PromoeError
 from promoe.io import write_json
 from promoe.model.backbone import FAMILIES
@@ -252,6 +253,7 @@ def export_task_model(run_dir: str | Path, name: str, definition: str, out_dir: 
     from promoe.data.prompts import encode_prompt
     from promoe.inference import load_trained
 
+    require_text(definition, field="--definition")
     check_out_dir(out_dir, overwrite)  # before the model is loaded
     trained = load_trained(run_dir, name)
     source = {"run": str(Path(run_dir).resolve()), "model": name, "backbone": trained.cfg.model.backbone,

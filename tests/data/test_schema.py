@@ -41,6 +41,7 @@ BAD_RECORDS = {
     "numeric Definition": (_set("Definition", 5), "Definition"),
     "missing Instances": (_drop("Instances"), "Instances"),
     "Instances not a list": (_set("Instances", {"id": "x"}), "Instances"),
+    "no instances": (_set("Instances", []), "Instances"),
     "empty output list": (_set_inst(0, "output", []), "Instances[0].output"),
     "only blank outputs": (_set_inst(0, "output", ["  "]), "Instances[0].output"),
     "output is a string": (_set_inst(1, "output", "ref"), "Instances[1].output"),

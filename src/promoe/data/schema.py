@@ -130,7 +130,15 @@ def _str(value: Any, *, file: str, task: str, field: str, allow_empty: bool = Tr
             f"expected a string, got {type(value).__name__}", file=file, task=task, field=field,
             fix="make the field a JSON string",
         )
-    if not allow_empty and not value.strip():
+    if not allow_empty:
+        require_text(value, file=file, task=task, field=field)
+    return value
+
+
+def require_text(value: str, *, field: str, file: str | None = None, task: str | None = None) -> str:
+    """The one rule for text that must say something (a Definition, ``--definition``, ``--input``): not empty
+    and not only whitespace. Returns ``value``."""
+    if not value.strip():
         raise DataError("is empty", file=file, task=task, field=field, fix="give it a non-empty text")
     return value
 
@@ -184,6 +192,9 @@ def _instances(value: Any, *, file: str, task: str, quirks: QuirkLog | None) -> 
             f"expected a list of instances, got {type(value).__name__}", file=file, task=task,
             field="Instances", fix='write it as [{"id": ..., "input": ..., "output": [...]}]',
         )
+    if not value:
+        raise DataError("is an empty list: a task without instances has nothing to train on or score",
+                        file=file, task=task, field="Instances", fix="add instances, or leave the task out")
     seen: set[str] = set()
     out = []
     for i, inst in enumerate(value):
