@@ -192,9 +192,6 @@ def _instances(value: Any, *, file: str, task: str, quirks: QuirkLog | None) -> 
             f"expected a list of instances, got {type(value).__name__}", file=file, task=task,
             field="Instances", fix='write it as [{"id": ..., "input": ..., "output": [...]}]',
         )
-    if not value:
-        raise DataError("is an empty list: a task without instances has nothing to train on or score",
-                        file=file, task=task, field="Instances", fix="add instances, or leave the task out")
     seen: set[str] = set()
     out = []
     for i, inst in enumerate(value):

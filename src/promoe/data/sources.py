@@ -235,6 +235,11 @@ def load_tasks(path: str | Path, *, collection: str = "user") -> list[Task]:
     else:
         raise DataError("unknown task file type", file=str(p),
                         fix="use .json (one task), .jsonl or .jsonl.gz (one task per line)")
+    for t in tasks:  # (the offline test meta holds none: its instances come from test.jsonl.gz)
+        if not t.instances:
+            raise DataError("is an empty list: a task without instances has nothing to train on or score",
+                            file=t.path or str(p), task=t.name, field="Instances",
+                            fix="add instances, or leave the task out")
     check_unique_ids(tasks, str(p))
     return tasks
 
