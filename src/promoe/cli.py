@@ -35,9 +35,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.output:
         guard_output(args.output, flag="--output", folder=False, inputs=[args.predictions, args.references])
     preds, refs = read_predictions(args.predictions), read_references(args.references)
+    if not preds:
+        raise PromoeError(f"{args.predictions}: holds no predictions (an empty file): give the file of "
+                          "{id, prediction} lines to score")
     ids = {r.id for r in refs}
     missing, unknown = sorted(ids - set(preds)), sorted(set(preds) - ids)
-    if preds and refs and len(unknown) == len(preds):
+    if len(unknown) == len(preds):
         raise PromoeError(f"{args.predictions}: none of its {len(preds)} prediction ids is in {args.references} "
                           f"(e.g. {unknown[0]!r}): are these the predictions for these references?")
     result = score(preds, refs)

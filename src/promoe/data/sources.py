@@ -235,6 +235,8 @@ def load_tasks(path: str | Path, *, collection: str = "user") -> list[Task]:
     else:
         raise DataError("unknown task file type", file=str(p),
                         fix="use .json (one task), .jsonl or .jsonl.gz (one task per line)")
+    if not tasks:
+        raise DataError("holds no tasks (an empty file)", file=str(p), fix="give a file with at least one task")
     for t in tasks:  # (the offline test meta holds none: its instances come from test.jsonl.gz)
         if not t.instances:
             raise DataError("is an empty list: a task without instances has nothing to train on or score",
