@@ -71,6 +71,11 @@ def _files(tmp: Path, data: Path) -> dict[str, str]:
     f["dup_refs"] = str(write_lines(tmp / "d.jsonl", [{"id": "a-0", "references": ["x"], "task_id": "a",
                                                          "task_category": "c"}] * 2))
     f["broken_preds"] = str(write_lines(tmp / "b.jsonl", ['{"id": "a-0", "prediction": ']))
+    stale = tmp / "stale"  # an earlier eval's folder, of another task file
+    stale.mkdir()
+    write_lines(stale / "references.jsonl", [{"id": "other-0", "references": ["y"], "task_id": "other",
+                                              "task_category": "c"}])
+    f["stale"] = str(stale)
     f["file"] = str(tmp / "a_file.txt")
     Path(f["file"]).write_text("not a folder")
     f["evil_yaml"] = str(tmp / "evil.yaml")
@@ -127,6 +132,8 @@ CASES: list[tuple[str, list[str], str]] = [
      "Instances"),
     ("eval tasks sharing ids", [*EVAL, "--tasks", "{shared_ids}", "--output-dir", "{out}/e7"], "task004_a"),
     ("eval tasks malformed JSON", [*EVAL, "--tasks", "{bad_json}", "--output-dir", "{out}/e8"], "bad.json"),
+    ("eval into another file's eval folder", [*EVAL, "--tasks", "{tasks}", "--output-dir", "{stale}"],
+     "references of another task file"),
     ("eval a run that is not there", ["eval", "--run", "{out}/norun", "--model", "promoe", "--tasks", "{tasks}",
                                       "--output-dir", "{out}/e9"], "config.yaml"),
     ("eval the user's folder as a run", ["eval", "--run", "{user}", "--model", "promoe", "--tasks", "{tasks}",

@@ -19,6 +19,7 @@ from promoe.data.schema import Instance, Task, require_text
 from promoe.data.sources import load_tasks
 from promoe.errors import PromoeError
 from promoe.evaluate import eval_items, predict, write_predictions
+from promoe.io import read_references
 from promoe.model.moe_model import MoEModel
 from promoe.model.stats import RoutingStats
 from promoe.rundir import USER_EVAL, guard_output
@@ -72,10 +73,15 @@ def eval_task_file(run_dir: str | Path, name: str, tasks_file: str | Path, out_d
     guard_output(out, flag="--output-dir", folder=True, inputs=[tasks_file],
                  writes=[out / f for f in ("references.jsonl", f"predictions/{name}.jsonl", f"scores/{name}.json")])
     tasks = load_tasks(tasks_file)
-    trained = load_trained(run_dir, name)
     items = eval_items(tasks, origins=("instance",))
     if not items:
         raise PromoeError(f"{tasks_file}: the tasks hold no instances to score")
+    if (out / "references.jsonl").is_file():  # written once per folder: it must be this file's
+        have = {r.id: r.references for r in read_references(out / "references.jsonl")}
+        if have != {i.id: i.outputs for _, i in items}:
+            raise PromoeError(f"{out}: holds the references of another task file (references.jsonl), so this "
+                              "file's answers would be scored against them: give --output-dir a new folder")
+    trained = load_trained(run_dir, name)
     preds = predict(trained.model, trained.tokenizer, items, task_emb=trained.embed(tasks),
                     prompt=trained.cfg.prompt, wrap=trained.wrap, batch_size=trained.cfg.eval.batch_size,
                     max_new_tokens=trained.cfg.eval.max_new_tokens, max_length=trained.cfg.eval.max_length,
