@@ -103,6 +103,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("infinite learning rate", [*RUN, "name=c8", "train.lr=inf"], "train.lr"),
     ("zero batch", [*RUN, "name=c9", "train.batch_size=0"], "train.batch_size=0"),
     ("every task held out", [*RUN, "name=c10", "data.val_tasks=100000"], "data.val_tasks"),
+    ("negative split seed", [*RUN, "name=c14", "data.split_seed=-1"], "data.split_seed=-1"),
+    ("negative seed", [*RUN, "name=c15", "--seeds", "-1"], "seed=-1"),
     ("unknown key", [*RUN, "name=c11", "model.n_expertz=4"], "n_expertz"),
     ("wrong type", [*RUN, "name=c12", "model.n_experts=four"], "model.n_experts"),
     ("absolute name", [*RUN, "name=/tmp/elsewhere/mycode"], "not a plain folder name"),

@@ -162,6 +162,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = config_of(args)
     if args.output_dir:
         cfg.output_dir = args.output_dir
+    for seed in args.seeds or []:  # --seeds bypasses the config's own check of `seed`
+        replace(cfg, seed=seed).validate()
     print(run_seeds(cfg, args.seeds, overwrite=args.overwrite) if args.seeds and len(args.seeds) > 1 else
           run(replace(cfg, seed=args.seeds[0]) if args.seeds else cfg, overwrite=args.overwrite))
     return 0

@@ -55,7 +55,7 @@ class DataConfig:
               "(unset: no cap).", lo=1)
     max_test_tasks: int | None = setting(None, "Evaluate on this many test tasks only, spread over the list "
                                           "(quick runs; unset: all).", lo=1)
-    split_seed: int = setting(0, "Seed of the validation split and of family capping.")
+    split_seed: int = setting(0, "Seed of the validation split and of family capping.", lo=0, lt=2**32)
 
     def validate(self) -> None:
         check_fields(self, "data")
