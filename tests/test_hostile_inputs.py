@@ -167,6 +167,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("heuristics into the run folder", ["baseline", "heuristic", "--preset", "smoke", "--data-root", "{data}",
                                         "--output-dir", "{run}"], "lies in the run folder"),
     ("analyze the user's folder", ["analyze", "--run", "{user}"], "scores"),
+    ("synth under a file", ["data", "synth", "--out", "{file}/sub"], "Not a directory"),
     ("synth over the user's folder", ["data", "synth", "--out", "{user}"], "smoke"),
 ]
 

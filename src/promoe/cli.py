@@ -22,6 +22,8 @@ from promoe.rundir import guard_output
 
 WRITE_ERRORS = {
     errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some of your disk quota",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "a folder stands where a file is to be written: choose another path",
     errno.EACCES: "choose a folder you may write to (--output-dir)", errno.EPERM: "choose a folder you may write "
     "to (--output-dir)", errno.EROFS: "the file system is read-only: choose another folder (--output-dir)",
 }
