@@ -16,8 +16,6 @@ Usage: ``python -m promoe.benchmarks.generation [--quick] [--json OUT] [key=valu
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -25,11 +23,11 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from promoe.benchmarks import module_main
 from promoe.config import load_config
 from promoe.data.prompts import task_prompt
 from promoe.data.schema import Instance, Task
 from promoe.export import task_model
-from promoe.io import write_json
 from promoe.model.build import param_counts
 from promoe.setup import Setup
 
@@ -127,16 +125,7 @@ def run(*, quick: bool = False, preset: str = "default", overrides: Sequence[str
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="smaller batch, fewer tokens and repeats")
-    p.add_argument("--preset", default="default")
-    p.add_argument("--json", help="write the result here")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    a = p.parse_args()
-    res = run(quick=a.quick, preset=a.preset, overrides=a.overrides)
-    print(json.dumps(res, indent=2))
-    if a.json:
-        write_json(a.json, res)
+    module_main(run, __doc__, "smaller batch, fewer tokens and repeats")
 
 
 if __name__ == "__main__":

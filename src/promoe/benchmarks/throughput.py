@@ -19,8 +19,6 @@ Usage: ``python -m promoe.benchmarks.throughput [--quick] [--json OUT] [key=valu
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -30,10 +28,10 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from promoe.benchmarks import module_main
 from promoe.benchmarks.generation import DEFINITION, prompts
 from promoe.config import load_config
 from promoe.data.examples import TrainExample
-from promoe.io import write_json
 from promoe.resources import native_bf16
 from promoe.setup import Setup, specialised_names
 from promoe.train import Trainer
@@ -140,16 +138,7 @@ def run(*, quick: bool = False, preset: str = "default", overrides: Sequence[str
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="smaller matmuls, fewer repeats")
-    p.add_argument("--preset", default="default")
-    p.add_argument("--json", help="write the result here")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    a = p.parse_args()
-    res = run(quick=a.quick, preset=a.preset, overrides=a.overrides)
-    print(json.dumps(res, indent=2))
-    if a.json:
-        write_json(a.json, res)
+    module_main(run, __doc__, "smaller matmuls, fewer repeats")
 
 
 if __name__ == "__main__":
