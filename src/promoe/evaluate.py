@@ -18,40 +18,32 @@ from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from promoe.config import PromptConfig
-from promoe.data.prompts import config_prompt
+from promoe.data.prompts import config_prompt, fits_in
 from promoe.data.schema import Instance, Task
 from promoe.decode import eos_ids, greedy, prefill, supports_shared_prefix
 from promoe.evalstate import PassState, fingerprint
 from promoe.io import reference_rows, references_of, write_json, write_jsonl
 from promoe.metrics import add_likelihood, score
 from promoe.model.moe_model import MoEModel, TaskRouting
-from promoe.model.prompting import first_line
+from promoe.model.prompting import answer_done, first_line
 from promoe.model.stats import RoutingStats
 
 log = logging.getLogger(__name__)
 
 
 class FirstLineDone(StoppingCriteria):
-    """Per row: stop once a newline follows some non-whitespace generated text."""
+    """Per row: stop once the generated text holds a finished answer line (:func:`answer_done`: a line with
+    content, an echoed ``Output:`` label aside, followed by a newline)."""
 
     def __init__(self, tokenizer, prompt_len: int) -> None:
-        vocab = len(tokenizer)
-        texts = tokenizer.batch_decode([[i] for i in range(vocab)])
-        self.newline = torch.tensor(["\n" in t for t in texts])
-        self.content = torch.tensor([bool(t.strip()) for t in texts])
-        self.content_before_newline = torch.tensor([bool(t.split("\n")[0].strip()) for t in texts])
-        self.prompt_len = prompt_len
+        self.tokenizer, self.prompt_len = tokenizer, prompt_len
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        new = input_ids[:, self.prompt_len:].cpu().clamp(max=len(self.newline) - 1)
+        new = input_ids[:, self.prompt_len:].cpu()
         if new.shape[1] == 0:
-            return torch.zeros(input_ids.shape[0], dtype=torch.bool)
-        nl = self.newline[new]
-        has_text = torch.cumsum(self.content[new].int(), dim=1) > 0
-        # a newline token ends the answer if text came before it (or in the same token, before the \n)
-        prior_text = torch.cat([torch.zeros_like(has_text[:, :1]), has_text[:, :-1]], dim=1)
-        ends = nl & (prior_text | self.content_before_newline[new])
-        return ends.any(dim=1).to(input_ids.device)
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return torch.tensor([answer_done(t) for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
 def eval_items(tasks: Sequence[Task], origins: Sequence[str] = ("instance", "positive_example")):
@@ -90,7 +82,8 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     """
     for v in variants:
         v.model.eval()
-    prompts = [wrap(config_prompt(t, i, prompt)) for t, i in items]
+    fits = fits_in(tokenizer, wrap, max_length)  # demonstrations that do not fit are dropped, not the Definition
+    prompts = [wrap(config_prompt(t, i, prompt, fits)) for t, i in items]
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     cut = sum(n > max_length for n in lengths)
@@ -159,7 +152,7 @@ def predict(model: MoEModel, tokenizer, items: Sequence[tuple[Task, Instance]], 
 def _stopper(tokenizer, prompt_len: int, previous: FirstLineDone | None) -> FirstLineDone:
     if previous is None:
         return FirstLineDone(tokenizer, prompt_len)
-    previous.prompt_len = prompt_len  # the token tables do not change
+    previous.prompt_len = prompt_len  # one stopper per pass: only the prompt length changes
     return previous
 
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from promoe.config import PromptConfig
 from promoe.data.collate import encode_pair, pad_batch
-from promoe.data.prompts import config_prompt
+from promoe.data.prompts import config_prompt, fits_in
 from promoe.data.schema import Instance, Task
 from promoe.decode import supports_shared_prefix
 from promoe.evaluate import Variant
@@ -37,8 +37,9 @@ def reference_nll(variants: Sequence[Variant], tokenizer, items: Sequence[tuple[
     model0 = variants[0].model
     seq2seq = model0.is_seq2seq
     pairs = []  # (item index, encoded prompt + reference)
+    fits = fits_in(tokenizer, wrap, max_length)  # the prompts of the generation pass (evaluate.predict_variants)
     for j, (t, inst) in enumerate(items):
-        text = wrap(config_prompt(t, inst, prompt))
+        text = wrap(config_prompt(t, inst, prompt, fits))
         pairs += [(j, encode_pair(tokenizer, text, ref, max_length=max_length, seq2seq=seq2seq,
                                   max_target_length=max_target_length)) for ref in inst.outputs]
     order = sorted(range(len(pairs)), key=lambda k: len(pairs[k][1].input_ids))

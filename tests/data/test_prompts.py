@@ -3,13 +3,16 @@ condition."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from promoe.config import PromptConfig, load_config
-from promoe.data.prompts import config_prompt, demonstrations, encode_prompt, task_prompt
+from promoe.data.prompts import config_prompt, demonstrations, encode_prompt, fits_in, task_prompt
 from promoe.data.schema import Example, Instance
 from promoe.data.sources import positive_example_instances
 from promoe.errors import ConfigError
+from promoe.model.backbone import byte_tokenizer
 from tests.data.helpers import _task
 
 
@@ -100,3 +103,21 @@ def test_router_only_refuses_demonstrations_and_in_context_rows() -> None:
         load_config("smoke", ["prompt.condition=router_only"])
     cfg = load_config("smoke", ["prompt.condition=router_only", "compare.icl_models=[]"])
     assert not cfg.prompt.with_definition
+
+
+def test_a_long_in_context_prompt_drops_demonstrations_not_its_definition() -> None:
+    # as Tk-Instruct: demonstrations that would push the prompt past the limit are left out; cutting the
+    # prompt's start instead would lose the Definition
+    tok = byte_tokenizer("llama")
+    task = replace(_task("task001_colours"), definition="Answer with the colour.",
+                   positive_examples=(Example("x" * 300, "red"), Example("short", "blue")))
+    inst = Instance("i", "what colour?", ("red",))
+    prompt = PromptConfig(n_pos_examples=2)
+    def n(text: str) -> int:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    full, bare = config_prompt(task, inst, prompt), config_prompt(task, inst, PromptConfig())
+    # the first demonstration (300 characters) does not fit: it and every later one are left out
+    kept = config_prompt(task, inst, prompt, fits_in(tok, lambda t: t, n(bare) + 50))
+    assert kept == bare and kept.startswith("Definition: Answer with the colour.")
+    assert config_prompt(task, inst, prompt, fits_in(tok, lambda t: t, n(full))) == full

@@ -89,7 +89,16 @@ def task_prompt(task: Task, instance: Instance, *, n_pos_examples: int = 0, add_
                          demonstrations(task, instance, n_pos_examples), add_explanation=add_explanation, fits=fits)
 
 
-def config_prompt(task: Task, instance: Instance, prompt: PromptConfig) -> str:
-    """The prompt of ``instance`` as the run's ``prompt`` config asks for it (condition, demonstrations)."""
+def config_prompt(task: Task, instance: Instance, prompt: PromptConfig,
+                  fits: Callable[[str], bool] | None = None) -> str:
+    """The prompt of ``instance`` as the run's ``prompt`` config asks for it (condition, demonstrations);
+    ``fits`` drops the demonstrations that would not fit (Tk-Instruct's rule, :func:`encode_prompt`)."""
     return task_prompt(task, instance, n_pos_examples=prompt.n_pos_examples, add_explanation=prompt.add_explanation,
-                       definition=prompt.with_definition)
+                       definition=prompt.with_definition, fits=fits)
+
+
+def fits_in(tokenizer: Callable, wrap: Callable[[str], str], max_tokens: int) -> Callable[[str], bool]:
+    """``fits`` for :func:`config_prompt`: the wrapped prompt is at most ``max_tokens`` tokens. Without it a
+    prompt longer than the limit loses its start — the Definition — where Tk-Instruct drops demonstrations
+    instead (in the untrained backbone's in-context row, 9 of 80 prompts lost their Definition)."""
+    return lambda text: len(tokenizer(wrap(text), add_special_tokens=False)["input_ids"]) <= max_tokens
