@@ -73,7 +73,8 @@ def test_smoke_run_writes_every_output(tiny_data_root: Path, tmp_path: Path) -> 
     assert (run / "significance.json").exists() and (run / "figures/per_category_rougeL.png").exists()
     # The layout may change, the numbers may not: the smoke run's summary.json equals the one the run wrote
     # before its code was split into stages and a row registry (tests/golden; since then only the oracle row
-    # and the reference NLL were added, every earlier number unchanged). Scores from generated text are
+    # and the reference NLL were added, every earlier number unchanged, and the in-context rows' NLLs changed
+    # when demonstrations that do not fit eval.max_length were dropped instead of the prompt's start). Scores from generated text are
     # exact; reference NLLs are sums of floats whose last digit depends on the CPU's kernels (AVX-512 and
     # AMX machines differ by 1e-6), so they match to 1e-5 relative.
     golden = json.loads((Path(__file__).parent / "golden" / "smoke_summary.json").read_text())
