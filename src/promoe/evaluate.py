@@ -94,7 +94,6 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
                     "the longest has %d", desc, cut, len(lengths), max_length, max(lengths))
     order = sorted(range(len(items)), key=lambda j: lengths[j])
     shared = all(supports_shared_prefix(v.model) for v in variants)
-    stopper = None
     out: dict[str, dict[str, str]] = {v.name: {} for v in variants}
     state = PassState(progress, fingerprint(prompts, [items[j][1].id for j in order], batch_size, max_new_tokens,
                                             max_length), label=desc)
@@ -109,8 +108,7 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
         enc = tokenizer([prompts[j] for j in idx], return_tensors="pt", padding=True, truncation=True,
                         max_length=max_length, add_special_tokens=False)
         enc = {k: v.to(device) for k, v in enc.items()}
-        if stopper is None or stopper.prompt_len != enc["input_ids"].shape[1]:
-            stopper = _stopper(tokenizer, enc["input_ids"].shape[1], stopper)
+        stopper = FirstLineDone(tokenizer, enc["input_ids"].shape[1])
         prefix = prefill(variants[0].model, enc["input_ids"], enc["attention_mask"]) if shared else None
         for v in todo:
             rows = [r for r, j in enumerate(idx) if v.tasks is None or items[j][0].name in v.tasks]
@@ -147,13 +145,6 @@ def predict(model: MoEModel, tokenizer, items: Sequence[tuple[Task, Instance]], 
             task_emb: dict[str, torch.Tensor] | None, stats: RoutingStats | None = None, **kw) -> dict[str, str]:
     """Greedy answers ``{instance id: first non-empty line}`` of one model (see :func:`predict_variants`)."""
     return predict_variants([Variant("model", model, task_emb, stats)], tokenizer, items, **kw)["model"]
-
-
-def _stopper(tokenizer, prompt_len: int, previous: FirstLineDone | None) -> FirstLineDone:
-    if previous is None:
-        return FirstLineDone(tokenizer, prompt_len)
-    previous.prompt_len = prompt_len  # one stopper per pass: only the prompt length changes
-    return previous
 
 
 def write_predictions(out_dir: Path, name: str, items: Sequence[tuple[Task, Instance]], preds: dict[str, str],

@@ -61,10 +61,11 @@ def _cpuinfo() -> tuple[str, set[str]]:
     return model, flags
 
 
-def native_bf16() -> bool:
-    """True when bf16 matmuls run natively here: the CPU has AVX-512 BF16 or AMX and PyTorch is allowed to
-    use them (``ATEN_CPU_CAPABILITY=avx2`` or ``ONEDNN_MAX_CPU_ISA=AVX2`` turn them off)."""
-    _, flags = _cpuinfo()
+def native_bf16(flags: set[str] | None = None) -> bool:
+    """True when bf16 matmuls run natively here: the CPU has AVX-512 BF16 or AMX (``flags``, default: read from
+    the CPU) and PyTorch is allowed to use them (``ATEN_CPU_CAPABILITY=avx2`` or ``ONEDNN_MAX_CPU_ISA=AVX2``
+    turn them off)."""
+    flags = _cpuinfo()[1] if flags is None else flags
     capped = os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in {"avx2", "default"} or \
         os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in {"AVX2", "SSE41", "AVX"}
     return not capped and bool(flags & {"avx512_bf16", "amx_bf16"})
@@ -79,6 +80,6 @@ def cpu() -> dict:
     with contextlib.suppress(AttributeError, RuntimeError):
         capability = torch.backends.cpu.get_cpu_capability()
     return {"model": model, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "flags": [f for f in SIMD_FLAGS if f in flags], "capability": capability, "native_bf16": native_bf16(),
+            "flags": [f for f in SIMD_FLAGS if f in flags], "capability": capability, "native_bf16": native_bf16(flags),
             "env": {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
                     if k in os.environ}}
