@@ -114,4 +114,10 @@ EXAMPLE_EXPECTED: dict[str, Any] = {
         "task1_qa": {"rougeL": 55.5556, "exact_match": 33.3333, "n": 3, "category": "question_answering"},
         "task2_sa": {"rougeL": 100.0, "exact_match": 100.0, "n": 1, "category": "sentiment_analysis"},
     },
+    "per_instance": {
+        "a1": {"task": "task1_qa", "rougeL": 100.0, "exact_match": 100.0},
+        "a2": {"task": "task1_qa", "rougeL": 66.6667, "exact_match": 0.0},
+        "a3": {"task": "task1_qa", "rougeL": 0.0, "exact_match": 0.0},
+        "b1": {"task": "task2_sa", "rougeL": 100.0, "exact_match": 100.0},
+    },
 }

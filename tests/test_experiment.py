@@ -136,6 +136,33 @@ def test_your_own_task_files_run_the_whole_experiment(tmp_path: Path) -> None:
     assert "mine_a.json" in (run / "REPORT.md").read_text()
 
 
+def test_headline_rows_score_more_instances_and_pair_on_the_shared_ones(tmp_path: Path) -> None:
+    train, test = _write_task_files(tmp_path / "mine")  # 2 test tasks x 3 instances
+    out = tmp_path / "results"
+    args = ["run", "--preset", "smoke", "--output-dir", str(out), "data.source=files", "data.val_tasks=1",
+            f"data.train_files=[{','.join(train)}]", f"data.test_files=[{','.join(test)}]",
+            "data.test_max_instances_per_task=3", "data.test_max_per_task=1", "data.headline_max_per_task=3",
+            "eval.headline_rows=[promoe,moe,promoe-fewshot]"]
+    assert main(args) == 0
+    run = out / "smoke"
+    summary = json.loads((run / "summary.json").read_text())
+    heuristics = {"copy_input", "copy_demo"}  # no model, no cost: every instance
+    for row, res in summary.items():
+        assert res["n"] == (6 if row in {"promoe", "moe", "promoe-fewshot"} | heuristics else 2), row
+    first = {f"{t}-0" for t in ("new_x", "new_y")}  # the other rows score each task's first instance
+    assert {json.loads(line)["id"] for line in (run / "predictions/dense.jsonl").read_text().splitlines()} == first
+    assert {json.loads(line)["id"] for line in (run / "likelihood/uniform.jsonl").read_text().splitlines()} == first
+    assert len((run / "references.jsonl").read_text().splitlines()) == 6
+    sig = json.loads((run / "significance.json").read_text())
+    assert sig["paired"]["moe"]["rougeL"]["n_instances"] == 6 and sig["paired"]["dense"]["rougeL"]["n_instances"] == 2
+    scores = {m: json.loads((run / f"scores/{m}.json").read_text()) for m in ("promoe", "dense")}
+    diff = np.mean([scores["promoe"]["per_instance"][i]["rougeL"] - scores["dense"]["per_instance"][i]["rougeL"]
+                    for i in first])
+    assert sig["paired"]["dense"]["rougeL"]["diff"] == pytest.approx(diff, abs=1e-6)
+    report = (run / "REPORT.md").read_text()
+    assert "vs `moe`" in report and "2 tasks, 6 instances" in report and "2 tasks, 2 instances" in report
+
+
 def test_own_files_refuse_a_test_task_that_is_also_trained(tmp_path: Path, capsys) -> None:
     train, test = _write_task_files(tmp_path / "mine")
     code = main(["run", "--preset", "smoke", "--output-dir", str(tmp_path / "r"), "data.source=files",

@@ -20,6 +20,8 @@ from promoe.config import help_lines, to_dict
 from promoe.errors import PromoeError
 from promoe.rundir import guard_output
 
+BREAKDOWNS = ("per_task", "per_instance")
+"""Score keys printed only with --full (the files hold them)."""
 WRITE_ERRORS = {
     errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some of your disk quota",
     errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
@@ -54,7 +56,7 @@ def cmd_score(args: argparse.Namespace) -> int:
               + (f" (e.g. {unknown[0]!r})" if unknown else ""), file=sys.stderr)
     if args.output:
         write_json(args.output, result)
-    shown = result if args.full else {k: v for k, v in result.items() if k != "per_task"}
+    shown = result if args.full else {k: v for k, v in result.items() if k not in BREAKDOWNS}
     print(json.dumps(shown, indent=2, ensure_ascii=False))
     return 0
 
@@ -108,7 +110,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from promoe.inference import eval_task_file
 
     result = eval_task_file(args.run, args.model, args.tasks, args.output_dir)
-    print(json.dumps({k: v for k, v in result.items() if k != "per_task"}, indent=2, ensure_ascii=False))
+    print(json.dumps({k: v for k, v in result.items() if k not in BREAKDOWNS}, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -189,8 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", required=True, help="JSON Lines of {id, prediction}")
     p.add_argument("--references", required=True,
                    help="JSON Lines of {id, references, task_id, task_category, track}")
-    p.add_argument("--output", help="write the full result (with per_task) as JSON here")
-    p.add_argument("--full", action="store_true", help="also print per_task")
+    p.add_argument("--output", help="write the full result (with per_task and per_instance) as JSON here")
+    p.add_argument("--full", action="store_true", help="also print per_task and per_instance")
     p.set_defaults(func=cmd_score)
 
     base = sub.add_parser("baseline", help="model-free baselines").add_subparsers(dest="baseline", required=True)

@@ -55,7 +55,8 @@ class Variant:
     """One row of an evaluation: a model and the task descriptions its router sees.
 
     ``task_emb`` maps a task name to the embedding fed to the router (the task's own Definition, or
-    an ablation's replacement); ``tasks`` limits the variant to some tasks (None: all).
+    an ablation's replacement); ``tasks`` limits the variant to some tasks and ``ids`` to some instances
+    (None: all).
     """
 
     name: str
@@ -63,6 +64,11 @@ class Variant:
     task_emb: dict[str, torch.Tensor] | None = None
     stats: RoutingStats | None = None
     tasks: set[str] | None = None
+    ids: set[str] | None = None
+
+    def covers(self, task: str, instance_id: str) -> bool:
+        """Whether this row scores the instance ``instance_id`` of ``task``."""
+        return (self.tasks is None or task in self.tasks) and (self.ids is None or instance_id in self.ids)
 
 
 @torch.no_grad()
@@ -111,7 +117,7 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
         stopper = FirstLineDone(tokenizer, enc["input_ids"].shape[1])
         prefix = prefill(variants[0].model, enc["input_ids"], enc["attention_mask"]) if shared else None
         for v in todo:
-            rows = [r for r, j in enumerate(idx) if v.tasks is None or items[j][0].name in v.tasks]
+            rows = [r for r, j in enumerate(idx) if v.covers(items[j][0].name, items[j][1].id)]
             if not rows:
                 continue
             keys = [items[idx[r]][0].name for r in rows]

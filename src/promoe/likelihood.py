@@ -55,7 +55,7 @@ def reference_nll(variants: Sequence[Variant], tokenizer, items: Sequence[tuple[
         lower = model0.lower_hidden(ids, mask) if shared and model0.split is not None else None
         n_tokens = (labels != -100).sum(1) if seq2seq else (labels[:, 1:] != -100).sum(1)
         for v in variants:
-            sel = [r for r, k in enumerate(idx) if v.tasks is None or keys[r] in v.tasks]
+            sel = [r for r, k in enumerate(idx) if v.covers(keys[r], items[pairs[k][0]][1].id)]
             if not sel:
                 continue
             s = torch.tensor(sel, device=device)

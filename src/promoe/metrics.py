@@ -77,8 +77,9 @@ def score(predictions: dict[str, str], references: Sequence[Reference]) -> dict:
     """Score predictions (``{id: text}``) against references, as the official script.
 
     Returns ``rougeL``, ``exact_match`` and ``n`` (instance means, as the official script) with
-    ``per_category`` and ``per_task`` breakdowns (each ``{rougeL, exact_match, n}``), and the
-    task-level means ``rougeL_task_mean`` / ``exact_match_task_mean`` (every task weighs the same,
+    ``per_category`` and ``per_task`` breakdowns (each ``{rougeL, exact_match, n}``), ``per_instance``
+    (``{id: {task, rougeL, exact_match}}``: rows scored on different instances are compared on the ones they
+    share, :func:`promoe.analysis.significance.shared_rows`), and the task-level means ``rougeL_task_mean`` / ``exact_match_task_mean`` (every task weighs the same,
     since offline test tasks have unequal instance counts). Only the ``default`` track is scored;
     other tracks raise, since they need a different tokenizer.
     """
@@ -90,8 +91,10 @@ def score(predictions: dict[str, str], references: Sequence[Reference]) -> dict:
     by_cat: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
     by_task: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
     task_cat: dict[str, str] = {}
+    per_instance: dict[str, dict] = {}
     for ref in references:
         rl, em = instance_scores(predictions.get(ref.id, ""), ref.references)
+        per_instance[ref.id] = {"task": ref.task_id, "rougeL": round(100.0 * rl, 4), "exact_match": 100.0 * em}
         rl_all.append(rl)
         em_all.append(em)
         for bucket in (by_cat[category_key(ref.task_category)], by_task[ref.task_id]):
@@ -117,13 +120,14 @@ def score(predictions: dict[str, str], references: Sequence[Reference]) -> dict:
         "n_tasks": len(per_task),
         "per_category": table(by_cat),
         "per_task": per_task,
+        "per_instance": per_instance,
     }
 
 
 def add_likelihood(result: dict, nll: dict[str, float], references: Sequence[Reference]) -> dict:
     """``result`` (a :func:`score` dict of the same references) with the reference NLL (mean per-token NLL
     of an instance's best reference, :mod:`promoe.likelihood`): ``ref_nll`` (instance mean),
-    ``ref_nll_task_mean`` and per task; unchanged unless every instance has one."""
+    ``ref_nll_task_mean``, per task and per instance; unchanged unless every instance has one."""
     by_task: dict[str, list[float]] = defaultdict(list)
     for ref in references:
         if ref.id not in nll:
@@ -132,6 +136,9 @@ def add_likelihood(result: dict, nll: dict[str, float], references: Sequence[Ref
     every = [x for xs in by_task.values() for x in xs]
     if not every:
         return result
+    for ref in references:
+        if ref.id in result.get("per_instance", {}):
+            result["per_instance"][ref.id]["ref_nll"] = round(nll[ref.id], 6)
     for task, xs in by_task.items():
         result["per_task"][task]["ref_nll"] = round(sum(xs) / len(xs), 6)
     result["ref_nll"] = round(sum(every) / len(every), 6)

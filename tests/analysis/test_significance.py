@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from promoe.analysis.rundata import load_run
-from promoe.analysis.significance import headroom, seed_summary
+from promoe.analysis.rundata import RunData, load_run
+from promoe.analysis.significance import Rows, headroom, seed_summary, shared_rows, significance
 from promoe.analysis.stats import routing_similarity, share_recovered
+from promoe.metrics import Reference, add_likelihood, score
 from tests.analysis.helpers import ABLATIONS, ALL_ROWS, PARAPHRASED, AnalysedRun, common_diff
 
 
@@ -71,15 +72,16 @@ def test_headroom_is_oracle_minus_uniform_and_the_share_each_row_recovers() -> N
     tasks = [f"t{i}" for i in range(6)]
 
     def rows(values: list[float], nll: list[float] | None = None) -> dict[str, dict]:
-        return {t: {"rougeL": v, "exact_match": v, **({"ref_nll": nll[i]} if nll else {})}
-                for i, (t, v) in enumerate(zip(tasks, values, strict=True))}
+        return {"per_task": {t: {"rougeL": v, "exact_match": v, "n": 1, "category": "c",
+                                 **({"ref_nll": nll[i]} if nll else {})}
+                             for i, (t, v) in enumerate(zip(tasks, values, strict=True))}}
 
     uniform, oracle = [10, 20, 30, 10, 20, 30], [30, 40, 50, 30, 40, 50]
     rows_of = {"uniform": rows(uniform, [2.0] * 6), "oracle": rows(oracle, [1.0] * 6),
                "promoe": rows([20, 30, 40, 20, 30, 40], [1.5] * 6),  # half of the headroom
                "moe": rows(uniform, [2.0] * 6),  # none of it
                "copy_input": rows([0] * 6)}  # a heuristic: no model, no share
-    out = headroom(rows_of, n_boot=500, seed=0)
+    out = headroom(Rows(rows_of), n_boot=500, seed=0)
     assert set(out) == {"rougeL", "exact_match", "ref_nll"}
     assert out["rougeL"]["headroom"]["diff"] == pytest.approx(20) and out["rougeL"]["headroom"]["n_tasks"] == 6
     rec = out["rougeL"]["recovered"]
@@ -88,6 +90,40 @@ def test_headroom_is_oracle_minus_uniform_and_the_share_each_row_recovers() -> N
     assert rec["moe"]["share"] == pytest.approx(0.0)
     assert out["ref_nll"]["headroom"]["diff"] == pytest.approx(-1.0)  # lower is better: the oracle's NLL is lower
     assert out["ref_nll"]["recovered"]["promoe"]["share"] == pytest.approx(0.5)
-    assert headroom({"uniform": rows_of["uniform"], "promoe": rows_of["promoe"]}, n_boot=10, seed=0) == {}
+    assert headroom(Rows({"uniform": rows_of["uniform"], "promoe": rows_of["promoe"]}), n_boot=10, seed=0) == {}
     same = share_recovered({"a": 1.0}, {"a": 1.0}, {"a": 1.0}, n_boot=10)
     assert same == {"share": None, "low": None, "high": None, "n_tasks": 1}
+
+
+def _scored(ids_per_task: int, right: set[str], tasks: int = 6) -> dict:
+    """A score dict over ``tasks`` tasks × ``ids_per_task`` instances; the ids in ``right`` are answered right."""
+    refs = [Reference(f"t{t}-{i}", ("yes",), f"t{t}", "cat") for t in range(tasks) for i in range(ids_per_task)]
+    preds = {r.id: "yes" if r.id in right else "no" for r in refs}
+    return add_likelihood(score(preds, refs), {r.id: 0.5 if r.id in right else 2.0 for r in refs}, refs)
+
+
+def test_rows_scored_on_more_instances_are_paired_on_the_shared_ones() -> None:
+    # the headline row scores 8 instances per task and gets the first 2 right; the other scores the first 2
+    # and gets the first one right: over the shared 2, headline − other is +50 EM on every task, whereas its
+    # own-instance mean (25) would wrongly show −25
+    head = _scored(8, {f"t{t}-{i}" for t in range(6) for i in range(2)})
+    other = _scored(2, {f"t{t}-0" for t in range(6)})
+    assert head["exact_match"] == 25.0 and other["exact_match"] == 50.0
+    (h, o), n = shared_rows([head, other], None)
+    assert n == 12 and all(r["n"] == 2 for r in h.values())
+    assert all(h[t]["exact_match"] == 100.0 and o[t]["exact_match"] == 50.0 for t in h)
+    assert h["t0"]["ref_nll"] == pytest.approx(0.5) and o["t0"]["ref_nll"] == pytest.approx(1.25)
+    sig = significance(RunData(scores={"promoe": head, "moe": other}), n_boot=200)
+    t = sig["paired"]["moe"]
+    assert t["exact_match"]["diff"] == pytest.approx(50.0) and t["exact_match"]["n_instances"] == 12
+    assert t["ref_nll"]["diff"] == pytest.approx(-0.75) and t["exact_match"]["n_tasks"] == 6
+    assert sig["models"]["promoe"]["n"] == 48 and sig["models"]["moe"]["n"] == 12  # each row's own CI: all of its own
+
+
+def test_shared_rows_keeps_the_written_task_means_when_the_instances_are_the_same() -> None:
+    a, b = _scored(3, {"t0-0", "t1-1"}), _scored(3, {"t0-0"})
+    (ra, rb), n = shared_rows([a, b], None)
+    assert ra == a["per_task"] and rb == b["per_task"] and n == 18
+    old = {k: v for k, v in a.items() if k != "per_instance"}  # a run from before per_instance
+    (ra, _), n = shared_rows([old, b], {"t0", "t1"})
+    assert set(ra) == {"t0", "t1"} and n == 6

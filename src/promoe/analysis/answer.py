@@ -33,7 +33,8 @@ QUESTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 @dataclass(frozen=True)
 class Comparison:
-    """``promoe − other`` on one metric, over ``n_tasks`` common test tasks."""
+    """``promoe − other`` on one metric, over ``n_tasks`` common test tasks (``n_instances`` shared instances;
+    None in runs from before it was recorded)."""
 
     other: str
     diff: float
@@ -41,6 +42,11 @@ class Comparison:
     high: float
     mde: float | None
     n_tasks: int
+    n_instances: int | None = None
+
+    @property
+    def scope(self) -> str:
+        return f"{self.n_tasks} tasks" + (f", {self.n_instances} instances" if self.n_instances else "")
 
     @property
     def verdict(self) -> str:
@@ -55,9 +61,9 @@ class Comparison:
 def _paired(sig: dict, other: str, metric: str) -> Comparison | None:
     """``promoe − other`` from the paired tests, or flipped from the ablation table (``row − promoe`` there)."""
     if (t := sig.get("paired", {}).get(other, {}).get(metric)) is not None:
-        return Comparison(other, t["diff"], t["low"], t["high"], t.get("mde"), t["n_tasks"])
+        return Comparison(other, t["diff"], t["low"], t["high"], t.get("mde"), t["n_tasks"], t.get("n_instances"))
     if (t := sig.get("ablations", {}).get(other, {}).get(metric)) is not None:
-        return Comparison(other, -t["diff"], -t["high"], -t["low"], t.get("mde"), t["n_tasks"])
+        return Comparison(other, -t["diff"], -t["high"], -t["low"], t.get("mde"), t["n_tasks"], t.get("n_instances"))
     return None
 
 
@@ -79,7 +85,8 @@ def _headroom_line(sig: dict, metric: str) -> str | None:
     r, room = h["recovered"][REFERENCE], h["headroom"]
     share = "n/a (no headroom)" if r["share"] is None else f"{r['share']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]"
     return (f"How much of the oracle's headroom does it recover? `{ceiling}` − `{floor}` = {room['diff']:+.2f} "
-            f"[{room['low']:+.2f}, {room['high']:+.2f}] {LABEL[metric]} over {room['n_tasks']} tasks; `{REFERENCE}` "
+            f"[{room['low']:+.2f}, {room['high']:+.2f}] {LABEL[metric]} over {room['n_tasks']} tasks"
+            + (f" ({room['n_instances']} instances)" if room.get("n_instances") else "") + f"; `{REFERENCE}` "
             f"recovers {share} of it (1: all, 0: none).")
 
 
@@ -98,7 +105,7 @@ def answer_section(sig: dict, condition: str | None, metric: str = "rougeL") -> 
     for question, found in comparisons(sig, metric):
         out += [f"**{question}**", ""]
         out += [f"* vs `{c.other}`: {c.diff:+.2f} [{c.low:+.2f}, {c.high:+.2f}], MDE "
-                f"{'n/a' if c.mde is None else f'{c.mde:.2f}'}, {c.n_tasks} tasks — {c.verdict}." for c in found]
+                f"{'n/a' if c.mde is None else f'{c.mde:.2f}'}, {c.scope} — {c.verdict}." for c in found]
         out.append("")
     if line := _headroom_line(sig, metric):
         out += [f"**{line}**", ""]

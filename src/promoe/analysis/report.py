@@ -93,7 +93,8 @@ def _comparisons(sig: dict) -> list[str]:
     ref, nb, out = sig["reference"], sig["n_boot"], []
     if sig["paired"]:
         out += [f"## Paired tests: `{ref}` against each row", "",
-                f"Per-task differences `{ref}` − other over the tasks both were scored on (task means); "
+                f"Per-task differences `{ref}` − other over the tasks both were scored on (task means over the "
+                "instances both scored: rows may score different numbers per task, eval.headline_rows); "
                 "p values are two-sided (bootstrap of the mean difference; Wilcoxon signed-rank; Wilcoxon "
                 f"Holm-adjusted over these {len(sig['paired'])} comparisons per metric). For the reference NLL a "
                 "negative difference and a win mean the reference row's NLL is lower. SD: of the per-task "
@@ -101,9 +102,10 @@ def _comparisons(sig: dict) -> list[str]:
                 "power on these tasks — a CI spanning 0 rules out differences of about the MDE, not smaller ones.",
                 ""]
         out += _table(["vs", "metric", "diff [95% CI]", "SD", "MDE (80%)", "p (bootstrap)", "p (Wilcoxon)",
-                       "p (Holm)", "wins / losses / ties", "tasks"],
+                       "p (Holm)", "wins / losses / ties", "tasks", "instances"],
                       [[o, LABEL[k], _diff(t), _num(t.get("sd_diff"), ".2f"), _mde(t), _p(t["p_bootstrap"], nb),
-                        f"{t['p_wilcoxon']:.3g}", f"{t['p_wilcoxon_holm']:.3g}", _record(k, t), str(t["n_tasks"])]
+                        f"{t['p_wilcoxon']:.3g}", f"{t['p_wilcoxon_holm']:.3g}", _record(k, t), str(t["n_tasks"]),
+                        str(t.get("n_instances", "—"))]
                        for o, tests in sig["paired"].items() for k, t in tests.items()])
     if sig["ablations"]:
         out += [f"## Ablations: what `{REFERENCE}`'s router is given", "",

@@ -137,8 +137,28 @@ def _read_scores(folder: Path) -> dict[str, dict]:
             if bad:  # no NaN (or text) reaches a statistic
                 raise DataError(f"per_task[{task!r}] has non-finite or non-numeric {bad}", file=str(p),
                                 field="per_task", fix="score the row again (promoe score … --output …)")
+        _check_instances(s.get("per_instance"), rows, p)
         out[p.stem] = s
     return out
+
+
+def _check_instances(per: object, per_task: dict, p: Path) -> None:
+    """``per_instance`` (optional): ``{id: {task, rougeL, exact_match[, ref_nll]}}``, tasks among ``per_task``."""
+    if per is None:
+        return
+    fix = "write the full promoe.metrics.score() result, or drop per_instance (rows are then taken as scored on " \
+          "the same instances)"
+    if not isinstance(per, dict):
+        raise DataError("is not a mapping of instance ids", file=str(p), field="per_instance", fix=fix)
+    for i, row in per.items():
+        if not isinstance(row, dict) or row.get("task") not in per_task:
+            raise DataError(f"per_instance[{i!r}] names no task of per_task", file=str(p), field="per_instance",
+                            fix=fix)
+        bad = [k for k in (*METRICS, LIKELIHOOD) if (k in METRICS and k not in row) or k in row and not (
+            isinstance(row[k], int | float) and not isinstance(row[k], bool) and math.isfinite(row[k]))]
+        if bad:
+            raise DataError(f"per_instance[{i!r}] lacks or has non-finite {bad}", file=str(p), field="per_instance",
+                            fix=fix)
 
 
 def _seed_key(p: Path) -> tuple[int, int | str]:

@@ -3,6 +3,10 @@
 Over the test tasks, ``significance.json`` holds:
 
 * ``models``: per row, 95% bootstrap CIs of task means and of instance means; ``per_category_rougeL``;
+Every paired comparison is over the instances both (all three, for a headroom share) rows scored: per-task means
+are taken over those (:func:`shared_rows`; ``n_instances`` says how many), so rows scored on
+more instances per task (``eval.headline_rows``) are compared with the others on the ones they share.
+
 * ``paired``: the reference (:data:`promoe.registry.REFERENCE`) against every other row over their
   common tasks, with Holm-adjusted Wilcoxon p values over that family (``p_wilcoxon_holm``);
 * ``ablations``: per ablation row (``<ABLATED>-<variant>``) and the experts model for context
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,62 +51,120 @@ def _vals(rows: dict[str, dict], metric: str) -> dict[str, float]:
     return {t: r[metric] for t, r in rows.items()}
 
 
-def ablations(rows_of: dict[str, dict[str, dict]], *, n_boot: int, seed: int) -> dict:
+def shared_rows(scores: list[dict], test_tasks: set[str] | None) -> tuple[list[dict[str, dict]], int]:
+    """The per-task rows of several score dicts over the instances they *all* scored, and how many those are.
+
+    Rows may be scored on different instances (``eval.headline_rows`` score more per task): each task's
+    means are then recomputed from ``per_instance`` over the shared ids, so a paired comparison never sets
+    one row's 8 instances of a task against another's 2. Score dicts without ``per_instance`` (runs before
+    it was written) are taken as scored on the same instances."""
+    inst = [s.get("per_instance") for s in scores]
+    if any(not p for p in inst) or len({frozenset(p) for p in inst}) == 1:
+        rows = [task_rows(s, test_tasks) for s in scores]
+        common = set.intersection(*(set(r) for r in rows))
+        return rows, sum(rows[0][t]["n"] for t in common)
+    ids = set.intersection(*(set(p) for p in inst))
+    out: list[dict[str, dict]] = []
+    for s, per in zip(scores, inst, strict=True):
+        by_task: dict[str, list[dict]] = {}
+        for i in sorted(ids):
+            by_task.setdefault(per[i]["task"], []).append(per[i])
+        rows = {}
+        for t, xs in sorted(by_task.items()):
+            rows[t] = {"n": len(xs), "category": s["per_task"][t]["category"]}
+            rows[t].update({m: float(np.mean([x[m] for x in xs])) for m in (*METRICS, LIKELIHOOD)
+                            if all(m in x for x in xs)})
+        out.append(task_rows({"per_task": rows}, test_tasks) if rows else rows)
+    return out, sum(r["n"] for r in out[0].values())
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A run's score dicts by row name, read per task over each row's own instances (:meth:`own`) or over the
+    instances several rows share (:meth:`shared`, for every paired statistic)."""
+
+    scores: dict[str, dict]
+    test_tasks: set[str] | None = None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.scores
+
+    def __iter__(self):
+        return iter(self.scores)
+
+    def own(self, name: str) -> dict[str, dict]:
+        return task_rows(self.scores[name], self.test_tasks)
+
+    def shared(self, *names: str) -> tuple[list[dict[str, dict]], int]:
+        return shared_rows([self.scores[n] for n in names], self.test_tasks)
+
+
+def _paired(rows: Rows, a: str, b: str, *, n_boot: int, seed: int) -> dict[str, dict]:
+    """``a − b`` per metric (:func:`paired_test`) over their shared instances, each with ``n_instances``."""
+    (ra, rb), n = rows.shared(a, b)
+    if not set(ra) & set(rb):
+        return {}
+    return {metric: {**paired_test(_vals(ra, metric), _vals(rb, metric), n_boot=n_boot, seed=seed), "n_instances": n}
+            for metric in metrics_of(ra, rb)}
+
+
+def ablations(rows: Rows, *, n_boot: int, seed: int) -> dict:
     """Per ablation row (and the experts model for context): paired ``row − reference`` over common
     tasks; empty without the reference or without any ablation row."""
-    if REFERENCE not in rows_of or not any(row_group(m) == "ablation" for m in rows_of):
+    if REFERENCE not in rows or not any(row_group(m) == "ablation" for m in rows):
         return {}
-    ref, context, out = rows_of[REFERENCE], experts_model(), {}
-    for m, rows in rows_of.items():
+    context, out = experts_model(), {}
+    for m in rows:
         if m != context and row_group(m) != "ablation":
             continue
-        common = sorted(set(rows) & set(ref))
+        (mine, ref), _ = rows.shared(m, REFERENCE)
+        common = sorted(set(mine) & set(ref))
         if not common:
             log.warning("%s shares no test task with %s; left out of the ablation table", m, REFERENCE)
             continue
-        out[m] = {metric: {**paired_test(_vals(rows, metric), _vals(ref, metric), n_boot=n_boot, seed=seed),
-                           "mean": float(np.mean([rows[t][metric] for t in common])),
-                           "reference_mean": float(np.mean([ref[t][metric] for t in common]))}
-                  for metric in metrics_of(rows, ref)}
+        out[m] = {metric: {**t, "mean": float(np.mean([mine[k][metric] for k in common])),
+                           "reference_mean": float(np.mean([ref[k][metric] for k in common]))}
+                  for metric, t in _paired(rows, m, REFERENCE, n_boot=n_boot, seed=seed).items()}
     return out
 
 
-def zero_vs_few_shot(models: dict[str, dict], rows_of: dict[str, dict[str, dict]], *, n_boot: int,
-                     seed: int) -> dict:
+def zero_vs_few_shot(models: dict[str, dict], rows: Rows, *, n_boot: int, seed: int) -> dict:
     """Per model row with a ``<model>-<condition>`` row: ROUGE-L CIs zero-shot and per condition and
     the paired differences ``<reference> − <model>-<condition>`` (task means)."""
     out = {}
     for base in (r.name for r in of_kind("model")):
         names = {"zero_shot": base} | {k: f"{base}-{k}" for k in conditions()}
-        if not any(names[k] in rows_of for k in conditions()):
+        if not any(names[k] in rows for k in conditions()):
             continue
         entry: dict = {k: models[n]["rougeL_instance"] if n in models else None for k, n in names.items()}
         for k in conditions():
-            other = rows_of.get(names[k])
-            ok = REFERENCE in rows_of and other is not None and set(other) & set(rows_of[REFERENCE])
-            entry[f"{REFERENCE}_minus_{k}"] = {
-                metric: paired_test(_vals(rows_of[REFERENCE], metric), _vals(other, metric), n_boot=n_boot, seed=seed)
-                for metric in metrics_of(rows_of[REFERENCE], other)} if ok else None
+            ok = REFERENCE in rows and names[k] in rows
+            entry[f"{REFERENCE}_minus_{k}"] = (_paired(rows, REFERENCE, names[k], n_boot=n_boot, seed=seed)
+                                               or None) if ok else None
         out[base] = entry
     return out
 
 
-def headroom(rows_of: dict[str, dict[str, dict]], *, n_boot: int, seed: int) -> dict:
+def headroom(rows: Rows, *, n_boot: int, seed: int) -> dict:
     """Per metric: the routing headroom ``oracle − uniform`` (paired, :data:`promoe.registry.HEADROOM`) and,
-    for every other routed row, the share of it the row recovers (``(row − uniform) / (oracle − uniform)``);
-    empty without both rows."""
+    for every other routed row, the share of it the row recovers (``(row − uniform) / (oracle − uniform)``,
+    over the instances all three share); empty without both rows."""
     floor, ceiling = HEADROOM
-    if floor not in rows_of or ceiling not in rows_of:
+    if floor not in rows or ceiling not in rows:
         return {}
     out: dict = {}
-    for metric in metrics_of(rows_of[floor], rows_of[ceiling]):
-        lo, hi = _vals(rows_of[floor], metric), _vals(rows_of[ceiling], metric)
-        result = {"headroom": paired_test(hi, lo, n_boot=n_boot, seed=seed), "recovered": {}}
-        for m, rows in rows_of.items():
+    room = _paired(rows, ceiling, floor, n_boot=n_boot, seed=seed)
+    for metric, t in room.items():
+        result = {"headroom": t, "recovered": {}}
+        for m in rows:
             heuristic = (e := entry(m)) is not None and e.kind == "heuristic"
             routed = row_group(m) in ("zero-shot", "routing", "ablation") and m not in HEADROOM and not heuristic
-            if routed and metric in metrics_of(rows) and set(rows) & set(lo) & set(hi):
-                result["recovered"][m] = share_recovered(_vals(rows, metric), lo, hi, n_boot=n_boot, seed=seed)
+            if not routed:
+                continue
+            (mine, lo, hi), n = rows.shared(m, floor, ceiling)
+            if metric in metrics_of(mine, lo, hi) and set(mine) & set(lo) & set(hi):
+                result["recovered"][m] = {**share_recovered(_vals(mine, metric), _vals(lo, metric), _vals(hi, metric),
+                                                            n_boot=n_boot, seed=seed), "n_instances": n}
         out[metric] = result
     return out
 
@@ -109,9 +172,9 @@ def headroom(rows_of: dict[str, dict[str, dict]], *, n_boot: int, seed: int) -> 
 def significance(data: RunData, *, n_boot: int = 10000, seed: int = 0) -> dict:
     """Bootstrap CIs per row (task and instance means), per category, paired tests, ablations,
     zero- vs few-shot differences and routing-vs-description similarity (see the module docstring)."""
-    models, per_cat, rows_of = {}, {}, {}
-    for m, s in data.scores.items():
-        rows = rows_of[m] = task_rows(s, data.test_tasks)
+    models, per_cat, all_rows = {}, {}, Rows(data.scores, data.test_tasks)
+    for m in data.scores:
+        rows = all_rows.own(m)
         n = {t: r["n"] for t, r in rows.items()}
         entry: dict = {"n": sum(n.values()), "n_tasks": len(rows)}
         for metric in metrics_of(rows):
@@ -125,9 +188,7 @@ def significance(data: RunData, *, n_boot: int = 10000, seed: int = 0) -> dict:
         per_cat[m] = {c: bootstrap_ci({t: rows[t]["rougeL"] for t in ts}, n_boot=n_boot, seed=seed,
                                       weights={t: rows[t]["n"] for t in ts}) for c, ts in sorted(by_cat.items())}
     ref = REFERENCE if REFERENCE in data.scores else next(iter(data.scores))
-    paired = {o: {metric: paired_test(_vals(rows_of[ref], metric), _vals(rows_of[o], metric), n_boot=n_boot,
-                                      seed=seed) for metric in metrics_of(rows_of[ref], rows_of[o])}
-              for o in data.scores if o != ref and set(rows_of[o]) & set(rows_of[ref])}
+    paired = {o: t for o in data.scores if o != ref and (t := _paired(all_rows, ref, o, n_boot=n_boot, seed=seed))}
     for metric in (*METRICS, LIKELIHOOD):  # Holm over the comparisons that have the metric
         for o, p in holm({o: t[metric]["p_wilcoxon"] for o, t in paired.items() if metric in t}).items():
             paired[o][metric]["p_wilcoxon_holm"] = p
@@ -135,9 +196,9 @@ def significance(data: RunData, *, n_boot: int = 10000, seed: int = 0) -> dict:
     return {"n_boot": n_boot, "seed": seed, "alpha": 0.05, "reference": ref,
             "n_test_tasks": None if data.test_tasks is None else len(data.test_tasks),
             "models": models, "per_category_rougeL": per_cat, "paired": paired,
-            "ablations": ablations(rows_of, n_boot=n_boot, seed=seed),
-            "zero_vs_few_shot": zero_vs_few_shot(models, rows_of, n_boot=n_boot, seed=seed),
-            "headroom": headroom(rows_of, n_boot=n_boot, seed=seed),
+            "ablations": ablations(all_rows, n_boot=n_boot, seed=seed),
+            "zero_vs_few_shot": zero_vs_few_shot(models, all_rows, n_boot=n_boot, seed=seed),
+            "headroom": headroom(all_rows, n_boot=n_boot, seed=seed),
             "n_perm": n_perm,
             "routing_similarity": routing_similarity(data.routing, data.embeddings, data.task_categories(),
                                                      keep=data.test_tasks, n_perm=n_perm, seed=seed)}

@@ -80,6 +80,10 @@ class ExperimentConfig:
             raise ConfigError("train.models: `upcycled` is the end-to-end upcycled MoE kept next to `moe` over "
                               "specialised experts; without experts.specialise=true it is `moe` itself: remove it "
                               "from train.models (or set experts.specialise=true)")
+        if self.data.headline_max_per_task is not None and not self.eval.headline_rows:
+            raise ConfigError(f"data.headline_max_per_task={self.data.headline_max_per_task} sets how many instances "
+                              "the headline rows score, but eval.headline_rows names none: name them (e.g. "
+                              "eval.headline_rows=[promoe,moe]) or unset data.headline_max_per_task")
         if self.compare.icl_models and not self.prompt.with_definition:
             raise ConfigError("compare.icl_models show Definition + examples in the prompt, but "
                               "prompt.condition=router_only prompts hold the instance input alone: set "

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from promoe.config.fields import check_fields, require, setting
-from promoe.registry import choices, defaults
+from promoe.registry import choices, defaults, row_order
 
 DATA_ENV = "PROMOE_DATA"
 """Environment variable naming the folder that holds the offline data packages (sni/, bigbench/, ...)."""
@@ -53,12 +53,26 @@ class DataConfig:
     test_max_per_task: int | None = setting(
         None, "Cap on all scored instances of a test task, real instances first, then positive examples "
               "(unset: no cap).", lo=1)
+    headline_max_per_task: int | None = setting(
+        None, "Cap on scored instances per test task for the rows in eval.headline_rows (at least "
+              "test_max_per_task; unset: no headline rows score more); the other rows score the first "
+              "test_max_per_task of them, and every paired comparison uses the instances both rows share.", lo=1)
     max_test_tasks: int | None = setting(None, "Evaluate on this many test tasks only, spread over the list "
                                           "(quick runs; unset: all).", lo=1)
     split_seed: int = setting(0, "Seed of the validation split and of family capping.", lo=0, lt=2**32)
 
+    @property
+    def scored_per_task(self) -> int | None:
+        """The test split's cap per task: the headline rows' when they score more (None: no cap)."""
+        caps = [n for n in (self.test_max_per_task, self.headline_max_per_task) if n is not None]
+        return None if self.test_max_per_task is None else max(caps)
+
     def validate(self) -> None:
         check_fields(self, "data")
+        if self.headline_max_per_task is not None and self.test_max_per_task is not None:
+            require(self.headline_max_per_task >= self.test_max_per_task, "data.headline_max_per_task",
+                    self.headline_max_per_task, f"is below data.test_max_per_task={self.test_max_per_task} (headline "
+                    "rows score at least what every row scores)", "raise it, or unset it")
 
 
 @dataclass
@@ -175,6 +189,10 @@ class EvalConfig:
     max_new_tokens: int = setting(32, "Generation limit; decoding also stops after the first non-empty line.", lo=1)
     max_length: int = setting(1024, "Prompt tokens kept (the start of longer prompts is cut).", lo=1)
     backbone: bool = setting(True, "Also evaluate the untrained backbone.")
+    headline_rows: list[str] = field(default_factory=list, metadata={
+        "help": "Rows scored on data.headline_max_per_task instances per test task (the question's rows: generation "
+                "is spent where it decides the answer); the others score data.test_max_per_task.",
+        "choices": lambda: list(row_order())})
 
     def validate(self) -> None:
         check_fields(self, "eval")

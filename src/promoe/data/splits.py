@@ -2,7 +2,8 @@
 
 * test: the official test list; offline, all 119 test tasks: the 103 complete ones with the official
   first 100 evaluation instances, the 16 others with what the test-task export has (2–6 instances);
-  every task capped at ``test_max_instances_per_task`` / ``test_max_per_task``;
+  every task capped at ``test_max_instances_per_task`` / ``test_max_per_task`` (``headline_max_per_task`` when
+  the headline rows score more; the other rows score the first ``test_max_per_task``);
 * train: the SNI training tasks (the extra collections NIv1 and BIG-bench when chosen), keeping only
   tasks on the SNI training list where a task has an SNI name, dropping BIG-bench tasks that share a
   source dataset with an SNI test task, and capping BIG-bench families with hundreds of subtasks;
@@ -101,7 +102,7 @@ def _finish(pool: list[Task], test_tasks: list[Task], decisions: list[Decision],
     check_unique_ids(test_tasks, sources.get("test", "the test tasks"))  # scored together
     available = {t.name: len(t.instances) for t in test_tasks}
     test = build_test_tasks(test_tasks, [], max_instances=cfg.test_max_instances_per_task,
-                            positive_examples=cfg.test_positive_examples, max_total=cfg.test_max_per_task)
+                            positive_examples=cfg.test_positive_examples, max_total=cfg.scored_per_task)
     n_pool = sum(len(t.instances) for t in pool)
     pool = [cap_instances(t, cfg.max_train_instances_per_task) for t in pool]
     if not pool:
@@ -121,7 +122,7 @@ def _finish(pool: list[Task], test_tasks: list[Task], decisions: list[Decision],
     decisions += [Decision(t.name, t.collection, True, "test task", split="test") for t in test]
     capped = {"train": n_pool - sum(len(t.instances) for t in pool),
               "test": sum(available.values()) - sum(i.origin == "instance" for t in test for i in t.instances)}
-    per_task = min(n for n in (cfg.test_max_instances_per_task, cfg.test_max_per_task) if n is not None)
+    per_task = min(n for n in (cfg.test_max_instances_per_task, cfg.scored_per_task) if n is not None)
     return TaskSplits(train, val, test, decisions, sources, quirks=_used_quirks(quirks, train + val + test),
                       capped=capped, test_available=available, test_per_task=per_task)
 

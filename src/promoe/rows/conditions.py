@@ -29,9 +29,9 @@ def fewshot(ctx: RunContext, row: Row, bases: list[str]) -> None:
         return
     t1 = time.perf_counter()
     chosen = set(fewshot_tasks(list(dict.fromkeys(t.name for t, _ in ev.items)), c.fewshot_tasks))
-    variants = {n: Variant(n, m, ctx.task_emb if m.hyper is not None else None, ev.stats_for(m), tasks=chosen)
-                for n, m in few.items()}
-    items = [(t, i) for t, i in ev.items if t.name in chosen]
+    variants = {v.name: v for v in ev.scope([Variant(n, m, ctx.task_emb if m.hyper is not None else None,
+                                                      ev.stats_for(m), tasks=chosen) for n, m in few.items()])}
+    items = [(t, i) for t, i in ev.items if any(v.covers(t.name, i.id) for v in variants.values())]
     preds, nll = run_fewshot(few, variants, items[acc.process_index::acc.num_processes], ctx.setup.tokenizer,
                         cfg=ctx.cfg, wrap=ctx.setup.wrap, task_emb=ctx.task_emb,
                         progress=ev.progress_file(row.name))

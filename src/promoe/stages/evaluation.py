@@ -11,6 +11,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from promoe.config import ExperimentConfig, PromptConfig
+from promoe.data.schema import Instance, Task
 from promoe.data.splits import TaskSplits
 from promoe.evaluate import Variant, eval_items, predict_variants, write_predictions
 from promoe.io import read_likelihood, read_predictions, read_references, references_of
@@ -23,6 +24,17 @@ from promoe.resources import record_cut, record_stage
 log = logging.getLogger(__name__)
 
 
+def first_per_task(items: list[tuple[Task, Instance]], n: int | None) -> set[str]:
+    """Ids of the first ``n`` items of every task (all with ``n=None``), in the test split's order."""
+    seen: dict[str, int] = {}
+    out = set()
+    for t, i in items:
+        if n is None or seen.get(t.name, 0) < n:
+            seen[t.name] = seen.get(t.name, 0) + 1
+            out.add(i.id)
+    return out
+
+
 class Evaluation:
     """Scores rows (a model, or a routing / description variant of one) and writes their files."""
 
@@ -32,6 +44,17 @@ class Evaluation:
         self.times = times
         self.items = eval_items(splits.test)  # the test split holds positive examples only when they are scored
         self.results: dict[str, dict] = {}
+        self.base_ids = first_per_task(self.items, cfg.data.test_max_per_task) \
+            if cfg.data.headline_max_per_task is not None else None
+        """The instances every row scores when the headline rows score more (None: every row scores all)."""
+
+    def scope(self, variants: list[Variant]) -> list[Variant]:
+        """``variants``, each limited to the instances its row scores: all for ``eval.headline_rows``, the
+        first ``data.test_max_per_task`` of each task for the others."""
+        for v in variants:
+            if self.base_ids is not None and v.name not in self.cfg.eval.headline_rows:
+                v.ids = self.base_ids
+        return variants
 
     def done(self, name: str) -> bool:
         """True (and the row's scores loaded) when ``name`` was scored by an earlier run of this folder."""
@@ -55,7 +78,7 @@ class Evaluation:
 
     def run(self, variants: list[Variant], *, prompt: PromptConfig | None = None, label: str = "eval") -> None:
         """Predict with every variant not yet scored (one shared prompt pass per batch) and score them."""
-        variants = [v for v in variants if not self.done(v.name)]
+        variants = self.scope([v for v in variants if not self.done(v.name)])
         if not variants:
             return
         t1 = time.perf_counter()
@@ -109,7 +132,7 @@ class Evaluation:
                     stats = RoutingStats(stats.n_layers, stats.n_experts)
                     for _, state, _ in shares:
                         stats.merge(state)
-            items = [(t, i) for t, i in self.items if v.tasks is None or t.name in v.tasks]
+            items = [(t, i) for t, i in self.items if v.covers(t.name, i.id)]
             if acc.is_main_process:
                 if stats is not None:
                     (self.run_dir / "routing").mkdir(parents=True, exist_ok=True)
