@@ -66,3 +66,14 @@ def test_routing_stats(tmp_path: Path) -> None:
         np.testing.assert_array_equal(z["load_cv"], summary["load_cv"])
         np.testing.assert_array_equal(z["token_entropy"], summary["token_entropy"])
         assert z["task_names"].tolist() == keys
+
+
+def test_picks_without_weight_are_not_counted() -> None:
+    # one-hot task routing (the oracle's) with top-2: the second pick carries weight ~1e-8 and is no use of expert 3
+    indices = torch.tensor([[[1, 3], [1, 3]]])
+    info = routing_info(0, indices)
+    info.router.weights = torch.tensor([[[1.0, 1e-8], [1.0, 1e-8]]])
+    stats = RoutingStats(n_layers=1, n_experts=E)
+    stats.update([info], ["t"])
+    np.testing.assert_array_equal(stats.load[0], [0, 2, 0, 0])
+    np.testing.assert_array_equal(stats.task_histograms()[1][0, 0], [0, 1, 0, 0])

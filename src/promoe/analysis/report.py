@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from promoe.analysis.answer import answer_section
+from promoe.analysis.cluster_routing import section as cluster_section
 from promoe.analysis.rows import experts_model, main_groups
 from promoe.analysis.rundata import LABEL, LIKELIHOOD, METRICS, Experts, RunData
 from promoe.registry import GROUPS, HEADROOM, REFERENCE, conditions, entry, row_group, split_row
@@ -268,7 +269,7 @@ def render_report(run_dir: Path, data: RunData, sig: dict, seeds: dict | None,
                       [[m, str(len(s["seeds"])), *(f"{s[k]['mean']:.2f} ± {s[k]['std']:.2f} "
                                                     f"[{s[k]['low']:.2f}, {s[k]['high']:.2f}]" for k in METRICS)]
                        for m, s in seeds.items()])
-    out += _experts(data.experts)
+    out += _experts(data.experts) + (cluster_section(data) if data.experts is not None else [])
     out += ["## Figures", ""]
     for path, (alt, caption) in figures.items():
         out += [f"![{alt}]({path})", "", caption, ""]

@@ -24,12 +24,16 @@ def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
     return -(p * np.log(p)).sum(axis=axis)
 
 
+MIN_WEIGHT = 1e-6
+"""Top-k picks with a mixing weight at or below this are not counted as expert use."""
+
+
 class RoutingStats:
     """Per-layer and per-task expert counts, probability sums and token-entropy sums."""
 
     def __init__(self, n_layers: int, n_experts: int) -> None:
         self.n_layers, self.n_experts = n_layers, n_experts
-        self.load = np.zeros((n_layers, n_experts))  # top-k assignments per expert
+        self.load = np.zeros((n_layers, n_experts))  # top-k assignments per expert (those with weight)
         self.prob_sum = np.zeros((n_layers, n_experts))  # summed router probabilities
         self.entropy_sum = np.zeros(n_layers)  # summed per-token routing entropy
         self.tokens = np.zeros(n_layers)
@@ -42,7 +46,10 @@ class RoutingStats:
             r = info.router
             b, t, e = r.probs.shape
             keep = torch.ones(b, t, dtype=torch.bool) if info.mask is None else info.mask.bool().cpu()
-            onehot = torch.zeros(b, t, e).scatter_add_(-1, r.indices.cpu(), torch.ones(r.indices.shape))
+            # an expert picked by top-k with (next to) no weight is not used: the oracle's one-hot routing picks
+            # its expert and, for k > 1, others at weight ~1e-8
+            used = (r.weights.float().cpu() > MIN_WEIGHT).float()
+            onehot = torch.zeros(b, t, e).scatter_add_(-1, r.indices.cpu(), used)
             onehot = onehot * keep[..., None]
             probs = r.probs.float().cpu() * keep[..., None]
             ent = -(r.probs.float().cpu().clamp_min(1e-12).log() * r.probs.float().cpu()).sum(-1) * keep
