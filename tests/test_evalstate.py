@@ -25,8 +25,8 @@ class Killed(Exception):
 def _die_after(monkeypatch, units: int) -> None:
     save = PassState.save
 
-    def save_then_die(self, rows, out, done):
-        save(self, rows, out, done)
+    def save_then_die(self, rows, out, done, likelihood=None):
+        save(self, rows, out, done, likelihood)
         if done == units:
             raise Killed
 
@@ -88,4 +88,19 @@ def test_killed_pass_resumes_at_its_first_unsaved_batch(backbone, tmp_path, monk
     with caplog.at_level("WARNING"):
         other = predict_variants(rows(), tok, items, progress=path, **{**kw, "batch_size": 3})
     assert "belongs to another pass" in caplog.text
+    # reference NLLs scored in the pass are saved with the answers and restored on resume
+    def nll_of(variants: list[Variant]) -> dict[str, dict[str, float]]:
+        return {v.name: {} for v in variants}
+
+    shared = rows
+    whole = nll_of(shared())
+    assert predict_variants(shared(), tok, items, **kw, likelihood=whole) == expected  # random's draws unchanged
+    path = tmp_path / "progress" / "nll.json"
+    _die_after(monkeypatch, 2)
+    with pytest.raises(Killed):
+        predict_variants(shared(), tok, items, progress=path, **kw, likelihood=nll_of(shared()))
+    monkeypatch.undo()
+    again = nll_of(shared())
+    predict_variants(shared(), tok, items, progress=path, **kw, likelihood=again)
+    assert again == whole and all(again.values())
     assert other == predict_variants(rows(), tok, items, **{**kw, "batch_size": 3})

@@ -69,3 +69,30 @@ def test_add_likelihood_means_per_task_and_overall() -> None:
     assert out["ref_nll"] == 3.0 and out["ref_nll_task_mean"] == 3.5
     partial = add_likelihood({"per_task": {"t1": {}, "t2": {}}}, {"a": 1.0}, refs)
     assert "ref_nll" not in partial and partial["per_task"]["t1"] == {}  # all instances or nothing
+
+
+def test_generation_pass_scores_the_same_nll_from_each_prompts_cache(backbone) -> None:
+    from promoe.decode import supports_shared_prefix
+    from promoe.evaluate import predict_variants
+
+    tok = backbone.tokenizer
+    models = _models(backbone)
+    tasks = _tasks()
+    tasks[1] = Task(name=tasks[1].name, definition=tasks[1].definition, categories=("C",),
+                    instances=(Instance("two-refs", "pick one", ("alpha beta", "a")),) + tasks[1].instances)
+    items = [(t, i) for t in tasks for i in t.instances]
+    emb = dict(zip([t.name for t in tasks], HashingEncoder(16).encode([t.definition for t in tasks]), strict=True))
+    wrap = lambda s: chat_prompt(tok, s)  # noqa: E731
+    variants = [Variant("moe", models["moe"]), Variant("promoe", models["promoe"], emb),
+                Variant("promoe-sub", models["promoe"], emb, ids={"two-refs", tasks[0].instances[0].id})]
+    assert all(supports_shared_prefix(v.model) for v in variants)
+    kw = dict(prompt=PromptConfig(), wrap=wrap, batch_size=3, disable_progress=True)
+    fused: dict[str, dict[str, float]] = {v.name: {} for v in variants}
+    answers = predict_variants(variants, tok, items, **kw, max_new_tokens=4, likelihood=fused)
+    alone = reference_nll(variants, tok, items, **kw)
+    for v in variants:
+        assert fused[v.name].keys() == alone[v.name].keys(), v.name
+        assert all(math.isclose(fused[v.name][k], alone[v.name][k], rel_tol=1e-4) for k in alone[v.name]), v.name
+    assert set(fused["promoe-sub"]) == {"two-refs", tasks[0].instances[0].id}
+    # scoring before decoding leaves the prompt's cache as it was: the answers are those of a pass without it
+    assert answers == predict_variants(variants, tok, items, **kw, max_new_tokens=4)

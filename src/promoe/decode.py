@@ -6,6 +6,10 @@ those layers — most of an evaluation's cost — is therefore computed once per
 states and key/value cache are kept, and each variant runs only its own upper layers over the prompt,
 then decodes greedily token by token through all layers, the lower ones reading the shared cache.
 Results equal ``model.generate`` (greedy) of each variant on its own (tests compare both).
+
+The same pass scores references (:func:`target_nll`): after a variant's upper layers have run over the
+prompt (:func:`upper`), each reference is fed through the cached prompt, so a row's reference likelihood
+costs the reference's tokens only, not a second pass over its prompt.
 """
 
 from __future__ import annotations
@@ -133,18 +137,54 @@ def eos_ids(model: MoEModel) -> list[int]:
     return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
 
 
+@dataclass
+class Prompted:
+    """A batch of prompts through every layer of one variant: the last layer's hidden states and the keys
+    and values of every layer (lower ones shared with the prefix)."""
+
+    hidden: Tensor  # (B, T, D)
+    kv: KVStore
+    mask: Tensor  # (B, T)
+
+    def select(self, rows: Tensor) -> Prompted:
+        return Prompted(self.hidden[rows], self.kv.select(rows), self.mask[rows])
+
+
 @torch.no_grad()
-def greedy(model: MoEModel, prefix: Prefix, *, max_new_tokens: int, stopper, pad_id: int,
-           eos: Sequence[int] = ()) -> Tensor:
-    """Greedy continuation (B, <= max_new_tokens) of ``prefix`` by ``model`` (its lower layers must be
-    those that made the prefix). Rows that finished (``stopper`` or an EOS token) continue with
-    ``pad_id``, as in ``generate``. Call inside :meth:`MoEModel.with_routing` for per-task routing."""
+def upper(model: MoEModel, prefix: Prefix, *, room: int = 0) -> Prompted:
+    """Run ``model``'s own layers above the shared prefix over the prompts (``room``: positions to keep free in
+    the cache for decoding). Call inside :meth:`MoEModel.with_routing` for per-task routing."""
     if model.split != prefix.split:
         raise ValueError(f"prefix was computed below layer {prefix.split}, the model's split is {model.split}")
-    kv = KVStore(prefix.kv, room=max_new_tokens)
+    kv = KVStore(prefix.kv, room=room)
+    return Prompted(_run_layers(model, prefix.hidden, prefix.split, None, prefix.mask, kv), kv, prefix.mask)
+
+
+@torch.no_grad()
+def target_nll(model: MoEModel, prompted: Prompted, targets: Tensor, target_mask: Tensor) -> Tensor:
+    """Mean per-token NLL (B,) of ``targets`` (B, R; right padded, ``target_mask`` 1 on real tokens) after the
+    prompts, by teacher forcing through the prompts' cache (left unchanged). Call inside
+    :meth:`MoEModel.with_routing`."""
     base, head = model.backbone.model, model.backbone.lm_head
-    key_mask = prefix.mask
-    hidden = _run_layers(model, prefix.hidden, prefix.split, None, key_mask, kv)
+    kv = KVStore(prompted.kv, room=targets.shape[1])
+    key_mask = torch.cat([prompted.mask, target_mask.to(prompted.mask.dtype)], dim=1)
+    h = _run_layers(model, base.embed_tokens(targets), 0, None, key_mask, kv)
+    states = torch.cat([prompted.hidden[:, -1:], h[:, :-1]], dim=1)  # position j predicts targets[:, j]
+    logp = torch.log_softmax(head(base.norm(states)).float(), dim=-1)
+    nll = -logp.gather(-1, targets[..., None])[..., 0] * target_mask
+    return nll.sum(1) / target_mask.sum(1).clamp_min(1)
+
+
+@torch.no_grad()
+def greedy(model: MoEModel, prefix: Prefix, *, max_new_tokens: int, stopper, pad_id: int,
+           eos: Sequence[int] = (), prompted: Prompted | None = None) -> Tensor:
+    """Greedy continuation (B, <= max_new_tokens) of ``prefix`` by ``model`` (its lower layers must be
+    those that made the prefix), from ``prompted`` when :func:`upper` already ran (with room for
+    ``max_new_tokens``). Rows that finished (``stopper`` or an EOS token) continue with ``pad_id``, as in
+    ``generate``. Call inside :meth:`MoEModel.with_routing` for per-task routing."""
+    prompted = prompted if prompted is not None else upper(model, prefix, room=max_new_tokens)
+    kv, key_mask, hidden = prompted.kv, prompted.mask, prompted.hidden
+    base, head = model.backbone.model, model.backbone.lm_head
     seq = prefix.input_ids
     done = torch.zeros(seq.shape[0], dtype=torch.bool, device=seq.device)
     eos_t = torch.tensor(list(eos), dtype=torch.long, device=seq.device)
@@ -158,3 +198,25 @@ def greedy(model: MoEModel, prefix: Prefix, *, max_new_tokens: int, stopper, pad
         key_mask = torch.cat([key_mask, key_mask.new_ones(key_mask.shape[0], 1)], dim=1)
         hidden = _run_layers(model, base.embed_tokens(nxt[:, None]), 0, None, key_mask, kv)
     return seq[:, prefix.input_ids.shape[1]:]
+
+
+@torch.no_grad()
+def best_target_nll(model: MoEModel, prompted: Prompted, targets: Sequence[Sequence[Sequence[int]]], *, pad_id: int,
+                    routing: Tensor | None) -> list[float]:
+    """Per row, the lowest :func:`target_nll` over its references (``targets[row]``: token lists; inf for a row
+    without any), routed by ``routing`` (the rows' task routing, or None)."""
+    best = [float("inf")] * len(targets)
+    device = prompted.hidden.device
+    for k in range(max((len(t) for t in targets), default=0)):
+        sub = [r for r, t in enumerate(targets) if len(t) > k]
+        ids = [list(targets[r][k]) for r in sub]
+        width = max(len(x) for x in ids)
+        tok = torch.tensor([x + [pad_id] * (width - len(x)) for x in ids], device=device)
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device)
+        rows = torch.tensor(sub, device=device)
+        part = prompted if len(sub) == len(targets) else prompted.select(rows)
+        nll, _ = model.with_routing(lambda p=part, t=tok, m=mask: target_nll(model, p, t, m), None, None, record=False,
+                                    routing=None if routing is None else routing.index_select(0, rows))
+        for r, x in zip(sub, nll.tolist(), strict=True):
+            best[r] = min(best[r], x)
+    return best

@@ -20,7 +20,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from promoe.config import PromptConfig
 from promoe.data.prompts import config_prompt, fits_in
 from promoe.data.schema import Instance, Task
-from promoe.decode import eos_ids, greedy, prefill, supports_shared_prefix
+from promoe.decode import best_target_nll, eos_ids, greedy, prefill, supports_shared_prefix, upper
 from promoe.evalstate import PassState, fingerprint
 from promoe.io import reference_rows, references_of, write_json, write_jsonl
 from promoe.metrics import add_likelihood, score
@@ -76,7 +76,8 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
                      prompt: PromptConfig, wrap: Callable[[str], str], batch_size: int = 8,
                      max_new_tokens: int = 32, max_length: int = 1024, desc: str = "eval",
                      disable_progress: bool = False, progress: Path | None = None,
-                     counts: dict[str, int] | None = None) -> dict[str, dict[str, str]]:
+                     counts: dict[str, int] | None = None, likelihood: dict[str, dict[str, float]] | None = None,
+                     max_target_length: int = 64) -> dict[str, dict[str, str]]:
     """Greedy answers ``{variant: {instance id: first non-empty line}}`` for ``items``.
 
     All variants see the same prompts. When their backbone allows it (see
@@ -84,7 +85,10 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     each batch's pass through the lower layers is computed once for all variants. With ``progress``
     (a JSON file), the answers and routing counts are saved after every batch and a killed pass
     resumes at its first unsaved batch (see :mod:`promoe.evalstate`). ``counts``, if given, receives
-    the number of ``prompts`` and how many were ``cut`` to ``max_length``.
+    the number of ``prompts`` and how many were ``cut`` to ``max_length``. With ``likelihood`` (filled
+    ``{row: {instance id: NLL}}``; the shared-prefix path only), each row's reference NLL is scored in the
+    same pass, from its prompt's cache (:func:`promoe.decode.best_target_nll`; a reference keeps its first
+    ``max_target_length`` tokens with EOS, as in training).
     """
     for v in variants:
         v.model.eval()
@@ -100,10 +104,14 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
                     "the longest has %d", desc, cut, len(lengths), max_length, max(lengths))
     order = sorted(range(len(items)), key=lambda j: lengths[j])
     shared = all(supports_shared_prefix(v.model) for v in variants)
+    if likelihood is not None and not shared:
+        raise ValueError("predict_variants: likelihood is scored in the shared-prefix pass only "
+                         "(promoe.likelihood.reference_nll scores the others)")
+    targets = None if likelihood is None else reference_tokens(tokenizer, items, max_target_length)
     out: dict[str, dict[str, str]] = {v.name: {} for v in variants}
     state = PassState(progress, fingerprint(prompts, [items[j][1].id for j in order], batch_size, max_new_tokens,
-                                            max_length), label=desc)
-    done = state.resume(variants, out)
+                                            max_length, None if likelihood is None else max_target_length), label=desc)
+    done = state.resume(variants, out, likelihood)
     routing_of = {v.name: TaskRouting(v.model, v.task_emb) for v in variants}  # each row's own, per task once
     device = next(variants[0].model.parameters()).device
     starts = range(0, len(order), batch_size)
@@ -126,10 +134,21 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
             ids, mask = enc["input_ids"][sel], enc["attention_mask"][sel]
             if shared:
                 part = prefix if len(rows) == len(idx) else prefix.select(sel)
-                new, routing = v.model.with_routing(
+                record = v.stats is not None
+                prompted, routing = v.model.with_routing(partial(upper, v.model, part, room=max_new_tokens), None,
+                                                         None, record=record, routing=task_routing)
+                if targets is not None:  # before decoding, which appends to the prompt's cache
+                    draws = v.model.draws()  # a random router decodes with the draws it would have had
+                    nll = best_target_nll(v.model, prompted, [targets[idx[r]] for r in rows],
+                                          pad_id=tokenizer.pad_token_id, routing=task_routing)
+                    v.model.set_rng_states(draws)
+                    likelihood[v.name].update((items[idx[r]][1].id, x) for r, x in zip(rows, nll, strict=True)
+                                              if x != float("inf"))  # an instance without references has none
+                new, more = v.model.with_routing(
                     partial(greedy, v.model, part, max_new_tokens=max_new_tokens, stopper=stopper,
-                            pad_id=tokenizer.pad_token_id, eos=eos_ids(v.model)),
-                    None, None, record=v.stats is not None, routing=task_routing)
+                            pad_id=tokenizer.pad_token_id, eos=eos_ids(v.model), prompted=prompted),
+                    None, None, record=record, routing=task_routing)
+                routing = routing + more
                 for info in routing:
                     if info.router.probs.shape[:2] == mask.shape:
                         info.mask = mask
@@ -143,8 +162,16 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
             texts = tokenizer.batch_decode(new, skip_special_tokens=True)
             for r, text in zip(rows, texts, strict=True):
                 out[v.name][items[idx[r]][1].id] = first_line(text)
-        state.save(todo, out, b + 1)
+        state.save(todo, out, b + 1, likelihood)
     return out
+
+
+def reference_tokens(tokenizer, items: Sequence[tuple[Task, Instance]], max_target_length: int) -> list[list[list[int]]]:
+    """Per item, each reference's token ids as training encodes a target: its first ``max_target_length - 1``
+    tokens and EOS (:func:`promoe.data.collate.encode_pair`)."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return [[ids[: max_target_length - len(eos)] + eos for ids in tokenizer(list(i.outputs), add_special_tokens=False)
+             ["input_ids"]] for _, i in items]
 
 
 def predict(model: MoEModel, tokenizer, items: Sequence[tuple[Task, Instance]], *,

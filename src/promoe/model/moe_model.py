@@ -91,7 +91,12 @@ class MoEModel(nn.Module):
         states = {m.layer: getattr(m.router, "rng_state", lambda: None)() for m in self.moe_layers}
         return {layer: s for layer, s in states.items() if s is not None}
 
-    def set_rng_states(self, states: dict[int, Tensor]) -> None:
+    def draws(self) -> dict[int, Tensor | None]:
+        """Where every random router's sequence is (None: at its start), for :meth:`set_rng_states` to rewind
+        to: work done between the two (scoring references) then leaves the sequence as it was."""
+        return {m.layer: m.router.rng_state() for m in self.moe_layers if hasattr(m.router, "rng_state")}
+
+    def set_rng_states(self, states: dict[int, Tensor | None]) -> None:
         for m in self.moe_layers:
             if m.layer in states:
                 m.router.set_rng_state(states[m.layer])

@@ -13,6 +13,7 @@ from accelerate.utils import gather_object
 from promoe.config import ExperimentConfig, PromptConfig
 from promoe.data.schema import Instance, Task
 from promoe.data.splits import TaskSplits
+from promoe.decode import supports_shared_prefix
 from promoe.evaluate import Variant, eval_items, predict_variants, write_predictions
 from promoe.io import read_likelihood, read_predictions, read_references, references_of
 from promoe.likelihood import reference_nll
@@ -87,6 +88,10 @@ class Evaluation:
             v.model.to(acc.device)
             v.stats = self.stats_for(v.model)
         counts: dict[str, int] = {}
+        # rows sharing the frozen lower layers score their references in the generation pass, from each prompt's
+        # cache; the others in a pass of their own
+        fused = all(supports_shared_prefix(v.model) for v in variants)
+        nll: dict[str, dict[str, float]] = {v.name: {} for v in variants}
         with acc.autocast():
             preds = predict_variants(variants, self.tok, self.items[acc.process_index::acc.num_processes],
                                      prompt=prompt or self.cfg.prompt, wrap=self.wrap,
@@ -94,10 +99,12 @@ class Evaluation:
                                      max_length=self.cfg.eval.max_length,
                                      desc=f"{label} {', '.join(v.name for v in variants)}",
                                      disable_progress=not acc.is_main_process, progress=self.progress_file(label),
-                                     counts=counts)
-        t2 = time.perf_counter()
-        nll = self.likelihood(variants, prompt or self.cfg.prompt, label)
-        record_stage(self.times, f"{label} likelihood", time.perf_counter() - t2)
+                                     counts=counts, likelihood=nll if fused else None,
+                                     max_target_length=self.cfg.train.max_target_length)
+        if not fused:
+            t2 = time.perf_counter()
+            nll = self.likelihood(variants, prompt or self.cfg.prompt, label)
+            record_stage(self.times, f"{label} likelihood", time.perf_counter() - t2)
         record_cut(self.times, label, counts["cut"], counts["prompts"], self.cfg.eval.max_length)
         self.record(variants, preds, label, nll)
         record_stage(self.times, label, time.perf_counter() - t1)
