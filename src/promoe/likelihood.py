@@ -3,6 +3,10 @@ given the prompt (teacher forcing, forward passes only; the lowest over an insta
 ROUGE-L takes the best). A low-noise second metric next to ROUGE-L / exact match, and the natural way to
 compare routings over the same frozen experts.
 
+Rows that share the frozen lower layers of a decoder-only backbone get it in their generation pass instead
+(:func:`promoe.evaluate.predict_variants` with ``likelihood``: each reference through the prompt's cache, the
+prompt not run twice); this pass scores the others (encoder-decoder backbones, few-shot rows).
+
 Each row sees the same prompts as its generation pass (:func:`promoe.data.prompts.config_prompt`) and the
 routing of its own :class:`~promoe.model.moe_model.TaskRouting`; when the rows share their frozen lower
 layers (:func:`promoe.decode.supports_shared_prefix`) a batch's pass through them is computed once.
