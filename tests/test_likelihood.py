@@ -33,17 +33,21 @@ def _by_hand(model, tok, task: Task, inst: Instance, target: str, wrap, emb) -> 
     return float(F.cross_entropy(logits[0, :-1].float(), labels[0, 1:], ignore_index=-100))
 
 
-def test_rows_together_match_each_row_alone_and_the_full_logits(backbone) -> None:
+def _setup(backbone):
+    """Tokenizer, tiny models, three tasks (one instance with two references), items, embeddings, pass kwargs."""
     tok = backbone.tokenizer
-    models = _models(backbone)
     tasks = _tasks()
     tasks[1] = Task(name=tasks[1].name, definition=tasks[1].definition, categories=("C",),
                     instances=(Instance("two-refs", "pick one", ("alpha beta", "a")),) + tasks[1].instances)
-    items = [(t, i) for t in tasks for i in t.instances]
     emb = dict(zip([t.name for t in tasks], HashingEncoder(16).encode([t.definition for t in tasks]), strict=True))
+    kw = dict(prompt=PromptConfig(), wrap=lambda s: chat_prompt(tok, s), batch_size=3, disable_progress=True)
+    return tok, _models(backbone), tasks, [(t, i) for t in tasks for i in t.instances], emb, kw
+
+
+def test_rows_together_match_each_row_alone_and_the_full_logits(backbone) -> None:
+    tok, models, tasks, items, emb, kw = _setup(backbone)
+    wrap = kw["wrap"]
     shuffled = {"task0": emb["task1"], "task1": emb["task2"], "task2": emb["task0"]}
-    wrap = lambda s: chat_prompt(tok, s)  # noqa: E731
-    kw = dict(prompt=PromptConfig(), wrap=wrap, batch_size=3, disable_progress=True)
     variants = [Variant("dense", models["dense"]), Variant("moe", models["moe"]),
                 Variant("promoe", models["promoe"], emb), Variant("promoe-shuffled", models["promoe"], shuffled),
                 Variant("promoe-sub", models["promoe"], emb, tasks={"task1"})]
@@ -75,18 +79,10 @@ def test_generation_pass_scores_the_same_nll_from_each_prompts_cache(backbone) -
     from promoe.decode import supports_shared_prefix
     from promoe.evaluate import predict_variants
 
-    tok = backbone.tokenizer
-    models = _models(backbone)
-    tasks = _tasks()
-    tasks[1] = Task(name=tasks[1].name, definition=tasks[1].definition, categories=("C",),
-                    instances=(Instance("two-refs", "pick one", ("alpha beta", "a")),) + tasks[1].instances)
-    items = [(t, i) for t in tasks for i in t.instances]
-    emb = dict(zip([t.name for t in tasks], HashingEncoder(16).encode([t.definition for t in tasks]), strict=True))
-    wrap = lambda s: chat_prompt(tok, s)  # noqa: E731
+    tok, models, tasks, items, emb, kw = _setup(backbone)
     variants = [Variant("moe", models["moe"]), Variant("promoe", models["promoe"], emb),
                 Variant("promoe-sub", models["promoe"], emb, ids={"two-refs", tasks[0].instances[0].id})]
     assert all(supports_shared_prefix(v.model) for v in variants)
-    kw = dict(prompt=PromptConfig(), wrap=wrap, batch_size=3, disable_progress=True)
     fused: dict[str, dict[str, float]] = {v.name: {} for v in variants}
     answers = predict_variants(variants, tok, items, **kw, max_new_tokens=4, likelihood=fused)
     alone = reference_nll(variants, tok, items, **kw)
