@@ -160,19 +160,52 @@ def upper(model: MoEModel, prefix: Prefix, *, room: int = 0) -> Prompted:
     return Prompted(_run_layers(model, prefix.hidden, prefix.split, None, prefix.mask, kv), kv, prefix.mask)
 
 
+@dataclass
+class Targets:
+    """One reference for some rows of a batch of prompts, teacher-forced through the shared lower layers."""
+
+    rows: Tensor  # (N,) rows of the batch
+    ids: Tensor  # (N, R) right padded
+    mask: Tensor  # (N, R) 1 on real tokens
+    hidden: Tensor  # (N, R, D) entering layer `split`
+
+
 @torch.no_grad()
-def target_nll(model: MoEModel, prompted: Prompted, targets: Tensor, target_mask: Tensor) -> Tensor:
-    """Mean per-token NLL (B,) of ``targets`` (B, R; right padded, ``target_mask`` 1 on real tokens) after the
-    prompts, by teacher forcing through the prompts' cache (left unchanged). Call inside
-    :meth:`MoEModel.with_routing`."""
+def lower_targets(model: MoEModel, prefix: Prefix, targets: Sequence[Sequence[Sequence[int]]], *,
+                  pad_id: int) -> list[Targets]:
+    """Per reference index ``k``, the rows of ``prefix``'s batch with a ``k``-th reference (``targets[row]``: token
+    lists) and those references through the frozen lower layers after their prompts: computed once and shared
+    by every variant, as the prompts' prefix is."""
+    out = []
+    device = prefix.hidden.device
+    for k in range(max((len(t) for t in targets), default=0)):
+        sub = [r for r, t in enumerate(targets) if len(t) > k]
+        ids = [list(targets[r][k]) for r in sub]
+        width = max(len(x) for x in ids)
+        tok = torch.tensor([x + [pad_id] * (width - len(x)) for x in ids], device=device)
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device)
+        rows = torch.tensor(sub, device=device)
+        part = prefix if len(sub) == len(targets) else prefix.select(rows)
+        key_mask = torch.cat([part.mask, mask.to(part.mask.dtype)], dim=1)
+        hidden = _run_layers(model, model.backbone.model.embed_tokens(tok), 0, prefix.split, key_mask,
+                             KVStore(part.kv, room=width))
+        out.append(Targets(rows, tok, mask, hidden))
+    return out
+
+
+@torch.no_grad()
+def target_nll(model: MoEModel, prompted: Prompted, targets: Targets) -> Tensor:
+    """Mean per-token NLL (N,) of one reference per row after its prompt (``prompted`` holds those rows, in
+    ``targets``' order): the references' lower-layer states run through ``model``'s upper layers against the
+    prompts' cache (left unchanged). Call inside :meth:`MoEModel.with_routing`."""
     base, head = model.backbone.model, model.backbone.lm_head
-    kv = KVStore(prompted.kv, room=targets.shape[1])
-    key_mask = torch.cat([prompted.mask, target_mask.to(prompted.mask.dtype)], dim=1)
-    h = _run_layers(model, base.embed_tokens(targets), 0, None, key_mask, kv)
-    states = torch.cat([prompted.hidden[:, -1:], h[:, :-1]], dim=1)  # position j predicts targets[:, j]
+    kv = KVStore(prompted.kv, room=targets.ids.shape[1])
+    key_mask = torch.cat([prompted.mask, targets.mask.to(prompted.mask.dtype)], dim=1)
+    h = _run_layers(model, targets.hidden, model.split, None, key_mask, kv)
+    states = torch.cat([prompted.hidden[:, -1:], h[:, :-1]], dim=1)  # position j predicts ids[:, j]
     logp = torch.log_softmax(head(base.norm(states)).float(), dim=-1)
-    nll = -logp.gather(-1, targets[..., None])[..., 0] * target_mask
-    return nll.sum(1) / target_mask.sum(1).clamp_min(1)
+    nll = -logp.gather(-1, targets.ids[..., None])[..., 0] * targets.mask
+    return nll.sum(1) / targets.mask.sum(1).clamp_min(1)
 
 
 @torch.no_grad()
@@ -201,22 +234,24 @@ def greedy(model: MoEModel, prefix: Prefix, *, max_new_tokens: int, stopper, pad
 
 
 @torch.no_grad()
-def best_target_nll(model: MoEModel, prompted: Prompted, targets: Sequence[Sequence[Sequence[int]]], *, pad_id: int,
+def best_target_nll(model: MoEModel, prompted: Prompted, rows: Sequence[int], targets: Sequence[Targets], *,
                     routing: Tensor | None) -> list[float]:
-    """Per row, the lowest :func:`target_nll` over its references (``targets[row]``: token lists; inf for a row
-    without any), routed by ``routing`` (the rows' task routing, or None)."""
-    best = [float("inf")] * len(targets)
+    """Per row of ``prompted`` (the batch rows ``rows``), the lowest :func:`target_nll` over its references
+    (``targets`` from :func:`lower_targets`; inf for a row without any), routed by ``routing`` (those rows'
+    task routing, or None)."""
+    best = [float("inf")] * len(rows)
     device = prompted.hidden.device
-    for k in range(max((len(t) for t in targets), default=0)):
-        sub = [r for r, t in enumerate(targets) if len(t) > k]
-        ids = [list(targets[r][k]) for r in sub]
-        width = max(len(x) for x in ids)
-        tok = torch.tensor([x + [pad_id] * (width - len(x)) for x in ids], device=device)
-        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device)
-        rows = torch.tensor(sub, device=device)
-        part = prompted if len(sub) == len(targets) else prompted.select(rows)
-        nll, _ = model.with_routing(lambda p=part, t=tok, m=mask: target_nll(model, p, t, m), None, None, record=False,
-                                    routing=None if routing is None else routing.index_select(0, rows))
-        for r, x in zip(sub, nll.tolist(), strict=True):
+    for t in targets:
+        at = {row: i for i, row in enumerate(t.rows.tolist())}
+        mine = [(r, at[row]) for r, row in enumerate(rows) if row in at]
+        if not mine:
+            continue
+        sel = torch.tensor([r for r, _ in mine], device=device)
+        tsel = torch.tensor([i for _, i in mine], device=device)
+        part = Targets(t.rows[tsel], t.ids[tsel], t.mask[tsel], t.hidden[tsel])
+        mp = prompted if len(mine) == len(rows) else prompted.select(sel)
+        nll, _ = model.with_routing(lambda p=mp, q=part: target_nll(model, p, q), None, None, record=False,
+                                    routing=None if routing is None else routing.index_select(0, sel))
+        for (r, _), x in zip(mine, nll.tolist(), strict=True):
             best[r] = min(best[r], x)
     return best

@@ -20,7 +20,15 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from promoe.config import PromptConfig
 from promoe.data.prompts import config_prompt, fits_in
 from promoe.data.schema import Instance, Task
-from promoe.decode import best_target_nll, eos_ids, greedy, prefill, supports_shared_prefix, upper
+from promoe.decode import (
+    best_target_nll,
+    eos_ids,
+    greedy,
+    lower_targets,
+    prefill,
+    supports_shared_prefix,
+    upper,
+)
 from promoe.evalstate import PassState, fingerprint
 from promoe.io import reference_rows, references_of, write_json, write_jsonl
 from promoe.metrics import add_likelihood, score
@@ -124,6 +132,8 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
         enc = {k: v.to(device) for k, v in enc.items()}
         stopper = FirstLineDone(tokenizer, enc["input_ids"].shape[1])
         prefix = prefill(variants[0].model, enc["input_ids"], enc["attention_mask"]) if shared else None
+        batch_targets = None if targets is None else lower_targets(  # every row's references, lower layers once
+            variants[0].model, prefix, [targets[j] for j in idx], pad_id=tokenizer.pad_token_id)
         for v in todo:
             rows = [r for r, j in enumerate(idx) if v.covers(items[j][0].name, items[j][1].id)]
             if not rows:
@@ -139,8 +149,7 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
                                                          None, record=record, routing=task_routing)
                 if targets is not None:  # before decoding, which appends to the prompt's cache
                     draws = v.model.draws()  # a random router decodes with the draws it would have had
-                    nll = best_target_nll(v.model, prompted, [targets[idx[r]] for r in rows],
-                                          pad_id=tokenizer.pad_token_id, routing=task_routing)
+                    nll = best_target_nll(v.model, prompted, rows, batch_targets, routing=task_routing)
                     v.model.set_rng_states(draws)
                     likelihood[v.name].update((items[idx[r]][1].id, x) for r, x in zip(rows, nll, strict=True)
                                               if x != float("inf"))  # an instance without references has none
