@@ -33,12 +33,13 @@ class KVStore:
     serves every variant.
     """
 
-    def __init__(self, prefix: KVStore | None = None, room: int = 0) -> None:
+    def __init__(self, prefix: KVStore | None = None, room: int = 0, layers: range | None = None) -> None:
         self.room = room
         self.buf: dict[int, tuple[Tensor, Tensor]] = {}
         self.len: dict[int, int] = {}
         for i, (k, v) in (prefix.items() if prefix is not None else []):
-            self._alloc(i, k, v)
+            if layers is None or i in layers:  # only the layers a pass will run (copies of long prompts are large)
+                self._alloc(i, k, v)
 
     def _alloc(self, layer: int, k: Tensor, v: Tensor) -> None:
         n = k.shape[-2]
@@ -188,7 +189,7 @@ def lower_targets(model: MoEModel, prefix: Prefix, targets: Sequence[Sequence[Se
         part = prefix if len(sub) == len(targets) else prefix.select(rows)
         key_mask = torch.cat([part.mask, mask.to(part.mask.dtype)], dim=1)
         hidden = _run_layers(model, model.backbone.model.embed_tokens(tok), 0, prefix.split, key_mask,
-                             KVStore(part.kv, room=width))
+                             KVStore(part.kv, room=width, layers=range(prefix.split)))
         out.append(Targets(rows, tok, mask, hidden))
     return out
 
@@ -199,7 +200,7 @@ def target_nll(model: MoEModel, prompted: Prompted, targets: Targets) -> Tensor:
     ``targets``' order): the references' lower-layer states run through ``model``'s upper layers against the
     prompts' cache (left unchanged). Call inside :meth:`MoEModel.with_routing`."""
     base, head = model.backbone.model, model.backbone.lm_head
-    kv = KVStore(prompted.kv, room=targets.ids.shape[1])
+    kv = KVStore(prompted.kv, room=targets.ids.shape[1], layers=range(model.split, len(model.backbone.model.layers)))
     key_mask = torch.cat([prompted.mask, targets.mask.to(prompted.mask.dtype)], dim=1)
     h = _run_layers(model, targets.hidden, model.split, None, key_mask, kv)
     states = torch.cat([prompted.hidden[:, -1:], h[:, :-1]], dim=1)  # position j predicts ids[:, j]
