@@ -110,7 +110,12 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     if cut:
         log.warning("%s: %d of %d prompts are longer than %d tokens and lose their start (eval.max_length); "
                     "the longest has %d", desc, cut, len(lengths), max_length, max(lengths))
-    order = sorted(range(len(items)), key=lambda j: lengths[j])
+    # rows limited to some instances (eval.headline_rows' others) get batches of their own instances: first the
+    # instances every such row scores, then the rest, each by length (no batch mostly of prompts they skip);
+    # instances no row scores are not run
+    limited = [v for v in variants if v.ids is not None]
+    scored = [j for j, (t, i) in enumerate(items) if any(v.covers(t.name, i.id) for v in variants)]
+    order = sorted(scored, key=lambda j: (any(items[j][1].id not in v.ids for v in limited), lengths[j]))
     shared = all(supports_shared_prefix(v.model) for v in variants)
     if likelihood is not None and not shared:
         raise ValueError("predict_variants: likelihood is scored in the shared-prefix pass only "
