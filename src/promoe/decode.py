@@ -200,7 +200,7 @@ def target_nll(model: MoEModel, prompted: Prompted, targets: Targets) -> Tensor:
     ``targets``' order): the references' lower-layer states run through ``model``'s upper layers against the
     prompts' cache (left unchanged). Call inside :meth:`MoEModel.with_routing`."""
     base, head = model.backbone.model, model.backbone.lm_head
-    kv = KVStore(prompted.kv, room=targets.ids.shape[1], layers=range(model.split, len(model.backbone.model.layers)))
+    kv = KVStore(prompted.kv, room=targets.ids.shape[1], layers=range(model.split, len(base.layers)))
     key_mask = torch.cat([prompted.mask, targets.mask.to(prompted.mask.dtype)], dim=1)
     h = _run_layers(model, targets.hidden, model.split, None, key_mask, kv)
     states = torch.cat([prompted.hidden[:, -1:], h[:, :-1]], dim=1)  # position j predicts ids[:, j]

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from promoe.config import PromptConfig
+from promoe.data.collate import encode_target
 from promoe.data.prompts import config_prompt, fits_in
 from promoe.data.schema import Instance, Task
 from promoe.decode import (
@@ -104,18 +105,18 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     prompts = [wrap(config_prompt(t, i, prompt, fits)) for t, i in items]
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-    cut = sum(n > max_length for n in lengths)
-    if counts is not None:
-        counts.update(prompts=len(lengths), cut=cut)
-    if cut:
-        log.warning("%s: %d of %d prompts are longer than %d tokens and lose their start (eval.max_length); "
-                    "the longest has %d", desc, cut, len(lengths), max_length, max(lengths))
     # rows limited to some instances (eval.headline_rows' others) get batches of their own instances: first the
     # instances every such row scores, then the rest, each by length (no batch mostly of prompts they skip);
     # instances no row scores are not run
     limited = [v for v in variants if v.ids is not None]
     scored = [j for j, (t, i) in enumerate(items) if any(v.covers(t.name, i.id) for v in variants)]
     order = sorted(scored, key=lambda j: (any(items[j][1].id not in v.ids for v in limited), lengths[j]))
+    cut = sum(lengths[j] > max_length for j in scored)
+    if counts is not None:
+        counts.update(prompts=len(scored), cut=cut)
+    if cut:
+        log.warning("%s: %d of %d prompts are longer than %d tokens and lose their start (eval.max_length); "
+                    "the longest has %d", desc, cut, len(scored), max_length, max(lengths[j] for j in scored))
     shared = all(supports_shared_prefix(v.model) for v in variants)
     if likelihood is not None and not shared:
         raise ValueError("predict_variants: likelihood is scored in the shared-prefix pass only "
@@ -181,11 +182,9 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
 
 
 def reference_tokens(tokenizer, items: Sequence[tuple[Task, Instance]], max_target_length: int) -> list[list[list[int]]]:
-    """Per item, each reference's token ids as training encodes a target: its first ``max_target_length - 1``
-    tokens and EOS (:func:`promoe.data.collate.encode_pair`)."""
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    return [[ids[: max_target_length - len(eos)] + eos for ids in tokenizer(list(i.outputs), add_special_tokens=False)
-             ["input_ids"]] for _, i in items]
+    """Per item, each reference's token ids as training encodes a target (:func:`promoe.data.collate.encode_target`)."""
+    return [[encode_target(tokenizer, ref, max_target_length=max_target_length) for ref in i.outputs]
+            for _, i in items]
 
 
 def predict(model: MoEModel, tokenizer, items: Sequence[tuple[Task, Instance]], *,

@@ -3,10 +3,6 @@
 Over the test tasks, ``significance.json`` holds:
 
 * ``models``: per row, 95% bootstrap CIs of task means and of instance means; ``per_category_rougeL``;
-Every paired comparison is over the instances both (all three, for a headroom share) rows scored: per-task means
-are taken over those (:func:`shared_rows`; ``n_instances`` says how many), so rows scored on
-more instances per task (``eval.headline_rows``) are compared with the others on the ones they share.
-
 * ``paired``: the reference (:data:`promoe.registry.REFERENCE`) against every other row over their
   common tasks, with Holm-adjusted Wilcoxon p values over that family (``p_wilcoxon_holm``);
 * ``ablations``: per ablation row (``<ABLATED>-<variant>``) and the experts model for context
@@ -20,6 +16,10 @@ more instances per task (``eval.headline_rows``) are compared with the others on
 * ``routing_similarity``: per routing row, Spearman rho between tasks' routing similarity and their
   description similarity with a Mantel permutation p (``n_perm`` permutations), and the mean routing
   similarity of same- and different-category task pairs (:func:`promoe.analysis.stats.routing_similarity`).
+
+Every paired comparison is over the instances both (all three, for a headroom share) rows scored: per-task means
+are taken over those (:func:`shared_rows`; ``n_instances`` says how many), so rows scored on more instances per
+task (``eval.headline_rows``) are compared with the others on the ones they share.
 """
 
 from __future__ import annotations
@@ -99,13 +99,18 @@ class Rows:
         return shared_rows([self.scores[n] for n in names], self.test_tasks)
 
 
-def _paired(rows: Rows, a: str, b: str, *, n_boot: int, seed: int) -> dict[str, dict]:
-    """``a − b`` per metric (:func:`paired_test`) over their shared instances, each with ``n_instances``."""
-    (ra, rb), n = rows.shared(a, b)
+def _tests(ra: dict[str, dict], rb: dict[str, dict], n: int, *, n_boot: int, seed: int) -> dict[str, dict]:
+    """``a − b`` per metric (:func:`paired_test`) of two rows' shared per-task means, each with ``n_instances``."""
     if not set(ra) & set(rb):
         return {}
     return {metric: {**paired_test(_vals(ra, metric), _vals(rb, metric), n_boot=n_boot, seed=seed), "n_instances": n}
             for metric in metrics_of(ra, rb)}
+
+
+def _paired(rows: Rows, a: str, b: str, *, n_boot: int, seed: int) -> dict[str, dict]:
+    """``a − b`` per metric over their shared instances (:func:`_tests`)."""
+    (ra, rb), n = rows.shared(a, b)
+    return _tests(ra, rb, n, n_boot=n_boot, seed=seed)
 
 
 def ablations(rows: Rows, *, n_boot: int, seed: int) -> dict:
@@ -117,14 +122,14 @@ def ablations(rows: Rows, *, n_boot: int, seed: int) -> dict:
     for m in rows:
         if m != context and row_group(m) != "ablation":
             continue
-        (mine, ref), _ = rows.shared(m, REFERENCE)
+        (mine, ref), n = rows.shared(m, REFERENCE)
         common = sorted(set(mine) & set(ref))
         if not common:
             log.warning("%s shares no test task with %s; left out of the ablation table", m, REFERENCE)
             continue
         out[m] = {metric: {**t, "mean": float(np.mean([mine[k][metric] for k in common])),
                            "reference_mean": float(np.mean([ref[k][metric] for k in common]))}
-                  for metric, t in _paired(rows, m, REFERENCE, n_boot=n_boot, seed=seed).items()}
+                  for metric, t in _tests(mine, ref, n, n_boot=n_boot, seed=seed).items()}
     return out
 
 
@@ -154,14 +159,12 @@ def headroom(rows: Rows, *, n_boot: int, seed: int) -> dict:
         return {}
     out: dict = {}
     room = _paired(rows, ceiling, floor, n_boot=n_boot, seed=seed)
+    routed = [m for m in rows if row_group(m) in ("zero-shot", "routing", "ablation") and m not in HEADROOM
+              and not ((e := entry(m)) is not None and e.kind == "heuristic")]
+    shared = {m: rows.shared(m, floor, ceiling) for m in routed}  # each row's per-task means over the 3 rows' instances
     for metric, t in room.items():
         result = {"headroom": t, "recovered": {}}
-        for m in rows:
-            heuristic = (e := entry(m)) is not None and e.kind == "heuristic"
-            routed = row_group(m) in ("zero-shot", "routing", "ablation") and m not in HEADROOM and not heuristic
-            if not routed:
-                continue
-            (mine, lo, hi), n = rows.shared(m, floor, ceiling)
+        for m, ((mine, lo, hi), n) in shared.items():
             if metric in metrics_of(mine, lo, hi) and set(mine) & set(lo) & set(hi):
                 result["recovered"][m] = {**share_recovered(_vals(mine, metric), _vals(lo, metric), _vals(hi, metric),
                                                             n_boot=n_boot, seed=seed), "n_instances": n}

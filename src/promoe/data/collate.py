@@ -32,12 +32,18 @@ class Encoded:
     truncated: int  # prompt tokens dropped
 
 
+def encode_target(tokenizer, target: str, *, max_target_length: int = 64) -> list[int]:
+    """A target's token ids as the model learns and is scored on it: its first ``max_target_length - 1`` tokens
+    (all of them without an EOS token) and EOS."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return tokenizer(target, add_special_tokens=False)["input_ids"][: max_target_length - len(eos)] + eos
+
+
 def encode_pair(tokenizer, prompt: str, target: str, *, max_length: int, seq2seq: bool = False,
                 max_target_length: int = 64) -> Encoded:
     """Token ids and labels of one training example (see module docstring)."""
     p = tokenizer(prompt, add_special_tokens=seq2seq)["input_ids"]
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    t = tokenizer(target, add_special_tokens=False)["input_ids"][: max_target_length - len(eos)] + eos
+    t = encode_target(tokenizer, target, max_target_length=max_target_length)
     if seq2seq:
         cut = max(0, len(p) - max_length)
         return Encoded(p[cut:], t, cut)

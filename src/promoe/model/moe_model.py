@@ -88,8 +88,7 @@ class MoEModel(nn.Module):
     def rng_states(self) -> dict[int, Tensor]:
         """The states of routers that draw random numbers (the ``random`` floor), by layer: with
         :meth:`set_rng_states`, a resumed evaluation continues their sequences where they were."""
-        states = {m.layer: getattr(m.router, "rng_state", lambda: None)() for m in self.moe_layers}
-        return {layer: s for layer, s in states.items() if s is not None}
+        return {layer: s for layer, s in self.draws().items() if s is not None}
 
     def draws(self) -> dict[int, Tensor | None]:
         """Where every random router's sequence is (None: at its start), for :meth:`set_rng_states` to rewind

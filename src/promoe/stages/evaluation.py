@@ -11,7 +11,6 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from promoe.config import ExperimentConfig, PromptConfig
-from promoe.data.schema import Instance, Task
 from promoe.data.splits import TaskSplits
 from promoe.decode import supports_shared_prefix
 from promoe.evaluate import Variant, eval_items, predict_variants, write_predictions
@@ -25,17 +24,6 @@ from promoe.resources import record_cut, record_stage
 log = logging.getLogger(__name__)
 
 
-def first_per_task(items: list[tuple[Task, Instance]], n: int | None) -> set[str]:
-    """Ids of the first ``n`` items of every task (all with ``n=None``), in the test split's order."""
-    seen: dict[str, int] = {}
-    out = set()
-    for t, i in items:
-        if n is None or seen.get(t.name, 0) < n:
-            seen[t.name] = seen.get(t.name, 0) + 1
-            out.add(i.id)
-    return out
-
-
 class Evaluation:
     """Scores rows (a model, or a routing / description variant of one) and writes their files."""
 
@@ -45,7 +33,8 @@ class Evaluation:
         self.times = times
         self.items = eval_items(splits.test)  # the test split holds positive examples only when they are scored
         self.results: dict[str, dict] = {}
-        self.base_ids = first_per_task(self.items, cfg.data.test_max_per_task) \
+        n = cfg.data.test_max_per_task  # each task's first n scored instances
+        self.base_ids = {i.id for t in splits.test for _, i in eval_items([t])[:n]} \
             if cfg.data.headline_max_per_task is not None else None
         """The instances every row scores when the headline rows score more (None: every row scores all)."""
 
