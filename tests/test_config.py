@@ -355,7 +355,7 @@ def test_defaults_of_row_keys_are_todays_lists() -> None:
 def test_scored_positive_examples_with_icl_rows_are_refused() -> None:
     with pytest.raises(ConfigError, match="set data.test_positive_examples=false"):
         load_config("full", ["data.test_positive_examples=true"])
-    load_config("full", ["data.test_positive_examples=true", "compare.icl_models=[]", "compare.fewshot_models=[]"])
+    load_config("full", ["data.test_positive_examples=true", "compare.icl_models=[]", "compare.fewshot_models=[]", "compare.router_only_models=[]"])
 
 
 def test_icl_or_fewshot_rows_refuse_to_score_positive_examples(tmp_path: Path) -> None:

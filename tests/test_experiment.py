@@ -19,7 +19,7 @@ from promoe.rundir import LOCK, MARKER, claim
 
 MODELS = {"copy_input", "copy_demo", "backbone", "dense", "moe", "promoe"}
 ROWS = MODELS | {"knn", "skill", "uniform", "random", "oracle", "backbone-icl", "dense-icl", "moe-icl", "promoe-icl",
-                 "dense-fewshot", "moe-fewshot", "promoe-fewshot"} | {
+                 "dense-fewshot", "moe-fewshot", "promoe-fewshot", "moe-router_only", "promoe-router_only"} | {
     f"promoe-{a}" for a in ("shuffled", "empty", "random_text", "category", "paraphrase")}
 
 

@@ -53,7 +53,7 @@ def test_selected_rows_follow_the_config_order() -> None:
                                 "train.models=[promoe, moe]"])
     assert [r.name for r in registry.selected(cfg, "router")] == ["random", "knn"]
     assert [r.name for r in registry.selected(cfg, "model")] == ["promoe", "moe"]
-    assert {r.name for r in registry.selected(cfg, "condition")} == {"icl", "fewshot"}
+    assert {r.name for r in registry.selected(cfg, "condition")} == {"icl", "fewshot", "router_only"}
 
 
 class FirstExpert(nn.Module):
@@ -94,7 +94,7 @@ def test_a_registered_router_is_scored_tested_and_reported(new_router: Row, tiny
     from promoe.cli import main
 
     overrides = ["compare.routers=[uniform, first_expert]", "compare.ablations=[]", "compare.icl_models=[]",
-                 "compare.fewshot_models=[]", "eval.backbone=false", "train.models=[moe, promoe]"]
+                 "compare.fewshot_models=[]", "compare.router_only_models=[]", "eval.backbone=false", "train.models=[moe, promoe]"]
     out = tmp_path / "results"
     assert main(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(out),
                  *overrides]) == 0

@@ -36,6 +36,8 @@ GROUPS: dict[str, str] = {
     "zero-shot": "Zero-shot models and heuristic floors",
     "routing": "Routing baselines (zero-shot routers on the trained `moe`'s experts)",
     "ablation": "Ablations of `promoe`'s router input (prompt unchanged)",
+    "router_only": "Router-only condition (trained and scored on the instance input alone: the task reaches a "
+                   "model only through its router)",
     "adaptation": "In-context (Definition + positive examples) and few-shot fine-tuning",
     "other": "Other rows",
 }
@@ -79,10 +81,12 @@ class Row:
     """Whether the selecting list holds the row by default (opt-in rows: False)."""
     arch: str = ""
     """A trained model row: the architecture it builds (``dense``, ``moe``, ``promoe``); empty: its name."""
+    section: str = ""
+    """The report group (a key of :data:`GROUPS`) when it is not its kind's (:data:`GROUP_OF_KIND`)."""
 
     @property
     def group(self) -> str:
-        return GROUP_OF_KIND[self.kind]
+        return self.section or GROUP_OF_KIND[self.kind]
 
     def builder(self) -> Callable[..., Any]:
         """The build function, imported on first use when given as ``"module:function"``."""
@@ -108,6 +112,8 @@ def register(row: Row, *, replace: bool = False) -> Row:
     """Add ``row`` to the registry (``replace``: overwrite an entry of the same name); returns it."""
     if row.kind not in GROUP_OF_KIND:
         raise ValueError(f"row {row.name!r}: kind {row.kind!r} is not one of {list(GROUP_OF_KIND)}")
+    if row.section and row.section not in GROUPS:
+        raise ValueError(f"row {row.name!r}: section {row.section!r} is not one of {list(GROUPS)}")
     if not row.name or "-" in row.name or "/" in row.name:
         raise ValueError(f"row name {row.name!r}: use letters, digits and '_' (a '-' separates base and variant)")
     if isinstance(row.build, str) and not (row.build.startswith(ROWS_PACKAGE + ".") and ":" in row.build):
@@ -279,5 +285,7 @@ for _row in (
         select="compare.icl_models", over="models"),
     Row("fewshot", "condition", "fine-tuned on the task's positive examples", f"{_R}.conditions:fewshot",
         select="compare.fewshot_models", over="trained"),
+    Row("router_only", "condition", "trained and scored on the instance input alone, no Definition in the prompt",
+        f"{_R}.conditions:router_only", select="compare.router_only_models", over="trained", section="router_only"),
 ):
     register(_row)

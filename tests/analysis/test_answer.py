@@ -51,3 +51,14 @@ def test_the_figure_has_one_interval_per_comparison() -> None:
     fig = fig_answer(SIG)
     assert len(fig.axes[0].get_yticks()) == 4
     assert fig_answer({"models": {"promoe": {}}}) is None
+
+
+def test_the_question_is_asked_again_inside_each_condition_after_the_headroom() -> None:
+    sig = {**SIG, "within_condition": {"router_only": {"moe": {"rougeL": _t(4.0, 1.0, 7.0, mde=2.5)}}}}
+    text = "\n".join(answer_section(sig, "standard"))
+    line = "`promoe-router_only` vs `moe-router_only`: +4.00 [+1.00, +7.00], MDE 2.50, 119 tasks — better"
+    assert line in text
+    assert "The same question in the `router_only` condition" in text
+    assert text.index("`oracle` − `uniform`") < text.index(line)  # the headroom is the run's own condition's
+    assert len(fig_answer(sig).axes[0].get_yticks()) == 5
+    assert [c.reference for _, found in comparisons(sig) for c in found][-1] == "promoe-router_only"

@@ -15,7 +15,7 @@ def test_report_of_every_row(every_row: AnalysedRun) -> None:
     rs = sig["routing_similarity"]
     report = (run / "REPORT.md").read_text()
     headings = ["## Headline", "### Zero-shot models", "### Routing baselines", "### Ablations of",
-                "### In-context", "## Paired tests", "## Ablations:", "## Zero-shot vs in-context vs few-shot",
+                "### In-context", "## Paired tests", "## Ablations:", "## Zero-shot vs the conditions",
                 "## ROUGE-L per category", "## Routing\n", "### Routing similarity vs description similarity"]
     positions = [report.index("\n" + h) for h in headings]
     assert positions == sorted(positions)

@@ -127,3 +127,16 @@ def test_shared_rows_keeps_the_written_task_means_when_the_instances_are_the_sam
     old = {k: v for k, v in a.items() if k != "per_instance"}  # a run from before per_instance
     (ra, _), n = shared_rows([old, b], {"t0", "t1"})
     assert set(ra) == {"t0", "t1"} and n == 6
+
+
+def test_the_question_is_paired_again_inside_each_condition() -> None:
+    # promoe-router_only right on every instance, moe-router_only on the first of each task's 2: +50 EM inside
+    # the condition; the standard rows are not part of it, and a condition without promoe gives nothing
+    every = {f"t{t}-{i}" for t in range(6) for i in range(2)}
+    scores = {"promoe": _scored(2, set()), "moe": _scored(2, every), "promoe-router_only": _scored(2, every),
+              "moe-router_only": _scored(2, {f"t{t}-0" for t in range(6)}), "dense-fewshot": _scored(2, set())}
+    sig = significance(RunData(scores=scores), n_boot=200)
+    assert set(sig["within_condition"]) == {"router_only"}
+    t = sig["within_condition"]["router_only"]
+    assert set(t) == {"moe"} and t["moe"]["exact_match"]["diff"] == pytest.approx(50.0)
+    assert t["moe"]["exact_match"]["n_instances"] == 12 and "mde" in t["moe"]["rougeL"]

@@ -100,8 +100,9 @@ def test_router_only_refuses_demonstrations_and_in_context_rows() -> None:
     with pytest.raises(ConfigError, match="prompt.n_pos_examples"):
         load_config("smoke", ["prompt.condition=router_only", "prompt.n_pos_examples=2"])
     with pytest.raises(ConfigError, match="compare.icl_models"):
-        load_config("smoke", ["prompt.condition=router_only"])
-    cfg = load_config("smoke", ["prompt.condition=router_only", "compare.icl_models=[]"])
+        load_config("smoke", ["prompt.condition=router_only", "compare.router_only_models=[]"])
+    cfg = load_config("smoke", ["prompt.condition=router_only", "compare.icl_models=[]",
+                                "compare.router_only_models=[]"])
     assert not cfg.prompt.with_definition
 
 

@@ -19,7 +19,7 @@ def test_moe_and_promoe_learn_routers_over_the_specialised_experts(tiny_data_roo
     out = tmp_path / "results"
     assert main(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(out),
                  "experts.specialise=true", "model.n_experts=2", "experts.steps=2", "compare.icl_models=[]",
-                 "compare.fewshot_models=[]", "compare.ablations=[]", "compare.routers=[uniform]",
+                 "compare.fewshot_models=[]", "compare.router_only_models=[]", "compare.ablations=[]", "compare.routers=[uniform]",
                  "train.models=[dense,moe,promoe,upcycled]"]) == 0
     run = out / "smoke"
     matrix = json.loads((run / "experts/matrix.json").read_text())

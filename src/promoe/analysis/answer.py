@@ -8,7 +8,9 @@ and a verdict that says no more than the CI and the MDE allow:
 * *better* / *worse*: the CI excludes 0;
 * *no difference larger than the MDE*: the CI spans 0 — a difference of about the MDE or more is ruled out,
   smaller ones are not;
-* the oracle headroom line: the share of ``oracle − uniform`` promoe recovers.
+* the oracle headroom line: the share of ``oracle − uniform`` promoe recovers;
+* the same question inside each condition the run scored promoe in (``within_condition``: e.g.
+  ``promoe-router_only − moe-router_only``, both trained and scored on the instance input alone).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from promoe.analysis.rundata import LABEL
-from promoe.registry import ABLATED, HEADROOM, REFERENCE
+from promoe.registry import ABLATED, HEADROOM, REFERENCE, title
 
 QUESTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Does description-conditioned routing beat static routing over the same experts, the dense model and "
@@ -43,6 +45,7 @@ class Comparison:
     mde: float | None
     n_tasks: int
     n_instances: int | None = None
+    reference: str = REFERENCE
 
     @property
     def scope(self) -> str:
@@ -58,22 +61,43 @@ class Comparison:
         return f"no difference larger than the MDE ({mde}) detected"
 
 
+def _comparison(other: str, t: dict, reference: str = REFERENCE) -> Comparison:
+    return Comparison(other, t["diff"], t["low"], t["high"], t.get("mde"), t["n_tasks"], t.get("n_instances"),
+                      reference)
+
+
 def _paired(sig: dict, other: str, metric: str) -> Comparison | None:
     """``promoe − other`` from the paired tests, or flipped from the ablation table (``row − promoe`` there)."""
     if (t := sig.get("paired", {}).get(other, {}).get(metric)) is not None:
-        return Comparison(other, t["diff"], t["low"], t["high"], t.get("mde"), t["n_tasks"], t.get("n_instances"))
+        return _comparison(other, t)
     if (t := sig.get("ablations", {}).get(other, {}).get(metric)) is not None:
         return Comparison(other, -t["diff"], -t["high"], -t["low"], t.get("mde"), t["n_tasks"], t.get("n_instances"))
     return None
 
 
 def comparisons(sig: dict, metric: str = "rougeL") -> list[tuple[str, list[Comparison]]]:
-    """Each question with the comparisons the run can answer it with (questions with none left out)."""
+    """Each question with the comparisons the run can answer it with (questions with none left out), then the
+    first question again inside each condition (:func:`condition_comparisons`)."""
+    return own_comparisons(sig, metric) + condition_comparisons(sig, metric)
+
+
+def own_comparisons(sig: dict, metric: str = "rougeL") -> list[tuple[str, list[Comparison]]]:
+    """The questions in the run's own prompt condition: ``promoe − other`` for each row that answers one."""
     out = []
     for question, others in QUESTIONS:
         found = [c for o in others if (c := _paired(sig, o, metric)) is not None]
         if found:
             out.append((question, found))
+    return out
+
+
+def condition_comparisons(sig: dict, metric: str = "rougeL") -> list[tuple[str, list[Comparison]]]:
+    """``promoe-<c> − <model>-<c>`` per condition ``c`` that scored promoe (``within_condition``)."""
+    out = []
+    for c, tests in sig.get("within_condition", {}).items():
+        found = [_comparison(f"{b}-{c}", t[metric], f"{REFERENCE}-{c}") for b, t in tests.items() if metric in t]
+        if found:
+            out.append((f"The same question in the `{c}` condition ({title(f'{REFERENCE}-{c}')}):", found))
     return out
 
 
@@ -102,13 +126,17 @@ def answer_section(sig: dict, condition: str | None, metric: str = "rougeL") -> 
            f"row per test task, {LABEL[metric]} (paired, 95% bootstrap CI; MDE: the smallest difference detectable "
            f"with 80% power)" + (f", in this run's condition: {where.get(condition, condition)}." if condition else
                                  "."), ""]
-    for question, found in comparisons(sig, metric):
-        out += [f"**{question}**", ""]
-        out += [f"* vs `{c.other}`: {c.diff:+.2f} [{c.low:+.2f}, {c.high:+.2f}], MDE "
-                f"{'n/a' if c.mde is None else f'{c.mde:.2f}'}, {c.scope} — {c.verdict}." for c in found]
-        out.append("")
-    if line := _headroom_line(sig, metric):
+
+    def lines(questions: list[tuple[str, list[Comparison]]]) -> list[str]:
+        return [x for question, found in questions for x in (
+            f"**{question}**", "",
+            *(f"* `{c.reference}` vs `{c.other}`: {c.diff:+.2f} [{c.low:+.2f}, {c.high:+.2f}], MDE "
+              f"{'n/a' if c.mde is None else f'{c.mde:.2f}'}, {c.scope} — {c.verdict}." for c in found), "")]
+
+    out += lines(own_comparisons(sig, metric))
+    if line := _headroom_line(sig, metric):  # the headroom is measured in the run's own condition
         out += [f"**{line}**", ""]
+    out += lines(condition_comparisons(sig, metric))
     return out
 
 
@@ -126,7 +154,7 @@ def fig_answer(sig: dict, metric: str = "rougeL") -> Figure | None:
         color = "tab:green" if c.low > 0 else "tab:red" if c.high < 0 else "0.3"
         ax.errorbar(c.diff, i, xerr=[[c.diff - c.low], [c.high - c.diff]], fmt="o", color=color, capsize=3)
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(y, [f"{REFERENCE} − {c.other}" for c in rows])
+    ax.set_yticks(y, [f"{c.reference} − {c.other}" for c in rows])
     ax.invert_yaxis()
     ax.set_xlabel(f"{LABEL[metric]} difference per task (95% CI; grey: ± MDE at 80% power)")
     ax.grid(axis="x", alpha=0.3)

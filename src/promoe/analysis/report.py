@@ -137,11 +137,12 @@ def _comparisons(sig: dict) -> list[str]:
                       str(r["n_tasks"])] for m, r in h["recovered"].items()]
         out += _table(["metric", "what", "value [95% CI]", "MDE (80%)", "p (bootstrap)", "tasks"], rows)
     if sig["zero_vs_few_shot"]:
-        out += ["## Zero-shot vs in-context vs few-shot", "",
+        out += ["## Zero-shot vs the conditions", "",
                 "ROUGE-L instance means [95% CI] of each base model zero-shot, with the Definition and 2 positive "
-                f"examples in the prompt (`-icl`), and fine-tuned on each test task's positive examples "
-                f"(`-fewshot`); then `{REFERENCE}` (zero-shot) − the other setting per task (task means, "
-                "common tasks), with the bootstrap p value.", ""]
+                f"examples in the prompt (`-icl`), fine-tuned on each test task's positive examples "
+                f"(`-fewshot`) and trained and scored on the instance input alone (`-router_only`); then "
+                f"`{REFERENCE}` (zero-shot) − the other setting per task (task means, common tasks), with the "
+                "bootstrap p value.", ""]
 
         def d(t: dict | None) -> str:
             return "" if t is None else \

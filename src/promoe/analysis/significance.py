@@ -10,6 +10,9 @@ Over the test tasks, ``significance.json`` holds:
   common tasks, with both rows' means on those tasks (``mean``, ``reference_mean``);
 * ``headroom``: per metric, the routing headroom ``oracle − uniform`` (paired) and the share of it each
   model, router and ablation row recovers, with a bootstrap CI;
+* ``within_condition``: per condition with a ``<reference>-<condition>`` row, the paired
+  ``<reference>-<condition> − <model>-<condition>`` for every other model scored in it (the answer's question
+  asked again inside that condition, e.g. router-only prompts);
 * ``zero_vs_few_shot``: per model row with a condition row (``<model>-<condition>``), the zero-shot
   and per-condition ROUGE-L CIs and the paired differences ``<reference> − <model>-<condition>``
   (``<reference>_minus_<condition>``);
@@ -40,7 +43,7 @@ from promoe.analysis.stats import (
     routing_similarity,
     share_recovered,
 )
-from promoe.registry import HEADROOM, REFERENCE, conditions, entry, model_key, of_kind, row_group
+from promoe.registry import HEADROOM, REFERENCE, conditions, entry, model_key, of_kind, row_group, split_row
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +153,21 @@ def zero_vs_few_shot(models: dict[str, dict], rows: Rows, *, n_boot: int, seed: 
     return out
 
 
+def within_condition(rows: Rows, *, n_boot: int, seed: int) -> dict:
+    """Per condition ``c`` with a ``<reference>-c`` row: ``{model: <reference>-c − <model>-c}`` (paired, every metric)
+    for every other model row scored in ``c``."""
+    out = {}
+    for c in conditions():
+        ref = f"{REFERENCE}-{c}"
+        if ref not in rows:
+            continue
+        others = [m for m in rows if m != ref and split_row(m)[1] == c]
+        found = {split_row(m)[0]: t for m in others if (t := _paired(rows, ref, m, n_boot=n_boot, seed=seed))}
+        if found:
+            out[c] = found
+    return out
+
+
 def headroom(rows: Rows, *, n_boot: int, seed: int) -> dict:
     """Per metric: the routing headroom ``oracle − uniform`` (paired, :data:`promoe.registry.HEADROOM`) and,
     for every other routed row, the share of it the row recovers (``(row − uniform) / (oracle − uniform)``,
@@ -200,6 +218,7 @@ def significance(data: RunData, *, n_boot: int = 10000, seed: int = 0) -> dict:
             "n_test_tasks": None if data.test_tasks is None else len(data.test_tasks),
             "models": models, "per_category_rougeL": per_cat, "paired": paired,
             "ablations": ablations(all_rows, n_boot=n_boot, seed=seed),
+            "within_condition": within_condition(all_rows, n_boot=n_boot, seed=seed),
             "zero_vs_few_shot": zero_vs_few_shot(models, all_rows, n_boot=n_boot, seed=seed),
             "headroom": headroom(all_rows, n_boot=n_boot, seed=seed),
             "n_perm": n_perm,

@@ -84,6 +84,10 @@ class ExperimentConfig:
             raise ConfigError(f"data.headline_max_per_task={self.data.headline_max_per_task} sets how many instances "
                               "the headline rows score, but eval.headline_rows names none: name them (e.g. "
                               "eval.headline_rows=[promoe,moe]) or unset data.headline_max_per_task")
+        if self.compare.router_only_models and not self.prompt.with_definition:
+            raise ConfigError("compare.router_only_models add the router-only condition to a run with standard "
+                              "prompts, but this run's prompt.condition is router_only already: its model rows are "
+                              "that condition; set compare.router_only_models=[]")
         if self.compare.icl_models and not self.prompt.with_definition:
             raise ConfigError("compare.icl_models show Definition + examples in the prompt, but "
                               "prompt.condition=router_only prompts hold the instance input alone: set "

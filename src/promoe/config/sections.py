@@ -223,6 +223,11 @@ class CompareConfig:
     icl_examples: int = setting(2, "Positive examples shown in the in-context prompt.", lo=1)
     fewshot_models: list[str] = _rows(
         "compare.fewshot_models", "Trained models fine-tuned on each test task's positive examples.")
+    router_only_models: list[str] = field(default_factory=list, metadata={
+        "help": "Trained models trained again (from the same experts) and scored with router-only prompts, the "
+                "instance input alone: the task reaches promoe only through its router and the others not at all "
+                "(rows <model>-router_only; runs with prompt.condition=standard; default none).",
+        "choices": lambda: choices("compare.router_only_models")})
     fewshot_k: int | None = setting(None, "Positive examples per test task to fine-tune on (unset: all of them).", lo=1)
     fewshot_steps: int = setting(4, "Optimizer steps per test task (each on all k examples).", lo=1)
     fewshot_tasks: int | None = setting(

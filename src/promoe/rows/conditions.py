@@ -1,8 +1,10 @@
-"""Conditions applied to model rows: ``<model>-icl`` (Definition + positive examples in the prompt) and
-``<model>-fewshot`` (fine-tuned on each test task's positive examples before answering it)."""
+"""Conditions applied to model rows: ``<model>-icl`` (Definition + positive examples in the prompt),
+``<model>-fewshot`` (fine-tuned on each test task's positive examples before answering it) and
+``<model>-router_only`` (trained and scored with prompts that hold the instance input alone)."""
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import replace
 
@@ -11,6 +13,8 @@ from promoe.fewshot import fewshot_tasks, run_fewshot
 from promoe.registry import Row
 from promoe.resources import record_stage
 from promoe.stages.context import RunContext
+from promoe.stages.lower_cache import LowerCache
+from promoe.stages.train_models import train_model, training_examples
 
 
 def in_context(ctx: RunContext, row: Row, bases: list[str]) -> None:
@@ -37,3 +41,25 @@ def fewshot(ctx: RunContext, row: Row, bases: list[str]) -> None:
                         progress=ev.progress_file(row.name))
     ev.record(list(variants.values()), preds, row.name, nll)
     record_stage(ctx.times, row.name, time.perf_counter() - t1)
+
+
+def router_only(ctx: RunContext, row: Row, bases: list[str]) -> None:
+    """The trained models ``bases`` again, each trained from the same start (the specialised experts, when
+    there are some) and scored with router-only prompts: the instance input alone, so the task reaches a model
+    only through its router (``promoe``) or not at all. Trains into ``train/<base>-<name>/`` (resumes)."""
+    ev = ctx.evaluation
+    todo = [b for b in bases if not ev.done(f"{b}-{row.name}")]
+    if not todo:
+        return
+    prompt = replace(ctx.cfg.prompt, condition="router_only", n_pos_examples=0)
+    examples, val_examples = training_examples(ctx, prompt)
+    lower = LowerCache()  # other token sequences than the standard prompts': hidden states of their own
+    variants = []
+    for base in todo:
+        name = f"{base}-{row.name}"
+        model, _ = train_model(ctx, base, name, examples, val_examples, lower)
+        variants.append(Variant(name, model, ctx.task_emb if model.hyper is not None else None))
+    ctx.times[f"lower_cache {row.name}"] = lower.seconds
+    del lower, examples, val_examples
+    gc.collect()
+    ev.run(variants, prompt=prompt, label=row.name)

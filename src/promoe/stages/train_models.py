@@ -14,8 +14,10 @@ import time
 from functools import partial
 
 from promoe import registry
-from promoe.data.examples import build_examples
+from promoe.config import PromptConfig
+from promoe.data.examples import TrainExample, build_examples
 from promoe.io import write_json
+from promoe.model.moe_model import MoEModel
 from promoe.resources import record_cut, record_stage
 from promoe.stages.context import RunContext
 from promoe.stages.logit_scale import logit_scales
@@ -27,10 +29,51 @@ from promoe.train import Trainer
 log = logging.getLogger(__name__)
 
 
-
 def needs_profiles(cfg) -> bool:
     """True when a selected row is built from the trained ``moe``'s routing profiles."""
     return any("moe_profiles" in r.needs for r in registry.selected(cfg))
+
+
+def training_examples(ctx: RunContext, prompt: PromptConfig) -> tuple[list[TrainExample], list[TrainExample]]:
+    """The training and validation examples of the run's tasks, with prompts of ``prompt``; records the cut ones
+    (stage ``train``, or ``train <condition>`` for another prompt condition)."""
+    cfg, setup = ctx.cfg, ctx.setup
+    common = dict(max_length=cfg.train.max_length, max_target_length=cfg.train.max_target_length,
+                  prompt=prompt, wrap=setup.wrap, seq2seq=setup.seq2seq)
+    examples = build_examples(ctx.splits.train, setup.tokenizer, per_task=cfg.train.examples_per_task, **common)
+    val_examples = build_examples(ctx.splits.val, setup.tokenizer, per_task=cfg.train.val_examples_per_task, **common)
+    log.info("training examples (%s prompts): %d from %d tasks; validation: %d from %d tasks", prompt.condition,
+             len(examples), len(ctx.splits.train), len(val_examples), len(ctx.splits.val))
+    stage = "train" if prompt.condition == cfg.prompt.condition else f"train {prompt.condition}"
+    record_cut(ctx.times, stage, sum(e.cut for e in examples + val_examples), len(examples) + len(val_examples),
+               cfg.train.max_length)
+    return examples, val_examples
+
+
+def fresh_model(ctx: RunContext, kind: str, weights=None):
+    """Model ``kind``; ``moe`` and ``promoe`` over the specialised experts when there are some."""
+    return ctx.setup.model(kind, weights, experts=ctx.setup.experts_of(kind, ctx.run_dir))
+
+
+def train_model(ctx: RunContext, kind: str, name: str, examples: list[TrainExample], val_examples: list[TrainExample],
+                lower: LowerCache) -> tuple[MoEModel, set[int]]:
+    """Train model ``kind`` into ``train/<name>/`` (resumes; a finished training only reloads); returns it with
+    its best weights, in eval mode, and the training examples its batches used. Stage ``train_<name>``."""
+    t1 = time.perf_counter()
+    acc = ctx.acc
+    model = fresh_model(ctx, kind)
+    trainer = Trainer(model, cfg=ctx.cfg.train, examples=examples, val_examples=val_examples, task_emb=ctx.task_emb,
+                      pad_id=ctx.setup.tokenizer.pad_token_id, out_dir=ctx.run_dir / "train" / name,
+                      seed=ctx.cfg.seed, lower=lower if model.split is not None else None, accelerator=acc)
+    result = trainer.fit(desc=f"train {name}")
+    record_stage(ctx.times, f"train_{name}", time.perf_counter() - t1)
+    log.info("%s: trained %d steps, best validation loss %s at step %s", name, result.steps,
+             result.best_val_loss, result.best_step)
+    model = acc.unwrap_model(trainer.model).eval()  # holds the best weights
+    seen = {i for idx in trainer.plan for i in idx}  # the training examples its batches used
+    del trainer
+    acc.free_memory()  # Accelerate keeps references to prepared models and optimizers
+    return model, seen
 
 
 def train_models(ctx: RunContext) -> None:
@@ -40,35 +83,11 @@ def train_models(ctx: RunContext) -> None:
     lower = LowerCache()
     examples = val_examples = None
     if cfg.train.models or cfg.experts.specialise:
-        common = dict(max_length=cfg.train.max_length, max_target_length=cfg.train.max_target_length,
-                      prompt=cfg.prompt, wrap=setup.wrap, seq2seq=setup.seq2seq)
-        examples = build_examples(ctx.splits.train, tok, per_task=cfg.train.examples_per_task, **common)
-        val_examples = build_examples(ctx.splits.val, tok, per_task=cfg.train.val_examples_per_task, **common)
-        log.info("training examples: %d from %d tasks; validation: %d from %d tasks", len(examples),
-                 len(ctx.splits.train), len(val_examples), len(ctx.splits.val))
-        record_cut(ctx.times, "train", sum(e.cut for e in examples + val_examples),
-                   len(examples) + len(val_examples), cfg.train.max_length)
+        examples, val_examples = training_examples(ctx, cfg.prompt)
     if cfg.experts.specialise:
         specialise(ctx, examples, val_examples, lower)
-
-    def fresh(kind: str, weights=None):
-        """Model ``kind``; ``moe`` and ``promoe`` over the specialised experts when there are some."""
-        return setup.model(kind, weights, experts=setup.experts_of(kind, run_dir))
-
     for kind in cfg.train.models:
-        t1 = time.perf_counter()
-        model = fresh(kind)
-        trainer = Trainer(model, cfg=cfg.train, examples=examples, val_examples=val_examples, task_emb=ctx.task_emb,
-                          pad_id=tok.pad_token_id, out_dir=run_dir / "train" / kind, seed=cfg.seed,
-                          lower=lower if model.split is not None else None, accelerator=acc)
-        result = trainer.fit(desc=f"train {kind}")
-        record_stage(ctx.times, f"train_{kind}", time.perf_counter() - t1)
-        log.info("%s: trained %d steps, best validation loss %s at step %s", kind, result.steps,
-                 result.best_val_loss, result.best_step)
-        model = acc.unwrap_model(trainer.model).eval()  # holds the best weights
-        seen = {i for idx in trainer.plan for i in idx}  # the training examples its batches used
-        del trainer
-        acc.free_memory()  # Accelerate keeps references to prepared models and optimizers
+        model, seen = train_model(ctx, kind, kind, examples, val_examples, lower)
         if kind == "moe" and needs_profiles(cfg):
             ctx.profiles = load_or_make_profiles(run_dir / "routing_profiles" / "moe.npz", acc, partial(
                 routing_profiles, model, examples, cfg.compare.profile_examples_per_task,
@@ -78,7 +97,8 @@ def train_models(ctx: RunContext) -> None:
     ctx.times["lower_cache"] = lower.seconds
     lower.store.clear()  # training is over: free the cached hidden states
     gc.collect()
-    ctx.trained = {kind: fresh(kind, run_dir / "train" / kind / "best.safetensors") for kind in cfg.train.models}
+    ctx.trained = {kind: fresh_model(ctx, kind, run_dir / "train" / kind / "best.safetensors")
+                   for kind in cfg.train.models}
     path = run_dir / "routing" / "logit_scale.json"
     if val_examples and acc.is_main_process and not path.exists():
         t1 = time.perf_counter()

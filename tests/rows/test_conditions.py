@@ -1,0 +1,65 @@
+"""promoe.rows.conditions: the router-only condition trains the models again on prompts that hold the instance
+input alone, from the same specialised experts, and scores them with such prompts."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from promoe.cli import main
+from promoe.config import load_config
+from promoe.errors import ConfigError
+from promoe.stages.evaluation import Evaluation
+
+train_models = importlib.import_module("promoe.stages.train_models")  # the package re-exports its function
+
+
+def test_router_only_rows_train_and_score_without_the_definition(tiny_data_root: Path, tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    built, scored = [], []
+    build, run = train_models.build_examples, Evaluation.run
+
+    def spy_build(tasks, tok, **kw):
+        built.append(kw["prompt"].condition)
+        return build(tasks, tok, **kw)
+
+    def spy_run(self, variants, *, prompt=None, label="eval"):
+        scored.append((label, (prompt or self.cfg.prompt).condition, [v.name for v in variants]))
+        return run(self, variants, prompt=prompt, label=label)
+
+    monkeypatch.setattr(train_models, "build_examples", spy_build)
+    monkeypatch.setattr(Evaluation, "run", spy_run)
+    out = tmp_path / "results"
+    assert main(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(out),
+                 "experts.specialise=true", "model.n_experts=2", "experts.steps=2", "compare.icl_models=[]",
+                 "compare.fewshot_models=[]", "compare.ablations=[]", "compare.routers=[]", "eval.backbone=false",
+                 "train.models=[moe,promoe]", "compare.router_only_models=[moe,promoe]"]) == 0
+    run_dir = out / "smoke"
+    # standard examples (train + validation) for the experts and models, then router-only ones for the condition
+    assert built == ["standard", "standard", "router_only", "router_only"]
+    assert scored == [("eval", "standard", ["moe", "promoe"]),
+                      ("router_only", "router_only", ["moe-router_only", "promoe-router_only"])]
+    for kind in ("moe", "promoe"):  # over the same frozen specialised experts: the checkpoint holds routers only
+        names = load_file(str(run_dir / f"train/{kind}-router_only/best.safetensors"))
+        assert names and all("router" in n or n.startswith("hyper") for n in names), kind
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert {"moe-router_only", "promoe-router_only"} <= set(summary)
+    assert all("ref_nll" in summary[m] for m in ("moe-router_only", "promoe-router_only"))
+    sig = json.loads((run_dir / "significance.json").read_text())
+    assert set(sig["within_condition"]["router_only"]) == {"moe"}
+    assert "The same question in the `router_only` condition" in (run_dir / "REPORT.md").read_text()
+    times = json.loads((run_dir / "times.json").read_text())
+    assert {"train_moe-router_only", "train_promoe-router_only", "router_only"} <= set(times)
+
+
+def test_router_only_rows_need_a_run_with_standard_prompts() -> None:
+    with pytest.raises(ConfigError, match="router_only_models"):
+        load_config("smoke", ["prompt.condition=router_only", "compare.icl_models=[]",
+                              "compare.router_only_models=[promoe]"])
+    assert load_config("smoke", []).compare.router_only_models == ["moe", "promoe"]
+    with pytest.raises(ConfigError, match="router_only_models"):
+        load_config("smoke", ["compare.router_only_models=[backbone]"])  # trained models only
