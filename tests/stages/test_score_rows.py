@@ -4,11 +4,13 @@ what was trained."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from accelerate import Accelerator
 
+from promoe import registry
 from promoe.config import load_config
 from promoe.data.splits import load_splits
 from promoe.stages import start
@@ -47,3 +49,14 @@ def test_rows_of_an_untrained_model_are_skipped_with_a_word(tiny_data_root: Path
         names = [v.name for v in zero_shot_rows(ctx)]
     assert names == ["backbone", "promoe", "promoe-empty", "promoe-shuffled"]
     assert "random skipped: it needs the trained moe" in caplog.text
+
+
+def test_a_router_row_an_earlier_run_scored_is_not_built_again(tiny_data_root: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = _context(tiny_data_root, tmp_path, ("promoe", "moe"))
+    monkeypatch.setattr(ctx.evaluation, "done", lambda name: name == "random")  # scored before, files kept
+    built = []
+    random_row = registry.ROWS["random"]
+    monkeypatch.setitem(registry.ROWS, "random", replace(random_row, build=lambda c, r: built.append(r.name)))
+    names = [v.name for v in zero_shot_rows(ctx)]
+    assert "random" not in names and "uniform" in names and not built

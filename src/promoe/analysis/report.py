@@ -148,10 +148,10 @@ def _comparisons(sig: dict) -> list[str]:
             return "" if t is None else \
                 f"{_diff(t['rougeL'])} (p {_p(t['rougeL']['p_bootstrap'], nb)}, MDE {_mde(t['rougeL'])})"
 
-        out += _table(["model", "zero-shot", *(f"-{k}" for k in conditions()),
-                       *(f"{REFERENCE} − model-{k}" for k in conditions())],
-                      [[b, _ci(e["zero_shot"]), *(_ci(e[k]) for k in conditions()),
-                        *(d(e[f"{REFERENCE}_minus_{k}"]) for k in conditions())]
+        scored = [k for k in conditions() if any(e.get(k) is not None for e in sig["zero_vs_few_shot"].values())]
+        out += _table(["model", "zero-shot", *(f"-{k}" for k in scored), *(f"{REFERENCE} − model-{k}" for k in scored)],
+                      [[b, _ci(e["zero_shot"]), *(_ci(e[k]) for k in scored),
+                        *(d(e.get(f"{REFERENCE}_minus_{k}")) for k in scored)]
                        for b, e in sig["zero_vs_few_shot"].items()])
     return out
 

@@ -26,6 +26,8 @@ def zero_shot_rows(ctx: RunContext) -> list[Variant]:
     rows: list[Variant] = []
     for kind in ("model", "router"):
         for row in registry.selected(ctx.cfg, kind):
+            if kind == "router" and ctx.evaluation.done(row.name):
+                continue  # scored by an earlier run of the folder: not built again (the oracle's choice takes minutes)
             if _ready(ctx, row) and (v := row.builder()(ctx, row)) is not None:
                 rows.append(v)
     ablated = next((v for v in rows if v.name == ABLATED), None)
