@@ -19,7 +19,8 @@ from promoe.rundir import LOCK, MARKER, claim
 
 MODELS = {"copy_input", "copy_demo", "backbone", "dense", "moe", "promoe"}
 ROWS = MODELS | {"knn", "skill", "uniform", "random", "oracle", "backbone-icl", "dense-icl", "moe-icl", "promoe-icl",
-                 "dense-fewshot", "moe-fewshot", "promoe-fewshot", "moe-router_only", "promoe-router_only"} | {
+                 "dense-fewshot", "moe-fewshot", "promoe-fewshot", "moe-router_only", "promoe-router_only",
+                 "uniform-router_only", "oracle-router_only"} | {
     f"promoe-{a}" for a in ("shuffled", "empty", "random_text", "category", "paraphrase")}
 
 

@@ -44,6 +44,21 @@ def test_trained_weights_are_loaded_and_the_model_is_in_eval_mode(setup: Setup, 
     assert torch.equal(loaded.moe_layers[0].router.weight, trained.moe_layers[0].router.weight)
 
 
+@pytest.mark.parametrize("freeze", [True, False])
+def test_frozen_specialised_experts_are_one_copy_in_memory(tmp_path: Path, freeze: bool) -> None:
+    """Models over frozen specialised experts hold the same tensors; experts fine-tuned jointly get their own."""
+    setup = Setup.load(load_config("smoke", ["experts.specialise=true", f"experts.freeze={str(freeze).lower()}"]))
+    experts = setup.model("moe")
+    with torch.no_grad():
+        experts.moe_layers[0].experts.w_in.add_(1.0)
+    save_trainable(experts, tmp_path / "experts.safetensors")
+    moe, promoe = (setup.model(k, experts=tmp_path / "experts.safetensors") for k in ("moe", "promoe"))
+    a, b = moe.moe_layers[0].experts.w_in, promoe.moe_layers[0].experts.w_in
+    assert torch.equal(a, experts.moe_layers[0].experts.w_in) and torch.equal(b, a)
+    assert (a.data_ptr() == b.data_ptr()) is freeze
+    assert a.requires_grad is not freeze and moe.moe_layers[0].router.weight.requires_grad
+
+
 def test_trained_models_score_with_eval_top_k(tmp_path: Path) -> None:
     """Trained with soft routing over every expert, scored sparsely; training models keep top_k."""
     setup = Setup.load(load_config("smoke", ["model.top_k=4", "model.eval_top_k=1"]))

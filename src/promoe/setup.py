@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -38,6 +38,8 @@ class Setup:
 
     cfg: ExperimentConfig
     backbone: Backbone
+    frozen_experts: dict[Path, dict[str, Tensor]] = field(default_factory=dict)
+    """Frozen specialised experts by checkpoint: the tensors every model built on them holds (one copy in memory)."""
 
     @classmethod
     def load(cls, cfg: ExperimentConfig) -> Setup:
@@ -78,7 +80,12 @@ class Setup:
         if share:
             share_frozen_weights(model, self.backbone.model)
         if experts is not None:
-            load_specialised(model, Path(experts), freeze=self.cfg.experts.freeze)
+            names = load_specialised(model, Path(experts), freeze=self.cfg.experts.freeze)
+            if self.cfg.experts.freeze:  # never trained again: every model over them holds the same tensors
+                shared = self.frozen_experts.setdefault(Path(experts).resolve(), {})
+                for n in names:
+                    p = model.get_parameter(n)
+                    p.data = shared.setdefault(n, p.data)
         if weights is not None:  # a trained model, to be scored: with the scoring top-k
             load_trainable(model, Path(weights))
             model.eval()
@@ -109,12 +116,12 @@ def specialised_names(model: MoEModel) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad and "router" not in n and not n.startswith("hyper")]
 
 
-def load_specialised(model: MoEModel, path: Path, *, freeze: bool) -> int:
+def load_specialised(model: MoEModel, path: Path, *, freeze: bool) -> list[str]:
     """Give ``model`` the specialised experts (and the layers trained with them) of ``path``: every
     trainable parameter but the routers and the hypernetwork; ``freeze`` keeps them fixed while the
-    routers learn. Returns how many tensors were loaded."""
+    routers learn. Returns the names of the tensors loaded."""
     names = specialised_names(model)
     load_params(model, path, names, what="specialised parameters", hint=" (was it made with another model config?)")
     for n in names:
         model.get_parameter(n).requires_grad_(not freeze)
-    return len(names)
+    return names

@@ -62,3 +62,15 @@ def test_the_question_is_asked_again_inside_each_condition_after_the_headroom() 
     assert text.index("`oracle` − `uniform`") < text.index(line)  # the headroom is the run's own condition's
     assert len(fig_answer(sig).axes[0].get_yticks()) == 5
     assert [c.reference for _, found in comparisons(sig) for c in found][-1] == "promoe-router_only"
+
+
+def test_the_headroom_inside_a_condition_follows_its_question() -> None:
+    room = {"rougeL": {"headroom": _t(3.0, 1.0, 5.0), "recovered": {
+        "promoe-router_only": {"share": 0.5, "low": 0.1, "high": 0.9, "n_tasks": 119}}}}
+    sig = {**SIG, "within_condition": {"router_only": {"moe": {"rougeL": _t(4.0, 1.0, 7.0, mde=2.5)}}},
+           "condition_headroom": {"router_only": room}}
+    text = "\n".join(answer_section(sig, "standard"))
+    line = "`oracle-router_only` − `uniform-router_only` = +3.00 [+1.00, +5.00]"
+    assert line in text and "`promoe-router_only` recovers +0.50 [+0.10, +0.90]" in text
+    assert text.index("`promoe-router_only` vs `moe-router_only`") < text.index(line)
+    assert text.count("How much of the oracle's headroom") == 2

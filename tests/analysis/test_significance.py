@@ -140,3 +140,19 @@ def test_the_question_is_paired_again_inside_each_condition() -> None:
     t = sig["within_condition"]["router_only"]
     assert set(t) == {"moe"} and t["moe"]["exact_match"]["diff"] == pytest.approx(50.0)
     assert t["moe"]["exact_match"]["n_instances"] == 12 and "mde" in t["moe"]["rougeL"]
+
+
+def test_the_headroom_inside_a_condition_uses_its_own_floor_and_ceiling() -> None:
+    every = {f"t{t}-{i}" for t in range(6) for i in range(2)}
+    first = {f"t{t}-0" for t in range(6)}
+    scores = {"promoe": _scored(2, set()), "uniform": _scored(2, set()), "oracle": _scored(2, set()),
+              "promoe-router_only": _scored(2, first), "uniform-router_only": _scored(2, set()),
+              "oracle-router_only": _scored(2, every)}
+    sig = significance(RunData(scores=scores), n_boot=200)
+    room = sig["condition_headroom"]["router_only"]["exact_match"]
+    assert room["headroom"]["diff"] == pytest.approx(100.0)
+    assert set(room["recovered"]) == {"promoe-router_only"}  # the condition's rows only
+    assert room["recovered"]["promoe-router_only"]["share"] == pytest.approx(0.5)
+    assert sig["headroom"]["exact_match"]["headroom"]["diff"] == 0.0 and "promoe-router_only" not in \
+        sig["headroom"]["exact_match"]["recovered"]
+    assert set(sig["within_condition"]["router_only"]) == {"uniform", "oracle"}

@@ -1,5 +1,6 @@
 """promoe.rows.conditions: the router-only condition trains the models again on prompts that hold the instance
-input alone, from the same specialised experts, and scores them with such prompts."""
+input alone, from the same specialised experts, and scores them — and the headroom rows over them — with such
+prompts."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from safetensors.torch import load_file
 from promoe.cli import main
 from promoe.config import load_config
 from promoe.errors import ConfigError
+from promoe.rows import oracle
 from promoe.stages.evaluation import Evaluation
 
 train_models = importlib.import_module("promoe.stages.train_models")  # the package re-exports its function
@@ -20,8 +22,8 @@ train_models = importlib.import_module("promoe.stages.train_models")  # the pack
 
 def test_router_only_rows_train_and_score_without_the_definition(tiny_data_root: Path, tmp_path: Path,
                                                                   monkeypatch) -> None:
-    built, scored = [], []
-    build, run = train_models.build_examples, Evaluation.run
+    built, scored, demos = [], [], set()
+    build, run, demo_prompt = train_models.build_examples, Evaluation.run, oracle.config_prompt
 
     def spy_build(tasks, tok, **kw):
         built.append(kw["prompt"].condition)
@@ -31,18 +33,28 @@ def test_router_only_rows_train_and_score_without_the_definition(tiny_data_root:
         scored.append((label, (prompt or self.cfg.prompt).condition, [v.name for v in variants]))
         return run(self, variants, prompt=prompt, label=label)
 
+    def spy_demo(task, inst, prompt):
+        demos.add(prompt.condition)
+        return demo_prompt(task, inst, prompt)
+
+    monkeypatch.setattr(oracle, "config_prompt", spy_demo)
     monkeypatch.setattr(train_models, "build_examples", spy_build)
     monkeypatch.setattr(Evaluation, "run", spy_run)
     out = tmp_path / "results"
     assert main(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(out),
                  "experts.specialise=true", "model.n_experts=2", "experts.steps=2", "compare.icl_models=[]",
-                 "compare.fewshot_models=[]", "compare.ablations=[]", "compare.routers=[]", "eval.backbone=false",
+                 "compare.fewshot_models=[]", "compare.ablations=[]", "compare.routers=[uniform,oracle]",
+                 "eval.backbone=false",
                  "train.models=[moe,promoe]", "compare.router_only_models=[moe,promoe]"]) == 0
     run_dir = out / "smoke"
     # standard examples (train + validation) for the experts and models, then router-only ones for the condition
     assert built == ["standard", "standard", "router_only", "router_only"]
-    assert scored == [("eval", "standard", ["moe", "promoe"]),
-                      ("router_only", "router_only", ["moe-router_only", "promoe-router_only"])]
+    assert scored == [("eval", "standard", ["moe", "promoe", "uniform", "oracle"]),
+                      ("router_only", "router_only", ["moe-router_only", "promoe-router_only", "uniform-router_only",
+                                                      "oracle-router_only"])]
+    # the headroom rows again over moe-router_only's experts, the oracle choosing on router-only demonstrations
+    assert (run_dir / "oracle.json").exists() and (run_dir / "oracle-router_only.json").exists()
+    assert demos == {"standard", "router_only"}
     for kind in ("moe", "promoe"):  # over the same frozen specialised experts: the checkpoint holds routers only
         names = load_file(str(run_dir / f"train/{kind}-router_only/best.safetensors"))
         assert names and all("router" in n or n.startswith("hyper") for n in names), kind
@@ -50,7 +62,8 @@ def test_router_only_rows_train_and_score_without_the_definition(tiny_data_root:
     assert {"moe-router_only", "promoe-router_only"} <= set(summary)
     assert all("ref_nll" in summary[m] for m in ("moe-router_only", "promoe-router_only"))
     sig = json.loads((run_dir / "significance.json").read_text())
-    assert set(sig["within_condition"]["router_only"]) == {"moe"}
+    assert set(sig["within_condition"]["router_only"]) == {"moe", "uniform", "oracle"}
+    assert "promoe-router_only" in sig["condition_headroom"]["router_only"]["rougeL"]["recovered"]
     assert "The same question in the `router_only` condition" in (run_dir / "REPORT.md").read_text()
     times = json.loads((run_dir / "times.json").read_text())
     assert {"train_moe-router_only", "train_promoe-router_only", "router_only"} <= set(times)

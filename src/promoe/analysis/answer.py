@@ -93,24 +93,31 @@ def own_comparisons(sig: dict, metric: str = "rougeL") -> list[tuple[str, list[C
 
 def condition_comparisons(sig: dict, metric: str = "rougeL") -> list[tuple[str, list[Comparison]]]:
     """``promoe-<c> − <model>-<c>`` per condition ``c`` that scored promoe (``within_condition``)."""
+    return [(question, found) for _, question, found in _by_condition(sig, metric)]
+
+
+def _by_condition(sig: dict, metric: str) -> list[tuple[str, str, list[Comparison]]]:
     out = []
     for c, tests in sig.get("within_condition", {}).items():
         found = [_comparison(f"{b}-{c}", t[metric], f"{REFERENCE}-{c}") for b, t in tests.items() if metric in t]
         if found:
-            out.append((f"The same question in the `{c}` condition ({title(f'{REFERENCE}-{c}')}):", found))
+            out.append((c, f"The same question in the `{c}` condition ({title(f'{REFERENCE}-{c}')}):", found))
     return out
 
 
-def _headroom_line(sig: dict, metric: str) -> str | None:
-    h = sig.get("headroom", {}).get(metric)
-    if not h or REFERENCE not in h["recovered"]:
+def _headroom_line(sig: dict, metric: str, condition: str | None = None) -> str | None:
+    """The share of ``oracle − uniform`` promoe recovers: in the run's own condition, or inside ``condition``
+    (``condition_headroom``: ``oracle-<c> − uniform-<c>``, recovered by ``promoe-<c>``)."""
+    by_metric = sig.get("condition_headroom", {}).get(condition) if condition else sig.get("headroom")
+    h = (by_metric or {}).get(metric)
+    floor, ceiling, ref = (f"{n}-{condition}" if condition else n for n in (*HEADROOM, REFERENCE))
+    if not h or ref not in h["recovered"]:
         return None
-    floor, ceiling = HEADROOM
-    r, room = h["recovered"][REFERENCE], h["headroom"]
+    r, room = h["recovered"][ref], h["headroom"]
     share = "n/a (no headroom)" if r["share"] is None else f"{r['share']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]"
     return (f"How much of the oracle's headroom does it recover? `{ceiling}` − `{floor}` = {room['diff']:+.2f} "
             f"[{room['low']:+.2f}, {room['high']:+.2f}] {LABEL[metric]} over {room['n_tasks']} tasks"
-            + (f" ({room['n_instances']} instances)" if room.get("n_instances") else "") + f"; `{REFERENCE}` "
+            + (f" ({room['n_instances']} instances)" if room.get("n_instances") else "") + f"; `{ref}` "
             f"recovers {share} of it (1: all, 0: none).")
 
 
@@ -134,9 +141,12 @@ def answer_section(sig: dict, condition: str | None, metric: str = "rougeL") -> 
               f"{'n/a' if c.mde is None else f'{c.mde:.2f}'}, {c.scope} — {c.verdict}." for c in found), "")]
 
     out += lines(own_comparisons(sig, metric))
-    if line := _headroom_line(sig, metric):  # the headroom is measured in the run's own condition
+    if line := _headroom_line(sig, metric):
         out += [f"**{line}**", ""]
-    out += lines(condition_comparisons(sig, metric))
+    for c, question, found in _by_condition(sig, metric):
+        out += lines([(question, found)])
+        if line := _headroom_line(sig, metric, c):
+            out += [f"**{line}**", ""]
     return out
 
 

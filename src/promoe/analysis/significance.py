@@ -9,7 +9,8 @@ Over the test tasks, ``significance.json`` holds:
   (:func:`promoe.analysis.rows.experts_model`), the paired change *row − reference* per metric over
   common tasks, with both rows' means on those tasks (``mean``, ``reference_mean``);
 * ``headroom``: per metric, the routing headroom ``oracle − uniform`` (paired) and the share of it each
-  model, router and ablation row recovers, with a bootstrap CI;
+  model, router and ablation row recovers, with a bootstrap CI; ``condition_headroom``: the same per
+  condition that scored both (``oracle-<c> − uniform-<c>``, shares of the condition's rows);
 * ``within_condition``: per condition with a ``<reference>-<condition>`` row, the paired
   ``<reference>-<condition> − <model>-<condition>`` for every other model scored in it (the answer's question
   asked again inside that condition, e.g. router-only prompts);
@@ -168,17 +169,19 @@ def within_condition(rows: Rows, *, n_boot: int, seed: int) -> dict:
     return out
 
 
-def headroom(rows: Rows, *, n_boot: int, seed: int) -> dict:
+def headroom(rows: Rows, *, n_boot: int, seed: int, condition: str | None = None) -> dict:
     """Per metric: the routing headroom ``oracle − uniform`` (paired, :data:`promoe.registry.HEADROOM`) and,
     for every other routed row, the share of it the row recovers (``(row − uniform) / (oracle − uniform)``,
-    over the instances all three share); empty without both rows."""
-    floor, ceiling = HEADROOM
+    over the instances all three share); empty without both rows. With ``condition``: the same inside it
+    (``oracle-<condition> − uniform-<condition>``, shares of the condition's other rows)."""
+    floor, ceiling = (f"{h}-{condition}" if condition else h for h in HEADROOM)
     if floor not in rows or ceiling not in rows:
         return {}
     out: dict = {}
     room = _paired(rows, ceiling, floor, n_boot=n_boot, seed=seed)
-    routed = [m for m in rows if row_group(m) in ("zero-shot", "routing", "ablation") and m not in HEADROOM
-              and not ((e := entry(m)) is not None and e.kind == "heuristic")]
+    routed = [m for m in rows if m not in (floor, ceiling) and (
+        split_row(m)[1] == condition if condition else row_group(m) in ("zero-shot", "routing", "ablation")
+        and not ((e := entry(m)) is not None and e.kind == "heuristic"))]
     shared = {m: rows.shared(m, floor, ceiling) for m in routed}  # each row's per-task means over the 3 rows' instances
     for metric, t in room.items():
         result = {"headroom": t, "recovered": {}}
@@ -221,6 +224,8 @@ def significance(data: RunData, *, n_boot: int = 10000, seed: int = 0) -> dict:
             "within_condition": within_condition(all_rows, n_boot=n_boot, seed=seed),
             "zero_vs_few_shot": zero_vs_few_shot(models, all_rows, n_boot=n_boot, seed=seed),
             "headroom": headroom(all_rows, n_boot=n_boot, seed=seed),
+            "condition_headroom": {c: h for c in conditions()
+                                   if (h := headroom(all_rows, n_boot=n_boot, seed=seed, condition=c))},
             "n_perm": n_perm,
             "routing_similarity": routing_similarity(data.routing, data.embeddings, data.task_categories(),
                                                      keep=data.test_tasks, n_perm=n_perm, seed=seed)}

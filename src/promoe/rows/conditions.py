@@ -8,9 +8,10 @@ import gc
 import time
 from dataclasses import replace
 
+from promoe import registry
 from promoe.evaluate import Variant
 from promoe.fewshot import fewshot_tasks, run_fewshot
-from promoe.registry import Row
+from promoe.registry import HEADROOM, Row
 from promoe.resources import record_stage
 from promoe.stages.context import RunContext
 from promoe.stages.lower_cache import LowerCache
@@ -46,20 +47,26 @@ def fewshot(ctx: RunContext, row: Row, bases: list[str]) -> None:
 def router_only(ctx: RunContext, row: Row, bases: list[str]) -> None:
     """The trained models ``bases`` again, each trained from the same start (the specialised experts, when
     there are some) and scored with router-only prompts: the instance input alone, so the task reaches a model
-    only through its router (``promoe``) or not at all. Trains into ``train/<base>-<name>/`` (resumes)."""
+    only through its router (``promoe``) or not at all. Trains into ``train/<base>-<name>/`` (resumes). With
+    ``moe`` among them, the headroom rows the run selects (``uniform``, ``oracle``) are built again over its
+    router-only self, the oracle choosing on router-only prompts of the demonstrations."""
     ev = ctx.evaluation
-    todo = [b for b in bases if not ev.done(f"{b}-{row.name}")]
-    if not todo:
+    headroom = [r for r in registry.selected(ctx.cfg, "router") if r.name in HEADROOM] if "moe" in bases else []
+    names = [f"{b}-{row.name}" for b in bases] + [f"{r.name}-{row.name}" for r in headroom]
+    if all(ev.done(n) for n in names):
         return
     prompt = replace(ctx.cfg.prompt, condition="router_only", n_pos_examples=0)
     examples, val_examples = training_examples(ctx, prompt)
     lower = LowerCache()  # other token sequences than the standard prompts': hidden states of their own
-    variants = []
-    for base in todo:
-        name = f"{base}-{row.name}"
-        model, _ = train_model(ctx, base, name, examples, val_examples, lower)
-        variants.append(Variant(name, model, ctx.task_emb if model.hyper is not None else None))
+    trained = {}
+    for base in bases:
+        trained[base], _ = train_model(ctx, base, f"{base}-{row.name}", examples, val_examples, lower)
     ctx.times[f"lower_cache {row.name}"] = lower.seconds
     del lower, examples, val_examples
     gc.collect()
+    variants = [Variant(f"{b}-{row.name}", m, ctx.task_emb if m.hyper is not None else None) for b, m in trained.items()]
+    condition = replace(ctx, cfg=replace(ctx.cfg, prompt=prompt), trained=trained)
+    for r in headroom:
+        if not ev.done(name := f"{r.name}-{row.name}") and (v := r.builder()(condition, replace(r, name=name))):
+            variants.append(v)
     ev.run(variants, prompt=prompt, label=row.name)
