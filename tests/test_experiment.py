@@ -224,3 +224,42 @@ def test_several_seeds_aggregate_into_mean_and_ci(tiny_data_root: Path, tmp_path
         agg = seeds[model]["rougeL"]
         assert agg["n"] == 2 and agg["low"] <= agg["mean"] <= agg["high"]
     assert "## Seeds" in (top / "REPORT.md").read_text()
+
+
+@pytest.mark.parametrize("per_seed", [False, True])
+def test_seeds_share_the_first_seeds_experts_unless_asked_not_to(tiny_data_root: Path, tmp_path: Path,
+                                                                  per_seed: bool) -> None:
+    assert main(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(tmp_path),
+                 "train.steps=2", "train.eval_every=1", "experts.specialise=true", "model.n_experts=2",
+                 "experts.steps=2", "compare.icl_models=[]", "compare.fewshot_models=[]",
+                 "compare.router_only_models=[]", "compare.ablations=[shuffled]", "compare.routers=[uniform]",
+                 f"experts.per_seed={str(per_seed).lower()}", "--seeds", "0", "1"]) == 0
+    top = tmp_path / "smoke"
+    experts = [(top / f"seeds/{s}/train/experts/best.safetensors").read_bytes() for s in (0, 1)]
+    later = yaml.safe_load((top / "seeds/1/config.yaml").read_text())["experts"]["from_run"]
+    if per_seed:  # every seed specialises its own experts
+        assert later is None and experts[0] != experts[1]
+    else:  # trained once, with the first seed: the second starts from them, and re-seeds what is learned over them
+        assert later == str(top / "seeds/0") and experts[0] == experts[1]
+        routers = [(top / f"seeds/{s}/train/promoe/best.safetensors").read_bytes() for s in (0, 1)]
+        assert routers[0] != routers[1]
+    pooled = json.loads((top / "significance.json").read_text())["over_seeds"]
+    assert {"moe", "uniform", "promoe-shuffled"} <= set(pooled) and pooled["moe"]["rougeL"]["n_seeds"] == 2
+    assert "pooled over the seeds" in (top / "REPORT.md").read_text()
+
+
+def test_a_run_refuses_experts_it_cannot_start_from(tiny_data_root: Path, tmp_path: Path, capsys) -> None:
+    base = ["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(tmp_path),
+            "experts.specialise=true", "model.n_experts=2", "experts.steps=2", "compare.icl_models=[]",
+            "compare.fewshot_models=[]", "compare.router_only_models=[]", "compare.ablations=[]",
+            "compare.routers=[]", "eval.backbone=false", "train.models=[moe]"]
+    assert main([*base, "name=a"]) == 0
+    assert main([*base, "name=b", f"experts.from_run={tmp_path / 'nothing'}"]) != 0
+    assert "experts.from_run" in capsys.readouterr().err and not (tmp_path / "b/train").exists()
+    assert main([*base, "name=c", f"experts.from_run={tmp_path / 'a'}", "experts.steps=3"]) != 0
+    assert "experts.steps" in capsys.readouterr().err
+    assert main([*base, "name=d", f"experts.from_run={tmp_path / 'a'}"]) == 0
+    assert (tmp_path / "d/train/experts/best.safetensors").read_bytes() == \
+        (tmp_path / "a/train/experts/best.safetensors").read_bytes()
+    assert json.loads((tmp_path / "d/experts/matrix.json").read_text()) == \
+        json.loads((tmp_path / "a/experts/matrix.json").read_text())

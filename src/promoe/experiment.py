@@ -25,7 +25,7 @@ from promoe.data.splits import TaskSplits, load_splits
 from promoe.data.summary import summarize
 from promoe.io import atomic_write_text, write_json
 from promoe.resources import CUT, SIMD_FLAGS, cpu, peak_rss_gib, record_stage, stage_seconds
-from promoe.rundir import RunLock, claim, is_finished, prepare
+from promoe.rundir import RunLock, check_experts_source, claim, is_finished, prepare
 from promoe.stages.heuristics import run_heuristics
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,8 @@ def run(cfg: ExperimentConfig, *, overwrite: bool = False) -> Path:
         times: dict[str, float] = {}
         t0 = time.perf_counter()
         splits = load_splits(cfg.data)  # bad data stops the run here, before --overwrite empties the folder
+        if cfg.experts.specialise and cfg.experts.from_run:  # so does a run without the experts it should start from
+            check_experts_source(Path(cfg.experts.from_run), to_dict(cfg))
         record_stage(times, "data", time.perf_counter() - t0)
         if main and overwrite:
             prepare(run_dir, to_dict(cfg), overwrite=True)
@@ -184,13 +186,21 @@ SEED_COPY = ("config.yaml", "splits.json", "data_summary.txt", "references.jsonl
 
 def run_seeds(cfg: ExperimentConfig, seeds: list[int], *, overwrite: bool = False) -> Path:
     """One run per seed in ``<run>/seeds/<seed>/``; ``<run>/`` shows the first seed's run in full and the
-    mean ± CI of every model's overall scores over the seeds (``seeds.json`` and REPORT.md)."""
+    mean ± CI of every model's overall scores over the seeds (``seeds.json`` and REPORT.md), with paired tests
+    pooled over the seeds (``significance.json``'s ``over_seeds``). With specialised experts and
+    ``experts.per_seed=false`` (the default) the experts are trained once, with the first seed, and every
+    later seed starts from them (``experts.from_run``): the seeds then vary the models, routers and
+    description-router rows learned over the same experts."""
     top = Path(cfg.output_dir) / cfg.name
     if Accelerator().is_main_process:
         with RunLock(top):
             claim(top)  # the seeds' parent is a run folder too (its own files are the first seed's copies)
-    for seed in seeds:
-        run(replace(cfg, seed=seed, output_dir=str(top / "seeds"), name=str(seed)), overwrite=overwrite)
+    for i, seed in enumerate(seeds):
+        seeded = replace(cfg, seed=seed, output_dir=str(top / "seeds"), name=str(seed))
+        if i and cfg.experts.specialise and not cfg.experts.per_seed and not cfg.experts.from_run:
+            # the experts once, with the first seed: later seeds re-seed only what is learned over them
+            seeded = replace(seeded, experts=replace(cfg.experts, from_run=str(top / "seeds" / str(seeds[0]))))
+        run(seeded, overwrite=overwrite)
     if not Accelerator().is_main_process:
         return top
     first = top / "seeds" / str(seeds[0])

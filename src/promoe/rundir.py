@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from promoe.errors import PromoeError
+from promoe.errors import ConfigError, PromoeError
 
 LOCK = ".lock"
 MARKER = ".promoe-run"
@@ -89,6 +89,39 @@ def config_differences(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     the folder is the same by construction)."""
     a, b = _flat(old), _flat(new)
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k != "output_dir"]
+
+
+SHARED_EXPERTS = ("experts", "train/experts")
+"""What a run taking its specialised experts from another (``experts.from_run``) copies from it."""
+SAME_FOR_EXPERTS = ("model", "experts")
+"""The config sections both runs must agree on (``experts.from_run`` and ``experts.per_seed`` aside)."""
+
+
+def check_experts_source(source: Path, config: dict) -> None:
+    """One error, naming ``experts.from_run``, when run folder ``source`` holds no finished specialisation or
+    was made with other model or experts settings than ``config`` (a resolved config)."""
+    if not (source / "train" / "experts" / "best.safetensors").exists() or not (source / "config.yaml").exists():
+        raise ConfigError(f"experts.from_run={str(source)!r} holds no specialised experts (train/experts/best."
+                          "safetensors and config.yaml): name a run folder whose specialisation finished")
+    theirs = yaml.safe_load((source / "config.yaml").read_text(encoding="utf-8")) or {}
+    ignore = {"from_run", "per_seed"}
+    for section in SAME_FOR_EXPERTS:
+        a = {k: v for k, v in (theirs.get(section) or {}).items() if k not in ignore}
+        b = {k: v for k, v in config[section].items() if k not in ignore}
+        if diff := sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)):
+            raise ConfigError(f"experts.from_run={str(source)!r} was made with other {section} settings "
+                              f"({', '.join(f'{section}.{k}' for k in diff)}): give this run the same, or unset "
+                              "experts.from_run")
+
+
+def adopt_experts(source: Path, run_dir: Path, config: dict) -> None:
+    """Copy the specialised experts of run ``source`` into ``run_dir`` (:func:`check_experts_source` first;
+    once: a folder that has them keeps them)."""
+    if (run_dir / "train" / "experts" / "best.safetensors").exists():
+        return
+    check_experts_source(source, config)
+    for item in SHARED_EXPERTS:
+        shutil.copytree(source / item, run_dir / item, dirs_exist_ok=True)
 
 
 def is_finished(run_dir: Path) -> bool:

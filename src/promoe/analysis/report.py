@@ -270,6 +270,14 @@ def render_report(run_dir: Path, data: RunData, sig: dict, seeds: dict | None,
                       [[m, str(len(s["seeds"])), *(f"{s[k]['mean']:.2f} ± {s[k]['std']:.2f} "
                                                     f"[{s[k]['low']:.2f}, {s[k]['high']:.2f}]" for k in METRICS)]
                        for m, s in seeds.items()])
+        if pooled := sig.get("over_seeds"):
+            out += ["", f"`{REFERENCE}` − each row pooled over the seeds: each task's means averaged over the seeds "
+                    "(each seed over the instances both rows scored), then one paired test over tasks (95% bootstrap "
+                    "CI, MDE at 80% power). With specialised experts (and `experts.per_seed=false`) every seed starts "
+                    "from the first seed's experts, so the seeds vary only what is learned over them.", ""]
+            out += _table(["vs", "metric", "diff [95% CI]", "MDE (80%)", "p (bootstrap)", "seeds", "tasks"],
+                          [[o, LABEL[k], _diff(t), _mde(t), _p(t["p_bootstrap"], sig["n_boot"]), str(t["n_seeds"]),
+                            str(t["n_tasks"])] for o, tests in pooled.items() for k, t in tests.items()])
     out += _experts(data.experts) + (cluster_section(data) if data.experts is not None else [])
     out += ["## Figures", ""]
     for path, (alt, caption) in figures.items():

@@ -11,6 +11,8 @@ Over the test tasks, ``significance.json`` holds:
 * ``headroom``: per metric, the routing headroom ``oracle − uniform`` (paired) and the share of it each
   model, router and ablation row recovers, with a bootstrap CI; ``condition_headroom``: the same per
   condition that scored both (``oracle-<c> − uniform-<c>``, shares of the condition's rows);
+* ``over_seeds`` (runs with several seeds): the reference against every row scored in every seed, each
+  task's means averaged over the seeds, one paired test over tasks (:func:`over_seeds`);
 * ``within_condition``: per condition with a ``<reference>-<condition>`` row, the paired
   ``<reference>-<condition> − <model>-<condition>`` for every other model scored in it (the answer's question
   asked again inside that condition, e.g. router-only prompts);
@@ -224,11 +226,33 @@ def significance(data: RunData, *, n_boot: int = 10000, seed: int = 0) -> dict:
             "within_condition": within_condition(all_rows, n_boot=n_boot, seed=seed),
             "zero_vs_few_shot": zero_vs_few_shot(models, all_rows, n_boot=n_boot, seed=seed),
             "headroom": headroom(all_rows, n_boot=n_boot, seed=seed),
+            "over_seeds": over_seeds(data.seeds, data.test_tasks, n_boot=n_boot, seed=seed),
             "condition_headroom": {c: h for c in conditions()
                                    if (h := headroom(all_rows, n_boot=n_boot, seed=seed, condition=c))},
             "n_perm": n_perm,
             "routing_similarity": routing_similarity(data.routing, data.embeddings, data.task_categories(),
                                                      keep=data.test_tasks, n_perm=n_perm, seed=seed)}
+
+
+def over_seeds(seeds: dict[str, dict[str, dict]], test_tasks: set[str] | None, *, n_boot: int, seed: int) -> dict:
+    """With several seeds: per row scored next to the reference in every seed, ``reference − row`` per metric
+    with each task's two means averaged over the seeds (each seed's over the instances both rows scored), then
+    tested over tasks as one paired comparison (``n_seeds``); empty with fewer than two seeds."""
+    if len(seeds) < 2 or not all(REFERENCE in s for s in seeds.values()):
+        return {}
+    first = next(iter(seeds.values()))
+    out = {}
+    for other in sorted((m for m in first if m != REFERENCE and all(m in s for s in seeds.values())), key=model_key):
+        pairs = [Rows(s, test_tasks).shared(REFERENCE, other)[0] for s in seeds.values()]
+        tasks = sorted(set.intersection(*(set(a) & set(b) for a, b in pairs)))
+        if not tasks:
+            continue
+        tests = {}
+        for metric in metrics_of(*(r for pair in pairs for r in pair)):
+            mean_a, mean_b = ({t: float(np.mean([pair[k][t][metric] for pair in pairs])) for t in tasks} for k in (0, 1))
+            tests[metric] = {**paired_test(mean_a, mean_b, n_boot=n_boot, seed=seed), "n_seeds": len(pairs)}
+        out[other] = tests
+    return out
 
 
 def seed_summary(seeds: dict[str, dict[str, dict]]) -> dict:

@@ -264,6 +264,12 @@ class ExpertsConfig:
                                   "every training task equally often, so big clusters' experts train longer.")
     freeze: bool = setting(True, "Keep the specialised weights frozen while routers are learned (false: "
                                  "fine-tune them jointly with the routers).")
+    from_run: str | None = setting(None, "A run folder whose specialised experts (experts/, train/experts/) this "
+                                         "run starts from instead of training its own; its model and experts "
+                                         "settings must be this run's.")
+    per_seed: bool = setting(False, "With several seeds (--seeds): specialise the experts again for every seed "
+                                    "(true), or once with the first seed, every later seed starting from them "
+                                    "(false): then only what is learned over the experts is re-seeded.")
 
     def validate(self) -> None:
         check_fields(self, "experts")

@@ -16,16 +16,19 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from promoe.config import to_dict
 from promoe.data.clusters import Clusters, cluster_splits
 from promoe.data.examples import TrainExample
 from promoe.io import write_json
 from promoe.model.moe_model import MoEModel
 from promoe.model.task_routing import ClusterRouting, task_routed
 from promoe.resources import record_stage
+from promoe.rundir import adopt_experts
 from promoe.stages.context import RunContext
 from promoe.stages.lower_cache import LowerCache
 from promoe.train import Trainer, batch_of
@@ -73,10 +76,15 @@ def specialist(ctx: RunContext, clusters: Clusters, expert: int | None = None) -
 
 def specialise(ctx: RunContext, examples: Sequence[TrainExample], val_examples: Sequence[TrainExample],
                lower: LowerCache) -> None:
-    """Train the specialised experts (resumes) and measure the expert x cluster matrix; ``moe`` and
-    ``promoe`` then start from ``train/experts/best.safetensors`` (:meth:`Setup.experts_of`)."""
+    """Train the specialised experts (resumes; with ``experts.from_run``, take that run's) and measure the
+    expert x cluster matrix; ``moe`` and ``promoe`` then start from ``train/experts/best.safetensors``
+    (:meth:`Setup.experts_of`)."""
     cfg, acc, run_dir = ctx.cfg, ctx.acc, ctx.run_dir
     t0 = time.perf_counter()
+    if cfg.experts.from_run and acc.is_main_process:
+        adopt_experts(Path(cfg.experts.from_run), run_dir, to_dict(cfg))
+        log.info("experts: the specialised experts of %s, not trained again", cfg.experts.from_run)
+    acc.wait_for_everyone()
     clusters = make_clusters(ctx)
     model = specialist(ctx, clusters)
     trainer = Trainer(model, cfg=replace(cfg.train, steps=cfg.experts.steps, lr=cfg.experts.lr or cfg.train.lr), examples=examples,
