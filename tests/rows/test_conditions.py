@@ -66,7 +66,8 @@ def test_router_only_rows_train_and_score_without_the_definition(tiny_data_root:
     assert "promoe-router_only" in sig["condition_headroom"]["router_only"]["rougeL"]["recovered"]
     assert "The same question in the `router_only` condition" in (run_dir / "REPORT.md").read_text()
     times = json.loads((run_dir / "times.json").read_text())
-    assert {"train_moe-router_only", "train_promoe-router_only", "router_only"} <= set(times)
+    assert {"train_moe-router_only", "train_promoe-router_only", "router_only", "oracle choice",
+            "oracle-router_only choice"} <= set(times)
 
 
 def test_router_only_rows_need_a_run_with_standard_prompts() -> None:

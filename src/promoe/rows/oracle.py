@@ -10,6 +10,7 @@ per-expert NLLs are written to ``oracle.json``. Tasks without positive examples 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -25,6 +26,7 @@ from promoe.model.build import variant_copy
 from promoe.model.moe_model import MoEModel
 from promoe.model.task_routing import KNNRouting, task_routed
 from promoe.registry import Row
+from promoe.resources import record_stage
 from promoe.stages.context import RunContext
 
 log = logging.getLogger(__name__)
@@ -88,7 +90,9 @@ def oracle(ctx: RunContext, row: Row) -> Variant | None:
     uniform = KNNRouting(torch.stack([ctx.task_emb[t] for t in names]),
                          torch.stack([_one_hot(n_layers, n_experts, None)] * len(names)), k=1)
     task_routed(model, uniform).eval()  # task-level routers; each candidate is passed as explicit routing
+    t0 = time.perf_counter()
     choices = choose(ctx.splits.test, n_experts, _DemoNLL(model, ctx))
+    record_stage(ctx.times, f"{row.name} choice", time.perf_counter() - t0)
     table = torch.stack([_one_hot(n_layers, n_experts, choices[t]["expert"] if t in choices else None) for t in names])
     task_routed(model, KNNRouting(torch.stack([ctx.task_emb[t] for t in names]), table, k=1)).eval()
     if ctx.acc.is_main_process:
