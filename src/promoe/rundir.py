@@ -104,14 +104,12 @@ def check_experts_source(source: Path, config: dict) -> None:
         raise ConfigError(f"experts.from_run={str(source)!r} holds no specialised experts (train/experts/best."
                           "safetensors and config.yaml): name a run folder whose specialisation finished")
     theirs = yaml.safe_load((source / "config.yaml").read_text(encoding="utf-8")) or {}
-    ignore = {"from_run", "per_seed"}
-    for section in SAME_FOR_EXPERTS:
-        a = {k: v for k, v in (theirs.get(section) or {}).items() if k not in ignore}
-        b = {k: v for k, v in config[section].items() if k not in ignore}
-        if diff := sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)):
-            raise ConfigError(f"experts.from_run={str(source)!r} was made with other {section} settings "
-                              f"({', '.join(f'{section}.{k}' for k in diff)}): give this run the same, or unset "
-                              "experts.from_run")
+    differ = [k for k, _, _ in config_differences({s: theirs.get(s) or {} for s in SAME_FOR_EXPERTS},
+                                                  {s: config[s] for s in SAME_FOR_EXPERTS})
+              if k not in ("experts.from_run", "experts.per_seed")]
+    if differ:
+        raise ConfigError(f"experts.from_run={str(source)!r} was made with other model / experts settings "
+                          f"({', '.join(differ)}): give this run the same, or unset experts.from_run")
 
 
 def adopt_experts(source: Path, run_dir: Path, config: dict) -> None:

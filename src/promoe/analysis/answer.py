@@ -77,8 +77,8 @@ def _paired(sig: dict, other: str, metric: str) -> Comparison | None:
 
 def comparisons(sig: dict, metric: str = "rougeL") -> list[tuple[str, list[Comparison]]]:
     """Each question with the comparisons the run can answer it with (questions with none left out), then the
-    first question again inside each condition (:func:`condition_comparisons`)."""
-    return own_comparisons(sig, metric) + condition_comparisons(sig, metric)
+    first question again inside each condition (:func:`by_condition`)."""
+    return own_comparisons(sig, metric) + [(question, found) for _, question, found in by_condition(sig, metric)]
 
 
 def own_comparisons(sig: dict, metric: str = "rougeL") -> list[tuple[str, list[Comparison]]]:
@@ -91,12 +91,9 @@ def own_comparisons(sig: dict, metric: str = "rougeL") -> list[tuple[str, list[C
     return out
 
 
-def condition_comparisons(sig: dict, metric: str = "rougeL") -> list[tuple[str, list[Comparison]]]:
-    """``promoe-<c> − <model>-<c>`` per condition ``c`` that scored promoe (``within_condition``)."""
-    return [(question, found) for _, question, found in _by_condition(sig, metric)]
-
-
-def _by_condition(sig: dict, metric: str) -> list[tuple[str, str, list[Comparison]]]:
+def by_condition(sig: dict, metric: str = "rougeL") -> list[tuple[str, str, list[Comparison]]]:
+    """``(c, question, comparisons)``: ``promoe-<c> − <model>-<c>`` per condition ``c`` that scored promoe
+    (``within_condition``)."""
     out = []
     for c, tests in sig.get("within_condition", {}).items():
         found = [_comparison(f"{b}-{c}", t[metric], f"{REFERENCE}-{c}") for b, t in tests.items() if metric in t]
@@ -143,7 +140,7 @@ def answer_section(sig: dict, condition: str | None, metric: str = "rougeL") -> 
     out += lines(own_comparisons(sig, metric))
     if line := _headroom_line(sig, metric):
         out += [f"**{line}**", ""]
-    for c, question, found in _by_condition(sig, metric):
+    for c, question, found in by_condition(sig, metric):
         out += lines([(question, found)])
         if line := _headroom_line(sig, metric, c):
             out += [f"**{line}**", ""]

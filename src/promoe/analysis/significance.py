@@ -181,10 +181,15 @@ def headroom(rows: Rows, *, n_boot: int, seed: int, condition: str | None = None
         return {}
     out: dict = {}
     room = _paired(rows, ceiling, floor, n_boot=n_boot, seed=seed)
-    routed = [m for m in rows if m not in (floor, ceiling) and (
-        split_row(m)[1] == condition if condition else row_group(m) in ("zero-shot", "routing", "ablation")
-        and not ((e := entry(m)) is not None and e.kind == "heuristic"))]
-    shared = {m: rows.shared(m, floor, ceiling) for m in routed}  # each row's per-task means over the 3 rows' instances
+
+    def routed(m: str) -> bool:  # a routed row of the condition (the run's own: model, router and ablation rows)
+        if condition:
+            return split_row(m)[1] == condition
+        return row_group(m) in ("zero-shot", "routing", "ablation") and not (
+            (e := entry(m)) is not None and e.kind == "heuristic")
+
+    # each routed row's per-task means over the instances all three rows share
+    shared = {m: rows.shared(m, floor, ceiling) for m in rows if m not in (floor, ceiling) and routed(m)}
     for metric, t in room.items():
         result = {"headroom": t, "recovered": {}}
         for m, ((mine, lo, hi), n) in shared.items():
