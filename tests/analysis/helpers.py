@@ -163,7 +163,8 @@ def expert_files(loss: list[list[float | None]] = EXPERT_LOSS) -> tuple[dict, di
                 "centroids": np.eye(4).tolist(), "val": {"val0": 0, "val1": 0, "val2": 1, "val3": 2},
                 "test": {t: i % 3 for i, t in enumerate(SYN_TASKS)}}
     matrix = {"loss": loss, "experts": 4, "clusters": 4, "val_examples": [6, 3, 3, 0], "val_tasks": [2, 1, 1, 0],
-              "best_on_own": 2, "clusters_with_data": 3}
+              "best_on_own": 2, "clusters_with_data": 3,
+              "weight_distance": (0.1 * (1 - np.eye(4))).tolist(), "output_distance": (0.3 * (1 - np.eye(4))).tolist()}
     return clusters, matrix
 
 

@@ -56,6 +56,8 @@ def test_specialised_experts_section(specialised: tuple[AnalysedRun, AnalysedRun
     assert "| 2 | 2.000 | 2.100 | 2.050 | n/a |" in section
     assert "| validation examples | 6 | 3 | 3 | 0 |" in section
     assert "Own expert best on 2 of 3 clusters with validation data." in section
+    assert "mean over pairs of experts and over MoE layers; 0 for identical copies): weights 0.100; outputs on " \
+           "the validation examples' tokens 0.300." in section
     assert "![expert x cluster matrix](figures/expert_cluster_matrix.png)" in report
 
 

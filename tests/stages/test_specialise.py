@@ -18,7 +18,8 @@ from promoe.data.examples import TrainExample, build_examples, sampling_plan
 from promoe.data.splits import load_splits
 from promoe.stages import start
 from promoe.stages.lower_cache import LowerCache
-from promoe.stages.specialise import balanced, specialise, weight_distance
+from promoe.stages.specialise import OutputDistance, balanced, specialise, weight_distance
+from promoe.train import batch_of
 
 pytestmark = pytest.mark.usefixtures("tiny_tensors")
 
@@ -67,6 +68,13 @@ def test_each_expert_is_best_on_its_own_cluster(suite: list[str], tmp_path: Path
     distance = matrix["weight_distance"]  # the upcycled copies were identical; specialised, they differ
     assert distance[0][0] == 0 and distance[0][1] > 1e-3 and distance[1][0] > 1e-3
     assert max(map(max, weight_distance(ctx.setup.model("moe")))) < 1e-6  # upcycled copies: no distance
+    apart = matrix["output_distance"]  # and on the same hidden states they compute different things
+    assert apart[0][0] == 0 and min(apart[0][1], apart[1][0]) > 1e-3
+    upcycled, b = ctx.setup.model("moe"), batch_of(val, [0], ctx.setup.tokenizer.pad_token_id, False)
+    hooked = OutputDistance(upcycled)
+    with torch.no_grad():
+        upcycled(input_ids=b.input_ids, attention_mask=b.attention_mask)
+    assert max(map(max, hooked.result())) == 0 and hooked.sq_norm.min() > 0  # saw tokens; identical outputs
     clusters = json.loads((tmp_path / "run/experts/clusters.json").read_text())
     assert clusters["method"] == "given" and clusters["sizes"] == [3, 3]
 

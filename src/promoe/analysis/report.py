@@ -246,7 +246,22 @@ def _experts(experts: Experts | None) -> list[str]:
     if "val_examples" in m:
         rows.append(["validation examples", *(str(k) for k in m["val_examples"])])
     own, with_data = experts.own_best()
-    return out + _table(head, rows) + [f"Own expert best on {own} of {with_data} clusters with validation data.", ""]
+    return out + _table(head, rows) + [f"Own expert best on {own} of {with_data} clusters with validation data.", "",
+                                       *_apart(m)]
+
+
+def _apart(matrix: dict) -> list[str]:
+    """How far the experts moved apart, as the mean over ordered pairs of the matrix's relative distances."""
+    def mean_pair(d: list[list[float]]) -> float:
+        return float(np.mean([v for i, row in enumerate(d) for j, v in enumerate(row) if i != j]))
+
+    parts = [f"{what} {mean_pair(matrix[key]):.3f}" for key, what in
+             (("weight_distance", "weights"), ("output_distance", "outputs on the validation examples' tokens"))
+             if matrix.get(key) and len(matrix[key]) > 1]
+    if not parts:
+        return []
+    return ["How far the experts moved apart (||a - b|| / ||a||, mean over pairs of experts and over MoE layers; 0 "
+            f"for identical copies): {'; '.join(parts)}.", ""]
 
 
 def render_report(run_dir: Path, data: RunData, sig: dict, seeds: dict | None,

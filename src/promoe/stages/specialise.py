@@ -6,7 +6,8 @@ Writes ``experts/clusters.json`` (the clusters; validation and test tasks assign
 centroid), ``train/experts/`` (the specialisation's training, resumable; ``best.safetensors`` is what
 ``moe`` and ``promoe`` start from) and ``experts/matrix.json``: each expert's mean per-token NLL of the
 references on each cluster's validation examples, every token routed to that one expert, and how far the
-experts' weights moved apart (``weight_distance``).
+experts moved apart: in their weights (``weight_distance``) and in what they compute on the same hidden states
+(``output_distance``).
 """
 
 from __future__ import annotations
@@ -107,6 +108,11 @@ def specialise(ctx: RunContext, examples: Sequence[TrainExample], val_examples: 
         record_stage(ctx.times, "expert_matrix", time.perf_counter() - t0)
 
 
+def _relative(sq_diff: torch.Tensor, sq_norm: torch.Tensor) -> torch.Tensor:
+    """``sqrt(sq_diff[i, j]) / sqrt(sq_norm[i])``: pairwise distances relative to row i's norm."""
+    return sq_diff.sqrt() / sq_norm.sqrt().clamp_min(1e-12)[:, None]
+
+
 @torch.no_grad()
 def weight_distance(model: MoEModel) -> list[list[float]]:
     """How far the experts' weights moved apart: ``||W_i - W_j|| / ||W_i||`` over all of an expert's FFN
@@ -114,14 +120,43 @@ def weight_distance(model: MoEModel) -> list[list[float]]:
     per_layer = []
     for layer in model.moe_layers:
         w = torch.cat([layer.experts.w_in.flatten(1), layer.experts.w_out.flatten(1)], dim=1).double()
-        per_layer.append(torch.cdist(w, w) / w.norm(dim=1, keepdim=True).clamp_min(1e-12))
+        per_layer.append(_relative(torch.cdist(w, w).square(), w.square().sum(1)))
     return torch.stack(per_layer).mean(0).tolist()
+
+
+class OutputDistance:
+    """How far the experts' *outputs* moved apart: each MoE layer's input tokens, as the model sees them,
+    go through every expert; ``||Y_i - Y_j|| / ||Y_i||`` over all tokens seen, averaged over MoE layers
+    (experts x experts). Weights can move apart in directions the hidden states never use; this is what
+    the layers above receive."""
+
+    def __init__(self, model: MoEModel) -> None:
+        n = model.moe_layers[0].experts.n_experts
+        self.layers = model.moe_layers
+        self.sq_diff = torch.zeros(len(self.layers), n, n, dtype=torch.float64)
+        self.sq_norm = torch.zeros(len(self.layers), n, dtype=torch.float64)
+        self.hooks = [m.register_forward_pre_hook(self._hook(i)) for i, m in enumerate(self.layers)]
+
+    def _hook(self, i: int):
+        def hook(module, args) -> None:
+            x = args[0].reshape(-1, args[0].shape[-1])
+            y = torch.stack([module.experts.expert(e, x) for e in range(module.experts.n_experts)]).double()
+            y = y.flatten(1)  # (E, tokens * D)
+            self.sq_diff[i] += (y[:, None] - y[None]).square().sum(-1)  # exact: 0 for identical experts
+            self.sq_norm[i] += y.square().sum(1)
+        return hook
+
+    def result(self) -> list[list[float]]:
+        for h in self.hooks:
+            h.remove()
+        return torch.stack([_relative(d, n) for d, n in zip(self.sq_diff, self.sq_norm, strict=True)]).mean(0).tolist()
 
 
 @torch.no_grad()
 def expert_matrix(model: MoEModel, clusters: Clusters, val_examples: Sequence[TrainExample], ctx: RunContext) -> dict:
     """Mean per-token NLL (experts x clusters) of the validation examples of each cluster, with every token
-    routed to one expert; ``best_on_own`` counts the clusters whose own expert is best."""
+    routed to one expert; ``best_on_own`` counts the clusters whose own expert is best; the experts' weight
+    and output distances (the latter on the same examples, routed to their own cluster's expert)."""
     gen, pad = model.hyper, ctx.setup.tokenizer.pad_token_id
     emb = {t: ctx.task_emb[t].float().numpy() for t in {e.task for e in val_examples}}
     of_task = clusters.assign(emb)
@@ -133,13 +168,21 @@ def expert_matrix(model: MoEModel, clusters: Clusters, val_examples: Sequence[Tr
         c = of_task[val_examples[i].task]
         batches.append((c, b, lower))
         count[c] += int((b.labels[:, 1:] != -100).sum()) if not model.is_seq2seq else int((b.labels != -100).sum())
+
+    def nll(b, lower) -> float:
+        out = model(input_ids=None if lower is not None else b.input_ids, attention_mask=b.attention_mask,
+                    labels=b.labels, task_emb=ctx.task_emb[b.task_keys[0]][None], task_keys=None,  # no cache
+                    lower=lower, num_items=1.0)
+        return float(out.lm_loss)
+
+    outputs = OutputDistance(model)  # each example through its own cluster's expert, every expert's output hooked
+    for _, b, lower in batches:
+        nll(b, lower)
+    output_distance = outputs.result()
     for e in range(n_experts):
         gen.expert = e
         for c, b, lower in batches:
-            out = model(input_ids=None if lower is not None else b.input_ids, attention_mask=b.attention_mask,
-                        labels=b.labels, task_emb=ctx.task_emb[b.task_keys[0]][None], task_keys=None,  # no cache
-                        lower=lower, num_items=1.0)
-            total[e, c] += float(out.lm_loss)
+            total[e, c] += nll(b, lower)
     gen.expert = None
     model.clear_routing_cache()
     loss = [[float(total[e, c] / count[c]) if count[c] else None for c in range(n)] for e in range(n_experts)]
@@ -147,6 +190,7 @@ def expert_matrix(model: MoEModel, clusters: Clusters, val_examples: Sequence[Tr
     own = sum(int(np.argmin([loss[e][c] for e in range(n_experts)])) == c for c in with_data)
     log.info("experts: own expert best on %d of %d clusters with validation data", own, len(with_data))
     return {"loss": loss, "experts": n_experts, "clusters": n, "weight_distance": weight_distance(model),
+            "output_distance": output_distance,
             "val_examples": [sum(c == k for k, _, _ in batches) for c in range(n)],
             "val_tasks": [len({t for t, k in of_task.items() if k == c}) for c in range(n)],
             "best_on_own": own, "clusters_with_data": len(with_data)}
