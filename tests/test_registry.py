@@ -33,6 +33,15 @@ def test_names_groups_and_order_come_from_the_registry() -> None:
     assert [registry.row_group(m) for m in ("copy_demo", "knn", "promoe-shuffled", "promoe-new", "moe-icl",
                                             "zzz")] == ["zero-shot", "routing", "ablation", "ablation",
                                                         "adaptation", "other"]
+    # a condition over a router or an ablation: the condition is the variant, the row its base
+    assert [registry.split_row(m) for m in ("promoe-icl", "promoe-shuffled", "uniform-router_only",
+                                            "promoe-shuffled-router_only", "knn")] == [
+        ("promoe", "icl"), ("promoe", "shuffled"), ("uniform", "router_only"), ("promoe-shuffled", "router_only"),
+        ("knn", "")]
+    assert registry.row_group("promoe-shuffled-router_only") == "router_only"
+    assert {"uniform-router_only", "oracle-router_only", "promoe-shuffled-router_only"} <= set(registry.row_order())
+    cfg = load_config("smoke", ["eval.headline_rows=[promoe-router_only,oracle-router_only]"])  # names they may use
+    assert cfg.eval.headline_rows == ["promoe-router_only", "oracle-router_only"]
     order = registry.row_order()
     assert order.index("promoe") < order.index("knn") < order.index("promoe-empty") < order.index("dense-fewshot")
     assert sorted(["dense-icl", "knn", "copy_input", "zzz"], key=registry.model_key) == [
@@ -40,6 +49,8 @@ def test_names_groups_and_order_come_from_the_registry() -> None:
 
 
 def test_registration_is_checked() -> None:
+    with pytest.raises(ValueError, match="only a condition carries"):
+        register(Row("knn2", "router", "a router", "promoe.rows.routers:knn", carries=True))
     with pytest.raises(ValueError, match="already registered"):
         register(Row("knn", "router", "again", "promoe.rows.routers:knn"))
     with pytest.raises(ValueError, match="row name"):

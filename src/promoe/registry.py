@@ -83,6 +83,15 @@ class Row:
     """A trained model row: the architecture it builds (``dense``, ``moe``, ``promoe``); empty: its name."""
     section: str = ""
     """The report group (a key of :data:`GROUPS`) when it is not its kind's (:data:`GROUP_OF_KIND`)."""
+    carries: bool = False
+    """A condition that builds the run's headroom routers (over ``moe``) and ablations (over ``promoe``) again
+    inside it: rows ``uniform-<name>``, ``promoe-shuffled-<name>`` (:meth:`carried`)."""
+
+    def carried(self) -> list[str]:
+        """The router and ablation rows a ``carries`` condition may build again inside it (their names in it)."""
+        if not self.carries:
+            return []
+        return [f"{n}-{self.name}" for n in (*HEADROOM, *(a.row_names()[0] for a in of_kind("ablation")))]
 
     @property
     def group(self) -> str:
@@ -114,6 +123,8 @@ def register(row: Row, *, replace: bool = False) -> Row:
         raise ValueError(f"row {row.name!r}: kind {row.kind!r} is not one of {list(GROUP_OF_KIND)}")
     if row.section and row.section not in GROUPS:
         raise ValueError(f"row {row.name!r}: section {row.section!r} is not one of {list(GROUPS)}")
+    if row.carries and row.kind != "condition":
+        raise ValueError(f"row {row.name!r}: only a condition carries other rows (carries=True)")
     if not row.name or "-" in row.name or "/" in row.name:
         raise ValueError(f"row name {row.name!r}: use letters, digits and '_' (a '-' separates base and variant)")
     if isinstance(row.build, str) and not (row.build.startswith(ROWS_PACKAGE + ".") and ":" in row.build):
@@ -189,7 +200,12 @@ def config_value(cfg: Any, dotted: str) -> Any:
 
 
 def split_row(name: str) -> tuple[str, str]:
-    """``(base, variant)`` of a row name: ``"promoe-icl"`` -> ``("promoe", "icl")``; no variant -> ``""``."""
+    """``(base, variant)`` of a row name: ``"promoe-icl"`` -> ``("promoe", "icl")``; no variant -> ``""``; a
+    condition over a variant row is the condition: ``"promoe-shuffled-router_only"`` -> ``("promoe-shuffled",
+    "router_only")``."""
+    base, _, last = name.rpartition("-")
+    if base and last in conditions():  # a condition over any row: "promoe-shuffled-router_only"
+        return base, last
     base, _, variant = name.partition("-")
     return base, variant
 
@@ -216,12 +232,13 @@ def row_group(name: str) -> str:
 
 
 def row_order() -> tuple[str, ...]:
-    """Every result row name the registry can produce, in report order (conditions over every model)."""
+    """Every result row name the registry can produce, in report order (conditions over every model, and the
+    rows a condition carries)."""
     models = [m.name for m in of_kind("model")]
     by_group: dict[str, list[str]] = {g: [] for g in GROUPS}
     for r in ROWS.values():
         by_group[r.group] += r.row_names(models if r.over == "models" else
-                                         [m.name for m in of_kind("model") if m.trained])
+                                         [m.name for m in of_kind("model") if m.trained]) + r.carried()
     return tuple(n for g in GROUPS for n in by_group[g])
 
 
@@ -286,6 +303,7 @@ for _row in (
     Row("fewshot", "condition", "fine-tuned on the task's positive examples", f"{_R}.conditions:fewshot",
         select="compare.fewshot_models", over="trained"),
     Row("router_only", "condition", "trained and scored on the instance input alone, no Definition in the prompt",
-        f"{_R}.conditions:router_only", select="compare.router_only_models", over="trained", section="router_only"),
+        f"{_R}.conditions:router_only", select="compare.router_only_models", over="trained", section="router_only",
+        carries=True),
 ):
     register(_row)

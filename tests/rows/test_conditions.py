@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from promoe.cli import main
@@ -22,7 +23,7 @@ train_models = importlib.import_module("promoe.stages.train_models")  # the pack
 
 def test_router_only_rows_train_and_score_without_the_definition(tiny_data_root: Path, tmp_path: Path,
                                                                   monkeypatch) -> None:
-    built, scored, demos = [], [], set()
+    built, scored, demos, seen = [], [], set(), {}
     build, run, demo_prompt = train_models.build_examples, Evaluation.run, oracle.config_prompt
 
     def spy_build(tasks, tok, **kw):
@@ -31,6 +32,7 @@ def test_router_only_rows_train_and_score_without_the_definition(tiny_data_root:
 
     def spy_run(self, variants, *, prompt=None, label="eval"):
         scored.append((label, (prompt or self.cfg.prompt).condition, [v.name for v in variants]))
+        seen.update({v.name: v for v in variants})
         return run(self, variants, prompt=prompt, label=label)
 
     def spy_demo(task, inst, prompt):
@@ -43,15 +45,19 @@ def test_router_only_rows_train_and_score_without_the_definition(tiny_data_root:
     out = tmp_path / "results"
     assert main(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(out),
                  "experts.specialise=true", "model.n_experts=2", "experts.steps=2", "compare.icl_models=[]",
-                 "compare.fewshot_models=[]", "compare.ablations=[]", "compare.routers=[uniform,oracle]",
+                 "compare.fewshot_models=[]", "compare.ablations=[shuffled]", "compare.routers=[uniform,oracle]",
                  "eval.backbone=false",
                  "train.models=[moe,promoe]", "compare.router_only_models=[moe,promoe]"]) == 0
     run_dir = out / "smoke"
     # standard examples (train + validation) for the experts and models, then router-only ones for the condition
     assert built == ["standard", "standard", "router_only", "router_only"]
-    assert scored == [("eval", "standard", ["moe", "promoe", "uniform", "oracle"]),
+    assert scored == [("eval", "standard", ["moe", "promoe", "uniform", "oracle", "promoe-shuffled"]),
                       ("router_only", "router_only", ["moe-router_only", "promoe-router_only", "uniform-router_only",
-                                                      "oracle-router_only"])]
+                                                      "oracle-router_only", "promoe-shuffled-router_only"])]
+    # the ablation again over promoe-router_only: its router given the same other descriptions
+    ro, std = seen["promoe-shuffled-router_only"], seen["promoe-shuffled"]
+    assert ro.model is seen["promoe-router_only"].model and std.model is seen["promoe"].model
+    assert ro.tasks == std.tasks and all(torch.equal(ro.task_emb[t], std.task_emb[t]) for t in ro.tasks)
     # the headroom rows again over moe-router_only's experts, the oracle choosing on router-only demonstrations
     assert (run_dir / "oracle.json").exists() and (run_dir / "oracle-router_only.json").exists()
     assert demos == {"standard", "router_only"}
@@ -62,7 +68,7 @@ def test_router_only_rows_train_and_score_without_the_definition(tiny_data_root:
     assert {"moe-router_only", "promoe-router_only"} <= set(summary)
     assert all("ref_nll" in summary[m] for m in ("moe-router_only", "promoe-router_only"))
     sig = json.loads((run_dir / "significance.json").read_text())
-    assert set(sig["within_condition"]["router_only"]) == {"moe", "uniform", "oracle"}
+    assert set(sig["within_condition"]["router_only"]) == {"moe", "uniform", "oracle", "promoe-shuffled"}
     assert "promoe-router_only" in sig["condition_headroom"]["router_only"]["rougeL"]["recovered"]
     assert "The same question in the `router_only` condition" in (run_dir / "REPORT.md").read_text()
     times = json.loads((run_dir / "times.json").read_text())

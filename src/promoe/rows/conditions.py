@@ -11,10 +11,11 @@ from dataclasses import replace
 from promoe import registry
 from promoe.evaluate import Variant
 from promoe.fewshot import fewshot_tasks, run_fewshot
-from promoe.registry import HEADROOM, Row
+from promoe.registry import ABLATED, HEADROOM, Row
 from promoe.resources import record_stage
 from promoe.stages.context import RunContext
 from promoe.stages.lower_cache import LowerCache
+from promoe.stages.score_rows import ablation_rows
 from promoe.stages.train_models import train_model, training_examples
 
 
@@ -49,10 +50,13 @@ def router_only(ctx: RunContext, row: Row, bases: list[str]) -> None:
     there are some) and scored with router-only prompts: the instance input alone, so the task reaches a model
     only through its router (``promoe``) or not at all. Trains into ``train/<base>-<name>/`` (resumes). With
     ``moe`` among them, the headroom rows the run selects (``uniform``, ``oracle``) are built again over its
-    router-only self, the oracle choosing on router-only prompts of the demonstrations."""
+    router-only self, the oracle choosing on router-only prompts of the demonstrations; with ``promoe``, the
+    ablations the run selects (``promoe-<ablation>-<name>``: its router-only self given other descriptions)."""
     ev = ctx.evaluation
-    headroom = [r for r in registry.selected(ctx.cfg, "router") if r.name in HEADROOM] if "moe" in bases else []
-    names = [f"{b}-{row.name}" for b in bases] + [f"{r.name}-{row.name}" for r in headroom]
+    headroom = [r for r in registry.selected(ctx.cfg, "router") if r.name in HEADROOM] \
+        if row.carries and "moe" in bases else []
+    ablations = registry.selected(ctx.cfg, "ablation") if row.carries and ABLATED in bases else []
+    names = [f"{n}-{row.name}" for n in (*bases, *(r.name for r in headroom), *(r.row_names()[0] for r in ablations))]
     if all(ev.done(n) for n in names):
         return
     prompt = replace(ctx.cfg.prompt, condition="router_only", n_pos_examples=0)
@@ -69,4 +73,5 @@ def router_only(ctx: RunContext, row: Row, bases: list[str]) -> None:
     for r in headroom:
         if not ev.done(name := f"{r.name}-{row.name}") and (v := r.builder()(condition, replace(r, name=name))):
             variants.append(v)
+    variants += ablation_rows(condition, trained.get(ABLATED) if ablations else None, row.name)
     ev.run(variants, prompt=prompt, label=row.name)

@@ -7,6 +7,7 @@ import logging
 
 from promoe import registry
 from promoe.evaluate import Variant
+from promoe.model.moe_model import MoEModel
 from promoe.registry import ABLATED
 from promoe.stages.context import RunContext
 
@@ -30,7 +31,13 @@ def zero_shot_rows(ctx: RunContext) -> list[Variant]:
                 continue  # scored by an earlier run of the folder: not built again (the oracle's choice takes minutes)
             if _ready(ctx, row) and (v := row.builder()(ctx, row)) is not None:
                 rows.append(v)
-    ablated = next((v for v in rows if v.name == ABLATED), None)
+    return rows + ablation_rows(ctx, next((v.model for v in rows if v.name == ABLATED), None))
+
+
+def ablation_rows(ctx: RunContext, ablated: MoEModel | None, condition: str = "") -> list[Variant]:
+    """The ablation rows ``ctx.cfg`` selects over ``ablated`` (the trained promoe; none without it): the same
+    model, its router given each ablation's texts. In ``condition``, rows ``promoe-<ablation>-<condition>``."""
+    rows: list[Variant] = []
     for row in registry.selected(ctx.cfg, "ablation"):
         if ablated is None or not _ready(ctx, row):
             continue
@@ -38,7 +45,8 @@ def zero_shot_rows(ctx: RunContext) -> list[Variant]:
         if not texts:
             log.warning("ablation %s skipped: no test task has a replacement description", row.name)
             continue
-        rows.append(Variant(row.row_names()[0], ablated.model, ctx.setup.embed(texts), tasks=set(texts)))
+        name = row.row_names()[0] + (f"-{condition}" if condition else "")
+        rows.append(Variant(name, ablated, ctx.setup.embed(texts), tasks=set(texts)))
     return rows
 
 
