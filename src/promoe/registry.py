@@ -18,9 +18,11 @@ Builder signatures, by kind (``ctx`` is :class:`promoe.stages.context.RunContext
 * ``model``: ``build(ctx, row) -> Variant``, the model with the descriptions its router sees;
 * ``router``: ``build(ctx, row) -> Variant`` over the trained ``moe``'s experts (``ctx.trained["moe"]``);
 * ``ablation``: ``build(ctx, row) -> {test task: text promoe's router sees}`` (tasks left out: not scored);
-* ``condition``: ``build(ctx, row, bases) -> None``, scoring ``<base>-<name>`` for each selected base model.
+* ``condition``: ``build(ctx, row, bases) -> None``, scoring ``<base>-<name>`` for each selected base model
+  (and, for a condition that ``carries`` them, the run's headroom routers and ablations again inside it).
 
-Model, router and ablation rows are scored together in one zero-shot generation pass.
+Model, router and ablation rows are scored together in one zero-shot generation pass; a condition's rows in
+a pass of their own.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ verdict no stronger than the interval allows."""
 
 from __future__ import annotations
 
-from promoe.analysis.answer import Comparison, answer_section, comparisons, fig_answer
+from promoe.analysis.answer import QUESTIONS, Comparison, answer_section, by_condition, comparisons, fig_answer
 
 
 def _t(diff: float, low: float, high: float, mde: float = 1.5, n: int = 119) -> dict:
@@ -58,7 +58,7 @@ def test_the_question_is_asked_again_inside_each_condition_after_the_headroom() 
     text = "\n".join(answer_section(sig, "standard"))
     line = "`promoe-router_only` vs `moe-router_only`: +4.00 [+1.00, +7.00], MDE 2.50, 119 tasks — better"
     assert line in text
-    assert "The same question in the `router_only` condition" in text
+    assert "mixing every expert? In the `router_only` condition" in text
     assert text.index("`oracle` − `uniform`") < text.index(line)  # the headroom is the run's own condition's
     assert len(fig_answer(sig).axes[0].get_yticks()) == 5
     assert [c.reference for _, found in comparisons(sig) for c in found][-1] == "promoe-router_only"
@@ -74,3 +74,24 @@ def test_the_headroom_inside_a_condition_follows_its_question() -> None:
     assert line in text and "`promoe-router_only` recovers +0.50 [+0.10, +0.90]" in text
     assert text.index("`promoe-router_only` vs `moe-router_only`") < text.index(line)
     assert text.count("How much of the oracle's headroom") == 2
+
+
+def test_each_question_is_asked_inside_a_condition_with_its_rows() -> None:
+    """The router-only ablations answer "does it use the description?" inside the condition, the routers the
+    first question; the condition's headroom once, after both."""
+    room = {"rougeL": {"headroom": _t(3.0, 1.0, 5.0), "recovered": {
+        "promoe-router_only": {"share": 0.5, "low": 0.1, "high": 0.9, "n_tasks": 119}}}}
+    sig = {**SIG, "within_condition": {"router_only": {"moe": {"rougeL": _t(4.0, 1.0, 7.0, mde=2.5)},
+                                                       "promoe-shuffled": {"rougeL": _t(2.0, 0.5, 3.5, mde=1.5)},
+                                                       "knn": {"rougeL": _t(1.0, -1.0, 3.0, mde=2.0)}}},
+           "condition_headroom": {"router_only": room}}
+    inside = by_condition(sig)
+    assert [q.split("?")[0] for _, q, _ in inside] == [QUESTIONS[0][0][:-1], QUESTIONS[1][0].split("?")[0]]
+    assert [[c.other for c in found] for _, _, found in inside] == [
+        ["moe-router_only", "knn-router_only"],  # rows no question names go with the first
+        ["promoe-shuffled-router_only"]]
+    text = "\n".join(answer_section(sig, "standard"))
+    shuffled = "`promoe-router_only` vs `promoe-shuffled-router_only`: +2.00 [+0.50, +3.50], MDE 1.50"
+    assert shuffled in text and text.count("`oracle-router_only` − `uniform-router_only`") == 1
+    assert text.index("`promoe-router_only` vs `moe-router_only`") < text.index(shuffled) < text.index(
+        "`oracle-router_only` − `uniform-router_only`")

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from promoe.cli import main
 from promoe.config import load_config
 from promoe.errors import ConfigError
-from promoe.rows import oracle
+from promoe.rows import conditions, oracle
+from promoe.rows.ablations import PARAPHRASES
 from promoe.stages.evaluation import Evaluation
 
 train_models = importlib.import_module("promoe.stages.train_models")  # the package re-exports its function
@@ -43,11 +44,12 @@ def test_router_only_rows_train_and_score_without_the_definition(tiny_data_root:
     monkeypatch.setattr(train_models, "build_examples", spy_build)
     monkeypatch.setattr(Evaluation, "run", spy_run)
     out = tmp_path / "results"
-    assert main(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(out),
-                 "experts.specialise=true", "model.n_experts=2", "experts.steps=2", "compare.icl_models=[]",
-                 "compare.fewshot_models=[]", "compare.ablations=[shuffled]", "compare.routers=[uniform,oracle]",
-                 "eval.backbone=false",
-                 "train.models=[moe,promoe]", "compare.router_only_models=[moe,promoe]"]) == 0
+    (tiny_data_root / PARAPHRASES).unlink()  # a selected ablation without texts: skipped in both conditions
+    args = ["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(out),
+            "experts.specialise=true", "model.n_experts=2", "experts.steps=2", "compare.icl_models=[]",
+            "compare.fewshot_models=[]", "compare.ablations=[shuffled,paraphrase]", "compare.routers=[uniform,oracle]",
+            "eval.backbone=false", "train.models=[moe,promoe]", "compare.router_only_models=[moe,promoe]"]
+    assert main(args) == 0
     run_dir = out / "smoke"
     # standard examples (train + validation) for the experts and models, then router-only ones for the condition
     assert built == ["standard", "standard", "router_only", "router_only"]
@@ -70,10 +72,19 @@ def test_router_only_rows_train_and_score_without_the_definition(tiny_data_root:
     sig = json.loads((run_dir / "significance.json").read_text())
     assert set(sig["within_condition"]["router_only"]) == {"moe", "uniform", "oracle", "promoe-shuffled"}
     assert "promoe-router_only" in sig["condition_headroom"]["router_only"]["rougeL"]["recovered"]
-    assert "The same question in the `router_only` condition" in (run_dir / "REPORT.md").read_text()
+    report = (run_dir / "REPORT.md").read_text()
+    assert "mixing every expert? In the `router_only` condition" in report
+    assert "Does it use the description? (the same router given another task's description, none, random text, " \
+           "the category name, a paraphrase) In the `router_only` condition" in report
     times = json.loads((run_dir / "times.json").read_text())
     assert {"train_moe-router_only", "train_promoe-router_only", "router_only", "oracle choice",
             "oracle-router_only choice"} <= set(times)
+
+    # resumed with every row scored (the report removed): the condition is not set up again
+    (run_dir / "summary.json").unlink()
+    (run_dir / "REPORT.md").unlink()
+    monkeypatch.setattr(conditions, "train_model", lambda *a, **k: pytest.fail("the condition was set up again"))
+    assert main(args) == 0 and (run_dir / "REPORT.md").exists()
 
 
 def test_router_only_rows_need_a_run_with_standard_prompts() -> None:

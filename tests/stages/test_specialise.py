@@ -71,10 +71,10 @@ def test_each_expert_is_best_on_its_own_cluster(suite: list[str], tmp_path: Path
     apart = matrix["output_distance"]  # and on the same hidden states they compute different things
     assert apart[0][0] == 0 and min(apart[0][1], apart[1][0]) > 1e-3
     upcycled, b = ctx.setup.model("moe"), batch_of(val, [0], ctx.setup.tokenizer.pad_token_id, False)
-    hooked = OutputDistance(upcycled)
-    with torch.no_grad():
+    with OutputDistance(upcycled) as hooked, torch.no_grad():
         upcycled(input_ids=b.input_ids, attention_mask=b.attention_mask)
-    assert max(map(max, hooked.result())) == 0 and hooked.sq_norm.min() > 0  # saw tokens; identical outputs
+    assert not upcycled.moe_layers[0]._forward_pre_hooks  # unhooked after the block
+    assert max(map(max, hooked.result())) == 0 and min(float(n.min()) for n in hooked.sq_norm) > 0  # identical
     clusters = json.loads((tmp_path / "run/experts/clusters.json").read_text())
     assert clusters["method"] == "given" and clusters["sizes"] == [3, 3]
 

@@ -9,8 +9,9 @@ and a verdict that says no more than the CI and the MDE allow:
 * *no difference larger than the MDE*: the CI spans 0 — a difference of about the MDE or more is ruled out,
   smaller ones are not;
 * the oracle headroom line: the share of ``oracle − uniform`` promoe recovers;
-* the same question inside each condition the run scored promoe in (``within_condition``: e.g.
-  ``promoe-router_only − moe-router_only``, both trained and scored on the instance input alone).
+* the same questions inside each condition the run scored promoe in (``within_condition``: e.g.
+  ``promoe-router_only − moe-router_only``, both trained and scored on the instance input alone, and
+  ``promoe-router_only − promoe-shuffled-router_only``, its router given another task's description).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def _paired(sig: dict, other: str, metric: str) -> Comparison | None:
 
 def comparisons(sig: dict, metric: str = "rougeL") -> list[tuple[str, list[Comparison]]]:
     """Each question with the comparisons the run can answer it with (questions with none left out), then the
-    first question again inside each condition (:func:`by_condition`)."""
+    questions again inside each condition (:func:`by_condition`)."""
     return own_comparisons(sig, metric) + [(question, found) for _, question, found in by_condition(sig, metric)]
 
 
@@ -92,13 +93,17 @@ def own_comparisons(sig: dict, metric: str = "rougeL") -> list[tuple[str, list[C
 
 
 def by_condition(sig: dict, metric: str = "rougeL") -> list[tuple[str, str, list[Comparison]]]:
-    """``(c, question, comparisons)``: ``promoe-<c> − <model>-<c>`` per condition ``c`` that scored promoe
-    (``within_condition``)."""
+    """``(c, question, comparisons)``: each of :data:`QUESTIONS` again inside each condition ``c`` that scored
+    promoe, ``promoe-<c> − <row>-<c>`` for its rows (``within_condition``); rows no question names go with the
+    first."""
     out = []
     for c, tests in sig.get("within_condition", {}).items():
-        found = [_comparison(f"{b}-{c}", t[metric], f"{REFERENCE}-{c}") for b, t in tests.items() if metric in t]
-        if found:
-            out.append((c, f"The same question in the `{c}` condition ({title(f'{REFERENCE}-{c}')}):", found))
+        found = {b: _comparison(f"{b}-{c}", t[metric], f"{REFERENCE}-{c}") for b, t in tests.items() if metric in t}
+        named = {b for _, others in QUESTIONS[1:] for b in others}
+        for i, (question, others) in enumerate(QUESTIONS):
+            mine = [found[b] for b in found if b in others or (i == 0 and b not in named)]
+            if mine:
+                out.append((c, f"{question} In the `{c}` condition ({title(f'{REFERENCE}-{c}')}):", mine))
     return out
 
 
@@ -140,8 +145,9 @@ def answer_section(sig: dict, condition: str | None, metric: str = "rougeL") -> 
     out += lines(own_comparisons(sig, metric))
     if line := _headroom_line(sig, metric):
         out += [f"**{line}**", ""]
-    for c, question, found in by_condition(sig, metric):
-        out += lines([(question, found)])
+    inside = by_condition(sig, metric)
+    for c in dict.fromkeys(c for c, _, _ in inside):  # each condition's questions, then its own headroom
+        out += lines([(question, found) for k, question, found in inside if k == c])
         if line := _headroom_line(sig, metric, c):
             out += [f"**{line}**", ""]
     return out

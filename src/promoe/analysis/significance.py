@@ -14,8 +14,9 @@ Over the test tasks, ``significance.json`` holds:
 * ``over_seeds`` (runs with several seeds): the reference against every row scored in every seed, each
   task's means averaged over the seeds, one paired test over tasks (:func:`over_seeds`);
 * ``within_condition``: per condition with a ``<reference>-<condition>`` row, the paired
-  ``<reference>-<condition> − <model>-<condition>`` for every other model scored in it (the answer's question
-  asked again inside that condition, e.g. router-only prompts);
+  ``<reference>-<condition> − <row>-<condition>`` for every other row scored in it — models, the headroom
+  routers and the ablations the condition carries (the answer's questions asked again inside that condition,
+  e.g. router-only prompts);
 * ``zero_vs_few_shot``: per model row with a condition row (``<model>-<condition>``), the zero-shot
   and per-condition ROUGE-L CIs and the paired differences ``<reference> − <model>-<condition>``
   (``<reference>_minus_<condition>``);
@@ -157,8 +158,8 @@ def zero_vs_few_shot(models: dict[str, dict], rows: Rows, *, n_boot: int, seed: 
 
 
 def within_condition(rows: Rows, *, n_boot: int, seed: int) -> dict:
-    """Per condition ``c`` with a ``<reference>-c`` row: ``{model: <reference>-c − <model>-c}`` (paired, every metric)
-    for every other model row scored in ``c``."""
+    """Per condition ``c`` with a ``<reference>-c`` row: ``{row: <reference>-c − <row>-c}`` (paired, every metric)
+    for every other row scored in ``c`` (models, routers, ablations: ``promoe-shuffled``)."""
     out = {}
     for c in conditions():
         ref = f"{REFERENCE}-{c}"

@@ -15,7 +15,7 @@ from promoe.registry import ABLATED, HEADROOM, Row
 from promoe.resources import record_stage
 from promoe.stages.context import RunContext
 from promoe.stages.lower_cache import LowerCache
-from promoe.stages.score_rows import ablation_rows
+from promoe.stages.score_rows import ablation_rows, ablation_texts
 from promoe.stages.train_models import train_model, training_examples
 
 
@@ -55,8 +55,8 @@ def router_only(ctx: RunContext, row: Row, bases: list[str]) -> None:
     ev = ctx.evaluation
     headroom = [r for r in registry.selected(ctx.cfg, "router") if r.name in HEADROOM] \
         if row.carries and "moe" in bases else []
-    ablations = registry.selected(ctx.cfg, "ablation") if row.carries and ABLATED in bases else []
-    names = [f"{n}-{row.name}" for n in (*bases, *(r.name for r in headroom), *(r.row_names()[0] for r in ablations))]
+    ablations = ablation_texts(ctx) if row.carries and ABLATED in bases else {}
+    names = [f"{n}-{row.name}" for n in (*bases, *(r.name for r in headroom), *ablations)]
     if all(ev.done(n) for n in names):
         return
     prompt = replace(ctx.cfg.prompt, condition="router_only", n_pos_examples=0)
@@ -73,5 +73,6 @@ def router_only(ctx: RunContext, row: Row, bases: list[str]) -> None:
     for r in headroom:
         if not ev.done(name := f"{r.name}-{row.name}") and (v := r.builder()(condition, replace(r, name=name))):
             variants.append(v)
-    variants += ablation_rows(condition, trained.get(ABLATED) if ablations else None, row.name)
+    if ablations:
+        variants += ablation_rows(condition, trained[ABLATED], ablations, row.name)
     ev.run(variants, prompt=prompt, label=row.name)

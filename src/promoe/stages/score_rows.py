@@ -31,23 +31,30 @@ def zero_shot_rows(ctx: RunContext) -> list[Variant]:
                 continue  # scored by an earlier run of the folder: not built again (the oracle's choice takes minutes)
             if _ready(ctx, row) and (v := row.builder()(ctx, row)) is not None:
                 rows.append(v)
-    return rows + ablation_rows(ctx, next((v.model for v in rows if v.name == ABLATED), None))
+    ablated = next((v.model for v in rows if v.name == ABLATED), None)
+    return rows + (ablation_rows(ctx, ablated, ablation_texts(ctx)) if ablated is not None else [])
 
 
-def ablation_rows(ctx: RunContext, ablated: MoEModel | None, condition: str = "") -> list[Variant]:
-    """The ablation rows ``ctx.cfg`` selects over ``ablated`` (the trained promoe; none without it): the same
-    model, its router given each ablation's texts. In ``condition``, rows ``promoe-<ablation>-<condition>``."""
-    rows: list[Variant] = []
+def ablation_texts(ctx: RunContext) -> dict[str, dict[str, str]]:
+    """``{row name: {test task: text promoe's router sees}}`` for each ablation ``ctx.cfg`` selects that has
+    replacement texts (``promoe-<ablation>``)."""
+    out = {}
     for row in registry.selected(ctx.cfg, "ablation"):
-        if ablated is None or not _ready(ctx, row):
+        if not _ready(ctx, row):
             continue
-        texts = row.builder()(ctx, row)
-        if not texts:
+        if texts := row.builder()(ctx, row):
+            out[row.row_names()[0]] = texts
+        else:
             log.warning("ablation %s skipped: no test task has a replacement description", row.name)
-            continue
-        name = row.row_names()[0] + (f"-{condition}" if condition else "")
-        rows.append(Variant(name, ablated, ctx.setup.embed(texts), tasks=set(texts)))
-    return rows
+    return out
+
+
+def ablation_rows(ctx: RunContext, ablated: MoEModel, texts: dict[str, dict[str, str]],
+                  condition: str = "") -> list[Variant]:
+    """The ablation rows of :func:`ablation_texts` over ``ablated`` (the trained promoe): the same model, its
+    router given each ablation's texts. In ``condition``, rows ``promoe-<ablation>-<condition>``."""
+    return [Variant(name + (f"-{condition}" if condition else ""), ablated, ctx.setup.embed(t), tasks=set(t))
+            for name, t in texts.items()]
 
 
 def score_rows(ctx: RunContext) -> dict[str, dict]:

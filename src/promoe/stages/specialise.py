@@ -128,28 +128,39 @@ class OutputDistance:
     """How far the experts' *outputs* moved apart: each MoE layer's input tokens, as the model sees them,
     go through every expert; ``||Y_i - Y_j|| / ||Y_i||`` over all tokens seen, averaged over MoE layers
     (experts x experts). Weights can move apart in directions the hidden states never use; this is what
-    the layers above receive."""
+    the layers above receive. A context manager: the hooks are on the model inside ``with`` only."""
 
     def __init__(self, model: MoEModel) -> None:
-        n = model.moe_layers[0].experts.n_experts
-        self.layers = model.moe_layers
-        self.sq_diff = torch.zeros(len(self.layers), n, n, dtype=torch.float64)
-        self.sq_norm = torch.zeros(len(self.layers), n, dtype=torch.float64)
+        self.layers, self.hooks = model.moe_layers, []
+        self.sq_diff: list[torch.Tensor | float] = [0.0] * len(self.layers)  # per layer, on the layer's device
+        self.sq_norm: list[torch.Tensor | float] = [0.0] * len(self.layers)
+
+    def __enter__(self) -> OutputDistance:
         self.hooks = [m.register_forward_pre_hook(self._hook(i)) for i, m in enumerate(self.layers)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.hooks:
+            h.remove()
+        self.hooks = []
 
     def _hook(self, i: int):
+        @torch.no_grad()
         def hook(module, args) -> None:
             x = args[0].reshape(-1, args[0].shape[-1])
             y = torch.stack([module.experts.expert(e, x) for e in range(module.experts.n_experts)]).double()
-            y = y.flatten(1)  # (E, tokens * D)
-            self.sq_diff[i] += (y[:, None] - y[None]).square().sum(-1)  # exact: 0 for identical experts
-            self.sq_norm[i] += y.square().sum(1)
+            y = y.flatten(1)  # (E, tokens * D); one row of differences at a time: memory E x tokens x D
+            diff = torch.stack([(y[j] - y).square().sum(-1) for j in range(len(y))])  # exact: 0 for equal experts
+            self.sq_diff[i] = self.sq_diff[i] + diff
+            self.sq_norm[i] = self.sq_norm[i] + y.square().sum(-1)
         return hook
 
-    def result(self) -> list[list[float]]:
-        for h in self.hooks:
-            h.remove()
-        return torch.stack([_relative(d, n) for d, n in zip(self.sq_diff, self.sq_norm, strict=True)]).mean(0).tolist()
+    def result(self) -> list[list[float]] | None:
+        """The distances over the tokens seen so far (experts x experts); None before any."""
+        if not all(isinstance(n, torch.Tensor) for n in self.sq_norm):
+            return None
+        per_layer = [_relative(d, n).cpu() for d, n in zip(self.sq_diff, self.sq_norm, strict=True)]
+        return torch.stack(per_layer).mean(0).tolist()
 
 
 @torch.no_grad()
@@ -161,23 +172,24 @@ def expert_matrix(model: MoEModel, clusters: Clusters, val_examples: Sequence[Tr
     emb = {t: ctx.task_emb[t].float().numpy() for t in {e.task for e in val_examples}}
     of_task = clusters.assign(emb)
     n_experts, n = gen.n_experts, clusters.n
-    batches, total, count = [], np.zeros((n_experts, n)), np.zeros(n)
+    batches, total, count, dev = [], np.zeros((n_experts, n)), np.zeros(n), ctx.acc.device
     for i in range(len(val_examples)):  # one example at a time: no padding, exact per-example sums
         b = batch_of(val_examples, [i], pad, model.is_seq2seq)
-        lower = model.lower_hidden(b.input_ids, b.attention_mask) if model.split is not None else None
+        ids, mask, labels = b.input_ids.to(dev), b.attention_mask.to(dev), b.labels.to(dev)
+        lower = model.lower_hidden(ids, mask) if model.split is not None else None
         c = of_task[val_examples[i].task]
-        batches.append((c, b, lower))
+        batches.append((c, (ids, mask, labels, ctx.task_emb[b.task_keys[0]][None].to(dev)), lower))
         count[c] += int((b.labels[:, 1:] != -100).sum()) if not model.is_seq2seq else int((b.labels != -100).sum())
 
     def nll(b, lower) -> float:
-        out = model(input_ids=None if lower is not None else b.input_ids, attention_mask=b.attention_mask,
-                    labels=b.labels, task_emb=ctx.task_emb[b.task_keys[0]][None], task_keys=None,  # no cache
-                    lower=lower, num_items=1.0)
+        ids, mask, labels, task_emb = b
+        out = model(input_ids=None if lower is not None else ids, attention_mask=mask, labels=labels,
+                    task_emb=task_emb, task_keys=None, lower=lower, num_items=1.0)  # task_keys=None: no cache
         return float(out.lm_loss)
 
-    outputs = OutputDistance(model)  # each example through its own cluster's expert, every expert's output hooked
-    for _, b, lower in batches:
-        nll(b, lower)
+    with OutputDistance(model) as outputs:  # each example through its own cluster's expert, every expert hooked
+        for _, b, lower in batches:
+            nll(b, lower)
     output_distance = outputs.result()
     for e in range(n_experts):
         gen.expert = e
