@@ -81,6 +81,8 @@ def _loss(e: int, c: int, v: object) -> list[list]:
     (None, _bad_matrix(experts="4"), r"field 'experts': must be a positive integer"),
     (None, _bad_matrix(val_examples=[1, 2]), r"field 'val_examples': must be 4 non-negative integers"),
     (None, _bad_matrix(best_on_own=3), r"field 'best_on_own': is 3 but the loss matrix gives 2"),
+    (None, _bad_matrix(output_distance=[[0.0, 0.1]] * 4), r"field 'output_distance': must be 4 experts x 4 experts"),
+    (None, _bad_matrix(weight_distance=[[0.0, -1.0, 0.0, 0.0]] * 4), r"field 'weight_distance': must be 4 experts"),
     (expert_files()[0] | {"n": 3, "sizes": [3, 3, 2]}, None,
      r"matrix.json', field 'clusters': is 4 but experts/clusters.json has 3 clusters"),
     (expert_files()[0] | {"sizes": [3, 2, 2]}, None, r"clusters.json', field 'sizes': must be 4 non-negative"),

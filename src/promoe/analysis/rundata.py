@@ -237,6 +237,14 @@ def _read_matrix(path: Path, n_clusters: int | None) -> dict:
     for key in ("val_examples", "val_tasks"):
         if key in m:
             _int_list(m, key, n, path, MATRIX_FIX)
+    for key in ("weight_distance", "output_distance"):  # experts x experts, finite and >= 0 (null: none measured)
+        d = m.get(key)
+        if d is not None and not (isinstance(d, list) and len(d) == n_exp and all(
+                isinstance(r, list) and len(r) == n_exp and all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in r)
+                for r in d)):
+            raise DataError(f"must be {n_exp} experts x {n_exp} experts of finite non-negative numbers, got "
+                            f"{_shape(d)}", file=file, field=key, fix=MATRIX_FIX)
     own, with_data = Experts(None, m).own_best()
     for key, value in (("best_on_own", own), ("clusters_with_data", with_data)):
         if key in m and m[key] != value:
