@@ -21,7 +21,8 @@ MODELS = {"copy_input", "copy_demo", "backbone", "dense", "moe", "promoe"}
 ROWS = MODELS | {"knn", "skill", "uniform", "random", "oracle", "backbone-icl", "dense-icl", "moe-icl", "promoe-icl",
                  "dense-fewshot", "moe-fewshot", "promoe-fewshot", "moe-router_only", "promoe-router_only",
                  "uniform-router_only", "oracle-router_only"} | {
-    f"promoe-{a}" for a in ("shuffled", "empty", "random_text", "category", "paraphrase")}
+    f"promoe-{a}{c}" for a in ("shuffled", "empty", "random_text", "category", "paraphrase")
+    for c in ("", "-router_only")}
 
 
 def test_smoke_run_writes_every_output(tiny_data_root: Path, tmp_path: Path) -> None:
@@ -36,8 +37,9 @@ def test_smoke_run_writes_every_output(tiny_data_root: Path, tmp_path: Path) -> 
         assert 0.0 <= res["rougeL"] <= 100.0 and res["n"] > 0 and "per_category" in res
     refs = [json.loads(line) for line in (run / "references.jsonl").read_text().splitlines()]
     assert all(not r["id"].endswith(("-pos0", "-pos1")) for r in refs)  # demonstrations are never scored
-    assert summary["promoe-paraphrase"]["n_tasks"] == 1  # only task901 has paraphrases
-    for row in ROWS - {"promoe-paraphrase"}:
+    paraphrased = {"promoe-paraphrase", "promoe-paraphrase-router_only"}
+    assert all(summary[row]["n_tasks"] == 1 for row in paraphrased)  # only task901 has paraphrases
+    for row in ROWS - paraphrased:
         assert summary[row]["n"] == len(refs), row
     assert {"id", "references", "task_id", "task_category", "track"} <= set(refs[0])
     for model in MODELS:
@@ -46,7 +48,7 @@ def test_smoke_run_writes_every_output(tiny_data_root: Path, tmp_path: Path) -> 
     with (run / "per_task.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert {r["model"] for r in rows} == ROWS
-    assert len(rows) == (len(ROWS) - 1) * 3 + 1  # three test tasks; the paraphrase row has one
+    assert len(rows) == (len(ROWS) - 2) * 3 + 2  # three test tasks; the paraphrase rows have one
     for model in ("dense", "moe", "promoe"):
         metrics = [json.loads(line) for line in (run / f"train/{model}/metrics.jsonl").read_text().splitlines()]
         assert [m["step"] for m in metrics] == [1, 2, 3, 4] and "val_loss" in metrics[-1]
@@ -130,7 +132,7 @@ def test_your_own_task_files_run_the_whole_experiment(tmp_path: Path) -> None:
     assert sorted(splits["train"] + splits["val"]) == ["mine_a", "mine_b", "mine_c", "mine_d", "mine_e"]
     assert len(splits["val"]) == 1 and splits["test"] == ["new_x", "new_y"]
     summary = json.loads((run / "summary.json").read_text())
-    assert set(summary) == ROWS - {"promoe-paraphrase"}  # no paraphrases for these tasks
+    assert set(summary) == ROWS - {"promoe-paraphrase", "promoe-paraphrase-router_only"}  # no paraphrases here
     assert all(res["n"] == 2 for res in summary.values())  # smoke scores 1 instance per task
     refs = [json.loads(line)["task_id"] for line in (run / "references.jsonl").read_text().splitlines()]
     assert sorted(refs) == ["new_x", "new_y"]

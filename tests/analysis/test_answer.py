@@ -3,7 +3,14 @@ verdict no stronger than the interval allows."""
 
 from __future__ import annotations
 
-from promoe.analysis.answer import QUESTIONS, Comparison, answer_section, by_condition, comparisons, fig_answer
+from promoe.analysis.answer import (
+    QUESTIONS,
+    Comparison,
+    answer_section,
+    by_condition,
+    comparisons,
+    fig_answer,
+)
 
 
 def _t(diff: float, low: float, high: float, mde: float = 1.5, n: int = 119) -> dict:

@@ -132,8 +132,7 @@ def _read_scores(folder: Path) -> dict[str, dict]:
             if missing:
                 raise DataError(f"per_task[{task!r}] lacks {missing}", file=str(p), field="per_task",
                                 fix="write the full promoe.metrics.score() result")
-            bad = [k for k in (*METRICS, "n", LIKELIHOOD) if k in row and not (
-                isinstance(row[k], int | float) and not isinstance(row[k], bool) and math.isfinite(row[k]))]
+            bad = [k for k in (*METRICS, "n", LIKELIHOOD) if k in row and not _is_number(row[k])]
             if bad:  # no NaN (or text) reaches a statistic
                 raise DataError(f"per_task[{task!r}] has non-finite or non-numeric {bad}", file=str(p),
                                 field="per_task", fix="score the row again (promoe score … --output …)")
@@ -154,8 +153,7 @@ def _check_instances(per: object, per_task: dict, p: Path) -> None:
         if not isinstance(row, dict) or row.get("task") not in per_task:
             raise DataError(f"per_instance[{i!r}] names no task of per_task", file=str(p), field="per_instance",
                             fix=fix)
-        bad = [k for k in (*METRICS, LIKELIHOOD) if (k in METRICS and k not in row) or k in row and not (
-            isinstance(row[k], int | float) and not isinstance(row[k], bool) and math.isfinite(row[k]))]
+        bad = [k for k in (*METRICS, LIKELIHOOD) if (k in METRICS and k not in row) or k in row and not _is_number(row[k])]
         if bad:
             raise DataError(f"per_instance[{i!r}] lacks or has non-finite {bad}", file=str(p), field="per_instance",
                             fix=fix)
@@ -179,6 +177,10 @@ def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _shape(x: object) -> str:
     if not isinstance(x, list):
         return f"a {type(x).__name__}"
@@ -186,8 +188,7 @@ def _shape(x: object) -> str:
 
 
 def _int_list(d: dict, key: str, n: int, path: Path, fix: str) -> None:
-    v = d.get(key)
-    if not (isinstance(v, list) and len(v) == n and all(_is_int(x) and x >= 0 for x in v)):
+    if not (isinstance(v := d.get(key), list) and len(v) == n and all(_is_int(x) and x >= 0 for x in v)):
         raise DataError(f"must be {n} non-negative integers (one per cluster), got {v!r}", file=str(path),
                         field=key, fix=fix)
 
@@ -221,13 +222,12 @@ def _read_matrix(path: Path, n_clusters: int | None) -> dict:
     if n_clusters is not None and n != n_clusters:
         raise DataError(f"is {n} but experts/clusters.json has {n_clusters} clusters", file=file, field="clusters",
                         fix="measure the matrix again (delete experts/matrix.json) on the clusters of clusters.json")
-    loss = m.get("loss")
-    if not (isinstance(loss, list) and len(loss) == n_exp and all(isinstance(r, list) and len(r) == n for r in loss)):
+    if not (isinstance(loss := m.get("loss"), list) and len(loss) == n_exp and all(isinstance(r, list) and len(r) == n for r in loss)):
         raise DataError(f"must be {n_exp} experts x {n} clusters (a list of {n_exp} lists of {n}), got {_shape(loss)}",
                         file=file, field="loss", fix=MATRIX_FIX)
     for e, row in enumerate(loss):
         for c, v in enumerate(row):
-            if v is not None and not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)):
+            if v is not None and not _is_number(v):
                 raise DataError(f"loss[{e}][{c}] is {v!r}; every entry must be a finite number or null", file=file,
                                 field="loss", fix=MATRIX_FIX)
     for c in range(n):
@@ -238,11 +238,8 @@ def _read_matrix(path: Path, n_clusters: int | None) -> dict:
         if key in m:
             _int_list(m, key, n, path, MATRIX_FIX)
     for key in ("weight_distance", "output_distance"):  # experts x experts, finite and >= 0 (null: none measured)
-        d = m.get(key)
-        if d is not None and not (isinstance(d, list) and len(d) == n_exp and all(
-                isinstance(r, list) and len(r) == n_exp and all(
-                    isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in r)
-                for r in d)):
+        if (d := m.get(key)) is not None and not (isinstance(d, list) and len(d) == n_exp and all(
+                isinstance(r, list) and len(r) == n_exp and all(_is_number(v) and v >= 0 for v in r) for r in d)):
             raise DataError(f"must be {n_exp} experts x {n_exp} experts of finite non-negative numbers, got "
                             f"{_shape(d)}", file=file, field=key, fix=MATRIX_FIX)
     own, with_data = Experts(None, m).own_best()
@@ -267,7 +264,7 @@ def _read_logit_scale(path: Path) -> dict[str, dict]:
     for model, s in d.items():
         for part in ("total", "static", "generated"):
             v = s.get(part) if isinstance(s, dict) else None
-            if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
+            if not (_is_number(v) and v >= 0):
                 raise DataError(f"{model}.{part} is {v!r}, not a finite number >= 0", file=str(path), field=part,
                                 fix=fix)
     return d
