@@ -96,10 +96,9 @@ def by_condition(sig: dict, metric: str = "rougeL") -> list[tuple[str, str, list
     """``(c, question, comparisons)``: each of :data:`QUESTIONS` again inside each condition ``c`` that scored
     promoe, ``promoe-<c> − <row>-<c>`` for its rows (``within_condition``); rows no question names go with the
     first."""
-    out = []
+    out, named = [], {b for _, others in QUESTIONS[1:] for b in others}
     for c, tests in sig.get("within_condition", {}).items():
         found = {b: _comparison(f"{b}-{c}", t[metric], f"{REFERENCE}-{c}") for b, t in tests.items() if metric in t}
-        named = {b for _, others in QUESTIONS[1:] for b in others}
         for i, (question, others) in enumerate(QUESTIONS):
             mine = [found[b] for b in found if b in others or (i == 0 and b not in named)]
             if mine:
