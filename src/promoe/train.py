@@ -41,6 +41,11 @@ LowerFn = Callable[[MoEModel, Sequence[int], torch.Tensor, torch.Tensor], torch.
 """``(model, example keys, input_ids, attention_mask) -> lower hidden states`` (shared, cached)."""
 
 
+def val_key(i: int) -> int:
+    """The key of validation example ``i`` in a :data:`LowerFn` cache; training example ``i`` is keyed ``i``."""
+    return -1 - i
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -148,7 +153,7 @@ class Trainer:
         b = batch_of(examples, idx, self.pad_id, self.seq2seq)
         lower = None
         if self.lower is not None:  # cache keys: training examples i >= 0, validation examples -1 - i
-            keys = list(idx) if examples is self.examples else [-1 - i for i in idx]
+            keys = list(idx) if examples is self.examples else [val_key(i) for i in idx]
             model = self.acc.unwrap_model(self.model)
             lower = partial(self.lower, model, keys, b.input_ids, b.attention_mask)
         return MicroBatch(b, task_emb=torch.stack([self.task_emb[k] for k in b.task_keys]), lower=lower,

@@ -202,6 +202,25 @@ def test_row_dispatch_with_one_routing_for_the_batch() -> None:
     torch.testing.assert_close(ex.forward_rows(x, indices, weights), ex(*per_token(x, indices, weights)).view_as(x))
 
 
+def test_row_dispatch_skips_experts_below_the_dtype_s_resolution_at_inference(monkeypatch) -> None:
+    """A one-hot routing clamped above 0 (the oracle's) runs one expert per row, not k, and gives the same
+    output; with autograd every chosen expert still runs (its weight's gradient is wanted)."""
+    ex = experts()
+    x = torch.randn(3, 5, D)
+    indices = torch.tensor([[2, 0], [1, 2], [0, 3]])
+    weights = torch.tensor([[1.0, 1e-8], [1 - 1e-9, 1e-9], [0.6, 0.4]])
+    ran = []
+    real = ex.expert
+    monkeypatch.setattr(ex, "expert", lambda e, h: ran.append((e, h.shape[0])) or real(e, h))
+    with torch.no_grad():
+        out = ex.forward_rows(x, indices, weights)
+    assert sorted(ran) == [(0, 5), (1, 5), (2, 5), (3, 5)]  # expert 0 and 2: one row each, not two
+    torch.testing.assert_close(out, ex(*per_token(x, indices, weights)).view_as(x))
+    ran.clear()
+    ex.forward_rows(x, indices, weights)
+    assert sorted(e for e, _ in ran) == [0, 1, 2, 3] and sum(n for _, n in ran) == 6 * 5
+
+
 @pytest.mark.parametrize("gated,bias", [(True, False), (False, True)])
 def test_merged_experts_are_one_ffn_with_the_same_output(gated: bool, bias: bool) -> None:
     ex = experts(gated, bias)

@@ -16,10 +16,11 @@ from promoe.config import load_config
 from promoe.data.clusters import Clusters
 from promoe.data.examples import TrainExample, build_examples, sampling_plan
 from promoe.data.splits import load_splits
+from promoe.model.moe_model import MoEModel
 from promoe.stages import start
 from promoe.stages.lower_cache import LowerCache
 from promoe.stages.specialise import OutputDistance, balanced, specialise, weight_distance
-from promoe.train import batch_of
+from promoe.train import batch_of, val_key
 
 pytestmark = pytest.mark.usefixtures("tiny_tensors")
 
@@ -60,8 +61,10 @@ def test_each_expert_is_best_on_its_own_cluster(suite: list[str], tmp_path: Path
     examples = build_examples(ctx.splits.train, ctx.setup.tokenizer, per_task=8, **common)
     val = build_examples(ctx.splits.val, ctx.setup.tokenizer, per_task=2, **common)
     assert {e.task.split("_")[0] for e in val} == set(RULES)  # one validation task per rule
-    specialise(ctx, examples, val, LowerCache())
+    lower = LowerCache()
+    specialise(ctx, examples, val, lower)
     matrix = json.loads((tmp_path / "run/experts/matrix.json").read_text())
+    assert {val_key(i) for i in range(len(val))} <= set(lower.store)  # the checkpoint choice cached them
     loss = matrix["loss"]
     assert matrix["clusters_with_data"] == 2 and matrix["best_on_own"] == 2, loss
     assert loss[0][0] < loss[1][0] and loss[1][1] < loss[0][1]
@@ -97,3 +100,24 @@ def test_balanced_sampling_draws_every_cluster_equally_often() -> None:
         plan = sampling_plan(examples, steps=200, batch_size=8, temperature=1.0, seed=0, task_weight=weight)
         drawn = [examples[i].task == "small" for step in plan for i in step]
         assert abs(np.mean(drawn) - share) < 0.03
+
+
+def test_the_matrix_reads_the_validation_states_the_training_cached(suite: list[str], tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    cfg = load_config("smoke", [*suite, "experts.steps=4"])
+    ctx = start(cfg, load_splits(cfg.data), tmp_path / "run", {}, Accelerator())
+    common = dict(max_length=64, max_target_length=8, prompt=cfg.prompt, wrap=ctx.setup.wrap, seq2seq=False)
+    examples = build_examples(ctx.splits.train, ctx.setup.tokenizer, per_task=8, **common)
+    val = build_examples(ctx.splits.val, ctx.setup.tokenizer, per_task=2, **common)
+    lower = LowerCache()
+    specialise(ctx, examples, val, lower)
+    path = tmp_path / "run/experts/matrix.json"
+    first = json.loads(path.read_text())
+    path.unlink()
+    calls = []
+    real = MoEModel.lower_hidden
+    monkeypatch.setattr(MoEModel, "lower_hidden", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    specialise(ctx, examples, val, lower)  # resumed: the training is done, the matrix is measured again
+    assert not calls  # every validation example's lower states came from the cache
+    again = json.loads(path.read_text())
+    assert again["loss"] == first["loss"] and again["output_distance"] == first["output_distance"]

@@ -200,13 +200,19 @@ class Experts(nn.Module):
         """Task-level routing: row b of ``x`` (B, T, D) mixes experts ``indices[b]`` (k,) with
         ``weights[b]`` at every position, so rows (not tokens) are dispatched, and an expert every row
         uses runs on the whole batch with no gathering. Equals :meth:`forward` with the row's routing
-        repeated for each of its tokens."""
+        repeated for each of its tokens. Without autograd, an expert's rows whose weight is below the
+        resolution of ``x``'s dtype (e.g. the one-hot routing of the oracle, clamped above 0) are skipped:
+        its share would vanish in the rounding of the sum."""
         b, t, d = x.shape
         out = None
+        tiny = torch.finfo(x.dtype).eps if not torch.is_grad_enabled() else 0.0
         for e in torch.unique(indices).tolist():
             chosen = indices == e  # (B, k)
             w = (weights * chosen).sum(-1)  # (B,)
+            chosen = chosen & (w > tiny)[:, None]
             rows = chosen.any(-1).nonzero().squeeze(1)
+            if len(rows) == 0:
+                continue
             if len(rows) == b:
                 y = self.expert(e, x.reshape(b * t, d)).view(b, t, d) * w.to(x.dtype)[:, None, None]
                 out = y if out is None else out + y

@@ -22,7 +22,7 @@ import torch
 from promoe.data.examples import TrainExample
 from promoe.model.moe_model import MoEModel, TaskRouting
 from promoe.model.router import ProactiveRouter, TokenRouter
-from promoe.train import batch_of
+from promoe.train import LowerFn, batch_of, val_key
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +31,10 @@ PARTS = ("total", "static", "generated")
 
 @torch.no_grad()
 def logit_scale(model: MoEModel, examples: Sequence[TrainExample], task_emb: dict[str, torch.Tensor],
-                pad_id: int) -> dict | None:
+                pad_id: int, lower: LowerFn | None = None) -> dict | None:
     """Per part (:data:`PARTS`): the mean over layers, and ``per_layer``; None for a model without a learned
-    router (``dense``) or without examples."""
+    router (``dense``) or without examples. ``lower``: the run's cache of lower-layer states, ``examples`` being
+    its validation examples (keyed :func:`~promoe.train.val_key`), so the frozen layers do not run again."""
     routers = [layer.router for layer in model.moe_layers if isinstance(layer.router, TokenRouter | ProactiveRouter)]
     if not routers or not examples:
         return None
@@ -57,8 +58,11 @@ def logit_scale(model: MoEModel, examples: Sequence[TrainExample], task_emb: dic
     try:
         for k in range(len(examples)):
             b = batch_of(examples, [k], pad_id, model.is_seq2seq)
-            model(input_ids=b.input_ids, attention_mask=b.attention_mask, routing=routing.rows(b.task_keys),
-                  labels=b.labels if model.is_seq2seq else None, routing_only=True)
+            hidden = lower(model, [val_key(k)], b.input_ids, b.attention_mask) \
+                if lower is not None and model.split is not None else None
+            model(input_ids=None if hidden is not None else b.input_ids, attention_mask=b.attention_mask,
+                  lower=hidden, routing=routing.rows(b.task_keys), labels=b.labels if model.is_seq2seq else None,
+                  routing_only=True)
     finally:
         for h in handles:
             h.remove()
@@ -70,12 +74,12 @@ def logit_scale(model: MoEModel, examples: Sequence[TrainExample], task_emb: dic
 
 
 def logit_scales(models: dict[str, MoEModel], examples: Sequence[TrainExample], task_emb: dict[str, torch.Tensor],
-                 pad_id: int) -> dict[str, dict]:
+                 pad_id: int, lower: LowerFn | None = None) -> dict[str, dict]:
     """:func:`logit_scale` of every model that has a learned router, logged."""
     out = {}
     for name, model in models.items():
         model.eval()
-        if (s := logit_scale(model, examples, task_emb, pad_id)) is not None:
+        if (s := logit_scale(model, examples, task_emb, pad_id, lower)) is not None:
             out[name] = s
             log.info("%s: routing logit spread over experts: total %.3f, static %.3f, generated %.3f", name,
                      s["total"], s["static"], s["generated"])

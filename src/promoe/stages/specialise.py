@@ -32,7 +32,7 @@ from promoe.resources import record_stage
 from promoe.rundir import adopt_experts
 from promoe.stages.context import RunContext
 from promoe.stages.lower_cache import LowerCache
-from promoe.train import Trainer, batch_of
+from promoe.train import Trainer, batch_of, val_key
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def specialise(ctx: RunContext, examples: Sequence[TrainExample], val_examples: 
     path = run_dir / "experts" / "matrix.json"
     if not path.exists():
         t0 = time.perf_counter()
-        matrix = expert_matrix(model, clusters, val_examples, ctx)
+        matrix = expert_matrix(model, clusters, val_examples, ctx, lower)
         if acc.is_main_process:
             write_json(path, matrix)
         record_stage(ctx.times, "expert_matrix", time.perf_counter() - t0)
@@ -164,10 +164,12 @@ class OutputDistance:
 
 
 @torch.no_grad()
-def expert_matrix(model: MoEModel, clusters: Clusters, val_examples: Sequence[TrainExample], ctx: RunContext) -> dict:
+def expert_matrix(model: MoEModel, clusters: Clusters, val_examples: Sequence[TrainExample], ctx: RunContext,
+                  lower: LowerCache | None = None) -> dict:
     """Mean per-token NLL (experts x clusters) of the validation examples of each cluster, with every token
     routed to one expert; ``best_on_own`` counts the clusters whose own expert is best; the experts' weight
-    and output distances (the latter on the same examples, routed to their own cluster's expert)."""
+    and output distances (the latter on the same examples, routed to their own cluster's expert). ``lower``:
+    the run's cache of lower-layer states, which holds the validation examples the specialisation scored."""
     gen, pad = model.hyper, ctx.setup.tokenizer.pad_token_id
     emb = {t: ctx.task_emb[t].float().numpy() for t in {e.task for e in val_examples}}
     of_task = clusters.assign(emb)
@@ -176,25 +178,26 @@ def expert_matrix(model: MoEModel, clusters: Clusters, val_examples: Sequence[Tr
     for i in range(len(val_examples)):  # one example at a time: no padding, exact per-example sums
         b = batch_of(val_examples, [i], pad, model.is_seq2seq)
         ids, mask, labels = b.input_ids.to(dev), b.attention_mask.to(dev), b.labels.to(dev)
-        lower = model.lower_hidden(ids, mask) if model.split is not None else None
+        hidden = None if model.split is None else model.lower_hidden(ids, mask) if lower is None else \
+            lower(model, [val_key(i)], b.input_ids, b.attention_mask).to(dev)
         c = of_task[val_examples[i].task]
-        batches.append((c, (ids, mask, labels, ctx.task_emb[b.task_keys[0]][None].to(dev)), lower))
+        batches.append((c, (ids, mask, labels, ctx.task_emb[b.task_keys[0]][None].to(dev)), hidden))
         count[c] += int((b.labels[:, 1:] != -100).sum()) if not model.is_seq2seq else int((b.labels != -100).sum())
 
-    def nll(b, lower) -> float:
+    def nll(b, hidden) -> float:
         ids, mask, labels, task_emb = b
-        out = model(input_ids=None if lower is not None else ids, attention_mask=mask, labels=labels,
-                    task_emb=task_emb, task_keys=None, lower=lower, num_items=1.0)  # task_keys=None: no cache
+        out = model(input_ids=None if hidden is not None else ids, attention_mask=mask, labels=labels,
+                    task_emb=task_emb, task_keys=None, lower=hidden, num_items=1.0)  # task_keys=None: no cache
         return float(out.lm_loss)
 
     with OutputDistance(model) as outputs:  # each example through its own cluster's expert, every expert hooked
-        for _, b, lower in batches:
-            nll(b, lower)
+        for _, b, hidden in batches:
+            nll(b, hidden)
     output_distance = outputs.result()
     for e in range(n_experts):
         gen.expert = e
-        for c, b, lower in batches:
-            total[e, c] += nll(b, lower)
+        for c, b, hidden in batches:
+            total[e, c] += nll(b, hidden)
     gen.expert = None
     model.clear_routing_cache()
     loss = [[float(total[e, c] / count[c]) if count[c] else None for c in range(n)] for e in range(n_experts)]
