@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from functools import partial
 
+import pytest
 import torch
 from transformers import StoppingCriteriaList
 
-from promoe.decode import eos_ids, greedy, prefill, supports_shared_prefix
+from promoe.decode import eos_ids, greedy, prefill, supports_shared_prefix, upper
 from promoe.evaluate import FirstLineDone
 from promoe.model.prompting import chat_prompt
 from promoe.model.task_encoder import HashingEncoder
 from tests.helpers import _models
 
 
-def test_prefill_greedy_equals_generate(backbone) -> None:
+@pytest.mark.parametrize("room", [0, 12])
+def test_prefill_greedy_equals_generate(backbone, room: int) -> None:
     tok = backbone.tokenizer
     models = _models(backbone)
     assert all(supports_shared_prefix(m) for m in models.values())
@@ -23,7 +25,8 @@ def test_prefill_greedy_equals_generate(backbone) -> None:
     enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     emb = HashingEncoder(16).encode(["d0", "d1", "d2"])
     keys = ["k0", "k1", "k2"]
-    prefix = prefill(models["dense"], enc["input_ids"], enc["attention_mask"])
+    prefix = prefill(models["dense"], enc["input_ids"], enc["attention_mask"], room=room)
+    kept = {i: (k.clone(), v.clone()) for i, (k, v) in prefix.kv.items()}
     for kind, m in models.items():
         e = emb if kind == "promoe" else None
         stop = FirstLineDone(tok, enc["input_ids"].shape[1])
@@ -35,3 +38,21 @@ def test_prefill_greedy_equals_generate(backbone) -> None:
         assert new.shape[1] > 0
         torch.testing.assert_close(new, ref[:, :new.shape[1]], rtol=0, atol=0)
         assert (ref[:, new.shape[1]:] == tok.pad_token_id).all()  # generate only padded after every row stopped
+    for i, (k, v) in prefix.kv.items():  # every variant decoded after the prefix's positions, none changed them
+        assert torch.equal(k, kept[i][0]) and torch.equal(v, kept[i][1])
+
+
+def test_variants_decode_in_the_prefix_s_room_without_copying_it(backbone) -> None:
+    tok = backbone.tokenizer
+    m = _models(backbone)["moe"]
+    tok.padding_side = "left"
+    enc = tok([chat_prompt(tok, "one"), chat_prompt(tok, "two words")], return_tensors="pt", padding=True,
+              add_special_tokens=False)
+    prefix = prefill(m, enc["input_ids"], enc["attention_mask"], room=8)
+    prompted = upper(m, prefix, room=8)
+    lower_k = prefix.kv.buf[0][0]
+    assert prompted.kv.buf[0][0] is lower_k  # the lower layers' cache is the prefix's, not a copy
+    greedy(m, prefix, max_new_tokens=8, stopper=lambda seq, _: torch.zeros(len(seq), dtype=torch.bool),
+           pad_id=tok.pad_token_id, prompted=prompted)
+    assert prompted.kv.buf[0][0] is lower_k and prompted.kv.len[0] > prefix.kv.len[0]  # decoded into the room
+    assert prefix.kv.len[0] == enc["input_ids"].shape[1]

@@ -29,17 +29,15 @@ class KVStore:
 
     Each layer's tensors live in a buffer with room for ``room`` more positions, so a decoding step
     writes in place instead of concatenating (copying) the whole cache, which dominated decoding.
-    Built from a prefix store it copies the prefix once and never changes that store, so one prefill
-    serves every variant.
+    One prefill serves every variant without a copy: :meth:`view` is a store over the same buffers that
+    sees this store's positions and writes after them, into the room; the next view overwrites what the
+    last one wrote there, and this store's own positions never change. Views are used one at a time.
     """
 
-    def __init__(self, prefix: KVStore | None = None, room: int = 0, layers: range | None = None) -> None:
+    def __init__(self, room: int = 0) -> None:
         self.room = room
         self.buf: dict[int, tuple[Tensor, Tensor]] = {}
         self.len: dict[int, int] = {}
-        for i, (k, v) in (prefix.items() if prefix is not None else []):
-            if layers is None or i in layers:  # only the layers a pass will run (copies of long prompts are large)
-                self._alloc(i, k, v)
 
     def _alloc(self, layer: int, k: Tensor, v: Tensor) -> None:
         n = k.shape[-2]
@@ -48,6 +46,14 @@ class KVStore:
         bk[..., :n, :], bv[..., :n, :] = k, v
         self.buf[layer], self.len[layer] = (bk, bv), n
 
+    def view(self, layers: range | None = None) -> KVStore:
+        """A store over this one's buffers (of ``layers`` only, default all), for one pass: see the class."""
+        out = KVStore(self.room)
+        for i in self.buf:
+            if layers is None or i in layers:
+                out.buf[i], out.len[i] = self.buf[i], self.len[i]
+        return out
+
     def items(self):
         """``(layer, (keys, values))`` of every layer, without the unused room."""
         return ((i, (k[..., :self.len[i], :], v[..., :self.len[i], :])) for i, (k, v) in self.buf.items())
@@ -55,21 +61,22 @@ class KVStore:
     def update(self, keys: Tensor, values: Tensor, layer_idx: int, *args, **kwargs) -> tuple[Tensor, Tensor]:
         if layer_idx not in self.buf:
             self._alloc(layer_idx, keys, values)
+            return keys, values  # contiguous, unlike the buffer's first positions when it has room
+        n, q = self.len[layer_idx], keys.shape[-2]
+        bk, bv = self.buf[layer_idx]
+        if n + q > bk.shape[-2]:  # out of room: grow into buffers of this store's own
+            self.room = max(self.room, q)
+            self._alloc(layer_idx, torch.cat([bk[..., :n, :], keys], -2), torch.cat([bv[..., :n, :], values], -2))
         else:
-            n, q = self.len[layer_idx], keys.shape[-2]
-            bk, bv = self.buf[layer_idx]
-            if n + q > bk.shape[-2]:  # out of room: grow (not reached by `greedy`)
-                self.room = max(self.room, q)
-                self._alloc(layer_idx, torch.cat([bk[..., :n, :], keys], -2), torch.cat([bv[..., :n, :], values], -2))
-            else:
-                bk[..., n:n + q, :], bv[..., n:n + q, :] = keys, values
-                self.len[layer_idx] = n + q
+            bk[..., n:n + q, :], bv[..., n:n + q, :] = keys, values
+            self.len[layer_idx] = n + q
         n = self.len[layer_idx]
         bk, bv = self.buf[layer_idx]
         return bk[..., :n, :], bv[..., :n, :]
 
     def select(self, rows: Tensor) -> KVStore:
-        out = KVStore()
+        """The store of some rows (a copy, with the same room)."""
+        out = KVStore(self.room)
         for i, (k, v) in self.items():
             out._alloc(i, k.index_select(0, rows), v.index_select(0, rows))
         return out
@@ -126,9 +133,10 @@ class Prefix:
 
 
 @torch.no_grad()
-def prefill(model: MoEModel, input_ids: Tensor, mask: Tensor) -> Prefix:
-    """Run the prompts through the frozen lower layers of ``model`` (shared by all its variants)."""
-    kv = KVStore()
+def prefill(model: MoEModel, input_ids: Tensor, mask: Tensor, *, room: int = 0) -> Prefix:
+    """Run the prompts through the frozen lower layers of ``model`` (shared by all its variants), keeping room
+    for ``room`` more positions (the most a variant decodes or a reference holds)."""
+    kv = KVStore(room)
     hidden = _run_layers(model, model.backbone.model.embed_tokens(input_ids), 0, model.split, mask, kv)
     return Prefix(input_ids, mask, hidden, kv, model.split)
 
@@ -154,10 +162,13 @@ class Prompted:
 @torch.no_grad()
 def upper(model: MoEModel, prefix: Prefix, *, room: int = 0) -> Prompted:
     """Run ``model``'s own layers above the shared prefix over the prompts (``room``: positions to keep free in
-    the cache for decoding). Call inside :meth:`MoEModel.with_routing` for per-task routing."""
+    the cache for decoding or a reference). Its lower layers' cache is a :meth:`KVStore.view` of the prefix's: a
+    variant's decoding writes into the prefix's room, so one variant is run at a time. Call inside
+    :meth:`MoEModel.with_routing` for per-task routing."""
     if model.split != prefix.split:
         raise ValueError(f"prefix was computed below layer {prefix.split}, the model's split is {model.split}")
-    kv = KVStore(prefix.kv, room=room)
+    kv = prefix.kv.view()
+    kv.room = room  # the upper layers' own buffers
     return Prompted(_run_layers(model, prefix.hidden, prefix.split, None, prefix.mask, kv), kv, prefix.mask)
 
 
@@ -189,7 +200,7 @@ def lower_targets(model: MoEModel, prefix: Prefix, targets: Sequence[Sequence[Se
         part = prefix if len(sub) == len(targets) else prefix.select(rows)
         key_mask = torch.cat([part.mask, mask.to(part.mask.dtype)], dim=1)
         hidden = _run_layers(model, model.backbone.model.embed_tokens(tok), 0, prefix.split, key_mask,
-                             KVStore(part.kv, room=width, layers=range(prefix.split)))
+                             part.kv.view(range(prefix.split)))
         out.append(Targets(rows, tok, mask, hidden))
     return out
 
@@ -200,7 +211,7 @@ def target_nll(model: MoEModel, prompted: Prompted, targets: Targets) -> Tensor:
     ``targets``' order): the references' lower-layer states run through ``model``'s upper layers against the
     prompts' cache (left unchanged). Call inside :meth:`MoEModel.with_routing`."""
     base, head = model.backbone.model, model.backbone.lm_head
-    kv = KVStore(prompted.kv, room=targets.ids.shape[1], layers=range(model.split, len(base.layers)))
+    kv = prompted.kv.view(range(model.split, len(base.layers)))  # writes into the room only
     key_mask = torch.cat([prompted.mask, targets.mask.to(prompted.mask.dtype)], dim=1)
     h = _run_layers(model, targets.hidden, model.split, None, key_mask, kv)
     states = torch.cat([prompted.hidden[:, -1:], h[:, :-1]], dim=1)  # position j predicts ids[:, j]

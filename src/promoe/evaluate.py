@@ -137,7 +137,9 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
                         max_length=max_length, add_special_tokens=False)
         enc = {k: v.to(device) for k, v in enc.items()}
         stopper = FirstLineDone(tokenizer, enc["input_ids"].shape[1])
-        prefix = prefill(variants[0].model, enc["input_ids"], enc["attention_mask"]) if shared else None
+        # the cache keeps room for the longest continuation a variant writes after the prompt: its answer or a reference
+        room = max([max_new_tokens, *(len(r) for j in idx for r in (targets[j] if targets is not None else ()))])
+        prefix = prefill(variants[0].model, enc["input_ids"], enc["attention_mask"], room=room) if shared else None
         batch_targets = None if targets is None else lower_targets(  # every row's references, lower layers once
             variants[0].model, prefix, [targets[j] for j in idx], pad_id=tokenizer.pad_token_id)
         for v in todo:
@@ -151,7 +153,7 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
             if shared:
                 part = prefix if len(rows) == len(idx) else prefix.select(sel)
                 record = v.stats is not None
-                prompted, routing = v.model.with_routing(partial(upper, v.model, part, room=max_new_tokens), None,
+                prompted, routing = v.model.with_routing(partial(upper, v.model, part, room=room), None,
                                                          None, record=record, routing=task_routing)
                 if targets is not None:  # before decoding, which appends to the prompt's cache
                     draws = v.model.draws()  # a random router decodes with the draws it would have had
