@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import gc
 import time
 from dataclasses import replace
 
@@ -12,7 +11,7 @@ from promoe import registry
 from promoe.evaluate import Variant
 from promoe.fewshot import fewshot_tasks, run_fewshot
 from promoe.registry import ABLATED, HEADROOM, Row
-from promoe.resources import record_stage
+from promoe.resources import record_stage, release_memory
 from promoe.stages.context import RunContext
 from promoe.stages.lower_cache import LowerCache
 from promoe.stages.score_rows import ablation_rows, ablation_texts
@@ -67,7 +66,7 @@ def router_only(ctx: RunContext, row: Row, bases: list[str]) -> None:
         trained[base], _ = train_model(ctx, base, f"{base}-{row.name}", examples, val_examples, lower)
     ctx.times[f"lower_cache {row.name}"] = lower.seconds
     del lower, examples, val_examples
-    gc.collect()
+    release_memory()
     variants = [Variant(f"{b}-{row.name}", m, ctx.task_emb if m.hyper is not None else None) for b, m in trained.items()]
     condition = replace(ctx, cfg=replace(ctx.cfg, prompt=prompt), trained=trained)
     for r in headroom:

@@ -19,7 +19,7 @@ from promoe.likelihood import reference_nll
 from promoe.metrics import add_likelihood, score
 from promoe.model.moe_model import MoEModel
 from promoe.model.stats import RoutingStats
-from promoe.resources import record_cut, record_stage
+from promoe.resources import record_cut, record_stage, release_memory
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ class Evaluation:
             record_stage(self.times, f"{label} likelihood", time.perf_counter() - t2)
         record_cut(self.times, label, counts["cut"], counts["prompts"], self.cfg.eval.max_length)
         self.record(variants, preds, label, nll)
+        release_memory()
         record_stage(self.times, label, time.perf_counter() - t1)
 
     def likelihood(self, variants: list[Variant], prompt: PromptConfig, label: str) -> dict[str, dict[str, float]]:

@@ -28,7 +28,7 @@ from promoe.data.examples import TrainExample
 from promoe.io import write_json
 from promoe.model.moe_model import MoEModel
 from promoe.model.task_routing import ClusterRouting, task_routed
-from promoe.resources import record_stage
+from promoe.resources import record_stage, release_memory
 from promoe.rundir import adopt_experts
 from promoe.stages.context import RunContext
 from promoe.stages.lower_cache import LowerCache
@@ -98,6 +98,7 @@ def specialise(ctx: RunContext, examples: Sequence[TrainExample], val_examples: 
     model = acc.unwrap_model(trainer.model).eval()
     del trainer
     acc.free_memory()
+    release_memory()
     record_stage(ctx.times, "specialise", time.perf_counter() - t0)
     path = run_dir / "experts" / "matrix.json"
     if not path.exists():

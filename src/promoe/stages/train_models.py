@@ -8,7 +8,6 @@ layers' output is computed once per training example and shared by every model.
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from functools import partial
@@ -18,7 +17,7 @@ from promoe.config import PromptConfig
 from promoe.data.examples import TrainExample, build_examples
 from promoe.io import write_json
 from promoe.model.moe_model import MoEModel
-from promoe.resources import record_cut, record_stage
+from promoe.resources import record_cut, record_stage, release_memory
 from promoe.stages.context import RunContext
 from promoe.stages.logit_scale import logit_scales
 from promoe.stages.lower_cache import LowerCache
@@ -73,6 +72,7 @@ def train_model(ctx: RunContext, kind: str, name: str, examples: list[TrainExamp
     seen = {i for idx in trainer.plan for i in idx}  # the training examples its batches used
     del trainer
     acc.free_memory()  # Accelerate keeps references to prepared models and optimizers
+    release_memory()
     return model, seen
 
 
@@ -93,7 +93,7 @@ def train_models(ctx: RunContext) -> None:
                 routing_profiles, model, examples, cfg.compare.profile_examples_per_task,
                 lower if model.split is not None else None, tok.pad_token_id, cfg.eval.batch_size, seen))
         del model
-        gc.collect()
+        release_memory()
     ctx.trained = {kind: fresh_model(ctx, kind, run_dir / "train" / kind / "best.safetensors")
                    for kind in cfg.train.models}
     path = run_dir / "routing" / "logit_scale.json"
@@ -103,4 +103,4 @@ def train_models(ctx: RunContext) -> None:
         record_stage(ctx.times, "logit_scale", time.perf_counter() - t1)
     ctx.times["lower_cache"] = lower.seconds
     lower.store.clear()  # training is over: free the cached hidden states
-    gc.collect()
+    release_memory()
