@@ -8,7 +8,15 @@ import pytest
 import torch
 from transformers import StoppingCriteriaList
 
-from promoe.decode import eos_ids, greedy, prefill, supports_shared_prefix, upper
+from promoe.decode import (
+    best_target_nll,
+    eos_ids,
+    greedy,
+    lower_targets,
+    prefill,
+    supports_shared_prefix,
+    upper,
+)
 from promoe.evaluate import FirstLineDone
 from promoe.model.prompting import chat_prompt
 from promoe.model.task_encoder import HashingEncoder
@@ -56,3 +64,24 @@ def test_variants_decode_in_the_prefix_s_room_without_copying_it(backbone) -> No
            pad_id=tok.pad_token_id, prompted=prompted)
     assert prompted.kv.buf[0][0] is lower_k and prompted.kv.len[0] > prefix.kv.len[0]  # decoded into the room
     assert prefix.kv.len[0] == enc["input_ids"].shape[1]
+
+
+def test_reference_nll_is_the_same_with_room_in_the_cache_or_grown(backbone) -> None:
+    """References longer than the room make the cache grow into buffers of its own; rows without a second
+    reference take a copy of the others' rows: either way the same likelihoods, and the prompt's cache unchanged."""
+    tok = backbone.tokenizer
+    m = _models(backbone)["moe"]
+    tok.padding_side = "left"
+    enc = tok([chat_prompt(tok, "first prompt"), chat_prompt(tok, "the second, longer prompt")], return_tensors="pt",
+              padding=True, add_special_tokens=False)
+    refs = [[[5, 6, 7, 8, 9, 10], [11, 12]], [[13, 14, 15]]]  # row 0 has two references, row 1 one
+    out = []
+    for room in (0, 2, 8):
+        prefix = prefill(m, enc["input_ids"], enc["attention_mask"], room=room)
+        kept = {i: k.clone() for i, (k, _) in prefix.kv.items()}
+        targets = lower_targets(m, prefix, refs, pad_id=tok.pad_token_id)
+        prompted = upper(m, prefix, room=room)
+        out.append(best_target_nll(m, prompted, [0, 1], targets, routing=None))
+        assert all(torch.equal(k, kept[i]) for i, (k, _) in prefix.kv.items())
+    assert out[0] == pytest.approx(out[2], rel=1e-5) and out[1] == pytest.approx(out[2], rel=1e-5)
+    assert all(x > 0 for x in out[2])

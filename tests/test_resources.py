@@ -47,7 +47,9 @@ def test_released_memory_leaves_the_process() -> None:
     del held
     gc.collect()
     freed = _rss_mib()
+    if freed < before - 30:
+        pytest.skip("free() already shrank the heap (the pin landed in an earlier hole): nothing left to release")
     resources.release_memory()
     released = _rss_mib()
-    assert freed > before - 30 and released < freed - 80, (before, freed, released)
+    assert released < freed - 80, (before, freed, released)
     assert pin.sum() == 16_000

@@ -74,11 +74,12 @@ class KVStore:
         bk, bv = self.buf[layer_idx]
         return bk[..., :n, :], bv[..., :n, :]
 
-    def select(self, rows: Tensor) -> KVStore:
-        """The store of some rows (a copy, with the same room)."""
+    def select(self, rows: Tensor, layers: range | None = None) -> KVStore:
+        """The store of some rows (of ``layers`` only, default all): a copy, with the same room."""
         out = KVStore(self.room)
         for i, (k, v) in self.items():
-            out._alloc(i, k.index_select(0, rows), v.index_select(0, rows))
+            if layers is None or i in layers:
+                out._alloc(i, k.index_select(0, rows), v.index_select(0, rows))
         return out
 
 
@@ -155,8 +156,8 @@ class Prompted:
     kv: KVStore
     mask: Tensor  # (B, T)
 
-    def select(self, rows: Tensor) -> Prompted:
-        return Prompted(self.hidden[rows], self.kv.select(rows), self.mask[rows])
+    def select(self, rows: Tensor, layers: range | None = None) -> Prompted:
+        return Prompted(self.hidden[rows], self.kv.select(rows, layers), self.mask[rows])
 
 
 @torch.no_grad()
@@ -261,7 +262,7 @@ def best_target_nll(model: MoEModel, prompted: Prompted, rows: Sequence[int], ta
         sel = torch.tensor([r for r, _ in mine], device=device)
         tsel = torch.tensor([i for _, i in mine], device=device)
         part = Targets(t.rows[tsel], t.ids[tsel], t.mask[tsel], t.hidden[tsel])
-        mp = prompted if len(mine) == len(rows) else prompted.select(sel)
+        mp = prompted if len(mine) == len(rows) else prompted.select(sel, range(model.split, len(model.backbone.model.layers)))
         nll, _ = model.with_routing(lambda p=mp, q=part: target_nll(model, p, q), None, None, record=False,
                                     routing=None if routing is None else routing.index_select(0, sel))
         for (r, _), x in zip(mine, nll.tolist(), strict=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import os
 import platform
@@ -54,6 +55,7 @@ def release_memory() -> None:
         libc.malloc_trim(0)
 
 
+@functools.cache
 def _libc():
     name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
     try:

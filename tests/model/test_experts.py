@@ -219,6 +219,9 @@ def test_row_dispatch_skips_experts_below_the_dtype_s_resolution_at_inference(mo
     ran.clear()
     ex.forward_rows(x, indices, weights)
     assert sorted(e for e, _ in ran) == [0, 1, 2, 3] and sum(n for _, n in ran) == 6 * 5
+    with torch.no_grad():  # a NaN weight is not skipped: it reaches the output; no expert at all gives zeros
+        assert torch.isnan(ex.forward_rows(x, indices, torch.full((3, 2), float("nan")))).all()
+        assert torch.equal(ex.forward_rows(x, indices, torch.zeros(3, 2)), torch.zeros_like(x))
 
 
 @pytest.mark.parametrize("gated,bias", [(True, False), (False, True)])

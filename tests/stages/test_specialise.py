@@ -19,8 +19,16 @@ from promoe.data.splits import load_splits
 from promoe.model.moe_model import MoEModel
 from promoe.stages import start
 from promoe.stages.lower_cache import LowerCache
-from promoe.stages.specialise import OutputDistance, balanced, specialise, weight_distance
-from promoe.train import batch_of, val_key
+from promoe.stages.specialise import (
+    OutputDistance,
+    balanced,
+    expert_matrix,
+    make_clusters,
+    specialise,
+    specialist,
+    weight_distance,
+)
+from promoe.train import batch_of, load_trainable, val_key
 
 pytestmark = pytest.mark.usefixtures("tiny_tensors")
 
@@ -121,3 +129,10 @@ def test_the_matrix_reads_the_validation_states_the_training_cached(suite: list[
     assert not calls  # every validation example's lower states came from the cache
     again = json.loads(path.read_text())
     assert again["loss"] == first["loss"] and again["output_distance"] == first["output_distance"]
+    monkeypatch.setattr(MoEModel, "lower_hidden", real)
+    clusters = make_clusters(ctx)  # the same experts without the cache: the frozen layers run here
+    model = specialist(ctx, clusters)
+    load_trainable(model, tmp_path / "run/train/experts/best.safetensors")
+    fresh = expert_matrix(model.eval(), clusters, val, ctx)
+    np.testing.assert_allclose(fresh["loss"], again["loss"], rtol=1e-5)
+    np.testing.assert_allclose(fresh["output_distance"], again["output_distance"], rtol=1e-4, atol=1e-7)

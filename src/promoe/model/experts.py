@@ -34,6 +34,12 @@ _ACT_GRAD: dict[str, Callable[[Tensor, Tensor, Tensor], object]] = {
 }
 """``out = g * act'(x)`` in one kernel for the activations whose derivative aten has (others: autograd)."""
 
+NEGLIGIBLE_WEIGHT = 1e-6
+"""At inference, :meth:`Experts.forward_rows` does not run an expert for a row whose weight on it is at most
+this: it would change the layer's output by at most a millionth of that expert's own output. Task-level
+routings floor the probabilities of the experts they do not choose at 1e-8 (``task_routing.MIN_PROB``; the
+oracle's one-hot choice, knn and skill routing), and with top-2 one of those was run for nothing."""
+
 
 def _act_grad(act: nn.Module, name: str, g: Tensor, x: Tensor, out: Tensor) -> None:
     if name in _ACT_GRAD:
@@ -200,16 +206,16 @@ class Experts(nn.Module):
         """Task-level routing: row b of ``x`` (B, T, D) mixes experts ``indices[b]`` (k,) with
         ``weights[b]`` at every position, so rows (not tokens) are dispatched, and an expert every row
         uses runs on the whole batch with no gathering. Equals :meth:`forward` with the row's routing
-        repeated for each of its tokens. Without autograd, an expert's rows whose weight is below the
-        resolution of ``x``'s dtype (e.g. the one-hot routing of the oracle, clamped above 0) are skipped:
-        its share would vanish in the rounding of the sum."""
+        repeated for each of its tokens. Without autograd, an expert is not run for rows where its weight is
+        at most :data:`NEGLIGIBLE_WEIGHT` (see there)."""
         b, t, d = x.shape
         out = None
-        tiny = torch.finfo(x.dtype).eps if not torch.is_grad_enabled() else 0.0
+        skip = not torch.is_grad_enabled()
         for e in torch.unique(indices).tolist():
             chosen = indices == e  # (B, k)
             w = (weights * chosen).sum(-1)  # (B,)
-            chosen = chosen & (w > tiny)[:, None]
+            if skip:
+                chosen = chosen & ~(w <= NEGLIGIBLE_WEIGHT)[:, None]  # a NaN weight still runs (and propagates)
             rows = chosen.any(-1).nonzero().squeeze(1)
             if len(rows) == 0:
                 continue
@@ -220,7 +226,7 @@ class Experts(nn.Module):
             xs = x.index_select(0, rows)
             y = self.expert(e, xs.reshape(-1, d)).view(-1, t, d) * w[rows].to(x.dtype)[:, None, None]
             out = (torch.zeros_like(x) if out is None else out).index_add(0, rows, y)
-        return out
+        return out if out is not None else torch.zeros_like(x)
 
     @torch.no_grad()
     def merged(self, indices: Tensor, weights: Tensor) -> Experts:

@@ -24,14 +24,18 @@ class LowerCache:
         self.seconds = 0.0
 
     def __call__(self, model: MoEModel, idx: Sequence[int], input_ids: Tensor, mask: Tensor) -> Tensor:
+        """The lower states (len(idx), T, D) of the examples keyed ``idx`` (``input_ids``/``mask``: their right-padded
+        batch, on any device), zero-padded, on the model's device; the missing ones are computed first."""
         missing = [j for j, i in enumerate(idx) if i not in self.store]
         if missing:
             t0 = time.perf_counter()
+            dev = next(model.parameters()).device
             for j in missing:  # right padded: the example's tokens come first
                 n = int(mask[j].sum())
-                self.store[idx[j]] = model.lower_hidden(input_ids[j:j + 1, :n], mask[j:j + 1, :n])[0]
+                self.store[idx[j]] = model.lower_hidden(input_ids[j:j + 1, :n].to(dev), mask[j:j + 1, :n].to(dev))[0]
             self.seconds += time.perf_counter() - t0
-        out = torch.zeros(len(idx), input_ids.shape[1], next(iter(self.store.values())).shape[-1])
+        first = next(iter(self.store.values()))
+        out = torch.zeros(len(idx), input_ids.shape[1], first.shape[-1], device=first.device)
         for j, i in enumerate(idx):
             h = self.store[i]
             out[j, : h.shape[0]] = h

@@ -103,7 +103,8 @@ def specialise(ctx: RunContext, examples: Sequence[TrainExample], val_examples: 
     path = run_dir / "experts" / "matrix.json"
     if not path.exists():
         t0 = time.perf_counter()
-        matrix = expert_matrix(model, clusters, val_examples, ctx, lower)
+        with acc.autocast():
+            matrix = expert_matrix(model, clusters, val_examples, ctx, lower)
         if acc.is_main_process:
             write_json(path, matrix)
         record_stage(ctx.times, "expert_matrix", time.perf_counter() - t0)
@@ -170,7 +171,9 @@ def expert_matrix(model: MoEModel, clusters: Clusters, val_examples: Sequence[Tr
     """Mean per-token NLL (experts x clusters) of the validation examples of each cluster, with every token
     routed to one expert; ``best_on_own`` counts the clusters whose own expert is best; the experts' weight
     and output distances (the latter on the same examples, routed to their own cluster's expert). ``lower``:
-    the run's cache of lower-layer states, which holds the validation examples the specialisation scored."""
+    the run's cache of lower-layer states, keyed :func:`~promoe.train.val_key` for these examples (those the
+    specialisation's checkpoint choice scored are read back, the others computed). Call under the run's
+    autocast, as that choice ran."""
     gen, pad = model.hyper, ctx.setup.tokenizer.pad_token_id
     emb = {t: ctx.task_emb[t].float().numpy() for t in {e.task for e in val_examples}}
     of_task = clusters.assign(emb)
@@ -180,7 +183,7 @@ def expert_matrix(model: MoEModel, clusters: Clusters, val_examples: Sequence[Tr
         b = batch_of(val_examples, [i], pad, model.is_seq2seq)
         ids, mask, labels = b.input_ids.to(dev), b.attention_mask.to(dev), b.labels.to(dev)
         hidden = None if model.split is None else model.lower_hidden(ids, mask) if lower is None else \
-            lower(model, [val_key(i)], b.input_ids, b.attention_mask).to(dev)
+            lower(model, [val_key(i)], ids, mask)
         c = of_task[val_examples[i].task]
         batches.append((c, (ids, mask, labels, ctx.task_emb[b.task_keys[0]][None].to(dev)), hidden))
         count[c] += int((b.labels[:, 1:] != -100).sum()) if not model.is_seq2seq else int((b.labels != -100).sum())

@@ -94,13 +94,17 @@ def train_models(ctx: RunContext) -> None:
                 lower if model.split is not None else None, tok.pad_token_id, cfg.eval.batch_size, seen))
         del model
         release_memory()
+    ctx.times["lower_cache"] = lower.seconds
+    for key in [k for k in lower.store if k >= 0]:  # training is over: only the validation examples' states stay
+        del lower.store[key]
+    release_memory()
     ctx.trained = {kind: fresh_model(ctx, kind, run_dir / "train" / kind / "best.safetensors")
                    for kind in cfg.train.models}
     path = run_dir / "routing" / "logit_scale.json"
     if val_examples and acc.is_main_process and not path.exists():
         t1 = time.perf_counter()
-        write_json(path, logit_scales(ctx.trained, val_examples, ctx.task_emb, tok.pad_token_id, lower))
+        with acc.autocast():  # as the checkpoint choice that cached the validation states
+            write_json(path, logit_scales(ctx.trained, val_examples, ctx.task_emb, tok.pad_token_id, lower))
         record_stage(ctx.times, "logit_scale", time.perf_counter() - t1)
-    ctx.times["lower_cache"] = lower.seconds
-    lower.store.clear()  # training is over: free the cached hidden states
+    lower.store.clear()
     release_memory()
