@@ -35,3 +35,15 @@ def test_lower_cache_does_not_depend_on_the_batch_that_fills_it() -> None:
         assert torch.equal(a.store[i], b.store[i]) and torch.equal(a.store[i], alone)
     b.store[0] += 1  # filled entries are reused, not recomputed
     assert torch.equal(b(model, [0], ids[:1], mask[:1])[0, :lengths[0]], a.store[0] + 1)
+
+
+def test_keep_drops_the_other_training_examples_and_no_validation_example() -> None:
+    model = build(tiny_llama(), "llama", "moe")
+    ids, mask = torch.randint(1, VOCAB, (1, 4)), torch.ones(1, 4, dtype=torch.long)
+    cache = LowerCache()
+    for key in (0, 1, 2, -1, -2):
+        cache(model, [key], ids, mask)
+    cache.keep({1, 7})
+    assert sorted(cache.store) == [-2, -1, 1]
+    cache.keep(set())
+    assert sorted(cache.store) == [-2, -1]

@@ -13,10 +13,21 @@ from safetensors.torch import load_file
 from promoe.cli import main
 from promoe.config import load_config
 from promoe.errors import ConfigError
+from promoe.train import Trainer
 
 
-def test_moe_and_promoe_learn_routers_over_the_specialised_experts(tiny_data_root: Path, tmp_path: Path) -> None:
+def test_moe_and_promoe_learn_routers_over_the_specialised_experts(tiny_data_root: Path, tmp_path: Path,
+                                                                   monkeypatch) -> None:
     out = tmp_path / "results"
+    cached = []  # per model trained after the specialisation: its plan's examples, the training states cached
+    real_fit = Trainer.fit
+
+    def fit(self, desc: str = "train"):
+        if desc.startswith("train "):
+            cached.append(({i for idx in self.plan for i in idx}, {k for k in self.lower.store if k >= 0}))
+        return real_fit(self, desc)
+
+    monkeypatch.setattr(Trainer, "fit", fit)
     assert main(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(out),
                  "experts.specialise=true", "model.n_experts=2", "experts.steps=2", "compare.icl_models=[]",
                  "compare.fewshot_models=[]", "compare.router_only_models=[]", "compare.ablations=[]", "compare.routers=[uniform]",
@@ -32,6 +43,8 @@ def test_moe_and_promoe_learn_routers_over_the_specialised_experts(tiny_data_roo
         assert any("experts" in n for n in load_file(str(run / f"train/{kind}/best.safetensors"))), kind
     upcycled = load_file(str(run / "train/upcycled/best.safetensors"))
     assert any("router" in n for n in upcycled) and not any(n.startswith("hyper") for n in upcycled)
+    assert len(cached) == 4 and all(held <= plan for plan, held in cached)  # nothing a model does not draw
+    assert cached[1][1] == cached[1][0]  # the next model draws the same examples: all of them kept
     times = json.loads((run / "times.json").read_text())
     assert {"specialise", "expert_matrix"} <= set(times)
     summary = json.loads((run / "summary.json").read_text())

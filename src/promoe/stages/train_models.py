@@ -64,12 +64,14 @@ def train_model(ctx: RunContext, kind: str, name: str, examples: list[TrainExamp
     trainer = Trainer(model, cfg=ctx.cfg.train, examples=examples, val_examples=val_examples, task_emb=ctx.task_emb,
                       pad_id=ctx.setup.tokenizer.pad_token_id, out_dir=ctx.run_dir / "train" / name,
                       seed=ctx.cfg.seed, lower=lower if model.split is not None else None, accelerator=acc)
+    seen = {i for idx in trainer.plan for i in idx}  # the training examples its batches use
+    lower.keep(seen)
+    release_memory()
     result = trainer.fit(desc=f"train {name}")
     record_stage(ctx.times, f"train_{name}", time.perf_counter() - t1)
     log.info("%s: trained %d steps, best validation loss %s at step %s", name, result.steps,
              result.best_val_loss, result.best_step)
     model = acc.unwrap_model(trainer.model).eval()  # holds the best weights
-    seen = {i for idx in trainer.plan for i in idx}  # the training examples its batches used
     del trainer
     acc.free_memory()  # Accelerate keeps references to prepared models and optimizers
     release_memory()
@@ -95,8 +97,7 @@ def train_models(ctx: RunContext) -> None:
         del model
         release_memory()
     ctx.times["lower_cache"] = lower.seconds
-    for key in [k for k in lower.store if k >= 0]:  # training is over: only the validation examples' states stay
-        del lower.store[key]
+    lower.keep(set())  # training is over: only the validation examples' states stay
     release_memory()
     ctx.trained = {kind: fresh_model(ctx, kind, run_dir / "train" / kind / "best.safetensors")
                    for kind in cfg.train.models}
