@@ -17,13 +17,18 @@ from promoe.train import val_key
 from tests.helpers import _models, _tasks
 
 
-def test_generated_part_is_what_the_description_adds(backbone) -> None:
+def _setup(backbone):
+    """Trained-looking dense, moe and promoe; two examples of each of three tasks; their description embeddings."""
     tok = backbone.tokenizer
-    models = _models(backbone)
     tasks = _tasks()
     examples = build_examples(tasks, tok, per_task=2, max_length=256, max_target_length=8, prompt=PromptConfig(),
                               wrap=lambda s: chat_prompt(tok, s))
     emb = dict(zip([t.name for t in tasks], HashingEncoder(16).encode([t.definition for t in tasks]), strict=True))
+    return tok, _models(backbone), examples, emb
+
+
+def test_generated_part_is_what_the_description_adds(backbone) -> None:
+    tok, models, examples, emb = _setup(backbone)
     scales = logit_scales(models, examples, emb, tok.pad_token_id)
     assert set(scales) == {"moe", "promoe"}  # dense has no router
     moe, promoe = scales["moe"], scales["promoe"]
@@ -41,12 +46,7 @@ def test_generated_part_is_what_the_description_adds(backbone) -> None:
 
 
 def test_the_run_s_cached_lower_states_are_read_not_run_again(backbone) -> None:
-    tok = backbone.tokenizer
-    models = _models(backbone)
-    tasks = _tasks()
-    examples = build_examples(tasks, tok, per_task=2, max_length=256, max_target_length=8, prompt=PromptConfig(),
-                              wrap=lambda s: chat_prompt(tok, s))
-    emb = dict(zip([t.name for t in tasks], HashingEncoder(16).encode([t.definition for t in tasks]), strict=True))
+    tok, models, examples, emb = _setup(backbone)
     plain = logit_scales(models, examples, emb, tok.pad_token_id)
     lower = LowerCache()
     cached = logit_scales(models, examples, emb, tok.pad_token_id, lower)
