@@ -7,7 +7,7 @@ import copy
 
 from promoe.config import PromptConfig, load_config
 from promoe.data.splits import TaskSplits
-from promoe.evaluate import Variant, predict_variants
+from promoe.evaluate import Variant, batches_of, predict_variants
 from promoe.experiment import stage_notes
 from promoe.model.prompting import chat_prompt
 from promoe.model.task_encoder import HashingEncoder
@@ -39,6 +39,29 @@ def test_predict_variants_shares_prefill_and_matches_single(backbone) -> None:
         assert alone == together[v.name], v.name
     assert set(together["promoe-sub"]) == {i.id for i in tasks[1].instances}
     assert set(together["moe"]) == {i.id for _, i in items}
+
+
+def test_batches_hold_at_most_the_prompts_and_the_padded_tokens_allowed() -> None:
+    lengths = {0: 10, 1: 20, 2: 30, 3: 200, 4: 210, 5: 900}
+    order = [0, 1, 2, 3, 4, 5]
+    assert batches_of(order, lengths, 4) == [[0, 1, 2, 3], [4, 5]]
+    assert batches_of(order, lengths, 4, batch_tokens=450) == [[0, 1, 2], [3, 4], [5]]  # a prompt over it: alone
+    for batch in batches_of(order, lengths, 4, batch_tokens=450):
+        assert len(batch) == 1 or len(batch) * max(lengths[j] for j in batch) <= 450
+
+
+def test_a_token_cap_gives_the_same_answers_in_smaller_batches(backbone) -> None:
+    tok = backbone.tokenizer
+    models = _models(backbone)
+    items = [(t, i) for t in _tasks() for i in t.instances]
+    kw = dict(prompt=PromptConfig(), wrap=lambda s: chat_prompt(tok, s), batch_size=4, max_new_tokens=8)
+    passes = []
+    hook = models["moe"].backbone.model.layers[0].register_forward_hook(
+        lambda mod, args, out: passes.append(args[0].shape) if args[0].shape[1] > 1 else None)
+    capped = predict_variants([Variant("moe", models["moe"])], tok, items, batch_tokens=60, **kw)["moe"]
+    hook.remove()
+    assert len(passes) > -(-len(items) // 4) and all(s[0] == 1 or s[0] * s[1] <= 60 for s in passes)
+    assert capped == predict_variants([Variant("moe", models["moe"])], tok, items, **kw)["moe"]
 
 
 def test_prompts_over_the_length_limit_are_cut_counted_and_reported(backbone, caplog) -> None:

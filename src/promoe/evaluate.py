@@ -80,10 +80,26 @@ class Variant:
         return (self.tasks is None or task in self.tasks) and (self.ids is None or instance_id in self.ids)
 
 
+def batches_of(order: Sequence[int], lengths: Sequence[int], batch_size: int,
+               batch_tokens: int | None = None) -> list[list[int]]:
+    """``order`` (prompts sorted by length) cut into consecutive batches of at most ``batch_size`` prompts and, with
+    ``batch_tokens``, at most that many padded prompt tokens (size x longest ``lengths``), one prompt at least."""
+    out: list[list[int]] = []
+    for j in order:
+        batch = out[-1] if out else []
+        longest = max([lengths[j], *(lengths[i] for i in batch)])
+        if not batch or len(batch) == batch_size or (batch_tokens is not None and (len(batch) + 1) * longest > batch_tokens):
+            out.append([j])
+        else:
+            batch.append(j)
+    return out
+
+
 @torch.no_grad()
 def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tuple[Task, Instance]], *,
                      prompt: PromptConfig, wrap: Callable[[str], str], batch_size: int = 8,
-                     max_new_tokens: int = 32, max_length: int = 1024, desc: str = "eval",
+                     max_new_tokens: int = 32, max_length: int = 1024, batch_tokens: int | None = None,
+                     desc: str = "eval",
                      disable_progress: bool = False, progress: Path | None = None,
                      counts: dict[str, int] | None = None, likelihood: dict[str, dict[str, float]] | None = None,
                      max_target_length: int = 64) -> dict[str, dict[str, str]]:
@@ -97,7 +113,7 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     the number of ``prompts`` and how many were ``cut`` to ``max_length``. With ``likelihood`` (filled
     ``{row: {instance id: NLL}}``; the shared-prefix path only), each row's reference NLL is scored in the
     same pass, from its prompt's cache (:func:`promoe.decode.best_target_nll`; a reference keeps its first
-    ``max_target_length`` tokens with EOS, as in training).
+    ``max_target_length`` tokens with EOS, as in training). Batches: :func:`batches_of`.
     """
     for v in variants:
         v.model.eval()
@@ -123,16 +139,17 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
                          "(promoe.likelihood.reference_nll scores the others)")
     targets = None if likelihood is None else reference_tokens(tokenizer, items, max_target_length)
     out: dict[str, dict[str, str]] = {v.name: {} for v in variants}
+    batches = batches_of(order, [min(n, max_length) for n in lengths], batch_size, batch_tokens)
     state = PassState(progress, fingerprint(prompts, [items[j][1].id for j in order], batch_size, max_new_tokens,
-                                            max_length, None if likelihood is None else max_target_length), label=desc)
+                                            max_length, None if likelihood is None else max_target_length,
+                                            *([batch_tokens] if batch_tokens is not None else [])), label=desc)
     done = state.resume(variants, out, likelihood)
     routing_of = {v.name: TaskRouting(v.model, v.task_emb) for v in variants}  # each row's own, per task once
     device = next(variants[0].model.parameters()).device
-    starts = range(0, len(order), batch_size)
-    for b in tqdm(range(min(done.values()), len(starts)), desc=desc, dynamic_ncols=True, disable=disable_progress,
-                  initial=min(done.values()), total=len(starts)):
+    for b in tqdm(range(min(done.values()), len(batches)), desc=desc, dynamic_ncols=True, disable=disable_progress,
+                  initial=min(done.values()), total=len(batches)):
         todo = [v for v in variants if done[v.name] <= b]
-        idx = order[starts[b]:starts[b] + batch_size]
+        idx = batches[b]
         enc = tokenizer([prompts[j] for j in idx], return_tensors="pt", padding=True, truncation=True,
                         max_length=max_length, add_special_tokens=False)
         enc = {k: v.to(device) for k, v in enc.items()}

@@ -85,7 +85,7 @@ def eval_task_file(run_dir: str | Path, name: str, tasks_file: str | Path, out_d
     preds = predict(trained.model, trained.tokenizer, items, task_emb=trained.embed(tasks),
                     prompt=trained.cfg.prompt, wrap=trained.wrap, batch_size=trained.cfg.eval.batch_size,
                     max_new_tokens=trained.cfg.eval.max_new_tokens, max_length=trained.cfg.eval.max_length,
-                    desc=f"eval {name}")
+                    batch_tokens=trained.cfg.eval.batch_tokens, desc=f"eval {name}")
     return write_predictions(out, name, items, preds, tasks)
 
 

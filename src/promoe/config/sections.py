@@ -188,6 +188,9 @@ class EvalConfig:
     batch_size: int = setting(8, "Prompts generated together (sorted by length).", lo=1)
     max_new_tokens: int = setting(32, "Generation limit; decoding also stops after the first non-empty line.", lo=1)
     max_length: int = setting(1024, "Prompt tokens kept (the start of longer prompts is cut).", lo=1)
+    batch_tokens: int | None = setting(
+        8192, "Cap on a generation batch's padded prompt tokens (its size x its longest prompt): batches of long "
+              "prompts are smaller, so the memory of a batch stays bounded (unset: eval.batch_size alone).", lo=1)
     backbone: bool = setting(True, "Also evaluate the untrained backbone.")
     headline_rows: list[str] = field(default_factory=list, metadata={
         "help": "Rows scored on data.headline_max_per_task instances per test task (the question's rows: generation "

@@ -85,7 +85,7 @@ class Evaluation:
             preds = predict_variants(variants, self.tok, self.items[acc.process_index::acc.num_processes],
                                      prompt=prompt or self.cfg.prompt, wrap=self.wrap,
                                      batch_size=self.cfg.eval.batch_size, max_new_tokens=self.cfg.eval.max_new_tokens,
-                                     max_length=self.cfg.eval.max_length,
+                                     max_length=self.cfg.eval.max_length, batch_tokens=self.cfg.eval.batch_tokens,
                                      desc=f"{label} {', '.join(v.name for v in variants)}",
                                      disable_progress=not acc.is_main_process, progress=self.progress_file(label),
                                      counts=counts, likelihood=nll if fused else None,
