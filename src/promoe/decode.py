@@ -46,9 +46,10 @@ class KVStore:
         bk[..., :n, :], bv[..., :n, :] = k, v
         self.buf[layer], self.len[layer] = (bk, bv), n
 
-    def view(self, layers: range | None = None) -> KVStore:
-        """A store over this one's buffers (of ``layers`` only, default all), for one pass: see the class."""
-        out = KVStore(self.room)
+    def view(self, layers: range | None = None, *, room: int | None = None) -> KVStore:
+        """A store over this one's buffers (of ``layers`` only, default all), for one pass: see the class. ``room``:
+        that of the buffers the pass allocates itself (default this store's)."""
+        out = KVStore(self.room if room is None else room)
         for i in self.buf:
             if layers is None or i in layers:
                 out.buf[i], out.len[i] = self.buf[i], self.len[i]
@@ -104,6 +105,11 @@ def _positions(key_mask: Tensor, q_len: int) -> Tensor:
     """Position ids of the last ``q_len`` positions, counting real tokens only (as ``generate`` does)."""
     pos = key_mask.long().cumsum(-1) - 1
     return pos.masked_fill(key_mask == 0, 1)[:, -q_len:]
+
+
+def _upper_layers(model: MoEModel) -> range:
+    """The layers a variant runs above the shared prefix."""
+    return range(model.split, len(model.backbone.model.layers))
 
 
 def _run_layers(model: MoEModel, hidden: Tensor, start: int, stop: int | None, key_mask: Tensor,
@@ -168,8 +174,7 @@ def upper(model: MoEModel, prefix: Prefix, *, room: int = 0) -> Prompted:
     :meth:`MoEModel.with_routing` for per-task routing."""
     if model.split != prefix.split:
         raise ValueError(f"prefix was computed below layer {prefix.split}, the model's split is {model.split}")
-    kv = prefix.kv.view()
-    kv.room = room  # the upper layers' own buffers
+    kv = prefix.kv.view(room=room)  # the room of the upper layers' own buffers
     return Prompted(_run_layers(model, prefix.hidden, prefix.split, None, prefix.mask, kv), kv, prefix.mask)
 
 
@@ -212,7 +217,7 @@ def target_nll(model: MoEModel, prompted: Prompted, targets: Targets) -> Tensor:
     ``targets``' order): the references' lower-layer states run through ``model``'s upper layers against the
     prompts' cache (left unchanged). Call inside :meth:`MoEModel.with_routing`."""
     base, head = model.backbone.model, model.backbone.lm_head
-    kv = prompted.kv.view(range(model.split, len(base.layers)))  # writes into the room only
+    kv = prompted.kv.view(_upper_layers(model))  # writes into the room only
     key_mask = torch.cat([prompted.mask, targets.mask.to(prompted.mask.dtype)], dim=1)
     h = _run_layers(model, targets.hidden, model.split, None, key_mask, kv)
     states = torch.cat([prompted.hidden[:, -1:], h[:, :-1]], dim=1)  # position j predicts ids[:, j]
@@ -262,7 +267,7 @@ def best_target_nll(model: MoEModel, prompted: Prompted, rows: Sequence[int], ta
         sel = torch.tensor([r for r, _ in mine], device=device)
         tsel = torch.tensor([i for _, i in mine], device=device)
         part = Targets(t.rows[tsel], t.ids[tsel], t.mask[tsel], t.hidden[tsel])
-        mp = prompted if len(mine) == len(rows) else prompted.select(sel, range(model.split, len(model.backbone.model.layers)))
+        mp = prompted if len(mine) == len(rows) else prompted.select(sel, _upper_layers(model))
         nll, _ = model.with_routing(lambda p=mp, q=part: target_nll(model, p, q), None, None, record=False,
                                     routing=None if routing is None else routing.index_select(0, sel))
         for (r, _), x in zip(mine, nll.tolist(), strict=True):
