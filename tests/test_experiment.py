@@ -65,6 +65,8 @@ def test_smoke_run_writes_every_output(tiny_data_root: Path, tmp_path: Path) -> 
     assert {"train_dense", "eval", "icl", "fewshot", "peak_rss_gib"} <= set(times)
     for row in ("knn", "skill", "uniform", "random", "promoe-shuffled", "moe-fewshot"):
         assert (run / f"routing/{row}.npz").exists(), row
+    donors = json.loads((run / "ablations/shuffled.json").read_text())["donors"]  # the control's record
+    assert donors and all(d["group"] != d["from_group"] and d["from"] != t for t, d in donors.items())
     with np.load(run / "routing/uniform.npz", allow_pickle=False) as z:
         assert (z["load"] > 0).all()  # every expert is used by uniform routing
     with np.load(run / "routing_profiles/moe.npz", allow_pickle=False) as z:

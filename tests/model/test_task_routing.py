@@ -15,9 +15,16 @@ from promoe.config import ModelConfig
 from promoe.data.schema import Task
 from promoe.model.backbone import load_backbone
 from promoe.model.build import build_model
-from promoe.model.moe_model import MoEModel
+from promoe.model.moe_model import MoEModel, TaskRouting
 from promoe.model.router import ProactiveRouter
-from promoe.model.task_routing import KNNRouting, SkillRouting, task_routed, task_skills
+from promoe.model.task_routing import (
+    ClusterRouting,
+    KNNRouting,
+    SkillRouting,
+    TableRouting,
+    task_routed,
+    task_skills,
+)
 
 L, E, D = 2, 4, 8
 
@@ -132,6 +139,45 @@ def test_rare_skills_are_dropped_and_none_left_is_an_error() -> None:
 def test_task_skills_are_prefixed_by_field() -> None:
     task = Task(name="t", definition="d", instances=(), categories=("QA",), reasoning=("Logic",), domains=("QA",))
     assert task_skills(task) == ["category:QA", "reasoning:Logic", "domain:QA"]
+
+
+# -- routing chosen per task: by name ------------------------------------------------------------
+
+def test_cluster_routing_routes_a_known_task_by_name_whatever_its_embedding_and_dtype() -> None:
+    centroids = torch.eye(2, D)
+    gen = ClusterRouting({"a": 0, "b": 1}, centroids, n_layers=L, n_experts=E)
+    emb = torch.stack([centroids[1], centroids[1], 0.9 * centroids[0] + 0.1 * centroids[1]])  # "a" looks like 1
+    for autocast in (False, True):  # bf16: a cosine of 1 - 1e-6 rounds to 1.0; names do not round
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            chosen = gen(emb, tasks=["a", "b", "new"]).argmax(-1)  # (3, L)
+        assert chosen.tolist() == [[0] * L, [1] * L, [0] * L]  # twins keep their own; "new" by its centroid
+    with pytest.raises(ValueError, match="by task name"):
+        gen(emb)
+    fixed = ClusterRouting({"a": 0}, centroids, n_layers=L, n_experts=E, expert=3)
+    assert (fixed(emb, tasks=["a", "b", "c"]).argmax(-1) == 3).all()
+
+
+def test_a_cluster_routed_model_trains_each_known_task_on_its_own_expert_under_bf16() -> None:
+    centroids = torch.eye(2, D)
+    model = task_routed(tiny_moe(), ClusterRouting({"a": 0, "b": 1}, centroids, n_layers=L, n_experts=E)).train()
+    model.set_top_k(1)
+    ids, emb = torch.randint(5, 200, (2, 6)), centroids[[1, 1]]  # identical Definitions, different clusters
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(ids, task_emb=emb, task_keys=["a", "b"], labels=ids)
+    assert {int(i) for info in out.routing for i in info.router.indices[0].reshape(-1)} == {0}
+    assert {int(i) for info in out.routing for i in info.router.indices[1].reshape(-1)} == {1}
+
+
+def test_table_routing_gives_twins_their_own_choice() -> None:
+    table = TableRouting({"x": on_experts(2), "y": on_experts(0), "z": torch.full((L, E), 1 / E)})
+    same = torch.ones(2, D)  # the two tasks share a Definition
+    torch.testing.assert_close(table(same, tasks=["y", "x"]).exp(), torch.stack([on_experts(0), on_experts(2)]),
+                               atol=1e-6, rtol=0)
+    model = task_routed(tiny_moe(), table)
+    rows = TaskRouting(model, {"x": same[0], "y": same[1]}).rows(["x", "y"])  # as an evaluation row asks
+    assert rows.argmax(-1).tolist() == [[2] * L, [0] * L]
+    with pytest.raises(KeyError, match="no routing"):
+        table(same[:1], tasks=["unknown"])
 
 
 # -- a task-routed tiny MoE ------------------------------------------------------------------------

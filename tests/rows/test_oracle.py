@@ -14,6 +14,7 @@ from accelerate import Accelerator
 from promoe.config import load_config
 from promoe.data.schema import Example, Instance, Task
 from promoe.data.splits import load_splits
+from promoe.model.moe_model import TaskRouting
 from promoe.registry import ROWS
 from promoe.rows.oracle import choose, oracle
 from promoe.stages import start
@@ -61,7 +62,21 @@ def test_the_oracle_routes_each_task_to_its_chosen_expert(tiny_data_root: Path, 
     assert set(chosen) == {t.name for t in ctx.splits.test}
     for name, c in chosen.items():
         assert c["expert"] == min(range(3), key=c["nll"].__getitem__)
-        routing = row.model.hyper(ctx.task_emb[name][None])  # (1, L, E) log-probabilities
+        routing = row.model.hyper(ctx.task_emb[name][None], tasks=[name])  # (1, L, E) log-probabilities
         assert (routing[0].argmax(-1) == c["expert"]).all()
     assert row.model is not ctx.trained["moe"]  # a copy over the same experts
     assert row.model.moe_layers[0].experts.w_in is ctx.trained["moe"].moe_layers[0].experts.w_in
+
+
+def test_two_tasks_with_one_definition_are_each_scored_with_their_own_choice(
+        tiny_data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config("smoke", [f"data.root={tiny_data_root}", "model.n_experts=3"])
+    ctx = start(cfg, load_splits(cfg.data), tmp_path, {}, Accelerator())
+    ctx.trained = {"moe": ctx.setup.model("moe").eval()}
+    first, twin = [t.name for t in ctx.splits.test][:2]
+    ctx.task_emb[twin] = ctx.task_emb[first].clone()  # as task1385_anli_r1 and task1387_anli_r3: one Definition
+    monkeypatch.setattr("promoe.rows.oracle.choose", lambda tasks, n, nll: {
+        t.name: {"expert": 2 if t.name == twin else 1, "nll": [0.0] * n, "demos": 1} for t in tasks})
+    row = oracle(ctx, ROWS["oracle"])
+    routing = TaskRouting(row.model, row.task_emb).rows([first, twin])  # what the evaluation generates with
+    assert routing.argmax(-1)[:, 0].tolist() == [1, 2]

@@ -65,6 +65,7 @@ class MoEModel(nn.Module):
         if self.hyper is None or task_emb is None:
             return None
         use_cache = task_keys is not None and not (self.training and torch.is_grad_enabled())
+        names = task_keys  # the tasks' names, for generators that route a known task by name
         if task_keys is None:  # without keys rows cannot be matched to tasks: no dedup, no cache
             task_keys = [f"row{i}" for i in range(task_emb.shape[0])]
         first: dict[str, int] = {}
@@ -75,9 +76,9 @@ class MoEModel(nn.Module):
         if missing:
             rows = [first[k] for k in missing]
             if use_cache:  # one task at a time: a cached routing does not depend on the tasks it came with
-                out = torch.cat([self.hyper(task_emb[r:r + 1]) for r in rows])
+                out = torch.cat([self.hyper(task_emb[r:r + 1], tasks=[k]) for r, k in zip(rows, missing, strict=True)])
             else:
-                out = self.hyper(task_emb[rows])  # (n_missing, L, n_out)
+                out = self.hyper(task_emb[rows], tasks=None if names is None else missing)  # (n_missing, L, n_out)
             self.n_routing_computes += len(missing)
             generated = dict(zip(missing, out, strict=True))
             if use_cache:
@@ -277,6 +278,6 @@ class TaskRouting:
             return None
         for t in dict.fromkeys(tasks):
             if t not in self.table:
-                self.table[t] = self.model.hyper(self.task_emb[t][None].to(device))[0]
+                self.table[t] = self.model.hyper(self.task_emb[t][None].to(device), tasks=[t])[0]
                 self.model.n_routing_computes += 1
         return torch.stack([self.table[t] for t in tasks])

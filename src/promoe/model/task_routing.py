@@ -1,7 +1,10 @@
 """Non-parametric routing generators: a trained MoE's routing for an unseen task, from similar tasks.
 
-Both generators take the hypernetwork's place in :class:`~promoe.model.moe_model.MoEModel`:
-``forward(task_emb (B, d)) -> (B, n_layers, n_experts)`` log-probabilities over experts per layer.
+Every generator takes the hypernetwork's place in :class:`~promoe.model.moe_model.MoEModel`:
+``forward(task_emb (B, d), tasks=[name] * B) -> (B, n_layers, n_experts)`` log-probabilities over experts per
+layer. Generators of unseen tasks read the description (``task_emb``); those that route a task chosen
+beforehand (:class:`ClusterRouting` for training tasks, :class:`TableRouting` for the oracle's choices) look it up
+by its name, never by its embedding: two tasks may share a Definition, and rounding blurs similarities.
 They are built from ``train_routing`` (N, L, E): the task-level routing the trained token-level MoE
 used for each training task (its mean router probability per layer and expert).
 
@@ -16,6 +19,8 @@ and each task's tokens all go to that distribution's top-k experts.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -97,8 +102,8 @@ class KNNRouting(_Generator):
         top, idx = torch.topk(sim, self.k, dim=-1)
         return idx, F.softmax(top / self.temperature, dim=-1)
 
-    def forward(self, task_emb: Tensor) -> Tensor:
-        """Log-probabilities (B, L, E) over experts per layer."""
+    def forward(self, task_emb: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
+        """Log-probabilities (B, L, E) over experts per layer (from the descriptions alone: ``tasks`` unused)."""
         idx, w = self.neighbours(task_emb)
         return _log_dist(torch.einsum("bk,bkle->ble", w, self.train_routing[idx]))
 
@@ -150,44 +155,84 @@ class SkillRouting(_Generator):
         return [[(self.skills[i], float(p)) for i, p in zip(row_i.tolist(), row_w, strict=True)]
                 for row_i, row_w in zip(idx, w, strict=True)]
 
-    def forward(self, task_emb: Tensor) -> Tensor:
-        """Log-probabilities (B, L, E) over experts per layer."""
+    def forward(self, task_emb: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
+        """Log-probabilities (B, L, E) over experts per layer (from the descriptions alone: ``tasks`` unused)."""
         idx, w = self._skill_weights(task_emb)
         score = torch.einsum("bs,bsle->ble", w, self.lift[idx]) * self.global_mean  # (B, L, E)
         return _log_dist(score)
 
 
-class ClusterRouting(_Generator):
-    """Every task to the expert of its cluster, in every layer (expert specialisation, Branch-Train-MiX
-    style): a training task by its own assignment (recognised by its exact embedding), any other task by
-    the nearest cluster centroid. ``expert`` fixed: every task to that one expert (the expert x cluster
-    matrix)."""
+def _require_names(generator: str, task_emb: Tensor, tasks: Sequence[str] | None) -> list[str]:
+    if tasks is None or len(tasks) != task_emb.shape[0]:
+        raise ValueError(f"{generator} routes by task name: pass one name per row (tasks=), got "
+                         f"{None if tasks is None else len(tasks)} for {task_emb.shape[0]} rows")
+    return list(tasks)
 
-    def __init__(self, train_emb: Tensor, train_cluster: Tensor, centroids: Tensor, n_layers: int, n_experts: int,
+
+class ClusterRouting(nn.Module):
+    """Every task to the expert of its cluster, in every layer (expert specialisation, Branch-Train-MiX
+    style): a task of ``known`` (``{task name: cluster}``: the training tasks, and labelled held-out ones) by its
+    name, never by a similarity that rounding could blur (under bf16 autocast a cosine of 1 - 1e-6 is 1.0,
+    and two tasks may share a Definition); any other task by the nearest cluster centroid of its description.
+    ``expert`` fixed: every task to that one expert (the expert x cluster matrix)."""
+
+    def __init__(self, known: Mapping[str, int], centroids: Tensor, n_layers: int, n_experts: int,
                  expert: int | None = None) -> None:
-        super().__init__(train_emb, n_layers=n_layers, n_experts=n_experts)
-        if train_cluster.shape != (train_emb.shape[0],) or centroids.shape[1] != train_emb.shape[1]:
-            raise ValueError(f"expected train_cluster ({train_emb.shape[0]},) and centroids (n, {train_emb.shape[1]}), "
-                             f"got {tuple(train_cluster.shape)} and {tuple(centroids.shape)}")
-        if centroids.shape[0] > n_experts or expert is not None and not 0 <= expert < n_experts:
-            raise ValueError(f"{centroids.shape[0]} clusters (expert {expert}) do not fit {n_experts} experts")
-        self.expert = expert
-        self.register_buffer("train_cluster", train_cluster.long(), persistent=False)
+        super().__init__()
+        if centroids.ndim != 2 or centroids.shape[0] > n_experts:
+            raise ValueError(f"{tuple(centroids.shape)} centroids do not fit {n_experts} experts")
+        if any(not 0 <= c < centroids.shape[0] for c in known.values()):
+            raise ValueError(f"a known task's cluster is outside 0..{centroids.shape[0] - 1}")
+        if expert is not None and not 0 <= expert < n_experts:
+            raise ValueError(f"expert {expert} does not exist among {n_experts} experts")
+        self.n_layers, self.n_experts, self.expert = n_layers, n_experts, expert
+        self.known = dict(known)
         self.register_buffer("centroids", F.normalize(centroids.float(), dim=-1), persistent=False)
 
-    def clusters(self, task_emb: Tensor) -> Tensor:
-        """The cluster (B,) of each task."""
-        q = self._query(task_emb)
-        own, idx = (q @ self.train_emb.T).max(dim=-1)
-        nearest = (q @ self.centroids.T).argmax(dim=-1)
-        return torch.where(own > 1 - 1e-6, self.train_cluster[idx], nearest)
+    def clusters(self, task_emb: Tensor, tasks: Sequence[str] | None) -> Tensor:
+        """The cluster (B,) of each task: its own when ``known``, else its description's nearest centroid."""
+        names = _require_names("ClusterRouting", task_emb, tasks)
+        if task_emb.ndim != 2 or task_emb.shape[1] != self.centroids.shape[1]:
+            raise ValueError(f"expected task_emb (B, {self.centroids.shape[1]}), got {tuple(task_emb.shape)}")
+        _check_finite("task_emb", task_emb)
+        nearest = (F.normalize(task_emb.float().to(self.centroids.device), dim=-1) @ self.centroids.T).argmax(-1)
+        own = torch.tensor([self.known.get(t, -1) for t in names], dtype=torch.long, device=nearest.device)
+        return torch.where(own >= 0, own, nearest)
 
-    def forward(self, task_emb: Tensor) -> Tensor:
+    def forward(self, task_emb: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
         """Log-probabilities (B, L, E): the chosen expert ~1, every other the floor."""
-        chosen = self.clusters(task_emb) if self.expert is None else torch.full(
-            (task_emb.shape[0],), self.expert, dtype=torch.long, device=self.train_emb.device)
-        p = F.one_hot(chosen, self.n_experts).float()[:, None, :].expand(-1, self.n_layers, -1)
-        return _log_dist(p)
+        chosen = self.clusters(task_emb, tasks) if self.expert is None else torch.full(
+            (task_emb.shape[0],), self.expert, dtype=torch.long, device=self.centroids.device)
+        return _log_dist(F.one_hot(chosen, self.n_experts).float()[:, None, :].expand(-1, self.n_layers, -1))
+
+
+class TableRouting(nn.Module):
+    """A routing chosen for each task by name (``{task: (L, E) probabilities}``), e.g. the oracle's: looked up by
+    the task's identity, so two tasks with the same Definition keep their own choices."""
+
+    def __init__(self, table: Mapping[str, Tensor]) -> None:
+        super().__init__()
+        if not table:
+            raise ValueError("TableRouting needs at least one task")
+        shapes = {tuple(v.shape) for v in table.values()}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise ValueError(f"every task's routing must be one (n_layers, n_experts) shape, got {sorted(shapes)}")
+        self.names = sorted(table)
+        self.index = {t: i for i, t in enumerate(self.names)}
+        routing = torch.stack([table[t].float() for t in self.names])
+        _check_finite("table", routing)
+        if (routing < 0).any():
+            raise ValueError("table must hold nonnegative probabilities")
+        self.n_layers, self.n_experts = routing.shape[1], routing.shape[2]
+        self.register_buffer("routing", _log_dist(routing), persistent=False)
+
+    def forward(self, task_emb: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
+        """Log-probabilities (B, L, E) of the listed tasks (``task_emb`` only sets the batch size)."""
+        names = _require_names("TableRouting", task_emb, tasks)
+        missing = sorted(set(names) - set(self.index))
+        if missing:
+            raise KeyError(f"TableRouting has no routing for task(s) {missing[:5]}")
+        return self.routing[[self.index[t] for t in names]]
 
 
 def task_routed(model: MoEModel, generator: nn.Module) -> MoEModel:

@@ -24,7 +24,7 @@ from promoe.fewshot import demonstration_task
 from promoe.io import write_json
 from promoe.model.build import variant_copy
 from promoe.model.moe_model import MoEModel
-from promoe.model.task_routing import KNNRouting, task_routed
+from promoe.model.task_routing import TableRouting, task_routed
 from promoe.registry import Row
 from promoe.resources import record_stage
 from promoe.stages.context import RunContext
@@ -87,14 +87,13 @@ def oracle(ctx: RunContext, row: Row) -> Variant | None:
     model = variant_copy(ctx.trained["moe"])
     n_layers, n_experts = len(model.moe_layers), model.moe_layers[0].experts.n_experts
     names = [t.name for t in ctx.splits.test]
-    uniform = KNNRouting(torch.stack([ctx.task_emb[t] for t in names]),
-                         torch.stack([_one_hot(n_layers, n_experts, None)] * len(names)), k=1)
+    uniform = TableRouting({t: _one_hot(n_layers, n_experts, None) for t in names})
     task_routed(model, uniform).eval()  # task-level routers; each candidate is passed as explicit routing
     t0 = time.perf_counter()
     choices = choose(ctx.splits.test, n_experts, _DemoNLL(model, ctx))
     record_stage(ctx.times, f"{row.name} choice", time.perf_counter() - t0)
-    table = torch.stack([_one_hot(n_layers, n_experts, choices[t]["expert"] if t in choices else None) for t in names])
-    task_routed(model, KNNRouting(torch.stack([ctx.task_emb[t] for t in names]), table, k=1)).eval()
+    table = {t: _one_hot(n_layers, n_experts, choices[t]["expert"] if t in choices else None) for t in names}
+    task_routed(model, TableRouting(table)).eval()  # by task name: twins with one Definition keep their own choice
     if ctx.acc.is_main_process:
         write_json(ctx.run_dir / f"{row.name}.json", {"choices": choices, "uniform": sorted(set(names) - set(choices))})
     log.info("%s: chose an expert for %d of %d test tasks on their positive examples", row.name, len(choices),

@@ -63,11 +63,8 @@ def specialist(ctx: RunContext, clusters: Clusters, expert: int | None = None) -
     """The MoE whose every task goes to its cluster's expert (or every task to ``expert``); routers fixed. One
     expert per token (``top_k=1``): the others would get weight ~0 and cost as much as the one."""
     model = ctx.setup.model("promoe", model_cfg=replace(ctx.cfg.model, proactive_mode="task", top_k=1))
-    known = {t: c for t, c in clusters.known.items() if t in ctx.task_emb}  # training (and labelled) tasks
-    names = sorted(known)
-    gen = ClusterRouting(torch.stack([ctx.task_emb[t] for t in names]),
-                         torch.tensor([known[t] for t in names]), torch.as_tensor(clusters.centroids),
-                         n_layers=len(model.moe_layers), n_experts=model.moe_layers[0].experts.n_experts, expert=expert)
+    gen = ClusterRouting(clusters.known, torch.as_tensor(clusters.centroids), n_layers=len(model.moe_layers),
+                         n_experts=model.moe_layers[0].experts.n_experts, expert=expert)  # training tasks by name
     task_routed(model, gen)
     for n, p in model.named_parameters():
         if "router" in n or n.startswith("hyper"):
@@ -185,13 +182,13 @@ def expert_matrix(model: MoEModel, clusters: Clusters, val_examples: Sequence[Tr
         hidden = None if model.split is None else model.lower_hidden(ids, mask) if lower is None else \
             lower(model, [val_key(i)], ids, mask)
         c = of_task[val_examples[i].task]
-        batches.append((c, (ids, mask, labels, ctx.task_emb[b.task_keys[0]][None].to(dev)), hidden))
+        batches.append((c, (ids, mask, labels, ctx.task_emb[b.task_keys[0]][None].to(dev), b.task_keys), hidden))
         count[c] += int((b.labels[:, 1:] != -100).sum()) if not model.is_seq2seq else int((b.labels != -100).sum())
 
     def nll(b, hidden) -> float:
-        ids, mask, labels, task_emb = b
+        ids, mask, labels, task_emb, keys = b
         out = model(input_ids=None if hidden is not None else ids, attention_mask=mask, labels=labels,
-                    task_emb=task_emb, task_keys=None, lower=hidden, num_items=1.0)  # task_keys=None: no cache
+                    task_emb=task_emb, task_keys=keys, lower=hidden, num_items=1.0)
         return float(out.lm_loss)
 
     with OutputDistance(model) as outputs:  # each example through its own cluster's expert, every expert hooked
@@ -200,6 +197,7 @@ def expert_matrix(model: MoEModel, clusters: Clusters, val_examples: Sequence[Tr
     output_distance = outputs.result()
     for e in range(n_experts):
         gen.expert = e
+        model.clear_routing_cache()  # a task's cached routing is the previous expert's
         for c, b, hidden in batches:
             total[e, c] += nll(b, hidden)
     gen.expert = None
