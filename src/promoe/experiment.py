@@ -20,6 +20,7 @@ from accelerate import Accelerator
 
 from promoe.analysis import analyze
 from promoe.config import ExperimentConfig, to_dict
+from promoe.data.groups import task_groups
 from promoe.data.schema import QUIRK_RULES
 from promoe.data.splits import TaskSplits, load_splits
 from promoe.data.summary import summarize
@@ -44,6 +45,7 @@ def write_splits(splits: TaskSplits, run_dir: Path) -> None:
         "train": [t.name for t in splits.train],
         "val": [t.name for t in splits.val],
         "test": [t.name for t in splits.test],
+        "test_groups": task_groups(splits.test),  # the analysis's bootstrap resamples these (promoe.data.groups)
         "left_out": [{"task": d.task, "collection": d.collection, "reason": d.reason}
                      for d in splits.decisions if not d.kept],
         "instances_left_out_by_caps": splits.capped,

@@ -6,7 +6,16 @@ import json
 from pathlib import Path
 
 from promoe.analysis import analyze
-from tests.analysis.helpers import ABLATIONS, ALL_ROWS, AnalysedRun, links, write_experts, write_scores
+from tests.analysis.helpers import (
+    ABLATIONS,
+    ALL_ROWS,
+    SYN_TASKS,
+    AnalysedRun,
+    links,
+    synthetic_run,
+    write_experts,
+    write_scores,
+)
 
 
 def test_report_of_every_row(every_row: AnalysedRun) -> None:
@@ -74,3 +83,34 @@ def test_specialised_experts_without_matrix(tmp_path: Path) -> None:
     assert "Own expert best" not in section
     assert out["skipped"]["expert_cluster_matrix"] == "no experts/matrix.json"
     assert "expert_cluster_matrix (no experts/matrix.json)" in report
+
+
+def test_grouped_tasks_are_resampled_together_and_the_report_says_so(tmp_path: Path) -> None:
+    """A run whose splits.json groups its test tasks (pairs here): every interval resamples the groups, and
+    REPORT.md names the unit; no share of a headroom it does not detect; the MDE is not what a CI rules out."""
+    run = tmp_path / "run"
+    synthetic_run(run, rows=("copy_demo", "moe", "promoe", "uniform", "oracle"), embeddings=False)
+    groups = {t: f"source:d{i // 2}" for i, t in enumerate(SYN_TASKS)}
+    (run / "splits.json").write_text(json.dumps({"train": [], "val": [], "test": SYN_TASKS, "test_groups": groups}))
+    analyze(run, n_boot=200)
+    sig = json.loads((run / "significance.json").read_text())
+    assert sig["resampling"] == {"unit": "group", "source": "splits.json test_groups", "n_groups": 12,
+                                 "n_tasks": 24, "kinds": {"source": 12}}
+    assert sig["paired"]["moe"]["rougeL"]["unit"] == "group" and sig["paired"]["moe"]["rougeL"]["n_units"] == 12
+    assert sig["models"]["promoe"]["rougeL_instance"]["unit"] == "group"
+    report = (run / "REPORT.md").read_text()
+    assert "every bootstrap draws whole groups (12 groups over 24 test tasks, `splits.json`'s `test_groups`: 12 " \
+           "by source dataset (SNI `Source`))" in report
+    room = sig["headroom"]["rougeL"]
+    assert room["headroom"]["low"] < 0 < room["headroom"]["high"] and not room["headroom"]["detected"]
+    assert "| ROUGE-L | share recovered by promoe | not reported: headroom not detected (CI spans 0) |" in report
+    assert "the headroom is not detected, so no share of it is reported" in report
+    assert "rules out differences of about the MDE" not in report
+    assert "The CI's ends say which differences the data rule out" in report
+
+
+def test_a_run_without_groups_resamples_tasks_and_says_why(every_row: AnalysedRun) -> None:
+    sig = json.loads((every_row.run / "significance.json").read_text())
+    assert sig["resampling"]["unit"] == "task" and sig["paired"]["moe"]["rougeL"]["unit"] == "task"
+    assert "names no groups of related tasks (a run from before they were written)" in \
+           (every_row.run / "REPORT.md").read_text()

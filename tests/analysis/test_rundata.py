@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +97,18 @@ def test_load_run_bad_experts_is_a_clear_error(tmp_path: Path, clusters: dict | 
     with pytest.raises(DataError, match=match) as e:
         load_run(run)
     assert "(fix: " in str(e.value)
+
+
+def test_test_groups_are_read_from_splits_json(tmp_path: Path) -> None:
+    """splits.json's test_groups are the bootstrap's groups; a run from before them has none; a broken map is one
+    clear error naming the file and field."""
+    run = tmp_path / "run"
+    synthetic_run(run, rows=("moe", "promoe"), embeddings=False)
+    assert load_run(run).groups is None
+    groups = {t: f"rule:r{i % 3}" for i, t in enumerate(SYN_TASKS)}
+    (run / "splits.json").write_text(json.dumps({"test": SYN_TASKS, "test_groups": groups}))
+    assert load_run(run).groups == groups
+    (run / "splits.json").write_text(json.dumps({"test": SYN_TASKS, "test_groups": {SYN_TASKS[0]: 3}}))
+    with pytest.raises(DataError, match="test_groups") as e:
+        load_run(run)
+    assert "splits.json" in str(e.value)

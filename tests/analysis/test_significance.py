@@ -92,7 +92,27 @@ def test_headroom_is_oracle_minus_uniform_and_the_share_each_row_recovers() -> N
     assert out["ref_nll"]["recovered"]["promoe"]["share"] == pytest.approx(0.5)
     assert headroom(Rows({"uniform": rows_of["uniform"], "promoe": rows_of["promoe"]}), n_boot=10, seed=0) == {}
     same = share_recovered({"a": 1.0}, {"a": 1.0}, {"a": 1.0}, n_boot=10)
-    assert same == {"share": None, "low": None, "high": None, "n_tasks": 1}
+    assert same == {"share": None, "low": None, "high": None, "n_tasks": 1, "headroom_detected": False,
+                    "unit": "task", "n_units": 1}
+    assert out["rougeL"]["headroom"]["detected"] and rec["promoe"]["headroom_detected"]
+
+
+def test_no_share_of_a_headroom_whose_interval_spans_zero() -> None:
+    """oracle − uniform is +2 on average but −10 / +14 from task to task: its CI spans 0, so a share of it (whose
+    bootstrap denominator crosses 0) is not given, neither in share_recovered nor in the headroom table."""
+    tasks = [f"t{i}" for i in range(8)]
+    uniform = dict.fromkeys(tasks, 50.0)
+    oracle = {t: 50.0 + (14.0 if i % 2 else -10.0) for i, t in enumerate(tasks)}
+    promoe = {t: 51.0 for t in tasks}
+    out = share_recovered(promoe, uniform, oracle, n_boot=500)
+    assert (out["share"], out["low"], out["high"], out["headroom_detected"]) == (None, None, None, False)
+
+    def rows(values: dict[str, float]) -> dict:
+        return {"per_task": {t: {"rougeL": v, "exact_match": v, "n": 1, "category": "c"} for t, v in values.items()}}
+
+    room = headroom(Rows({"uniform": rows(uniform), "oracle": rows(oracle), "promoe": rows(promoe)}), n_boot=500, seed=0)
+    assert room["rougeL"]["headroom"]["low"] < 0 < room["rougeL"]["headroom"]["high"]
+    assert not room["rougeL"]["headroom"]["detected"] and room["rougeL"]["recovered"]["promoe"]["share"] is None
 
 
 def _scored(ids_per_task: int, right: set[str], tasks: int = 6) -> dict:

@@ -146,9 +146,11 @@ def fig_training_curves(curves: dict[str, list[dict]], colors: dict[str, tuple])
 
 
 FIGURE_TEXT = {
-    "answer": "promoe − each row per test task (ROUGE-L, paired over common tasks) with its 95% bootstrap CI; the "
-              "grey band is ± the minimum detectable effect at 80% power: a CI inside it rules out only larger "
-              "effects. Green: promoe better, red: worse.",
+    "answer": "promoe − each row per test task (ROUGE-L, paired over common tasks) with its unadjusted 95% bootstrap "
+              "CI; the grey band is ± the minimum detectable effect (the true difference a two-sided paired test at "
+              "5% detects with 80% power). The CI's ends say which differences are ruled out. Green: promoe "
+              "better, red: worse, by the Holm-adjusted test over the answer's family (grey: no difference "
+              "detected).",
     "overall": "Overall ROUGE-L and exact match per row (official instance means) with 95% bootstrap "
                "intervals that resample test tasks; lines separate the report's groups.",
     "per_category_rougeL": "ROUGE-L per task category (one panel each) for the zero-shot models, heuristic "

@@ -22,6 +22,9 @@ CLUSTER_METHODS = {"description": "k-means of the training tasks' description em
                    "given": "an assignment given in `experts.cluster_file`",
                    "meta": "a label every task carries in its `_meta` (`experts.cluster_key`)"}
 """How ``experts/clusters.json``'s method made the clusters, in the report's words."""
+GROUP_KINDS = {"rule": "rule (phrasings of one synthetic rule)", "source": "source dataset (SNI `Source`)",
+               "family": "BIG-bench family", "task": "task (alone)"}
+"""How each kind of test-task group (:mod:`promoe.data.groups`) is named in the report."""
 CONTEXT_TEXT = "nothing (static token router)"
 """What the ablation table's context row (the experts model, :func:`~promoe.analysis.rows.experts_model`)
 gives its router."""
@@ -61,6 +64,18 @@ def _table(head: list[str], rows: list[list[str]], align: str = "---:") -> list[
             *("| " + " | ".join(r) + " |" for r in rows), ""]
 
 
+def _resampling(r: dict) -> str:
+    """Which unit every interval and bootstrap p of the run resampled (significance.json's ``resampling``)."""
+    if r.get("unit") == "group":
+        kinds = ", ".join(f"{n} by {GROUP_KINDS.get(k, k)}" for k, n in r["kinds"].items())
+        return (f"Related test tasks are resampled together: every bootstrap draws whole groups ({r['n_groups']} "
+                f"groups over {r['n_tasks']} test tasks, `splits.json`'s `test_groups`: {kinds}).")
+    if r.get("source", "").startswith("none"):
+        return ("Every bootstrap resamples single test tasks: the run's `splits.json` names no groups of related "
+                "tasks (a run from before they were written), so each task is taken as its own group.")
+    return "Every bootstrap resamples single test tasks: no two test tasks share a group (`splits.json`'s `test_groups`)."
+
+
 def _headline(sig: dict) -> list[str]:
     models = sig["models"]
     out = ["## Headline", ""]
@@ -96,12 +111,14 @@ def _comparisons(sig: dict) -> list[str]:
         out += [f"## Paired tests: `{ref}` against each row", "",
                 f"Per-task differences `{ref}` − other over the tasks both were scored on (task means over the "
                 "instances both scored: rows may score different numbers per task, eval.headline_rows); "
-                "p values are two-sided (bootstrap of the mean difference; Wilcoxon signed-rank; Wilcoxon "
+                "p values are two-sided (bootstrap of the mean difference; Wilcoxon signed-rank over the resampling "
+                "units, tasks or groups of related tasks; Wilcoxon "
                 f"Holm-adjusted over these {len(sig['paired'])} comparisons per metric). For the reference NLL a "
                 "negative difference and a win mean the reference row's NLL is lower. SD: of the per-task "
-                "differences; MDE: the smallest true difference a two-sided paired test at 5% detects with 80% "
-                "power on these tasks — a CI spanning 0 rules out differences of about the MDE, not smaller ones.",
-                ""]
+                "differences; MDE: the true difference a two-sided paired test at 5% detects with 80% power on "
+                "these tasks. The CI's ends say which differences the data rule out; the MDE says how large a "
+                "difference the test was likely to catch. Intervals and p values here are unadjusted except the "
+                "Holm column; the verdicts of \"The answer\" follow its own family's adjustment.", ""]
         out += _table(["vs", "metric", "diff [95% CI]", "SD", "MDE (80%)", "p (bootstrap)", "p (Wilcoxon)",
                        "p (Holm)", "wins / losses / ties", "tasks", "instances"],
                       [[o, LABEL[k], _diff(t), _num(t.get("sd_diff"), ".2f"), _mde(t), _p(t["p_bootstrap"], nb),
@@ -127,14 +144,17 @@ def _comparisons(sig: dict) -> list[str]:
                 f"`{ceiling}` − `{floor}` per task (paired, task means): how much choosing the best single expert per "
                 f"task gains over mixing every expert equally; then the share of that headroom each row recovers, "
                 f"(row − {floor}) / ({ceiling} − {floor}) over the tasks the three share, with a 95% bootstrap CI "
-                "(tasks resampled). 1: all of it, 0: none, below 0: worse than mixing every expert.", ""]
+                "(resampled as every other interval). 1: all of it, 0: none, below 0: worse than mixing every "
+                "expert. A share is given only where the headroom's own 95% CI over those tasks excludes 0: where "
+                "it spans 0 the ratio's denominator may be 0 and the ratio has no meaningful interval.", ""]
         rows = []
         for k, h in sig["headroom"].items():
             rows.append([LABEL[k], f"{ceiling} − {floor}", _diff(h["headroom"]), _mde(h["headroom"]),
                          _p(h["headroom"]["p_bootstrap"], nb), str(h["headroom"]["n_tasks"])])
             rows += [[LABEL[k], f"share recovered by {m}",
-                      "n/a" if r["share"] is None else f"{r['share']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]", "", "",
-                      str(r["n_tasks"])] for m, r in h["recovered"].items()]
+                      "not reported: headroom not detected (CI spans 0)" if r["share"] is None
+                      else f"{r['share']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]", "", "", str(r["n_tasks"])]
+                     for m, r in h["recovered"].items()]
         out += _table(["metric", "what", "value [95% CI]", "MDE (80%)", "p (bootstrap)", "tasks"], rows)
     if sig["zero_vs_few_shot"]:
         out += ["## Zero-shot vs the conditions", "",
@@ -272,7 +292,8 @@ def render_report(run_dir: Path, data: RunData, sig: dict, seeds: dict | None,
     out = [f"# PRo-MoE analysis: run `{run_dir.name}`", "",
            f"Rows: {', '.join(sig['models'])}.{split} Intervals are 95% percentile bootstraps over test tasks "
            f"({sig['n_boot']} resamples, seed {sig['seed']}): ROUGE-L and EM are the official instance means, "
-           "their intervals resample tasks with all their instances; task means weigh every task the same.", ""]
+           "their intervals resample tasks with all their instances; task means weigh every task the same. "
+           + _resampling(sig.get("resampling") or {}), ""]
     out += answer_section(sig, data.condition)
     figures = dict(figures)  # the answer's figure is shown with the answer, the rest at the end
     if "figures/answer.png" in figures:

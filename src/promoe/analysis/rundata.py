@@ -1,8 +1,8 @@
 """What the analysis reads from a run folder (:func:`load_run` -> :class:`RunData`), checked as it is read.
 
 Only ``scores/<row>.json`` is required; where present also ``routing/<row>.npz``, ``routing/logit_scale.json``,
-``task_embeddings.npz``,
-``train/<model>/metrics.jsonl``, ``splits.json``, ``seeds/<seed>/scores/<row>.json`` and, for a run with
+``task_embeddings.npz``, ``train/<model>/metrics.jsonl``, ``splits.json`` (the test tasks and their groups),
+``seeds/<seed>/scores/<row>.json`` and, for a run with
 specialised experts, ``experts/clusters.json`` and ``experts/matrix.json``. Rows are read in report order
 (:func:`promoe.registry.model_key`), so every table and figure lists them that way.
 """
@@ -66,6 +66,7 @@ class RunData:
     curves: dict[str, list[dict]] = field(default_factory=dict)  # model -> metrics.jsonl rows
     seeds: dict[str, dict[str, dict]] = field(default_factory=dict)  # seed -> row -> score() dict
     test_tasks: set[str] | None = None
+    groups: dict[str, str] | None = None  # splits.json's test_groups (None before they were written: tasks alone)
     embeddings: dict[str, np.ndarray] | None = None  # task_embeddings.npz arrays
     experts: Experts | None = None  # experts/*.json of a run with specialised experts
     logit_scale: dict[str, dict] | None = None  # routing/logit_scale.json: model -> total/static/generated spread
@@ -294,6 +295,7 @@ def load_run(run_dir: Path) -> RunData:
         test = _read_json(run_dir / "splits.json")
         if isinstance(test, dict) and isinstance(test.get("test"), list):
             data.test_tasks = set(test["test"])
+        data.groups = _read_groups(test, run_dir / "splits.json")
     if (run_dir / "seeds").is_dir():
         for d in sorted((run_dir / "seeds").iterdir(), key=_seed_key):
             if (d / "scores").is_dir() and (s := _read_scores(d / "scores")):
@@ -303,6 +305,20 @@ def load_run(run_dir: Path) -> RunData:
         data.logit_scale = _read_logit_scale(run_dir / "routing" / "logit_scale.json")
     data.condition = _read_condition(run_dir / "config.yaml")
     return data
+
+
+def _read_groups(splits: object, path: Path) -> dict[str, str] | None:
+    """``test_groups`` of ``splits.json`` (test task -> group, :mod:`promoe.data.groups`), None where the run is
+    from before it was written (every test task is then resampled on its own)."""
+    groups = splits.get("test_groups") if isinstance(splits, dict) else None
+    if groups is None:
+        return None
+    if not (isinstance(groups, dict) and all(isinstance(k, str) and isinstance(v, str) and v
+                                             for k, v in groups.items())):
+        raise DataError("must map each test task to its group's name (a non-empty string)", file=str(path),
+                        field="test_groups", fix="write it with promoe.data.groups.task_groups, or delete the key "
+                                                 "(every test task is then its own group)")
+    return groups
 
 
 def _read_condition(path: Path) -> str | None:

@@ -2,15 +2,23 @@
 
 Over the test tasks, ``significance.json`` holds:
 
+* ``resampling``: the unit every bootstrap resamples: ``group`` where ``splits.json`` names groups of related test
+  tasks (``test_groups``, :mod:`promoe.data.groups`), whole groups drawn; ``task`` otherwise (runs from before
+  the groups were written: each task its own group). Every interval and test also names its ``unit``;
 * ``models``: per row, 95% bootstrap CIs of task means and of instance means; ``per_category_rougeL``;
 * ``paired``: the reference (:data:`promoe.registry.REFERENCE`) against every other row over their
-  common tasks, with Holm-adjusted Wilcoxon p values over that family (``p_wilcoxon_holm``);
+  common tasks, with Holm-adjusted Wilcoxon p values over these comparisons, per metric (``p_wilcoxon_holm``;
+  the answer's verdicts follow ``family`` instead);
 * ``ablations``: per ablation row (``<ABLATED>-<variant>``) and the experts model for context
   (:func:`promoe.analysis.rows.experts_model`), the paired change *row − reference* per metric over
   common tasks, with both rows' means on those tasks (``mean``, ``reference_mean``);
-* ``headroom``: per metric, the routing headroom ``oracle − uniform`` (paired) and the share of it each
-  model, router and ablation row recovers, with a bootstrap CI; ``condition_headroom``: the same per
-  condition that scored both (``oracle-<c> − uniform-<c>``, shares of the condition's rows);
+* ``headroom``: per metric, the routing headroom ``oracle − uniform`` (paired; ``detected``: its CI excludes 0)
+  and the share of it each model, router and ablation row recovers, with a bootstrap CI, given only where the
+  headroom's CI over the three rows' tasks excludes 0 (:func:`~promoe.analysis.stats.share_recovered`);
+  ``condition_headroom``: the same per condition that scored both (``oracle-<c> − uniform-<c>``, shares of
+  the condition's rows);
+* ``family``: the tests REPORT.md's answer prints (ROUGE-L), Holm-adjusted together, with the verdict each
+  gets (:func:`promoe.analysis.family.family`);
 * ``over_seeds`` (runs with several seeds): the reference against every row scored in every seed, each
   task's means averaged over the seeds, one paired test over tasks (:func:`over_seeds`);
 * ``within_condition``: per condition with a ``<reference>-<condition>`` row, the paired
@@ -32,11 +40,13 @@ task (``eval.headline_rows``) are compared with the others on the ones they shar
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
+from promoe.analysis.family import ALPHA, family
+from promoe.analysis.resample import GROUP, TASK, group_ids
 from promoe.analysis.rows import experts_model
 from promoe.analysis.rundata import LIKELIHOOD, METRICS, RunData, metrics_of, task_rows
 from promoe.analysis.stats import (
@@ -92,6 +102,7 @@ class Rows:
 
     scores: dict[str, dict]
     test_tasks: set[str] | None = None
+    groups: dict[str, str] | None = None  # test task -> group: the bootstrap's unit (promoe.analysis.resample)
 
     def __contains__(self, name: str) -> bool:
         return name in self.scores
@@ -106,18 +117,19 @@ class Rows:
         return shared_rows([self.scores[n] for n in names], self.test_tasks)
 
 
-def _tests(ra: dict[str, dict], rb: dict[str, dict], n: int, *, n_boot: int, seed: int) -> dict[str, dict]:
+def _tests(ra: dict[str, dict], rb: dict[str, dict], n: int, *, n_boot: int, seed: int,
+           groups: dict[str, str] | None = None) -> dict[str, dict]:
     """``a − b`` per metric (:func:`paired_test`) of two rows' shared per-task means, each with ``n_instances``."""
     if not set(ra) & set(rb):
         return {}
-    return {metric: {**paired_test(_vals(ra, metric), _vals(rb, metric), n_boot=n_boot, seed=seed), "n_instances": n}
-            for metric in metrics_of(ra, rb)}
+    return {metric: {**paired_test(_vals(ra, metric), _vals(rb, metric), n_boot=n_boot, seed=seed, groups=groups),
+                     "n_instances": n} for metric in metrics_of(ra, rb)}
 
 
 def _paired(rows: Rows, a: str, b: str, *, n_boot: int, seed: int) -> dict[str, dict]:
     """``a − b`` per metric over their shared instances (:func:`_tests`)."""
     (ra, rb), n = rows.shared(a, b)
-    return _tests(ra, rb, n, n_boot=n_boot, seed=seed)
+    return _tests(ra, rb, n, n_boot=n_boot, seed=seed, groups=rows.groups)
 
 
 def ablations(rows: Rows, *, n_boot: int, seed: int) -> dict:
@@ -136,7 +148,7 @@ def ablations(rows: Rows, *, n_boot: int, seed: int) -> dict:
             continue
         out[m] = {metric: {**t, "mean": float(np.mean([mine[k][metric] for k in common])),
                            "reference_mean": float(np.mean([ref[k][metric] for k in common]))}
-                  for metric, t in _tests(mine, ref, n, n_boot=n_boot, seed=seed).items()}
+                  for metric, t in _tests(mine, ref, n, n_boot=n_boot, seed=seed, groups=rows.groups).items()}
     return out
 
 
@@ -192,11 +204,14 @@ def headroom(rows: Rows, *, n_boot: int, seed: int, condition: str | None = None
     # each routed row's per-task means over the instances all three rows share
     shared = {m: rows.shared(m, floor, ceiling) for m in rows if m not in (floor, ceiling) and routed(m)}
     for metric, t in room.items():
-        result = {"headroom": t, "recovered": {}}
+        # detected: its CI excludes 0; only then is a share of it given (stats.share_recovered)
+        result = {"headroom": {**t, "detected": t["n_units"] > 1 and (t["low"] > 0 or t["high"] < 0)},
+                  "recovered": {}}
         for m, ((mine, lo, hi), n) in shared.items():
             if metric in metrics_of(mine, lo, hi) and set(mine) & set(lo) & set(hi):
                 result["recovered"][m] = {**share_recovered(_vals(mine, metric), _vals(lo, metric), _vals(hi, metric),
-                                                            n_boot=n_boot, seed=seed), "n_instances": n}
+                                                            n_boot=n_boot, seed=seed, groups=rows.groups),
+                                          "n_instances": n}
         out[metric] = result
     return out
 
@@ -204,43 +219,63 @@ def headroom(rows: Rows, *, n_boot: int, seed: int, condition: str | None = None
 def significance(data: RunData, *, n_boot: int = 10000, seed: int = 0) -> dict:
     """Bootstrap CIs per row (task and instance means), per category, paired tests, ablations,
     zero- vs few-shot differences and routing-vs-description similarity (see the module docstring)."""
-    models, per_cat, all_rows = {}, {}, Rows(data.scores, data.test_tasks)
+    groups = data.groups
+    models, per_cat, all_rows = {}, {}, Rows(data.scores, data.test_tasks, groups)
     for m in data.scores:
         rows = all_rows.own(m)
         n = {t: r["n"] for t, r in rows.items()}
         entry: dict = {"n": sum(n.values()), "n_tasks": len(rows)}
         for metric in metrics_of(rows):
             vals = _vals(rows, metric)
-            entry[metric] = bootstrap_ci(vals, n_boot=n_boot, seed=seed)
-            entry[f"{metric}_instance"] = bootstrap_ci(vals, n_boot=n_boot, seed=seed, weights=n)
+            entry[metric] = bootstrap_ci(vals, n_boot=n_boot, seed=seed, groups=groups)
+            entry[f"{metric}_instance"] = bootstrap_ci(vals, n_boot=n_boot, seed=seed, weights=n, groups=groups)
         models[m] = entry
         by_cat: dict[str, list[str]] = defaultdict(list)
         for t, r in rows.items():
             by_cat[r["category"]].append(t)
         per_cat[m] = {c: bootstrap_ci({t: rows[t]["rougeL"] for t in ts}, n_boot=n_boot, seed=seed,
-                                      weights={t: rows[t]["n"] for t in ts}) for c, ts in sorted(by_cat.items())}
+                                      weights={t: rows[t]["n"] for t in ts}, groups=groups)
+                      for c, ts in sorted(by_cat.items())}
     ref = REFERENCE if REFERENCE in data.scores else next(iter(data.scores))
     paired = {o: t for o in data.scores if o != ref and (t := _paired(all_rows, ref, o, n_boot=n_boot, seed=seed))}
     for metric in (*METRICS, LIKELIHOOD):  # Holm over the comparisons that have the metric
         for o, p in holm({o: t[metric]["p_wilcoxon"] for o, t in paired.items() if metric in t}).items():
             paired[o][metric]["p_wilcoxon_holm"] = p
     n_perm = min(n_boot, MAX_PERMUTATIONS)
-    return {"n_boot": n_boot, "seed": seed, "alpha": 0.05, "reference": ref,
+    out = {"n_boot": n_boot, "seed": seed, "alpha": ALPHA, "reference": ref,
             "n_test_tasks": None if data.test_tasks is None else len(data.test_tasks),
+            "resampling": resampling(data),
             "models": models, "per_category_rougeL": per_cat, "paired": paired,
             "ablations": ablations(all_rows, n_boot=n_boot, seed=seed),
             "within_condition": within_condition(all_rows, n_boot=n_boot, seed=seed),
             "zero_vs_few_shot": zero_vs_few_shot(models, all_rows, n_boot=n_boot, seed=seed),
             "headroom": headroom(all_rows, n_boot=n_boot, seed=seed),
-            "over_seeds": over_seeds(data.seeds, data.test_tasks, n_boot=n_boot, seed=seed),
+            "over_seeds": over_seeds(data.seeds, data.test_tasks, n_boot=n_boot, seed=seed, groups=groups),
             "condition_headroom": {c: h for c in conditions()
                                    if (h := headroom(all_rows, n_boot=n_boot, seed=seed, condition=c))},
             "n_perm": n_perm,
             "routing_similarity": routing_similarity(data.routing, data.embeddings, data.task_categories(),
                                                      keep=data.test_tasks, n_perm=n_perm, seed=seed)}
+    out["family"] = family(out)
+    return out
 
 
-def over_seeds(seeds: dict[str, dict[str, dict]], test_tasks: set[str] | None, *, n_boot: int, seed: int) -> dict:
+def resampling(data: RunData) -> dict:
+    """What every bootstrap of the run resamples: ``unit`` ``group`` where ``splits.json`` names groups of test
+    tasks that join any two (``n_groups`` over ``n_tasks``; ``kinds``: how many groups of each kind, e.g.
+    ``rule``, ``source``), else ``task`` (``source`` says why: a run from before the groups were written)."""
+    if data.groups is None:
+        return {"unit": TASK, "source": "none: splits.json has no test_groups (a run from before they were "
+                                        "written); every test task is its own group"}
+    tasks = sorted(data.test_tasks or data.groups)
+    _, n_groups = group_ids(tasks, data.groups)
+    kinds = Counter(g.split(":", 1)[0] for g in {data.groups.get(t, f"task:{t}") for t in tasks})
+    return {"unit": GROUP if n_groups < len(tasks) else TASK, "source": "splits.json test_groups",
+            "n_groups": n_groups, "n_tasks": len(tasks), "kinds": dict(sorted(kinds.items()))}
+
+
+def over_seeds(seeds: dict[str, dict[str, dict]], test_tasks: set[str] | None, *, n_boot: int, seed: int,
+               groups: dict[str, str] | None = None) -> dict:
     """With several seeds: per row scored next to the reference in every seed, ``reference − row`` per metric
     with each task's two means averaged over the seeds (each seed's over the instances both rows scored), then
     tested over tasks as one paired comparison (``n_seeds``); empty with fewer than two seeds."""
@@ -256,7 +291,8 @@ def over_seeds(seeds: dict[str, dict[str, dict]], test_tasks: set[str] | None, *
         tests = {}
         for metric in metrics_of(*(r for pair in pairs for r in pair)):
             mean_a, mean_b = ({t: float(np.mean([pair[k][t][metric] for pair in pairs])) for t in tasks} for k in (0, 1))
-            tests[metric] = {**paired_test(mean_a, mean_b, n_boot=n_boot, seed=seed), "n_seeds": len(pairs)}
+            tests[metric] = {**paired_test(mean_a, mean_b, n_boot=n_boot, seed=seed, groups=groups),
+                             "n_seeds": len(pairs)}
         out[other] = tests
     return out
 

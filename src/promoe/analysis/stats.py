@@ -1,9 +1,11 @@
 """Every statistic of the analysis (numpy + scipy, deterministic per seed), free of run folders and rows.
 
-Over tasks: the unit of resampling is the *task*: test tasks are the independent draws the
+Over tasks: the unit of resampling is the *task*, or the *group* of related tasks where the run names
+groups (:mod:`promoe.analysis.resample`): test tasks (or their groups) are the independent draws the
 experiment's claims generalise over, and instances of one task are correlated. :func:`bootstrap_ci`,
 :func:`paired_test` take per-task scores (``{task: score}``, e.g. ``score()["per_task"][t]["rougeL"]``)
-and return plain floats, ready for JSON; :func:`holm` adjusts a family of p values;
+and optional ``groups`` (``{task: group}``) and return plain floats, ready for JSON, with the ``unit`` they
+resampled and how many (``n_units``); :func:`holm` adjusts a family of p values;
 :func:`aggregate_seeds` summarises one number over seeds.
 
 Routing against descriptions: inputs are a run's ``routing/<row>.npz`` (``task_histograms``
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from promoe.analysis.resample import cluster_se, resample, unit_means
+
 UNKNOWN = "(unknown)"
 """The category of a task no file names."""
 
@@ -35,11 +39,6 @@ def _values(per_task: dict[str, float], what: str) -> tuple[list[str], np.ndarra
     return keys, np.array([float(per_task[k]) for k in keys])
 
 
-def _boot_index(n_boot: int, n: int, seed: int) -> np.ndarray:
-    """(n_boot, n) task indices drawn with replacement; the same seed gives the same draws."""
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n), dtype=np.int32)
-
-
 def bootstrap_ci(
     per_task: dict[str, float],
     *,
@@ -47,30 +46,31 @@ def bootstrap_ci(
     seed: int = 0,
     alpha: float = 0.05,
     weights: dict[str, float] | None = None,
+    groups: dict[str, str] | None = None,
 ) -> dict:
-    """Percentile bootstrap CI of the mean task score, resampling tasks with replacement.
+    """Percentile bootstrap CI of the mean task score, resampling tasks (or, with ``groups``, whole groups of
+    tasks) with replacement.
 
     With ``weights`` (e.g. each task's instance count) the statistic is the weighted mean, so the
     interval is a task-level (cluster) bootstrap of the official instance-level mean.
-    Returns ``{"mean", "low", "high", "n_tasks"}``; constant scores give exactly ``[x, x]``.
+    Returns ``{"mean", "low", "high", "n_tasks", "unit", "n_units"}``; constant scores give exactly ``[x, x]``.
     """
     keys, x = _values(per_task, "bootstrap_ci")
-    idx = _boot_index(n_boot, len(x), seed)
+    draws = resample(keys, groups, n_boot=n_boot, seed=seed)
     if weights is None:
         mean = float(x.mean())
-        boot = x[idx].mean(axis=1)
+        boot = draws.means(x)
     else:
         w = np.array([float(weights[k]) for k in keys])
         if (w < 0).any() or w.sum() <= 0:
             raise ValueError("bootstrap_ci: weights must be non-negative with a positive sum")
         mean = float((w * x).sum() / w.sum())
-        wb = w[idx]
-        boot = (wb * x[idx]).sum(axis=1) / np.maximum(wb.sum(axis=1), 1e-300)
+        boot = draws.means(x, w)
     low, high = np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     # Any resampled mean lies within [min, max]; clipping only removes float rounding.
     lo, hi = float(x.min()), float(x.max())
     return {"mean": min(max(mean, lo), hi), "low": float(np.clip(low, lo, hi)),
-            "high": float(np.clip(high, lo, hi)), "n_tasks": len(x)}
+            "high": float(np.clip(high, lo, hi)), "n_tasks": len(x), **draws.info()}
 
 
 def min_detectable_effect(sd: float, n: int, *, alpha: float = 0.05, power: float = 0.8) -> float | None:
@@ -79,59 +79,84 @@ def min_detectable_effect(sd: float, n: int, *, alpha: float = 0.05, power: floa
     ``(t[1-alpha/2, n-1] + t[power, n-1]) · sd / sqrt(n)`` (None below 2 tasks)."""
     if n < 2:
         return None
-    df = n - 1
-    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * sd / math.sqrt(n))
+    return mde_of_se(sd / math.sqrt(n), n - 1, alpha=alpha, power=power)
+
+
+def mde_of_se(se: float, df: int, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The minimum detectable effect of a two-sided t test of a mean with standard error ``se`` and ``df``
+    degrees of freedom: ``(t[1-alpha/2, df] + t[power, df]) · se``."""
+    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * se)
 
 
 def paired_test(
     a: dict[str, float], b: dict[str, float], *, n_boot: int = 10000, seed: int = 0, alpha: float = 0.05,
-    power: float = 0.8,
+    power: float = 0.8, groups: dict[str, str] | None = None,
 ) -> dict:
     """Paired comparison of two models over the tasks both were scored on.
 
-    ``diff`` is the mean of ``a - b``; ``low``/``high`` its percentile bootstrap CI (tasks resampled);
-    ``p_bootstrap`` = min(1, 2·min(P(diff* ≤ 0), P(diff* ≥ 0))) over the bootstrap means (0 means
-    below 1/n_boot); ``p_wilcoxon`` the two-sided Wilcoxon signed-rank p value (1.0 when every
-    difference is zero); ``wins``/``losses``/``ties`` count tasks where ``a`` is above/below/equal;
-    ``sd_diff`` the standard deviation of the per-task differences and ``mde`` the minimum detectable
-    effect at ``power`` (:func:`min_detectable_effect`): a CI that spans 0 rules out differences
-    of about ``mde`` or more, and says nothing about smaller ones.
+    ``diff`` is the mean of ``a - b``; ``low``/``high`` its percentile bootstrap CI (tasks resampled, or whole
+    groups of tasks with ``groups``: ``unit``, ``n_units``); ``p_bootstrap`` = min(1, 2·min(P(diff* ≤ 0),
+    P(diff* ≥ 0))) over the bootstrap means (0 means below 1/n_boot; 1 with a single unit, where nothing can
+    be tested); ``p_wilcoxon`` the two-sided Wilcoxon signed-rank p value over the units' mean differences
+    (tasks, or groups) (1.0 when every difference is zero); ``wins``/``losses``/``ties`` count tasks where
+    ``a`` is above/below/equal; ``sd_diff`` the standard deviation of the per-task differences and ``mde``
+    the minimum detectable effect: the true difference a two-sided test at ``alpha`` detects with
+    probability ``power`` (:func:`min_detectable_effect`; with groups from the cluster-robust standard
+    error over ``n_units − 1`` degrees of freedom). What the data rule out is read from the CI's bounds,
+    not from the MDE: a CI spanning 0 rules out differences beyond its ends; the MDE says how large a
+    difference the test was likely to catch.
     """
     common = sorted(set(a) & set(b))
     if not common:
         raise ValueError("paired_test: the two models share no task")
     d = np.array([float(a[k]) - float(b[k]) for k in common])
-    boot = d[_boot_index(n_boot, len(d), seed)].mean(axis=1)
+    draws = resample(common, groups, n_boot=n_boot, seed=seed)
+    boot = draws.means(d)
     low, high = np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     p_boot = min(1.0, 2.0 * min(float((boot <= 0).mean()), float((boot >= 0).mean())))
-    p_wil = 1.0 if np.all(d == 0) else float(stats.wilcoxon(d, alternative="two-sided").pvalue)
+    units = unit_means(d, common, groups)
+    p_wil = 1.0 if np.all(units == 0) else float(stats.wilcoxon(units, alternative="two-sided").pvalue)
     sd = float(d.std(ddof=1)) if len(d) > 1 else 0.0
+    if draws.n_units == len(d):
+        mde = min_detectable_effect(sd, len(d), alpha=alpha, power=power)
+    else:
+        se = cluster_se(d, common, groups)
+        mde = None if se is None else mde_of_se(se, draws.n_units - 1, alpha=alpha, power=power)
     return {
         "diff": float(d.mean()), "low": float(low), "high": float(high),
-        "p_bootstrap": p_boot, "p_wilcoxon": p_wil,
+        "p_bootstrap": p_boot if draws.n_units > 1 else 1.0, "p_wilcoxon": p_wil,
         "wins": int((d > 0).sum()), "losses": int((d < 0).sum()), "ties": int((d == 0).sum()),
-        "n_tasks": len(d), "sd_diff": sd, "mde": min_detectable_effect(sd, len(d), alpha=alpha, power=power),
+        "n_tasks": len(d), "sd_diff": sd, "mde": mde, **draws.info(),
     }
 
 
 def share_recovered(row: dict[str, float], floor: dict[str, float], ceiling: dict[str, float], *,
-                    n_boot: int = 10000, seed: int = 0, alpha: float = 0.05) -> dict:
+                    n_boot: int = 10000, seed: int = 0, alpha: float = 0.05,
+                    groups: dict[str, str] | None = None) -> dict:
     """How much of the headroom ``ceiling − floor`` the ``row`` recovers, over the tasks all three share:
-    ``share = mean(row − floor) / mean(ceiling − floor)`` with a percentile bootstrap CI (tasks resampled;
-    resamples whose headroom is 0 are dropped). ``share`` is None when the headroom itself is 0."""
+    ``share = mean(row − floor) / mean(ceiling − floor)`` with a percentile bootstrap CI (tasks, or groups,
+    resampled; resamples whose headroom is 0 are dropped).
+
+    A ratio whose denominator's interval crosses 0 has no meaningful interval (its resamples run off to
+    ± infinity), so the share is given only where the headroom's own bootstrap CI over the same tasks and
+    resamples excludes 0 (``headroom_detected``); elsewhere ``share``, ``low`` and ``high`` are None.
+    """
     common = sorted(set(row) & set(floor) & set(ceiling))
     if not common:
         raise ValueError("share_recovered: the three rows share no task")
     gain = np.array([row[t] - floor[t] for t in common])
     room = np.array([ceiling[t] - floor[t] for t in common])
-    if room.mean() == 0:
-        return {"share": None, "low": None, "high": None, "n_tasks": len(common)}
-    idx = _boot_index(n_boot, len(common), seed)
-    num, den = gain[idx].mean(axis=1), room[idx].mean(axis=1)
-    ratio = num[den != 0] / den[den != 0]
-    low, high = np.percentile(ratio, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return {"share": float(gain.mean() / room.mean()), "low": float(low), "high": float(high),
-            "n_tasks": len(common)}
+    draws = resample(common, groups, n_boot=n_boot, seed=seed)
+    num, den = draws.means(gain), draws.means(room)
+    room_low, room_high = np.percentile(den, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    detected = bool(room.mean() != 0 and draws.n_units > 1 and (room_low > 0 or room_high < 0))
+    out = {"share": None, "low": None, "high": None, "n_tasks": len(common), "headroom_detected": detected,
+           **draws.info()}
+    if detected:
+        ratio = num[den != 0] / den[den != 0]
+        low, high = np.percentile(ratio, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+        out |= {"share": float(gain.mean() / room.mean()), "low": float(low), "high": float(high)}
+    return out
 
 
 def aggregate_seeds(values: list[float], *, alpha: float = 0.05) -> dict:
