@@ -8,7 +8,14 @@ from dataclasses import replace
 import pytest
 
 from promoe.config import PromptConfig, load_config
-from promoe.data.prompts import config_prompt, demonstrations, encode_prompt, fits_in, task_prompt
+from promoe.data.prompts import (
+    config_prompt,
+    demonstrations,
+    encode_prompt,
+    fits_in,
+    shown_input,
+    task_prompt,
+)
 from promoe.data.schema import Example, Instance
 from promoe.data.sources import positive_example_instances
 from promoe.errors import ConfigError
@@ -122,3 +129,9 @@ def test_a_long_in_context_prompt_drops_demonstrations_not_its_definition() -> N
     kept = config_prompt(task, inst, prompt, fits_in(tok, lambda t: t, n(bare) + 50))
     assert kept == bare and kept.startswith("Definition: Answer with the colour.")
     assert config_prompt(task, inst, prompt, fits_in(tok, lambda t: t, n(full))) == full
+
+
+def test_shown_input_is_the_input_as_a_prompt_shows_it() -> None:
+    assert shown_input("  How are\n you  ") == shown_input("How are you.") == "Input: How are you."
+    assert shown_input("How are you?") != shown_input("How are you")
+    assert f"{shown_input('a  b')}\n" in encode_prompt("D", "a b")

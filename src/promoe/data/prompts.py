@@ -43,6 +43,12 @@ def encode_input(text: str) -> str:
     return "Now complete the following example -\n" + _end(f"Input: {text.strip()}") + "\nOutput: "
 
 
+def shown_input(text: str) -> str:
+    """An input as a prompt shows it (stripped, a full stop added when it ends without punctuation), with every run
+    of whitespace as one space: two inputs with the same key show a model the same text."""
+    return " ".join(_end(f"Input: {text.strip()}").split())
+
+
 def encode_prompt(
     definition: str,
     instance_input: str,
