@@ -19,7 +19,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from promoe.config import PromptConfig
 from promoe.data.collate import encode_target
-from promoe.data.prompts import config_prompt, fits_in
+from promoe.data.prompts import fits_in, fitted_prompt
 from promoe.data.schema import Instance, Task
 from promoe.decode import (
     best_target_nll,
@@ -110,15 +110,17 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     each batch's pass through the lower layers is computed once for all variants. With ``progress``
     (a JSON file), the answers and routing counts are saved after every batch and a killed pass
     resumes at its first unsaved batch (see :mod:`promoe.evalstate`). ``counts``, if given, receives
-    the number of ``prompts`` and how many were ``cut`` to ``max_length``. With ``likelihood`` (filled
+    the number of ``prompts`` and how many lost (the start of) their Definition to fit ``max_length`` (``cut``;
+    prompts are made to fit by :func:`promoe.data.prompts.fit_prompt`, as in training). With ``likelihood`` (filled
     ``{row: {instance id: NLL}}``; the shared-prefix path only), each row's reference NLL is scored in the
     same pass, from its prompt's cache (:func:`promoe.decode.best_target_nll`; a reference keeps its first
     ``max_target_length`` tokens with EOS, as in training). Batches: :func:`batches_of`.
     """
     for v in variants:
         v.model.eval()
-    fits = fits_in(tokenizer, wrap, max_length)  # demonstrations that do not fit are dropped, not the Definition
-    prompts = [wrap(config_prompt(t, i, prompt, fits)) for t, i in items]
+    fits = fits_in(tokenizer, wrap, max_length)  # demonstrations and the input's end are cut before the Definition
+    fitted = [fitted_prompt(t, i, prompt, fits) for t, i in items]
+    prompts = [wrap(f.text) for f in fitted]
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     # rows limited to some instances (eval.headline_rows' others) get batches of their own instances: first the
@@ -127,12 +129,18 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     limited = [v for v in variants if v.ids is not None]
     scored = [j for j, (t, i) in enumerate(items) if any(v.covers(t.name, i.id) for v in variants)]
     order = sorted(scored, key=lambda j: (any(items[j][1].id not in v.ids for v in limited), lengths[j]))
-    cut = sum(lengths[j] > max_length for j in scored)
+    cut = sum(fitted[j].cut == "definition" for j in scored)  # the start of the Definition lost (fit_prompt)
     if counts is not None:
         counts.update(prompts=len(scored), cut=cut)
-    if cut:
+    if inputs := sum(fitted[j].cut == "input" for j in scored):
+        log.info("%s: %d of %d prompts kept their Definition within %d tokens by losing the end of their input",
+                 desc, inputs, len(scored), max_length)
+    if over := sum(lengths[j] > max_length for j in scored):
         log.warning("%s: %d of %d prompts are longer than %d tokens and lose their start (eval.max_length); "
-                    "the longest has %d", desc, cut, len(scored), max_length, max(lengths[j] for j in scored))
+                    "the longest has %d", desc, over, len(scored), max_length, max(lengths[j] for j in scored))
+    elif cut:
+        log.warning("%s: %d of %d prompts kept only the end of their Definition within %d tokens (eval.max_length)",
+                    desc, cut, len(scored), max_length)
     shared = all(supports_shared_prefix(v.model) for v in variants)
     if likelihood is not None and not shared:
         raise ValueError("predict_variants: likelihood is scored in the shared-prefix pass only "

@@ -8,7 +8,16 @@ from dataclasses import replace
 import pytest
 
 from promoe.config import PromptConfig, load_config
-from promoe.data.prompts import config_prompt, demonstrations, encode_prompt, fits_in, task_prompt
+from promoe.data.prompts import (
+    FittedPrompt,
+    config_prompt,
+    demonstrations,
+    encode_prompt,
+    fits_in,
+    fitted_prompt,
+    shown_input,
+    task_prompt,
+)
 from promoe.data.schema import Example, Instance
 from promoe.data.sources import positive_example_instances
 from promoe.errors import ConfigError
@@ -122,3 +131,64 @@ def test_a_long_in_context_prompt_drops_demonstrations_not_its_definition() -> N
     kept = config_prompt(task, inst, prompt, fits_in(tok, lambda t: t, n(bare) + 50))
     assert kept == bare and kept.startswith("Definition: Answer with the colour.")
     assert config_prompt(task, inst, prompt, fits_in(tok, lambda t: t, n(full))) == full
+
+
+# --------------------------------------------------------------------------------------------------
+# fit_prompt: the one rule of training and evaluation for a prompt too long for its limit
+
+def _long_input_task():
+    task = replace(_task("task001_colours"), definition="Answer with the colour of the last thing named.",
+                   positive_examples=(Example("a red apple", "red"),))
+    return task, Instance("i", " ".join(f"word{j}" for j in range(60)) + " and a blue sky", ("blue",))
+
+
+def _n_tokens(tok, wrap=lambda t: t):
+    return lambda text: len(tok(wrap(text), add_special_tokens=False)["input_ids"])
+
+
+def test_a_long_input_loses_its_end_not_the_definition() -> None:
+    tok = byte_tokenizer("llama")
+    n = _n_tokens(tok)
+    task, inst = _long_input_task()
+    limit = n(config_prompt(task, inst, PromptConfig())) - 40
+    fitted = fitted_prompt(task, inst, PromptConfig(n_pos_examples=1), fits_in(tok, lambda t: t, limit))
+    assert fitted.cut == "input" and n(fitted.text) <= limit
+    assert fitted.text.startswith("Definition: Answer with the colour of the last thing named.\n\n")
+    assert "Positive Example" not in fitted.text  # the demonstration went first
+    kept = fitted.text.split("Input: ")[1].removesuffix(".\nOutput: ")
+    assert inst.input.startswith(kept) and inst.input[len(kept)] == " "  # the input's start, at a word's end
+    assert fitted.text.endswith(".\nOutput: ")
+    # the same rule through config_prompt (evaluation) and encode_prompt
+    assert config_prompt(task, inst, PromptConfig(n_pos_examples=1), fits_in(tok, lambda t: t, limit)) == fitted.text
+
+
+def test_a_definition_longer_than_the_limit_keeps_its_end_and_the_whole_input() -> None:
+    # the last resort: the Definition alone does not fit, so it loses its start; the input stays whole
+    tok = byte_tokenizer("llama")
+    n = _n_tokens(tok)
+    task = replace(_task("task001_long"), definition=" ".join(f"rule{j}" for j in range(80)) + " Answer yes or no.")
+    inst = Instance("i", "Is the sky blue?", ("yes",))
+    limit = n(encode_prompt(task.definition, "")) - 30
+    fitted = fitted_prompt(task, inst, PromptConfig(), fits_in(tok, lambda t: t, limit))
+    assert fitted.cut == "definition" and n(fitted.text) <= limit
+    assert fitted.text.startswith("Definition: rule") and "Answer yes or no.\n\n" in fitted.text
+    assert "rule0 " not in fitted.text
+    assert fitted.text.endswith("Input: Is the sky blue?\nOutput: ")
+    # nothing fits, not even the frame: the uncut prompt, counted; the caller's token cut applies
+    bare = fitted_prompt(task, inst, PromptConfig(), lambda text: False)
+    assert bare == FittedPrompt(config_prompt(task, inst, PromptConfig()), "definition")
+
+
+def test_a_prompt_that_fits_is_byte_identical() -> None:
+    tok = byte_tokenizer("llama")
+    task, inst = _long_input_task()
+    for prompt in (PromptConfig(), PromptConfig(n_pos_examples=1), PromptConfig(condition="router_only")):
+        whole = config_prompt(task, inst, prompt)
+        fitted = fitted_prompt(task, inst, prompt, fits_in(tok, lambda t: t, _n_tokens(tok)(whole)))
+        assert fitted == FittedPrompt(whole, "")
+
+
+def test_shown_input_is_the_input_as_a_prompt_shows_it() -> None:
+    assert shown_input("  How are\n you  ") == shown_input("How are you.") == "Input: How are you."
+    assert shown_input("How are you?") != shown_input("How are you")
+    assert f"{shown_input('a  b')}\n" in encode_prompt("D", "a b")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
-from promoe.data.protocol import build_test_tasks, carve_validation
-from promoe.data.schema import Task, task_from_record
+from promoe.data.protocol import build_test_tasks, carve_validation, drop_demonstrated
+from promoe.data.schema import Example, Instance, QuirkLog, Task, task_from_record
 from tests.data.helpers import _candidates, _meta_export, _record, _select, _task
 
 # --------------------------------------------------------------------------------------------------
@@ -114,3 +115,24 @@ def test_build_test_tasks(tmp_path: Path) -> None:
     assert len({i.id for i in partial.instances}) == len(partial.instances)
     # the export's positive examples are used for the complete task (it has none of its own here)
     assert [i.input for i in complete.instances if i.origin == "positive_example"] == ["q0"]
+
+
+def test_an_instance_a_demonstration_shows_is_never_scored() -> None:
+    # upstream task1531: Instances[63] is its 4th positive example's input with a trailing space
+    task = replace(_task("task001_demo", n=0), positive_examples=(
+        Example("Hello there!", "greeting"), Example("How are you?", "question"), Example("Fine thanks", "reply")))
+    instances = (Instance("a", "How are you? ", ("question",)),   # the trailing space: same prompt text
+                 Instance("b", "How  are\nyou?", ("question",)),  # whitespace runs
+                 Instance("c", "Fine thanks.", ("reply",)),        # the full stop the prompt adds anyway
+                 Instance("d", "How are you", ("question",)),      # shown as "How are you.": another text
+                 Instance("e", "hello there!", ("greeting",)),     # another case: another text
+                 Instance("f", "Hello there!", ("greeting",), origin="positive_example"))  # scored as itself
+    quirks = QuirkLog()
+    (kept,) = drop_demonstrated([replace(task, instances=instances)], quirks)
+    assert [i.id for i in kept.instances] == ["d", "e", "f"]
+    assert [(q.task, q.kind, q.where) for q in quirks.quirks] == [
+        ("task001_demo", "demonstration_input", "Instances[0] (a) = Positive Examples[1]"),
+        ("task001_demo", "demonstration_input", "Instances[1] (b) = Positive Examples[1]"),
+        ("task001_demo", "demonstration_input", "Instances[2] (c) = Positive Examples[2]")]
+    untouched = replace(task, instances=instances[3:])
+    assert drop_demonstrated([untouched], QuirkLog()) == [untouched]

@@ -133,13 +133,17 @@ def test_real_offline_default_is_the_official_protocol(real_data_root: Path) -> 
     assert len({t.category for t in pool}) == 60 and len({t.category for t in splits.val}) == len(splits.val)
     assert len(splits.test) == 119 and sum(splits.test_available.values()) >= 10_000
     assert max(splits.test_available.values()) == 100
-    assert sum(n < 100 for n in splits.test_available.values()) == 18  # 16 partial tasks + 2 short complete ones
+    # 16 partial tasks + 2 short complete ones + task1531, whose Instances[63] is a demonstration (below)
+    assert sum(n < 100 for n in splits.test_available.values()) == 19
     found = [(q.task.split("_")[0], q.kind) for q in splits.quirks]
     assert sorted(k for k in found if k[1] == "empty_reference") == sorted(
         [("task488", "empty_reference")] * 3 + [("task497", "empty_reference"), ("task365", "empty_reference"),
                                                 ("task1564", "empty_reference")])
     assert [t for t, k in found if k == "multi_definition"] == ["task288"]
     assert sum(k == "empty_reasoning" for _, k in found) == 293 + 42
+    # task1531's Instances[63] is its 4th positive example with a trailing space: never scored
+    assert [t for t, k in found if k == "demonstration_input"] == ["task1531"]
+    assert sum(splits.test_available.values()) == 10_286
 
 
 def test_real_offline_splits_follow_the_sni_protocol(real_data_root: Path) -> None:
@@ -165,3 +169,23 @@ def test_real_offline_splits_follow_the_sni_protocol(real_data_root: Path) -> No
         real = [i for i in t.instances if i.origin == "instance"]
         assert len(real) <= DataConfig().test_max_instances_per_task
     assert sum(i.origin == "positive_example" for t in splits.test for i in t.instances) == 385
+
+
+def test_no_source_scores_an_instance_a_demonstration_shows(tmp_path: Path) -> None:
+    # data.source=files: the rule holds for a researcher's own test tasks too, counted like the official quirks
+    test = _record("task900_te", n=4, pos=2, categories=("Textual Entailment",))
+    test["Instances"][2]["input"] = "pos in 1 "  # its 2nd positive example's input, as the prompt shows it
+    files = {"train": _write_json(tmp_path / "train/task001_tr.json", _record("task001_tr", n=3)),
+             "test": _write_json(tmp_path / "test/task900_te.json", test)}
+    _write_json(tmp_path / "train/task002_tr.json", _record("task002_tr", n=3))
+    splits = load_splits(DataConfig(source="files", train_files=[str(files["train"].parent)],
+                                    test_files=[str(files["test"])], val_tasks=1, test_positive_examples=True,
+                                    test_max_per_task=None))
+    (task,) = splits.test
+    assert [i.id for i in task.instances if i.origin == "instance"] == ["task900_te-0", "task900_te-1", "task900_te-3"]
+    assert [i.input for i in task.instances if i.origin == "positive_example"] == ["pos in 0", "pos in 1"]
+    assert splits.test_available == {"task900_te": 3} and splits.capped["test"] == 0
+    assert [(q.task, q.kind) for q in splits.quirks] == [("task900_te", "demonstration_input")]
+    text = summarize(splits)
+    assert "test-data quirk demonstration_input: 1 in 1 tasks" in text
+    assert "task900_te Instances[2] (task900_te-2) = Positive Examples[1]" in text

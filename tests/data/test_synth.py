@@ -12,6 +12,7 @@ import pytest
 
 from promoe.cli import main
 from promoe.config import DataConfig
+from promoe.data.prompts import shown_input
 from promoe.data.schema import task_from_record
 from promoe.data.sources import read_task_package
 from promoe.data.splits import load_splits
@@ -160,3 +161,14 @@ def test_source_synth_is_the_written_suite_with_one_held_out_phrasing_per_rule(t
     assert {t.meta["phrasing"] for t in two.val} == {2, 3} and len(two.train) == 2 * len(RULES)
     with pytest.raises(DataError, match="data.val_tasks=32 holds out 4 of the 4"):
         load_splits(DataConfig(source="synth", synth_instances=2, val_tasks=32))
+
+
+def test_no_synthetic_instance_is_a_demonstration() -> None:
+    # every input is drawn once in the whole suite, so no scored instance is a positive example's input as a
+    # prompt shows it (were one, load_splits would drop it and record a demonstration_input quirk)
+    suite = build_suite(seed=0, n_instances=50)
+    for rec in suite["train"] + suite["test"]:
+        shown = {shown_input(ex["input"]) for ex in rec["Positive Examples"]}
+        assert not shown & {shown_input(i["input"]) for i in rec["Instances"]}, rec["_meta"]["task"]
+    splits = load_splits(DataConfig(source="synth", synth_instances=50, val_tasks=8))
+    assert splits.quirks == [] and all(len(t.instances) == 50 for t in splits.test)

@@ -164,7 +164,8 @@ class TrainConfig:
     warmup_steps: int = setting(10, "Linear warm-up steps.", lo=0)
     schedule: Literal["cosine", "linear", "constant"] = setting("cosine", "Decay after warm-up.")
     max_grad_norm: float = setting(1.0, "Gradient clipping norm (0: off).", lo=0)
-    max_length: int = setting(512, "Maximum tokens of prompt + target (the prompt's start is cut first).", lo=1)
+    max_length: int = setting(512, "Maximum tokens of prompt + target (a longer prompt loses demonstrations, "
+                              "then its input's end, then its Definition's start, as at evaluation).", lo=1)
     max_target_length: int = setting(32, "Maximum target tokens.", lo=1)
     examples_per_task: int = setting(8, "Training examples kept per task.", lo=1)
     temperature: float = setting(1.0, "Task sampling temperature: P(task) ∝ n_examples^(1/T).", gt=0)
@@ -187,7 +188,8 @@ class EvalConfig:
 
     batch_size: int = setting(8, "Prompts generated together (sorted by length).", lo=1)
     max_new_tokens: int = setting(32, "Generation limit; decoding also stops after the first non-empty line.", lo=1)
-    max_length: int = setting(1024, "Prompt tokens kept (the start of longer prompts is cut).", lo=1)
+    max_length: int = setting(1024, "Prompt tokens kept (a longer prompt loses demonstrations, then its "
+                              "input's end, then its Definition's start, as in training).", lo=1)
     batch_tokens: int | None = setting(
         8192, "Cap on a generation batch's padded prompt tokens (its size x its longest prompt): batches of long "
               "prompts are smaller, so the memory of a batch stays bounded (unset: eval.batch_size alone).", lo=1)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from promoe.config import PromptConfig
-from promoe.data.collate import encode_pair
-from promoe.data.prompts import config_prompt
+from promoe.data.collate import encode_pair, encode_target
+from promoe.data.prompts import PromptCut, fits_in, fitted_prompt
 from promoe.data.schema import Task
 
 log = logging.getLogger(__name__)
@@ -29,26 +29,37 @@ class TrainExample:
     task: str
     input_ids: tuple[int, ...]
     labels: tuple[int, ...]
-    cut: bool = False  # the prompt was longer than max_length and lost its start
+    cut: bool = False
+    """The prompt lost (the start of) its Definition: it did not fit ``max_length`` even without demonstrations and
+    with its input cut (:func:`promoe.data.prompts.fit_prompt`'s last resort)."""
+    shortened: PromptCut = ""
+    """What was cut to make the prompt fit (:data:`~promoe.data.prompts.PromptCut`)."""
 
 
 def build_examples(tasks: Sequence[Task], tokenizer, *, per_task: int, max_length: int, max_target_length: int,
                    prompt: PromptConfig, wrap=lambda text: text, seq2seq: bool = False) -> list[TrainExample]:
     """The first ``per_task`` instances of every task as tokenised examples (first reference as target).
 
-    ``wrap`` puts the Tk-Instruct prompt into the backbone's chat template.
+    ``wrap`` puts the Tk-Instruct prompt into the backbone's chat template. A prompt that would not fit
+    ``max_length`` with its target is cut as evaluation cuts it (:func:`promoe.data.prompts.fit_prompt`:
+    demonstrations, then the input's end, the Definition's start only as the last resort), not from its start.
     """
     out = []
     for t in tasks:
         for inst in t.instances[:per_task]:
-            text = wrap(config_prompt(t, inst, prompt))
-            enc = encode_pair(tokenizer, text, inst.outputs[0], max_length=max_length, seq2seq=seq2seq,
+            target = inst.outputs[0]
+            room = max_length - (0 if seq2seq else len(encode_target(tokenizer, target,
+                                                                      max_target_length=max_target_length)))
+            fitted = fitted_prompt(t, inst, prompt, fits_in(tokenizer, wrap, room, add_special_tokens=seq2seq))
+            enc = encode_pair(tokenizer, wrap(fitted.text), target, max_length=max_length, seq2seq=seq2seq,
                               max_target_length=max_target_length)
-            out.append(TrainExample(t.name, tuple(enc.input_ids), tuple(enc.labels), enc.truncated > 0))
-    truncated = sum(e.cut for e in out)
-    if truncated:
-        log.info("%d of %d training prompts were longer than %d tokens and lost their start", truncated,
-                 len(out), max_length)
+            out.append(TrainExample(t.name, tuple(enc.input_ids), tuple(enc.labels),
+                                    fitted.cut == "definition" or enc.truncated > 0, fitted.cut))
+    cut = {c: sum(e.shortened == c for e in out) for c in ("demonstrations", "input", "definition")}
+    if any(cut.values()):
+        log.info("%d of %d training prompts were longer than %d tokens with their target and were cut to fit: %d lost "
+                 "demonstrations, %d the end of their input, %d the start of their Definition", sum(cut.values()),
+                 len(out), max_length, *cut.values())
     return out
 
 

@@ -2,7 +2,8 @@
 
 Which training candidates are kept (:func:`select_training_tasks`, each with a :class:`Decision`), which
 training families are held out for validation (:func:`carve_validation`), how test tasks get their
-scored instances (:func:`build_test_tasks`); :mod:`promoe.data.splits` applies them to a data source.
+scored instances (:func:`build_test_tasks`, without the ones a demonstration shows: :func:`drop_demonstrated`);
+:mod:`promoe.data.splits` applies them to a data source.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
-from promoe.data.schema import Task
+from promoe.data.prompts import shown_input
+from promoe.data.schema import QuirkLog, Task
 from promoe.data.sources import positive_example_instances
 
 
@@ -123,4 +125,25 @@ def build_test_tasks(
                            reasoning=full.reasoning if full else t.reasoning,
                            domains=full.domains if full else t.domains,
                            source=full.source if full else t.source))
+    return out
+
+
+def drop_demonstrated(tasks: list[Task], quirks: QuirkLog) -> list[Task]:
+    """The test tasks without their real instances whose input is one of the task's positive examples' inputs as a
+    prompt shows it (:func:`~promoe.data.prompts.shown_input`: stripped, whitespace runs as one space): a
+    demonstration would show its answer, so it is never scored. Each is recorded in ``quirks``
+    (``demonstration_input``; upstream, task1531's Instances[63] is its 4th positive example with a trailing
+    space). A positive example scored as itself (``origin="positive_example"``) stays: it is never its own
+    demonstration (:func:`promoe.data.prompts.demonstrations`)."""
+    out = []
+    for t in tasks:
+        shown = {shown_input(ex.input): j for j, ex in reversed(list(enumerate(t.positive_examples)))}
+        kept = []
+        for k, inst in enumerate(t.instances):
+            j = shown.get(shown_input(inst.input)) if inst.origin == "instance" else None
+            if j is None:
+                kept.append(inst)
+            else:
+                quirks.add(t.name, "demonstration_input", f"Instances[{k}] ({inst.id}) = Positive Examples[{j}]")
+        out.append(t if len(kept) == len(t.instances) else replace(t, instances=tuple(kept)))
     return out

@@ -33,15 +33,18 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _LIST_FIELDS = ("Categories", "Reasoning", "Domains", "Source")
 
 
-QuirkKind = Literal["empty_reference", "multi_definition", "empty_reasoning"]
+QuirkKind = Literal["empty_reference", "multi_definition", "empty_reasoning", "demonstration_input"]
 
 QUIRK_RULES: dict[str, str] = {
     "empty_reference": "instance kept, its target is the empty string (Tk-Instruct trains on "
                        "random.choice(output))",
     "multi_definition": "Definition[0] used, the other strings ignored (Tk-Instruct's collator)",
     "empty_reasoning": "read as no reasoning skills",
+    "demonstration_input": "test instance not scored: its input is, as a prompt shows it, the input of one of "
+                           "the task's positive examples, which a demonstration shows with its answer",
 }
-"""How each accepted quirk of the official data is read, as the official code reads it."""
+"""How each accepted quirk of the official data is read, as the official code reads it (``demonstration_input``:
+of any test data, :func:`promoe.data.protocol.drop_demonstrated`)."""
 
 
 @dataclass(frozen=True)

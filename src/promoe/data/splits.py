@@ -29,6 +29,7 @@ from promoe.data.protocol import (
     build_test_tasks,
     cap_instances,
     carve_validation,
+    drop_demonstrated,
     select_training_tasks,
 )
 from promoe.data.schema import Quirk, QuirkLog, Task, task_from_record
@@ -94,12 +95,15 @@ def load_splits(cfg: DataConfig) -> TaskSplits:
 
 def _finish(pool: list[Task], test_tasks: list[Task], decisions: list[Decision], cfg: DataConfig,
             sources: dict[str, str], quirks: QuirkLog | None = None, val_names: set[str] | None = None) -> TaskSplits:
-    """Cap, carve validation (``val_names``, else :func:`carve_validation`), build the test set;
-    ``test_tasks`` hold every instance they have."""
+    """Cap, carve validation (``val_names``, else :func:`carve_validation`), build the test set without the
+    instances a demonstration shows (:func:`drop_demonstrated`, recorded in ``quirks``); ``test_tasks`` hold every
+    instance they have."""
     if cfg.max_test_tasks is not None and cfg.max_test_tasks < len(test_tasks):
         stride = len(test_tasks) / cfg.max_test_tasks
         test_tasks = [test_tasks[int(i * stride)] for i in range(cfg.max_test_tasks)]
     check_unique_ids(test_tasks, sources.get("test", "the test tasks"))  # scored together
+    quirks = quirks if quirks is not None else QuirkLog()
+    test_tasks = drop_demonstrated(test_tasks, quirks)  # whatever the source: before the caps and the counts
     available = {t.name: len(t.instances) for t in test_tasks}
     test = build_test_tasks(test_tasks, [], max_instances=cfg.test_max_instances_per_task,
                             positive_examples=cfg.test_positive_examples, max_total=cfg.scored_per_task)

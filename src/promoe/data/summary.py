@@ -97,7 +97,8 @@ def _drop_notes(splits: TaskSplits) -> list[str]:
         by_kind[q.kind].append(q)
     for kind, found in sorted(by_kind.items()):
         tasks = len({q.task for q in found})
-        lines.append(f"official-data quirk {kind}: {len(found)} in {tasks} tasks -> {QUIRK_RULES[kind]}")
+        of = "test-data" if kind == "demonstration_input" else "official-data"  # the first: of any source
+        lines.append(f"{of} quirk {kind}: {len(found)} in {tasks} tasks -> {QUIRK_RULES[kind]}")
         if kind != "empty_reasoning":
             lines += [f"    {q.task} {q.where}".rstrip() for q in found]
     return lines + ([""] if lines else [])
