@@ -1,5 +1,6 @@
 """promoe.train: resume from a checkpoint gives the uninterrupted result; sampling plan; NaN stops cleanly;
-data-parallel training (2 CPU processes, gloo) matches 1-process training with the same global batch."""
+validation routes as the model is scored; data-parallel training (2 CPU processes, gloo) matches 1-process
+training with the same global batch."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -96,6 +98,31 @@ def test_resume_continues_the_random_stream_and_survives_a_kill_between_renames(
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     full_rows = (tmp_path / "full/metrics.jsonl").read_text().splitlines()
     assert (tmp_path / "part/metrics.jsonl").read_text().splitlines()[-4:] == full_rows[-4:]
+
+
+@pytest.mark.usefixtures("tiny_tensors")
+def test_validation_routes_as_scored_and_logs_the_training_regime(tmp_path: Path) -> None:
+    """Trained with soft routing over every expert, scored with one: the loss that chooses the checkpoint is
+    the one-expert loss, and the soft one is logged next to it."""
+    trainer = _trainer(tmp_path / "soft", replace(MCFG, top_k=4, eval_top_k=1))
+    model = trainer.raw
+    with torch.no_grad():  # experts that compute different things (upcycled copies are all alike)
+        for layer in model.moe_layers:
+            for p in layer.experts.parameters():
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * p.std())
+    scored = trainer.validate()
+    assert model.top_ks == [4, 4]  # training keeps its routing
+    model.set_top_k(1)
+    one = trainer.validate()
+    model.set_top_k(4)
+    assert scored == pytest.approx(one, rel=1e-6) and abs(trainer.validate_as_trained() - one) > 1e-3
+    result = trainer.fit()
+    rows = [r for r in read_metrics(tmp_path / "soft/metrics.jsonl") if "val_loss" in r]
+    assert [r["step"] for r in rows] == [3, 6] and all(r["val_top_k"] == 1 for r in rows)
+    assert all(r["val_loss_train_top_k"] != r["val_loss"] for r in rows) and result.val_top_k == 1
+    assert result.best_val_loss == min(r["val_loss"] for r in rows)
+    plain = _trainer(tmp_path / "plain", steps=3)  # scored as trained: nothing more to log
+    assert plain.fit().val_top_k is None and "val_top_k" not in read_metrics(tmp_path / "plain/metrics.jsonl")[-1]
 
 
 def test_sampling_plan_is_deterministic_balanced_and_bucketed() -> None:

@@ -73,7 +73,8 @@ class Setup:
         otherwise the backbone itself is converted (one model per setup, no copy). ``model_cfg``
         replaces the config's ``model`` section (e.g. another proactive mode). ``experts``: the
         specialised experts' checkpoint (:func:`load_specialised`), loaded before ``weights``. A model with
-        ``weights`` is for scoring: it routes with ``model.eval_top_k`` experts when that is set."""
+        ``weights`` is for scoring: it routes with ``model.eval_top_k`` experts when that is set
+        (:meth:`MoEModel.for_scoring`)."""
         base = copy.deepcopy(self.backbone.model) if share else self.backbone.model
         model = build_model(base, self.backbone.family, model_cfg or self.cfg.model, registry.arch(kind),
                             seed=self.cfg.seed)
@@ -88,9 +89,7 @@ class Setup:
                     p.data = shared.setdefault(n, p.data)
         if weights is not None:  # a trained model, to be scored: with the scoring top-k
             load_trainable(model, Path(weights))
-            model.eval()
-            if self.cfg.model.eval_top_k is not None:
-                model.set_top_k(self.cfg.model.eval_top_k)
+            model.for_scoring()
         return model
 
     def experts_of(self, kind: str, run_dir: str | Path) -> Path | None:

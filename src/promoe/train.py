@@ -52,6 +52,9 @@ class TrainResult:
     best_val_loss: float | None
     best_step: int | None
     history: list[dict] = field(default_factory=list)
+    val_top_k: int | None = None
+    """Experts per token of the validation that chose the checkpoint (``model.eval_top_k``), when that differs
+    from training's; the metrics rows then also hold ``val_loss_train_top_k`` (None: routed as in training)."""
 
 
 def _trainable(model: MoEModel) -> dict[str, torch.Tensor]:
@@ -132,6 +135,9 @@ class Trainer:
         self.acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
         self.seq2seq = model.is_seq2seq
         self.raw = model
+        with model.scoring_regime():  # validation routes as the model will be scored
+            scored = model.top_ks
+        self.val_top_k = model.cfg.eval_top_k if scored != model.top_ks else None
         opt = adamw(param_groups(model, cfg.lr, cfg.router_lr), weight_decay=cfg.weight_decay)
         sched = get_scheduler(cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup", opt,
                               num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps)
@@ -173,9 +179,15 @@ class Trainer:
         return {"step": step + 1, "loss": lm + aux, "lm_loss": lm, "aux_loss": aux,
                 "lr": self.sched.get_last_lr()[0]}
 
-    @torch.no_grad()
     def validate(self) -> float:
-        """Token-mean loss on the validation examples (all processes see all of them)."""
+        """Token-mean loss on the validation examples (all processes see all of them), routed as the model is
+        scored (:meth:`MoEModel.scoring_regime`): the checkpoint it chooses is the one that routing serves best."""
+        with self.raw.scoring_regime():
+            return self.validate_as_trained()
+
+    @torch.no_grad()
+    def validate_as_trained(self) -> float:
+        """The validation loss routed as in training (the experts per token the model has now)."""
         self.model.eval()
         total, count, bs = 0.0, 0, max(1, self.cfg.micro_batch_size or self.cfg.batch_size)
         order = sorted(range(len(self.val_examples)), key=lambda i: len(self.val_examples[i].input_ids))
@@ -235,6 +247,11 @@ class Trainer:
         # ran before in the process; a resume continues it from the checkpoint
         torch.manual_seed(self.seed)
         state = self._resume()
+        if state["best_step"] is not None and state.get("val_top_k") != self.val_top_k:  # a checkpoint from before
+            log.warning("%s: its best checkpoint was chosen by a validation routed with other top-k (%s, now %s); "
+                        "delete the folder to train and choose again", self.out_dir, state.get("val_top_k"),
+                        self.val_top_k)
+        state["val_top_k"] = self.val_top_k
         start = state["step"]
         metrics = self.out_dir / "metrics.jsonl"
         if self.acc.is_main_process and metrics.exists():  # drop lines from after the checkpoint
@@ -247,6 +264,8 @@ class Trainer:
             done = step + 1
             if (self.cfg.eval_every and done % self.cfg.eval_every == 0) or done == self.cfg.steps:
                 row["val_loss"] = self.validate()
+                if self.val_top_k is not None:  # what choosing in the training regime would have seen
+                    row["val_top_k"], row["val_loss_train_top_k"] = self.val_top_k, self.validate_as_trained()
                 best = state["best_val_loss"]
                 if best is None or row["val_loss"] < best:
                     state.update(best_val_loss=row["val_loss"], best_step=done, bad_validations=0)
@@ -268,4 +287,4 @@ class Trainer:
             load_trainable(self.acc.unwrap_model(self.model), best_path)
         history = read_metrics(metrics) if metrics.exists() else []
         return TrainResult(steps=self.cfg.steps, best_val_loss=state["best_val_loss"], best_step=state["best_step"],
-                           history=history)
+                           history=history, val_top_k=self.val_top_k)

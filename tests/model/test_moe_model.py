@@ -327,3 +327,20 @@ def test_task_mode_promoe_generates_as_with_token_dispatch(monkeypatch) -> None:
         monkeypatch.setattr(layer.experts, "forward_rows",
                             lambda x, i, w, ex=layer.experts: ex(*per_token(x, i, w)).view_as(x))
     assert torch.equal(fast, token_path.generate(ids, torch.ones_like(ids), **kw))
+
+
+# -- the scoring regime ---------------------------------------------------------------------------
+
+def test_scoring_regime_routes_with_eval_top_k_and_restores_training_routing() -> None:
+    model = build(tiny_llama(), "llama", "moe", eval_top_k=1)
+    ids, mask = left_padded()
+    with pytest.raises(RuntimeError), model.scoring_regime():
+        assert model.top_ks == [1, 1] and model(ids, attention_mask=mask).routing[0].router.indices.shape[-1] == 1
+        raise RuntimeError  # whatever happens inside, training's routing comes back
+    assert model.top_ks == [K, K]
+    with model.routing_top_k(None):  # no scoring top-k: routing as it is
+        assert model.top_ks == [K, K]
+    assert model.train().for_scoring().top_ks == [1, 1] and not model.training
+    floor = build(tiny_llama(), "llama", "moe", eval_top_k=1)
+    replace_routers(floor, "uniform")
+    assert floor.for_scoring().top_ks == [E, E]  # uniform mixing always uses every expert

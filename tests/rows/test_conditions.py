@@ -1,6 +1,6 @@
 """promoe.rows.conditions: the router-only condition trains the models again on prompts that hold the instance
 input alone, from the same specialised experts, and scores them — and the headroom rows over them — with such
-prompts."""
+prompts, routing as the run's other rows are scored (``model.eval_top_k``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from promoe.cli import main
 from promoe.config import load_config
 from promoe.errors import ConfigError
+from promoe.model.router import UniformRouter
 from promoe.rows import conditions, oracle
 from promoe.rows.ablations import PARAPHRASES
 from promoe.stages.evaluation import Evaluation
@@ -24,7 +25,7 @@ train_models = importlib.import_module("promoe.stages.train_models")  # the pack
 
 def test_router_only_rows_train_and_score_without_the_definition(tiny_data_root: Path, tmp_path: Path,
                                                                   monkeypatch) -> None:
-    built, scored, demos, seen = [], [], set(), {}
+    built, scored, demos, seen, top_ks = [], [], set(), {}, {}
     build, run, demo_prompt = train_models.build_examples, Evaluation.run, oracle.config_prompt
 
     def spy_build(tasks, tok, **kw):
@@ -34,7 +35,10 @@ def test_router_only_rows_train_and_score_without_the_definition(tiny_data_root:
     def spy_run(self, variants, *, prompt=None, label="eval"):
         scored.append((label, (prompt or self.cfg.prompt).condition, [v.name for v in variants]))
         seen.update({v.name: v for v in variants})
-        return run(self, variants, prompt=prompt, label=label)
+        out = run(self, variants, prompt=prompt, label=label)
+        top_ks.update({v.name: {m.router.top_k for m in v.model.moe_layers if not isinstance(m.router, UniformRouter)}
+                       for v in variants})
+        return out
 
     def spy_demo(task, inst, prompt):
         demos.add(prompt.condition)
@@ -48,7 +52,8 @@ def test_router_only_rows_train_and_score_without_the_definition(tiny_data_root:
     args = ["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(out),
             "experts.specialise=true", "model.n_experts=2", "experts.steps=2", "compare.icl_models=[]",
             "compare.fewshot_models=[]", "compare.ablations=[shuffled,paraphrase]", "compare.routers=[uniform,oracle]",
-            "eval.backbone=false", "train.models=[moe,promoe]", "compare.router_only_models=[moe,promoe]"]
+            "eval.backbone=false", "train.models=[moe,promoe]", "compare.router_only_models=[moe,promoe]",
+            "model.eval_top_k=1"]  # trained over both experts, scored with one
     assert main(args) == 0
     run_dir = out / "smoke"
     # standard examples (train + validation) for the experts and models, then router-only ones for the condition
@@ -56,6 +61,8 @@ def test_router_only_rows_train_and_score_without_the_definition(tiny_data_root:
     assert scored == [("eval", "standard", ["moe", "promoe", "uniform", "oracle", "promoe-shuffled"]),
                       ("router_only", "router_only", ["moe-router_only", "promoe-router_only", "uniform-router_only",
                                                       "oracle-router_only", "promoe-shuffled-router_only"])]
+    # every row scored with one expert, the router-only condition's models straight from training included
+    assert {n: k for n, k in top_ks.items() if k} == {n: {1} for n in seen if not n.startswith("uniform")}
     # the ablation again over promoe-router_only: its router given the same other descriptions
     ro, std = seen["promoe-shuffled-router_only"], seen["promoe-shuffled"]
     assert ro.model is seen["promoe-router_only"].model and std.model is seen["promoe"].model

@@ -132,7 +132,8 @@ def fig_training_curves(curves: dict[str, list[dict]], colors: dict[str, tuple])
     ax = fig.subplots()
     drawn = False
     for m, rows in curves.items():
-        for key, style in (("loss", {"lw": 1, "alpha": 0.8}), ("val_loss", {"ls": "--", "marker": "o"})):
+        for key, style in (("loss", {"lw": 1, "alpha": 0.8}), ("val_loss", {"ls": "--", "marker": "o"}),
+                           ("val_loss_train_top_k", {"ls": ":", "marker": "x"})):
             pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), int | float)]
             if pts:
                 ax.plot(*zip(*pts, strict=True), color=colors[m], label=f"{m} {key}", **style)
@@ -159,7 +160,9 @@ FIGURE_TEXT = {
     "per_category_rougeL_variants": f"ROUGE-L per task category for `{REFERENCE}` (reference) and its ablations, "
                                     "in-context and few-shot rows; 95% bootstrap intervals over the "
                                     "category's tasks.",
-    "training_curves": "Training loss (solid) and validation loss (dashed) against the optimiser step.",
+    "training_curves": "Training loss (solid) and validation loss (dashed; routed as the model is scored, what chooses "
+                       "the checkpoint) against the optimiser step; where scoring routes with fewer experts than "
+                       "training (`model.eval_top_k`), the validation loss routed as in training (dotted).",
 }
 
 def draw_figures(run_dir: Path, data: RunData, sig: dict) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:

@@ -113,8 +113,9 @@ class ModelConfig:
     n_experts: int = setting(8, "Experts per MoE layer.", lo=1)
     top_k: int = setting(2, "Experts chosen per token (or per task in proactive `task` mode).", lo=1)
     eval_top_k: int | None = setting(
-        None, "Experts chosen per token by trained models when scoring (unset: top_k); e.g. train with soft "
-              "routing over every expert (top_k = n_experts, gradient to every routing logit) and score sparsely.",
+        None, "Experts chosen per token by trained models when scoring, and by the validation that chooses their "
+              "checkpoint (unset: top_k); e.g. train with soft routing over every expert (top_k = n_experts, "
+              "gradient to every routing logit) and score sparsely.",
         lo=1)
     expert_width: int | None = setting(
         None, "Expert FFN width (unset: the pretrained width, full copies; smaller: each expert keeps a "

@@ -108,6 +108,37 @@ class MoEModel(nn.Module):
             if not isinstance(layer.router, UniformRouter):
                 layer.router.top_k = min(k, layer.router.n_experts)
 
+    @property
+    def top_ks(self) -> list[int]:
+        """The experts each MoE layer routes a token to now, by layer."""
+        return [layer.router.top_k for layer in self.moe_layers]
+
+    @contextlib.contextmanager
+    def routing_top_k(self, k: int | None):
+        """Inside the block, route every token to ``k`` experts (:meth:`set_top_k`; None: as now); every
+        router's own ``top_k`` is restored after, whatever happened inside."""
+        saved = [(layer.router, layer.router.top_k) for layer in self.moe_layers]
+        if k is not None:
+            self.set_top_k(k)
+        try:
+            yield self
+        finally:
+            for router, top_k in saved:
+                router.top_k = top_k
+
+    def scoring_regime(self):
+        """Inside the block, route as the model is scored: ``cfg.eval_top_k`` experts when set (validation
+        chooses the checkpoint in the regime that will be scored, not in the training regime)."""
+        return self.routing_top_k(self.cfg.eval_top_k)
+
+    def for_scoring(self) -> MoEModel:
+        """From now on route as scored (eval mode, ``cfg.eval_top_k`` experts when set): every scored model
+        passes through this (:meth:`promoe.stages.evaluation.Evaluation.prepare`); it is idempotent."""
+        self.eval()
+        if self.cfg.eval_top_k is not None:
+            self.set_top_k(self.cfg.eval_top_k)
+        return self
+
     def clear_routing_cache(self) -> None:
         self._routing_cache.clear()
 

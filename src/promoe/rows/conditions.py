@@ -34,8 +34,8 @@ def fewshot(ctx: RunContext, row: Row, bases: list[str]) -> None:
         return
     t1 = time.perf_counter()
     chosen = set(fewshot_tasks(list(dict.fromkeys(t.name for t, _ in ev.items)), c.fewshot_tasks))
-    variants = {v.name: v for v in ev.scope([Variant(n, m, ctx.task_emb if m.hyper is not None else None,
-                                                      ev.stats_for(m), tasks=chosen) for n, m in few.items()])}
+    variants = {v.name: v for v in ev.prepare([Variant(n, m, ctx.task_emb if m.hyper is not None else None,
+                                                        tasks=chosen) for n, m in few.items()])}
     items = [(t, i) for t, i in ev.items if any(v.covers(t.name, i.id) for v in variants.values())]
     preds, nll = run_fewshot(few, variants, items[acc.process_index::acc.num_processes], ctx.setup.tokenizer,
                         cfg=ctx.cfg, wrap=ctx.setup.wrap, task_emb=ctx.task_emb,
@@ -63,7 +63,9 @@ def router_only(ctx: RunContext, row: Row, bases: list[str]) -> None:
     lower = LowerCache()  # other token sequences than the standard prompts': hidden states of their own
     trained = {}
     for base in bases:
-        trained[base], _ = train_model(ctx, base, f"{base}-{row.name}", examples, val_examples, lower)
+        model, _ = train_model(ctx, base, f"{base}-{row.name}", examples, val_examples, lower)
+        # routing as scored, as the run's own trained models: the headroom rows copy its routers (the oracle chooses so)
+        trained[base] = model.for_scoring()
     ctx.times[f"lower_cache {row.name}"] = lower.seconds
     del lower, examples, val_examples
     release_memory()

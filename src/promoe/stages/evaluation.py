@@ -46,6 +46,16 @@ class Evaluation:
                 v.ids = self.base_ids
         return variants
 
+    def prepare(self, variants: list[Variant]) -> list[Variant]:
+        """``variants`` as they are scored: each limited to its instances (:meth:`scope`), its model on the device,
+        routing as scored (:meth:`MoEModel.for_scoring`: ``model.eval_top_k`` experts when set, whichever way the
+        model came — reloaded, straight from training, a copy with other routers) and a fresh routing record.
+        Every scored row passes through here (:meth:`run`, the few-shot condition)."""
+        for v in self.scope(variants):
+            v.model.for_scoring().to(self.acc.device)
+            v.stats = self.stats_for(v.model)
+        return variants
+
     def done(self, name: str) -> bool:
         """True (and the row's scores loaded) when ``name`` was scored by an earlier run of this folder."""
         if name in self.results:
@@ -68,14 +78,11 @@ class Evaluation:
 
     def run(self, variants: list[Variant], *, prompt: PromptConfig | None = None, label: str = "eval") -> None:
         """Predict with every variant not yet scored (one shared prompt pass per batch) and score them."""
-        variants = self.scope([v for v in variants if not self.done(v.name)])
+        variants = self.prepare([v for v in variants if not self.done(v.name)])
         if not variants:
             return
         t1 = time.perf_counter()
         acc = self.acc
-        for v in variants:
-            v.model.to(acc.device)
-            v.stats = self.stats_for(v.model)
         counts: dict[str, int] = {}
         # rows sharing the frozen lower layers score their references in the generation pass, from each prompt's
         # cache; the others in a pass of their own

@@ -61,8 +61,9 @@ def balanced(clusters: Clusters) -> dict[str, float]:
 
 def specialist(ctx: RunContext, clusters: Clusters, expert: int | None = None) -> MoEModel:
     """The MoE whose every task goes to its cluster's expert (or every task to ``expert``); routers fixed. One
-    expert per token (``top_k=1``): the others would get weight ~0 and cost as much as the one."""
-    model = ctx.setup.model("promoe", model_cfg=replace(ctx.cfg.model, proactive_mode="task", top_k=1))
+    expert per token (``top_k=1``): the others would get weight ~0 and cost as much as the one. Never scored itself,
+    so its validation routes as it trains (no ``eval_top_k``)."""
+    model = ctx.setup.model("promoe", model_cfg=replace(ctx.cfg.model, proactive_mode="task", top_k=1, eval_top_k=None))
     gen = ClusterRouting(clusters.known, torch.as_tensor(clusters.centroids), n_layers=len(model.moe_layers),
                          n_experts=model.moe_layers[0].experts.n_experts, expert=expert)  # training tasks by name
     task_routed(model, gen)
