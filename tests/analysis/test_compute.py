@@ -9,7 +9,6 @@ import pytest
 
 from promoe.analysis import analyze
 from promoe.analysis.compute import trained_of
-from promoe.analysis.rundata import load_run
 from promoe.errors import DataError
 from promoe.io import write_json
 from tests.analysis.helpers import synthetic_run
@@ -71,4 +70,4 @@ def test_bad_compute_json_is_a_clear_error(tmp_path: Path) -> None:
     synthetic_run(run, rows=("dense",), embeddings=False)
     write_json(run / "train/dense/compute.json", {**record(448, None, 3e-4, None), "examples_total": 1})
     with pytest.raises(DataError, match=r"train/dense/compute.json.*examples_total"):
-        load_run(run)
+        analyze(run, n_boot=10)

@@ -11,13 +11,9 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from promoe.errors import DataError
 from promoe.registry import ABLATED, ROWS, entry, split_row
-
-if TYPE_CHECKING:
-    from promoe.analysis.rundata import RunData
 
 COMPUTE_FILE = "compute.json"
 FIX = "write it as promoe.stages.compute.compute_record returns it, or delete it (train the model again to remake it)"
@@ -124,10 +120,11 @@ def _pilots(d: dict, model: str, detail: bool) -> str:
     return f"{len(c['val_loss'])} × {c['pilot_steps']} steps{cost}"
 
 
-def section(data: RunData, sig: dict) -> list[str]:
-    """REPORT.md's "Compute per row": every row that stands on a trained model, its ROUGE-L and that training's
-    examples seen, steps and learning rates (empty for a run that recorded no compute)."""
-    compute = data.compute
+def section(run_dir: Path, sig: dict) -> list[str]:
+    """REPORT.md's "Compute per row": every row that stands on a trained model of the run in ``run_dir``
+    (:func:`read_compute`), its ROUGE-L and that training's examples seen, steps and learning rates (empty for a
+    run that recorded none)."""
+    compute = read_compute(Path(run_dir) / "train")
     rows = [(m, t) for m in sig["models"] if (t := trained_of(m, compute)) is not None]
     if not rows:
         return []

@@ -279,7 +279,7 @@ def render_report(run_dir: Path, data: RunData, sig: dict, seeds: dict | None,
     if "figures/answer.png" in figures:
         alt, caption = figures.pop("figures/answer.png")
         out += [f"![{alt}](figures/answer.png)", "", caption, ""]
-    out += _headline(sig) + compute_section(data, sig) + _comparisons(sig) + _per_category(sig) + _routing(data, sig)
+    out += _headline(sig) + compute_section(run_dir, sig) + _comparisons(sig) + _per_category(sig) + _routing(data, sig)
     if seeds:
         out += ["## Seeds", "", "Overall scores across seeds: mean ± sample std [95% t interval].", ""]
         out += _table(["row", "seeds", *(LABEL[k] for k in METRICS)],

@@ -2,7 +2,7 @@
 
 Only ``scores/<row>.json`` is required; where present also ``routing/<row>.npz``, ``routing/logit_scale.json``,
 ``task_embeddings.npz``,
-``train/<model>/metrics.jsonl``, ``train/<model>/compute.json``, ``splits.json``, ``seeds/<seed>/scores/<row>.json`` and, for a run with
+``train/<model>/metrics.jsonl``, ``splits.json``, ``seeds/<seed>/scores/<row>.json`` and, for a run with
 specialised experts, ``experts/clusters.json`` and ``experts/matrix.json``. Rows are read in report order
 (:func:`promoe.registry.model_key`), so every table and figure lists them that way.
 """
@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from promoe.analysis.compute import read_compute
 from promoe.data.sources import iter_jsonl
 from promoe.errors import DataError
 from promoe.metrics import category_key
@@ -72,7 +71,6 @@ class RunData:
     logit_scale: dict[str, dict] | None = None  # routing/logit_scale.json: model -> total/static/generated spread
     condition: str | None = None  # config.yaml's prompt.condition (standard | router_only)
     missing: dict[str, str] = field(default_factory=dict)  # row -> what of it is there although its score is not
-    compute: dict[str, dict] = field(default_factory=dict)  # trained model -> train/<model>/compute.json
 
     def task_categories(self) -> dict[str, str]:
         """Task -> category key, from the scores (first row wins), else from ``task_embeddings.npz``."""
@@ -301,7 +299,6 @@ def load_run(run_dir: Path) -> RunData:
             if (d / "scores").is_dir() and (s := _read_scores(d / "scores")):
                 data.seeds[d.name] = s
     data.experts = _read_experts(run_dir / "experts")
-    data.compute = read_compute(run_dir / "train")
     if (run_dir / "routing" / "logit_scale.json").is_file():
         data.logit_scale = _read_logit_scale(run_dir / "routing" / "logit_scale.json")
     data.condition = _read_condition(run_dir / "config.yaml")

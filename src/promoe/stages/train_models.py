@@ -83,7 +83,8 @@ def train_model(ctx: RunContext, kind: str, name: str, examples: list[TrainExamp
     key, candidates = searched(tcfg, model)
     choice = None
     # every plan's examples (pilots' and the training's) stay cached until the model is trained
-    lower.keep(drawn(examples, tcfg, cfg.seed, [tcfg.steps] + [pilot_config(tcfg, key, 1.0).steps] * bool(candidates)))
+    pilots = [pilot_config(tcfg, key, 1.0).steps] if len(candidates) > 1 else []
+    lower.keep(drawn(examples, tcfg, cfg.seed, [tcfg.steps, *pilots]))
     release_memory()
 
     def fit(train_cfg, out_dir: Path, desc: str):
@@ -110,8 +111,7 @@ def train_model(ctx: RunContext, kind: str, name: str, examples: list[TrainExamp
 
     if len(candidates) > 1:
         acc.wait_for_everyone()  # the record a resumed run reads is complete
-        choice = choose_lr(candidates, key, pilot_config(tcfg, key, 1.0).steps, out / CHOICE_FILE, pilot,
-                           main=acc.is_main_process)
+        choice = choose_lr(candidates, key, pilots[0], out / CHOICE_FILE, pilot, main=acc.is_main_process)
         if tcfg.lr_pilot >= 1 and acc.is_main_process:
             adopt_pilot(out / "lr" / label(choice["chosen"]), out)
         acc.wait_for_everyone()
