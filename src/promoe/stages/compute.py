@@ -64,12 +64,17 @@ def searched(tcfg: TrainConfig, model: MoEModel) -> tuple[str, list[float]]:
     return key, list(tcfg.lr_candidates if key == "lr" else tcfg.router_lr_candidates)
 
 
+def pilot_steps(tcfg: TrainConfig) -> int:
+    """The steps of one learning-rate candidate's pilot: ``lr_pilot`` of the model's, at least one."""
+    return tcfg.steps if tcfg.lr_pilot >= 1 else max(1, round(tcfg.lr_pilot * tcfg.steps))
+
+
 def pilot_config(tcfg: TrainConfig, key: str, value: float) -> TrainConfig:
     """The training of candidate ``value`` for rate ``key``: ``lr_pilot`` of the steps, validated at its end only,
     its warm-up at most half of them (so the peak rate is reached); at ``lr_pilot=1`` the full training."""
     if tcfg.lr_pilot >= 1:
         return replace(tcfg, **{key: value})
-    steps = max(1, round(tcfg.lr_pilot * tcfg.steps))
+    steps = pilot_steps(tcfg)
     return replace(tcfg, steps=steps, warmup_steps=min(tcfg.warmup_steps, steps // 2), eval_every=0, patience=0,
                    **{key: value})
 

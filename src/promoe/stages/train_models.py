@@ -30,6 +30,7 @@ from promoe.stages.compute import (
     label,
     own_steps,
     pilot_config,
+    pilot_steps,
     rates,
     searched,
 )
@@ -83,7 +84,7 @@ def train_model(ctx: RunContext, kind: str, name: str, examples: list[TrainExamp
     key, candidates = searched(tcfg, model)
     choice = None
     # every plan's examples (pilots' and the training's) stay cached until the model is trained
-    pilots = [pilot_config(tcfg, key, 1.0).steps] if len(candidates) > 1 else []
+    pilots = [pilot_steps(tcfg)] if len(candidates) > 1 else []
     lower.keep(drawn(examples, tcfg, cfg.seed, [tcfg.steps, *pilots]))
     release_memory()
 
