@@ -212,8 +212,8 @@ def run_seeds(cfg: ExperimentConfig, seeds: list[int], *, overwrite: bool = Fals
             shutil.copytree(src, dst, dirs_exist_ok=True)
         elif src.exists():
             shutil.copy2(src, dst)
-    for curves in (first / "train").glob("*/metrics.jsonl"):
+    for curves in [*(first / "train").glob("*/metrics.jsonl"), *(first / "train").glob("*/compute.json")]:
         (top / "train" / curves.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(curves, top / "train" / curves.parent.name / "metrics.jsonl")
+        shutil.copy2(curves, top / "train" / curves.parent.name / curves.name)
     analyze(top)
     return top

@@ -53,6 +53,14 @@ def test_moe_and_promoe_learn_routers_over_the_specialised_experts(tiny_data_roo
     scale = json.loads((run / "routing/logit_scale.json").read_text())
     assert set(scale) == {"moe", "promoe", "upcycled"} and scale["moe"]["generated"] == 0
     assert "How far the description moves the routing logits" in (run / "REPORT.md").read_text()
+    # equal compute: dense and upcycled train the specialisation's 2 steps as well as the routers' 4
+    steps = {k: [json.loads(x)["step"] for x in (run / f"train/{k}/metrics.jsonl").read_text().splitlines()][-1]
+             for k in ("dense", "moe", "promoe", "upcycled")}
+    assert steps == {"dense": 6, "moe": 4, "promoe": 4, "upcycled": 6}
+    compute = {k: json.loads((run / f"train/{k}/compute.json").read_text()) for k in steps}
+    assert {c["examples_total"] for c in compute.values()} == {6 * 4}
+    assert compute["moe"]["specialisation"]["examples"] == 2 * 4 and compute["dense"]["specialisation"] is None
+    assert "| upcycled |" in (run / "REPORT.md").read_text().split("## Compute per row")[1]
 
 
 def test_upcycled_needs_specialised_experts() -> None:

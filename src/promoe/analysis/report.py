@@ -13,6 +13,7 @@ import numpy as np
 
 from promoe.analysis.answer import answer_section
 from promoe.analysis.cluster_routing import section as cluster_section
+from promoe.analysis.compute import section as compute_section
 from promoe.analysis.rows import experts_model, main_groups
 from promoe.analysis.rundata import LABEL, LIKELIHOOD, METRICS, Experts, RunData
 from promoe.registry import GROUPS, HEADROOM, REFERENCE, conditions, entry, row_group, split_row
@@ -299,7 +300,7 @@ def render_report(run_dir: Path, data: RunData, sig: dict, seeds: dict | None,
     if "figures/answer.png" in figures:
         alt, caption = figures.pop("figures/answer.png")
         out += [f"![{alt}](figures/answer.png)", "", caption, ""]
-    out += _headline(sig) + _comparisons(sig) + _per_category(sig) + _routing(data, sig)
+    out += _headline(sig) + compute_section(run_dir, sig) + _comparisons(sig) + _per_category(sig) + _routing(data, sig)
     if seeds:
         out += ["## Seeds", "", "Overall scores across seeds: mean ± sample std [95% t interval].", ""]
         out += _table(["row", "seeds", *(LABEL[k] for k in METRICS)],

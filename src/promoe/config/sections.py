@@ -3,6 +3,7 @@ help, bounds and cross-checks (``validate``). :class:`promoe.config.ExperimentCo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -175,9 +176,33 @@ class TrainConfig:
     patience: int = setting(0, "Stop after this many validations without improvement (0: never).", lo=0)
     checkpoint_every: int = setting(50, "Save a resumable checkpoint every this many steps.", lo=1)
     mixed_precision: Literal["no", "bf16", "fp16"] = setting("no", "Accelerate mixed precision (bf16 on GPUs).")
+    budget: Literal["matched", "own"] = setting(
+        "matched", "Training budget of the compared models in examples seen (steps x batch_size). matched: a model "
+                   "that does not start from the specialised experts (dense, upcycled) trains experts.steps + steps "
+                   "steps, as many examples as the experts and the router over them saw together; own: every model "
+                   "trains `steps`. No effect without experts.specialise. Warm-up, validation and checkpoint cadence "
+                   "stay in steps.")
+    lr_candidates: list[float] = setting(
+        [], "Candidate peak learning rates of the backbone's trained layers and experts, for a model that trains them "
+            "(dense, upcycled; moe and promoe over upcycled or unfrozen experts; its router_lr stays): each trains a "
+            "pilot (lr_pilot) and the lowest validation loss wins (train/<model>/lr_choice.json); empty: `lr`.")
+    router_lr_candidates: list[float] = setting(
+        [], "Candidate peak learning rates of routers and hypernetwork, for a model that trains nothing else (moe, "
+            "promoe over frozen specialised experts), chosen the same way; empty: `router_lr`.")
+    lr_pilot: float = setting(
+        0.25, "Share of a model's steps each learning-rate candidate trains (its warm-up at most half of them, "
+              "validated at its end on the validation tasks), before the model trains in full at the winner; 1: "
+              "each candidate is the full training and the winner's is kept.", gt=0)
 
     def validate(self) -> None:
         check_fields(self, "train")
+        require(self.lr_pilot <= 1, "train.lr_pilot", self.lr_pilot, "is above 1 (a pilot is a share of the steps)",
+                "set it to at most 1")
+        for key in ("lr_candidates", "router_lr_candidates"):
+            values = getattr(self, key)
+            require(all(math.isfinite(v) and v > 0 for v in values) and len(set(values)) == len(values),
+                    f"train.{key}", values, "is not a list of distinct finite learning rates > 0",
+                    "list each candidate once, each above 0 (or [] for none)")
         require(self.micro_batch_size is None or self.micro_batch_size <= self.batch_size,
                  "train.micro_batch_size", self.micro_batch_size, f"exceeds train.batch_size={self.batch_size}",
                  "set it to at most the batch size, or unset it")

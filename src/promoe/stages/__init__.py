@@ -3,7 +3,8 @@
 
 1. :mod:`~promoe.stages.context` — load the :class:`~promoe.setup.Setup` (backbone, encoder, prompt
    format) and embed every task Definition once (``task_embeddings.npz``);
-2. :mod:`~promoe.stages.train_models` — meta-train the models (resumable), the ``moe``'s routing profiles;
+2. :mod:`~promoe.stages.train_models` — meta-train the models (resumable), each for its budget at a learning
+   rate chosen on the validation tasks (:mod:`~promoe.stages.compute`), the ``moe``'s routing profiles;
 3. :mod:`~promoe.stages.score_rows` — score every selected row of :mod:`promoe.registry`
    (:mod:`~promoe.stages.evaluation` writes predictions, scores and routing statistics).
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from functools import partial
+from pathlib import Path
 
 from promoe import registry
 from promoe.config import PromptConfig
@@ -18,12 +20,26 @@ from promoe.data.examples import TrainExample, build_examples
 from promoe.io import write_json
 from promoe.model.moe_model import MoEModel
 from promoe.resources import record_cut, record_stage, release_memory
+from promoe.stages.compute import (
+    CHOICE_FILE,
+    COMPUTE_FILE,
+    adopt_pilot,
+    choose_lr,
+    compute_record,
+    drawn,
+    label,
+    own_steps,
+    pilot_config,
+    pilot_steps,
+    rates,
+    searched,
+)
 from promoe.stages.context import RunContext
 from promoe.stages.logit_scale import logit_scales
 from promoe.stages.lower_cache import LowerCache
 from promoe.stages.profiles import load_or_make_profiles, routing_profiles
 from promoe.stages.specialise import specialise
-from promoe.train import Trainer
+from promoe.train import Trainer, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +72,60 @@ def fresh_model(ctx: RunContext, kind: str, weights=None):
 
 def train_model(ctx: RunContext, kind: str, name: str, examples: list[TrainExample], val_examples: list[TrainExample],
                 lower: LowerCache) -> tuple[MoEModel, set[int]]:
-    """Train model ``kind`` into ``train/<name>/`` (resumes; a finished training only reloads); returns it with
-    its best weights, in eval mode, and the training examples its batches used. Stage ``train_<name>``."""
+    """Train model ``kind`` into ``train/<name>/`` (resumes; a finished training only reloads) for its budget, at
+    the learning rate chosen on the validation tasks (:mod:`promoe.stages.compute`); returns it with its best
+    weights, in eval mode, and the training examples its batches used. Stage ``train_<name>``."""
     t1 = time.perf_counter()
-    acc = ctx.acc
+    acc, cfg, out = ctx.acc, ctx.cfg, ctx.run_dir / "train" / name
+    over_experts = ctx.setup.experts_of(kind, ctx.run_dir) is not None
+    tcfg = replace(cfg.train, steps=own_steps(cfg, over_experts))
     model = fresh_model(ctx, kind)
-    trainer = Trainer(model, cfg=ctx.cfg.train, examples=examples, val_examples=val_examples, task_emb=ctx.task_emb,
-                      pad_id=ctx.setup.tokenizer.pad_token_id, out_dir=ctx.run_dir / "train" / name,
-                      seed=ctx.cfg.seed, lower=lower if model.split is not None else None, accelerator=acc)
-    seen = {i for idx in trainer.plan for i in idx}  # the training examples its batches use
-    lower.keep(seen)
+    used = rates(model)
+    key, candidates = searched(tcfg, model)
+    choice = None
+    # every plan's examples (pilots' and the training's) stay cached until the model is trained
+    pilots = [pilot_steps(tcfg)] if len(candidates) > 1 else []
+    lower.keep(drawn(examples, tcfg, cfg.seed, [tcfg.steps, *pilots]))
     release_memory()
-    result = trainer.fit(desc=f"train {name}")
+
+    def fit(train_cfg, out_dir: Path, desc: str):
+        nonlocal model
+        m, model = model if model is not None else fresh_model(ctx, kind), None  # each training: a fresh model
+        trainer = Trainer(m, cfg=train_cfg, examples=examples, val_examples=val_examples, task_emb=ctx.task_emb,
+                          pad_id=ctx.setup.tokenizer.pad_token_id, out_dir=out_dir, seed=cfg.seed,
+                          lower=lower if m.split is not None else None, accelerator=acc)
+        del m
+        try:
+            return trainer.fit(desc=desc), trainer
+        except TrainingError:
+            del trainer
+            acc.free_memory()
+            release_memory()
+            raise
+
+    def pilot(value: float) -> float:
+        result, trainer = fit(pilot_config(tcfg, key, value), out / "lr" / label(value), f"{name} {key} {label(value)}")
+        del trainer
+        acc.free_memory()
+        release_memory()
+        return result.best_val_loss
+
+    if len(candidates) > 1:
+        acc.wait_for_everyone()  # the record a resumed run reads is complete
+        choice = choose_lr(candidates, key, pilots[0], out / CHOICE_FILE, pilot, main=acc.is_main_process)
+        if tcfg.lr_pilot >= 1 and acc.is_main_process:
+            adopt_pilot(out / "lr" / label(choice["chosen"]), out)
+        acc.wait_for_everyone()
+    if candidates:
+        tcfg = replace(tcfg, **{key: choice["chosen"] if choice else candidates[0]})
+    result, trainer = fit(tcfg, out, f"train {name}")
+    seen = {i for idx in trainer.plan for i in idx}  # the training examples its batches use
     record_stage(ctx.times, f"train_{name}", time.perf_counter() - t1)
     log.info("%s: trained %d steps, best validation loss %s at step %s", name, result.steps,
              result.best_val_loss, result.best_step)
+    if acc.is_main_process:
+        write_json(out / COMPUTE_FILE, compute_record(cfg, kind=kind, name=name, over_experts=over_experts, tcfg=tcfg,
+                                                      used=used, choice=choice, result=result))
     model = acc.unwrap_model(trainer.model).eval()  # holds the best weights
     del trainer
     acc.free_memory()  # Accelerate keeps references to prepared models and optimizers
