@@ -14,15 +14,13 @@ import numpy as np
 from promoe.analysis.answer import answer_section
 from promoe.analysis.cluster_routing import section as cluster_section
 from promoe.analysis.compute import section as compute_section
+from promoe.analysis.expert_report import experts_section
+from promoe.analysis.markdown import num as _num
+from promoe.analysis.markdown import table as _table
 from promoe.analysis.rows import experts_model, main_groups
-from promoe.analysis.rundata import LABEL, LIKELIHOOD, METRICS, Experts, RunData
+from promoe.analysis.rundata import LABEL, LIKELIHOOD, METRICS, RunData
 from promoe.registry import GROUPS, HEADROOM, REFERENCE, conditions, entry, row_group, split_row
 
-CLUSTER_METHODS = {"description": "k-means of the training tasks' description embeddings",
-                   "category": "whole task categories (k-means of the categories' mean description embeddings)",
-                   "given": "an assignment given in `experts.cluster_file`",
-                   "meta": "a label every task carries in its `_meta` (`experts.cluster_key`)"}
-"""How ``experts/clusters.json``'s method made the clusters, in the report's words."""
 GROUP_KINDS = {"rule": "rule (phrasings of one synthetic rule)", "source": "source dataset (SNI `Source`)",
                "family": "BIG-bench family", "task": "task (alone)"}
 """How each kind of test-task group (:mod:`promoe.data.groups`) is named in the report."""
@@ -54,15 +52,6 @@ def _mde(t: dict) -> str:
 
 def _p(p: float, n_boot: int) -> str:
     return f"< {1 / n_boot:.0e}" if p == 0 else f"{p:.3g}"
-
-
-def _num(x: float | None, fmt: str = ".3f") -> str:
-    return "n/a" if x is None else format(x, fmt)
-
-
-def _table(head: list[str], rows: list[list[str]], align: str = "---:") -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|---|" + f"{align}|" * (len(head) - 1),
-            *("| " + " | ".join(r) + " |" for r in rows), ""]
 
 
 def _resampling(r: dict) -> str:
@@ -239,52 +228,6 @@ def _routing(data: RunData, sig: dict) -> list[str]:
                           _num(s["same_category_mean"]), _num(s["diff_category_mean"])] for m, s in sim.items()])
 
 
-def _experts(experts: Experts | None) -> list[str]:
-    """The clusters the experts specialised on and the expert x cluster matrix (column minimum in bold)."""
-    if experts is None:
-        return []
-    out, cl, m = ["## Specialised experts", ""], experts.clusters, experts.matrix
-    if cl is None:
-        out += ["Clusters: not in the run folder (no `experts/clusters.json`).", ""]
-    else:
-        method = CLUSTER_METHODS.get(cl["method"], f"`{cl['method']}`")
-        out += [f"Each expert was first trained on one cluster of training tasks; clusters by {method}. "
-                "Validation and test tasks belong to the cluster whose centroid is nearest to their description"
-                + (" (or to their label's cluster)." if cl["method"] == "meta" else "."), ""]
-        per = {k: [list(cl[k].values()).count(c) for c in range(cl["n"])] for k in ("val", "test")}
-        out += _table(["cluster", "training tasks", "validation tasks", "test tasks"],
-                      [[str(c), str(cl["sizes"][c]), str(per["val"][c]), str(per["test"][c])] for c in range(cl["n"])])
-    if m is None:
-        return out + ["Expert x cluster matrix: not measured (no `experts/matrix.json`; the specialisation did not "
-                      "finish).", ""]
-    best = experts.column_best()
-    out += ["Mean per-token NLL of the references of each cluster's validation examples with every token routed "
-            "to one expert (rows: experts, columns: clusters; bold: the lowest of the column; n/a: no validation "
-            "example).", ""]
-    head = ["expert", *(f"cluster {c}" for c in range(m["clusters"]))]
-    rows = [[str(e), *(_num(v) if best[c] != e else f"**{v:.3f}**" for c, v in enumerate(row))]
-            for e, row in enumerate(m["loss"])]
-    if "val_examples" in m:
-        rows.append(["validation examples", *(str(k) for k in m["val_examples"])])
-    own, with_data = experts.own_best()
-    return out + _table(head, rows) + [f"Own expert best on {own} of {with_data} clusters with validation data.", "",
-                                       *_apart(m)]
-
-
-def _apart(matrix: dict) -> list[str]:
-    """How far the experts moved apart, as the mean over ordered pairs of the matrix's relative distances."""
-    def mean_pair(d: list[list[float]]) -> float:
-        return float(np.mean([v for i, row in enumerate(d) for j, v in enumerate(row) if i != j]))
-
-    parts = [f"{what} {mean_pair(matrix[key]):.3f}" for key, what in
-             (("weight_distance", "weights"), ("output_distance", "outputs on the validation examples' tokens"))
-             if matrix.get(key) and len(matrix[key]) > 1]
-    if not parts:
-        return []
-    return ["How far the experts moved apart (||a - b|| / ||a||, mean over pairs of experts and over MoE layers; 0 "
-            f"for identical copies): {'; '.join(parts)}.", ""]
-
-
 def render_report(run_dir: Path, data: RunData, sig: dict, seeds: dict | None,
                   figures: dict[str, tuple[str, str]], skipped: dict[str, str]) -> str:
     """REPORT.md: the answer (:mod:`promoe.analysis.answer`) and its figure, headline by group, paired tests, ablations, zero- vs few-shot, per-category, routing,
@@ -315,7 +258,7 @@ def render_report(run_dir: Path, data: RunData, sig: dict, seeds: dict | None,
             out += _table(["vs", "metric", "diff [95% CI]", "MDE (80%)", "p (bootstrap)", "seeds", "tasks"],
                           [[o, LABEL[k], _diff(t), _mde(t), _p(t["p_bootstrap"], sig["n_boot"]), str(t["n_seeds"]),
                             str(t["n_tasks"])] for o, tests in pooled.items() for k, t in tests.items()])
-    out += _experts(data.experts) + (cluster_section(data) if data.experts is not None else [])
+    out += experts_section(data.experts) + (cluster_section(data) if data.experts is not None else [])
     out += ["## Figures", ""]
     for path, (alt, caption) in figures.items():
         out += [f"![{alt}]({path})", "", caption, ""]

@@ -9,15 +9,15 @@ specialised experts, ``experts/clusters.json`` and ``experts/matrix.json``. Rows
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from promoe.analysis.checks import is_number, read_json
+from promoe.analysis.expertdata import Experts, read_experts
 from promoe.data.sources import iter_jsonl
 from promoe.errors import DataError
 from promoe.metrics import category_key
@@ -33,28 +33,7 @@ LIKELIHOOD = "ref_nll"
 LABEL = {"rougeL": "ROUGE-L", "exact_match": "Exact match", LIKELIHOOD: "Reference NLL"}
 ROUTING_KEYS = ("load", "tokens", "load_cv", "token_entropy", "task_names", "task_histograms")
 EMBEDDING_KEYS = ("task_names", "embeddings")  # also read: categories, split
-MATRIX_FIX = "write it as promoe.stages.specialise.expert_matrix returns it, or delete it to measure it again"
-CLUSTERS_FIX = "write it as promoe.stages.specialise.make_clusters does, or delete the experts/ folder"
 
-
-@dataclass(frozen=True)
-class Experts:
-    """A run's specialised experts: ``experts/clusters.json`` and ``experts/matrix.json`` (either may be
-    missing, e.g. a run stopped during the specialisation), checked as read."""
-
-    clusters: dict | None  # method, n, sizes, val {task: cluster}, test {task: cluster}, ...
-    matrix: dict | None  # loss (experts x clusters, null: no validation example), experts, clusters, ...
-
-    def column_best(self) -> list[int | None]:
-        """Per cluster, the expert with the lowest loss (the first on ties); None where it has no data."""
-        loss = self.matrix["loss"] if self.matrix else []
-        cols = [[row[c] for row in loss] for c in range(len(loss[0]))] if loss else []
-        return [None if col[0] is None else min(range(len(col)), key=col.__getitem__) for col in cols]
-
-    def own_best(self) -> tuple[int, int]:
-        """(clusters whose own expert, expert c for cluster c, has the lowest loss; clusters with data)."""
-        best = self.column_best()
-        return sum(e == c for c, e in enumerate(best)), sum(e is not None for e in best)
 
 
 @dataclass
@@ -102,13 +81,6 @@ def task_rows(score: dict, test_tasks: set[str] | None) -> dict[str, dict]:
     return rows
 
 
-def _read_json(path: Path) -> object:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"cannot be read as JSON ({e})", file=str(path), fix="rewrite or remove it") from None
-
-
 def _read_npz(path: Path, keys: tuple[str, ...], fix: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -123,7 +95,7 @@ def _read_npz(path: Path, keys: tuple[str, ...], fix: str) -> dict[str, np.ndarr
 def _read_scores(folder: Path) -> dict[str, dict]:
     out = {}
     for p in sorted(folder.glob("*.json"), key=lambda p: model_key(p.stem)):
-        s = _read_json(p)
+        s = read_json(p)
         rows = s.get("per_task") if isinstance(s, dict) else None
         if not isinstance(rows, dict) or not rows:
             raise DataError("has no per-task scores", file=str(p), field="per_task",
@@ -133,7 +105,7 @@ def _read_scores(folder: Path) -> dict[str, dict]:
             if missing:
                 raise DataError(f"per_task[{task!r}] lacks {missing}", file=str(p), field="per_task",
                                 fix="write the full promoe.metrics.score() result")
-            bad = [k for k in (*METRICS, "n", LIKELIHOOD) if k in row and not _is_number(row[k])]
+            bad = [k for k in (*METRICS, "n", LIKELIHOOD) if k in row and not is_number(row[k])]
             if bad:  # no NaN (or text) reaches a statistic
                 raise DataError(f"per_task[{task!r}] has non-finite or non-numeric {bad}", file=str(p),
                                 field="per_task", fix="score the row again (promoe score … --output …)")
@@ -154,7 +126,7 @@ def _check_instances(per: object, per_task: dict, p: Path) -> None:
         if not isinstance(row, dict) or row.get("task") not in per_task:
             raise DataError(f"per_instance[{i!r}] names no task of per_task", file=str(p), field="per_instance",
                             fix=fix)
-        bad = [k for k in (*METRICS, LIKELIHOOD) if (k in METRICS and k not in row) or k in row and not _is_number(row[k])]
+        bad = [k for k in (*METRICS, LIKELIHOOD) if (k in METRICS and k not in row) or k in row and not is_number(row[k])]
         if bad:
             raise DataError(f"per_instance[{i!r}] lacks or has non-finite {bad}", file=str(p), field="per_instance",
                             fix=fix)
@@ -174,98 +146,15 @@ def _read_embeddings(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _shape(x: object) -> str:
-    if not isinstance(x, list):
-        return f"a {type(x).__name__}"
-    return f"{len(x)} rows of lengths {[len(r) if isinstance(r, list) else type(r).__name__ for r in x]}"
-
-
-def _int_list(d: dict, key: str, n: int, path: Path, fix: str) -> None:
-    if not (isinstance(v := d.get(key), list) and len(v) == n and all(_is_int(x) and x >= 0 for x in v)):
-        raise DataError(f"must be {n} non-negative integers (one per cluster), got {v!r}", file=str(path),
-                        field=key, fix=fix)
-
-
-def _read_clusters(path: Path) -> dict:
-    d = _read_json(path)
-    if not isinstance(d, dict):
-        raise DataError("is not a JSON object", file=str(path), fix=CLUSTERS_FIX)
-    if not isinstance(d.get("method"), str):
-        raise DataError(f"must name the cluster method, got {d.get('method')!r}", file=str(path), field="method",
-                        fix=CLUSTERS_FIX)
-    if not (_is_int(n := d.get("n")) and n >= 1):
-        raise DataError(f"must be a positive integer, got {n!r}", file=str(path), field="n", fix=CLUSTERS_FIX)
-    _int_list(d, "sizes", n, path, CLUSTERS_FIX)
-    for key in ("val", "test"):
-        v = d.get(key)
-        if not (isinstance(v, dict) and all(_is_int(c) and 0 <= c < n for c in v.values())):
-            raise DataError(f"must map each {key} task to a cluster in 0..{n - 1}", file=str(path), field=key,
-                            fix=CLUSTERS_FIX)
-    return d
-
-
-def _read_matrix(path: Path, n_clusters: int | None) -> dict:
-    m, file = _read_json(path), str(path)
-    if not isinstance(m, dict):
-        raise DataError("is not a JSON object", file=file, fix=MATRIX_FIX)
-    for key in ("experts", "clusters"):
-        if not (_is_int(m.get(key)) and m[key] >= 1):
-            raise DataError(f"must be a positive integer, got {m.get(key)!r}", file=file, field=key, fix=MATRIX_FIX)
-    n_exp, n = m["experts"], m["clusters"]
-    if n_clusters is not None and n != n_clusters:
-        raise DataError(f"is {n} but experts/clusters.json has {n_clusters} clusters", file=file, field="clusters",
-                        fix="measure the matrix again (delete experts/matrix.json) on the clusters of clusters.json")
-    if not (isinstance(loss := m.get("loss"), list) and len(loss) == n_exp and all(isinstance(r, list) and len(r) == n for r in loss)):
-        raise DataError(f"must be {n_exp} experts x {n} clusters (a list of {n_exp} lists of {n}), got {_shape(loss)}",
-                        file=file, field="loss", fix=MATRIX_FIX)
-    for e, row in enumerate(loss):
-        for c, v in enumerate(row):
-            if v is not None and not _is_number(v):
-                raise DataError(f"loss[{e}][{c}] is {v!r}; every entry must be a finite number or null", file=file,
-                                field="loss", fix=MATRIX_FIX)
-    for c in range(n):
-        if len({row[c] is None for row in loss}) > 1:
-            raise DataError(f"column {c} mixes numbers and null (null only for a cluster without validation "
-                            "examples, in every expert's row)", file=file, field="loss", fix=MATRIX_FIX)
-    for key in ("val_examples", "val_tasks"):
-        if key in m:
-            _int_list(m, key, n, path, MATRIX_FIX)
-    for key in ("weight_distance", "output_distance"):  # experts x experts, finite and >= 0 (null: none measured)
-        if (d := m.get(key)) is not None and not (isinstance(d, list) and len(d) == n_exp and all(
-                isinstance(r, list) and len(r) == n_exp and all(_is_number(v) and v >= 0 for v in r) for r in d)):
-            raise DataError(f"must be {n_exp} experts x {n_exp} experts of finite non-negative numbers, got "
-                            f"{_shape(d)}", file=file, field=key, fix=MATRIX_FIX)
-    own, with_data = Experts(None, m).own_best()
-    for key, value in (("best_on_own", own), ("clusters_with_data", with_data)):
-        if key in m and m[key] != value:
-            raise DataError(f"is {m[key]!r} but the loss matrix gives {value}", file=file, field=key, fix=MATRIX_FIX)
-    return m
-
-
-def _read_experts(folder: Path) -> Experts | None:
-    clusters = _read_clusters(folder / "clusters.json") if (folder / "clusters.json").is_file() else None
-    n = None if clusters is None else clusters["n"]
-    matrix = _read_matrix(folder / "matrix.json", n) if (folder / "matrix.json").is_file() else None
-    return None if clusters is None and matrix is None else Experts(clusters, matrix)
-
-
 def _read_logit_scale(path: Path) -> dict[str, dict]:
-    d = _read_json(path)
+    d = read_json(path)
     fix = "write it as promoe.stages.logit_scale.logit_scales returns it, or delete it"
     if not isinstance(d, dict):
         raise DataError("is not a JSON object", file=str(path), fix=fix)
     for model, s in d.items():
         for part in ("total", "static", "generated"):
             v = s.get(part) if isinstance(s, dict) else None
-            if not (_is_number(v) and v >= 0):
+            if not (is_number(v) and v >= 0):
                 raise DataError(f"{model}.{part} is {v!r}, not a finite number >= 0", file=str(path), field=part,
                                 fix=fix)
     return d
@@ -292,7 +181,7 @@ def load_run(run_dir: Path) -> RunData:
         if rows:
             data.curves[p.parent.name] = rows
     if (run_dir / "splits.json").is_file():
-        test = _read_json(run_dir / "splits.json")
+        test = read_json(run_dir / "splits.json")
         if isinstance(test, dict) and isinstance(test.get("test"), list):
             data.test_tasks = set(test["test"])
         data.groups = _read_groups(test, run_dir / "splits.json")
@@ -300,7 +189,7 @@ def load_run(run_dir: Path) -> RunData:
         for d in sorted((run_dir / "seeds").iterdir(), key=_seed_key):
             if (d / "scores").is_dir() and (s := _read_scores(d / "scores")):
                 data.seeds[d.name] = s
-    data.experts = _read_experts(run_dir / "experts")
+    data.experts = read_experts(run_dir / "experts")
     if (run_dir / "routing" / "logit_scale.json").is_file():
         data.logit_scale = _read_logit_scale(run_dir / "routing" / "logit_scale.json")
     data.condition = _read_condition(run_dir / "config.yaml")
