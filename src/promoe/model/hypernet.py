@@ -7,8 +7,6 @@ so an untrained PRo-MoE routes exactly like its static router.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
 
@@ -28,9 +26,8 @@ class HyperNetwork(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, task_emb: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
-        """Routing parameters (B, n_layers, n_out) for task embeddings (B, d_task); the description is all it
-        reads (``tasks``, the names, are for generators that route known tasks by name)."""
+    def forward(self, task_emb: Tensor) -> Tensor:
+        """Routing parameters (B, n_layers, n_out) for task embeddings (B, d_task)."""
         b = task_emb.shape[0]
         t = self.task_norm(task_emb.float())[:, None, :].expand(b, self.n_layers, self.d_task)
         layer = self.layer_emb.weight[None].expand(b, -1, -1)  # (B, L, d_layer)

@@ -36,6 +36,12 @@ class ModelOutput:
     backbone_output: object = None  # the backbone's own output (hidden states, caches, ...)
 
 
+def generate(hyper: nn.Module, task_emb: Tensor, tasks: list[str] | None) -> Tensor:
+    """``hyper``'s routing (B, n_layers, n_out) for ``task_emb`` (B, d); a generator that routes a known task by its
+    name (``routes_by_name``, e.g. the oracle's table) is also given the tasks' names (None: unknown)."""
+    return hyper(task_emb, tasks=tasks) if getattr(hyper, "routes_by_name", False) else hyper(task_emb)
+
+
 class MoEModel(nn.Module):
     """A backbone whose FFNs at ``slots`` are MoE layers, plus the hypernetwork for ``promoe``."""
 
@@ -76,9 +82,9 @@ class MoEModel(nn.Module):
         if missing:
             rows = [first[k] for k in missing]
             if use_cache:  # one task at a time: a cached routing does not depend on the tasks it came with
-                out = torch.cat([self.hyper(task_emb[r:r + 1], tasks=[k]) for r, k in zip(rows, missing, strict=True)])
+                out = torch.cat([generate(self.hyper, task_emb[r:r + 1], [k]) for r, k in zip(rows, missing, strict=True)])
             else:
-                out = self.hyper(task_emb[rows], tasks=None if names is None else missing)  # (n_missing, L, n_out)
+                out = generate(self.hyper, task_emb[rows], None if names is None else missing)  # (n_missing, L, n_out)
             self.n_routing_computes += len(missing)
             generated = dict(zip(missing, out, strict=True))
             if use_cache:
@@ -309,6 +315,6 @@ class TaskRouting:
             return None
         for t in dict.fromkeys(tasks):
             if t not in self.table:
-                self.table[t] = self.model.hyper(self.task_emb[t][None].to(device), tasks=[t])[0]
+                self.table[t] = generate(self.model.hyper, self.task_emb[t][None].to(device), [t])[0]
                 self.model.n_routing_computes += 1
         return torch.stack([self.table[t] for t in tasks])

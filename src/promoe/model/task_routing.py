@@ -1,10 +1,11 @@
 """Non-parametric routing generators: a trained MoE's routing for an unseen task, from similar tasks.
 
 Every generator takes the hypernetwork's place in :class:`~promoe.model.moe_model.MoEModel`:
-``forward(task_emb (B, d), tasks=[name] * B) -> (B, n_layers, n_experts)`` log-probabilities over experts per
-layer. Generators of unseen tasks read the description (``task_emb``); those that route a task chosen
-beforehand (:class:`ClusterRouting` for training tasks, :class:`TableRouting` for the oracle's choices) look it up
-by its name, never by its embedding: two tasks may share a Definition, and rounding blurs similarities.
+``forward(task_emb (B, d)) -> (B, n_layers, n_experts)`` log-probabilities over experts per layer. Generators of
+unseen tasks read the description (``task_emb``); those that route a task chosen beforehand
+(:class:`ClusterRouting` for training tasks, :class:`TableRouting` for the oracle's choices) set
+``routes_by_name = True`` and are called ``forward(task_emb, tasks=[name] * B)``: they look a task up by its name,
+never by its embedding, since two tasks may share a Definition and rounding blurs similarities.
 They are built from ``train_routing`` (N, L, E): the task-level routing the trained token-level MoE
 used for each training task (its mean router probability per layer and expert).
 
@@ -102,8 +103,8 @@ class KNNRouting(_Generator):
         top, idx = torch.topk(sim, self.k, dim=-1)
         return idx, F.softmax(top / self.temperature, dim=-1)
 
-    def forward(self, task_emb: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
-        """Log-probabilities (B, L, E) over experts per layer (from the descriptions alone: ``tasks`` unused)."""
+    def forward(self, task_emb: Tensor) -> Tensor:
+        """Log-probabilities (B, L, E) over experts per layer."""
         idx, w = self.neighbours(task_emb)
         return _log_dist(torch.einsum("bk,bkle->ble", w, self.train_routing[idx]))
 
@@ -155,8 +156,8 @@ class SkillRouting(_Generator):
         return [[(self.skills[i], float(p)) for i, p in zip(row_i.tolist(), row_w, strict=True)]
                 for row_i, row_w in zip(idx, w, strict=True)]
 
-    def forward(self, task_emb: Tensor, tasks: Sequence[str] | None = None) -> Tensor:
-        """Log-probabilities (B, L, E) over experts per layer (from the descriptions alone: ``tasks`` unused)."""
+    def forward(self, task_emb: Tensor) -> Tensor:
+        """Log-probabilities (B, L, E) over experts per layer."""
         idx, w = self._skill_weights(task_emb)
         score = torch.einsum("bs,bsle->ble", w, self.lift[idx]) * self.global_mean  # (B, L, E)
         return _log_dist(score)
@@ -175,6 +176,8 @@ class ClusterRouting(nn.Module):
     name, never by a similarity that rounding could blur (under bf16 autocast a cosine of 1 - 1e-6 is 1.0,
     and two tasks may share a Definition); any other task by the nearest cluster centroid of its description.
     ``expert`` fixed: every task to that one expert (the expert x cluster matrix)."""
+
+    routes_by_name = True
 
     def __init__(self, known: Mapping[str, int], centroids: Tensor, n_layers: int, n_experts: int,
                  expert: int | None = None) -> None:
@@ -209,6 +212,8 @@ class ClusterRouting(nn.Module):
 class TableRouting(nn.Module):
     """A routing chosen for each task by name (``{task: (L, E) probabilities}``), e.g. the oracle's: looked up by
     the task's identity, so two tasks with the same Definition keep their own choices."""
+
+    routes_by_name = True
 
     def __init__(self, table: Mapping[str, Tensor]) -> None:
         super().__init__()
