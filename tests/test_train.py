@@ -36,11 +36,13 @@ def _trainer(out: Path, mcfg: ModelConfig = MCFG, **kw) -> Trainer:
     examples = build_examples(TASKS, bb.tokenizer, per_task=6, max_length=64, max_target_length=8,
                               prompt=PromptConfig())
     emb = dict(zip([t.name for t in TASKS], HashingEncoder(32).encode([t.definition for t in TASKS]), strict=True))
+    extra = {k: kw.pop(k) for k in ("wording_emb", "_targets") if k in kw}
     cfg = TrainConfig(**{"steps": 6, "batch_size": 4, "lr": 1e-3, "warmup_steps": 1, "eval_every": 3,
                          "checkpoint_every": 2, "max_length": 64, **kw})
     model = build_model(bb.model, bb.family, mcfg, "promoe", seed=0)
     return Trainer(model, cfg=cfg, examples=examples, val_examples=examples[:4], task_emb=emb,
-                   pad_id=bb.tokenizer.pad_token_id, out_dir=out, seed=0)
+                   pad_id=bb.tokenizer.pad_token_id, out_dir=out, seed=0, wording_emb=extra.get("wording_emb"),
+                   route_targets=extra.get("_targets"))
 
 
 def test_resume_from_checkpoint_equals_uninterrupted(tmp_path: Path) -> None:
@@ -123,6 +125,43 @@ def test_validation_routes_as_scored_and_logs_the_training_regime(tmp_path: Path
     assert result.best_val_loss == min(r["val_loss"] for r in rows)
     plain = _trainer(tmp_path / "plain", steps=3)  # scored as trained: nothing more to log
     assert plain.fit().val_top_k is None and "val_top_k" not in read_metrics(tmp_path / "plain/metrics.jsonl")[-1]
+
+
+def test_the_router_reads_one_wording_per_task_and_step_and_validation_reads_the_definition(tmp_path: Path) -> None:
+    pool = torch.randn(3, 32, generator=torch.Generator().manual_seed(0))
+    trainer = _trainer(tmp_path / "w", wording_emb={"task0": pool})
+    definition = trainer.task_emb["task0"]
+    options = [definition, *pool]
+    drawn = [next(i for i, o in enumerate(options) if torch.equal(trainer.wording("task0", s), o)) for s in range(60)]
+    assert set(drawn) == {0, 1, 2, 3}  # the Definition and each wording, drawn uniformly
+    again = _trainer(tmp_path / "w2", wording_emb={"task0": pool})
+    assert all(torch.equal(again.wording("task0", s), trainer.wording("task0", s)) for s in range(60))
+    assert torch.equal(trainer.wording("task0", None), definition)  # validation (no step): the Definition
+    assert torch.equal(trainer.wording("task1", 5), trainer.task_emb["task1"])  # a task with no other wording
+    idx = list(range(len(trainer.examples)))
+    mb = trainer._micro(idx, trainer.examples, 1.0, step=drawn.index(2))
+    rows = [r for r, k in enumerate(mb.batch.task_keys) if k == "task0"]
+    assert rows and all(torch.equal(mb.task_emb[r], pool[1]) for r in rows)  # one wording per task in a step
+    assert mb.route_targets is None  # no targets given
+
+
+@pytest.mark.parametrize("weight", [0.0, 5.0])
+def test_routing_targets_pull_each_training_task_to_its_expert(tmp_path: Path, weight: float) -> None:
+    """With the routing-target loss, a task-level router learns to send each task to its target expert at every
+    layer; without it, the same training does not (the LM loss alone has nothing to prefer here)."""
+    targets = {"task0": 3, "task1": 1, "task2": 2}
+    trainer = _trainer(tmp_path / "t", replace(MCFG, proactive_mode="task", top_k=4), route_targets=weight,
+                       router_lr=0.05, steps=20, eval_every=0, **{"_targets": targets})
+    trainer.fit()
+    model = trainer.raw.eval()
+    emb = torch.stack([trainer.task_emb[t] for t in targets])
+    chosen = model.task_routing(emb, list(targets))
+    with torch.no_grad():
+        out = model(input_ids=torch.ones(3, 2, dtype=torch.long), task_emb=emb, task_keys=list(targets))
+    top = torch.stack([info.router.probs[:, 0].argmax(-1) for info in out.routing], 1)  # (tasks, layers)
+    assert chosen.shape[:2] == (3, 2)
+    hit = bool((top == torch.tensor(list(targets.values()))[:, None]).all())
+    assert hit == (weight > 0), top.tolist()
 
 
 def test_sampling_plan_is_deterministic_balanced_and_bucketed() -> None:

@@ -7,6 +7,7 @@ import argparse
 from collections import Counter
 
 from promoe.cli_args import add_config_args, config_of
+from promoe.data.synth import SYNTH_PARAPHRASES
 
 
 def cmd_data_summary(args: argparse.Namespace) -> int:
@@ -26,7 +27,8 @@ def cmd_data_summary(args: argparse.Namespace) -> int:
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from promoe.data.synth import run_command, write_suite
 
-    m = write_suite(args.out, seed=args.seed, n_instances=args.instances, train_phrasings=args.train_phrasings)
+    m = write_suite(args.out, seed=args.seed, n_instances=args.instances, train_phrasings=args.train_phrasings,
+                  paraphrases=args.paraphrases)
     c = m["counts"]
     print(f"wrote {c['train_tasks']} training tasks ({c['train_instances']:,} instances) and {c['test_tasks']} "
           f"test tasks ({c['test_instances']:,} instances), {len(m['rules'])} rules, seed {m['seed']}, to {args.out} "
@@ -79,6 +81,9 @@ def add_data_commands(sub) -> None:
     p.add_argument("--instances", type=int, default=50, help="instances per task")
     p.add_argument("--train-phrasings", type=int, default=4,
                    help="phrasings per rule that training tasks use; test tasks use the others")
+    p.add_argument("--paraphrases", type=int, default=SYNTH_PARAPHRASES,
+                   help="composed phrasings of its rule that each training task carries (field Paraphrases) for "
+                        "the router to learn from; never a hand-written (held-out) phrasing")
     p.set_defaults(func=cmd_data_synth)
     p = data.add_parser("clusters", help="cluster the training tasks as experts would specialise on them")
     add_config_args(p)

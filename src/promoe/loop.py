@@ -44,6 +44,9 @@ class MicroBatch:
     averaged), so accumulation and data parallelism give the one-process gradient. None: this
     micro-batch is the whole step and the model's own ``loss`` is used."""
     examples: Sequence[int] | None = None  # indices named in error messages
+    route_targets: Tensor | None = None
+    """(B,) each example's target expert for the routing-target loss (-1: none); None: no such loss."""
+    route_target_weight: float = 0.0
 
 
 @dataclass
@@ -72,7 +75,8 @@ def forward(model: torch.nn.Module, mb: MicroBatch, device: torch.device | None 
     b = mb.batch
     return model(input_ids=to(b.input_ids) if lower is None else None, attention_mask=to(b.attention_mask),
                  labels=to(b.labels), task_emb=to(mb.task_emb), task_keys=b.task_keys, lower=to(lower),
-                 num_items=mb.num_items)
+                 num_items=mb.num_items, **({} if mb.route_targets is None else {
+                     "route_targets": mb.route_targets, "route_target_weight": mb.route_target_weight}))
 
 
 class OptimizerStep:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -129,8 +130,13 @@ class Trainer:
     def __init__(self, model: MoEModel, *, cfg: TrainConfig, examples: Sequence[TrainExample],
                  val_examples: Sequence[TrainExample], task_emb: dict[str, torch.Tensor], pad_id: int,
                  out_dir: Path, seed: int = 0, lower: LowerFn | None = None,
-                 accelerator: Accelerator | None = None, task_weight: dict[str, float] | None = None) -> None:
+                 accelerator: Accelerator | None = None, task_weight: dict[str, float] | None = None,
+                 wording_emb: dict[str, torch.Tensor] | None = None, route_targets: dict[str, int] | None = None) -> None:
+        """``wording_emb``: ``{task: (n, d_task)}`` embeddings of other wordings of a training task's Definition, one
+        of which (or the Definition) its examples carry at each step (:meth:`wording`). ``route_targets``: ``{task:
+        expert}`` for the routing-target loss (``cfg.route_targets`` its weight)."""
         self.cfg, self.examples, self.val_examples, self.task_emb = cfg, examples, val_examples, task_emb
+        self.wording_emb, self.route_targets = wording_emb or {}, route_targets or {}
         self.pad_id, self.out_dir, self.seed, self.lower = pad_id, Path(out_dir), seed, lower
         self.acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
         self.seq2seq = model.is_seq2seq
@@ -154,16 +160,29 @@ class Trainer:
                                   temperature=cfg.temperature, seed=seed, task_weight=task_weight)
 
     # -- one step --------------------------------------------------------------------------------
+    def wording(self, task: str, step: int | None) -> torch.Tensor:
+        """The embedding of what the router reads for ``task`` at ``step``: the Definition, or at a training step
+        one of its other wordings, drawn uniformly with the Definition for each (seed, step, task)."""
+        pool = self.wording_emb.get(task) if step is not None else None
+        if pool is None:
+            return self.task_emb[task]
+        j = random.Random(f"{self.seed}-{step}-{task}").randrange(len(pool) + 1)
+        return self.task_emb[task] if j == 0 else pool[j - 1]
+
     def _micro(self, idx: Sequence[int], examples: Sequence[TrainExample], num_items: float,
-               global_batch: int | None = None) -> MicroBatch:
+               global_batch: int | None = None, step: int | None = None) -> MicroBatch:
         b = batch_of(examples, idx, self.pad_id, self.seq2seq)
+        targets = None
+        if step is not None and self.route_targets and self.cfg.route_targets > 0:
+            targets = torch.tensor([self.route_targets.get(k, -1) for k in b.task_keys])
         lower = None
         if self.lower is not None:  # cache keys: training examples i >= 0, validation examples -1 - i
             keys = list(idx) if examples is self.examples else [val_key(i) for i in idx]
             model = self.acc.unwrap_model(self.model)
             lower = partial(self.lower, model, keys, b.input_ids, b.attention_mask)
-        return MicroBatch(b, task_emb=torch.stack([self.task_emb[k] for k in b.task_keys]), lower=lower,
-                          num_items=num_items, global_batch=global_batch, examples=list(idx))
+        return MicroBatch(b, task_emb=torch.stack([self.wording(k, step) for k in b.task_keys]), lower=lower,
+                          num_items=num_items, global_batch=global_batch, examples=list(idx), route_targets=targets,
+                          route_target_weight=self.cfg.route_targets)
 
     def step(self, step: int) -> dict[str, float]:
         idx = self.plan[step]
@@ -172,7 +191,8 @@ class Trainer:
         micro = self.cfg.micro_batch_size or len(mine)
         n_targets = _n_targets(self.examples, idx, self.seq2seq)
         chunks = [mine[i:i + micro] for i in range(0, len(mine), micro)]
-        res = self.optimizer_step(step, [self._micro(c, self.examples, n_targets / world, len(idx)) for c in chunks])
+        res = self.optimizer_step(step, [self._micro(c, self.examples, n_targets / world, len(idx), step)
+                                         for c in chunks])
         stats = torch.tensor([sum(x / world for x in res.lm_losses), sum(x / world for x in res.aux_losses)],
                              device=self.acc.device)
         lm, aux = self.acc.reduce(stats, reduction="sum").tolist()

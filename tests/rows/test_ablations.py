@@ -12,7 +12,8 @@ import pytest
 
 from promoe.data.schema import Task
 from promoe.errors import DataError
-from promoe.rows.ablations import ablated_descriptions, control_group, donors, read_paraphrases
+from promoe.data.paraphrases import read_paraphrases
+from promoe.rows.ablations import ablated_descriptions, control_group, donors
 from tests.helpers import TASKS
 
 

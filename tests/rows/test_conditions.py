@@ -17,7 +17,7 @@ from promoe.config import load_config
 from promoe.errors import ConfigError
 from promoe.model.router import UniformRouter
 from promoe.rows import conditions, oracle
-from promoe.rows.ablations import PARAPHRASES
+from promoe.data.paraphrases import PACKAGE as PARAPHRASES
 from promoe.stages.evaluation import Evaluation
 
 train_models = importlib.import_module("promoe.stages.train_models")  # the package re-exports its function

@@ -33,6 +33,8 @@ class DataConfig:
                    "synth: the synthetic word-list suite of `promoe data synth` (seed `split_seed`), built in "
                    "memory, held-out phrasings as the test tasks.")
     synth_instances: int = setting(50, "Instances per task of the synthetic suite (source=synth).", lo=1)
+    synth_paraphrases: int = setting(24, "Composed phrasings of its rule that each training task of the synthetic "
+                                     "suite carries for the router (source=synth; never a held-out phrasing).", lo=0)
     sni_repo: str | None = setting(None, "Local clone of allenai/natural-instructions (source=sni_repo).")
     hf_dataset: str = setting("Muennighoff/natural-instructions", "HF dataset id (source=hf).")
     train_files: list[str] = setting([], "Training task files (source=files): SNI-schema .json (one task), "
@@ -189,6 +191,14 @@ class TrainConfig:
     router_lr_candidates: list[float] = setting(
         [], "Candidate peak learning rates of routers and hypernetwork, for a model that trains nothing else (moe, "
             "promoe over frozen specialised experts), chosen the same way; empty: `router_lr`.")
+    paraphrases: int = setting(
+        32, "Other wordings of a training task's Definition a router may read in meta-training (the task's "
+            "Paraphrases field, then the data folder's paraphrase package): each step it reads one of them or the "
+            "Definition, drawn per task; validation and test tasks keep their Definition. 0: the Definition only.", lo=0)
+    route_targets: float = setting(
+        0.0, "Weight of the routing-target loss over specialised experts: each training task's routing at every MoE "
+             "layer is pulled (cross-entropy) toward the expert specialised on its cluster, beside the LM loss. "
+             "0: off; no effect without experts.specialise.", lo=0)
     lr_pilot: float = setting(
         0.25, "Share of a model's steps each learning-rate candidate trains (its warm-up at most half of them, "
               "validated at its end on the validation tasks), before the model trains in full at the winner; 1: "

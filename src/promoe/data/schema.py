@@ -106,6 +106,9 @@ class Task:
     """Group key for splitting: subtasks of one BIG-bench task share a family."""
     path: str = ""
     """The file the task was read from (for error messages and provenance)."""
+    paraphrases: tuple[str, ...] = ()
+    """Other wordings of the Definition (the optional field ``Paraphrases``): a router in meta-training may read
+    one of them instead of the Definition (``train.paraphrases``); never shown to a model in a prompt."""
     meta: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """Extra provenance from the record's `_meta` (left as read)."""
 
@@ -287,5 +290,8 @@ def task_from_record(
         collection=str(meta.get("collection") or collection),
         family=f"bb_{family}" if family else name,
         path=file,
+        paraphrases=tuple(t.strip() for t in _str_list([] if record.get("Paraphrases") is None
+                                                        else record["Paraphrases"], file=file, task=name,
+                                                        field="Paraphrases") if t.strip()),
         meta=meta,
     )

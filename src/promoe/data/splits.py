@@ -233,7 +233,7 @@ def _from_synth(cfg: DataConfig) -> TaskSplits:
     ``ceil(val_tasks / rules)`` training phrasings of every rule (unseen Definitions of known rules)."""
     from promoe.data.synth import RULES, build_suite
 
-    suite = build_suite(seed=cfg.split_seed, n_instances=cfg.synth_instances)
+    suite = build_suite(seed=cfg.split_seed, n_instances=cfg.synth_instances, paraphrases=cfg.synth_paraphrases)
     per_rule = -(-cfg.val_tasks // len(RULES))
     phrasings = max(r["_meta"]["phrasing"] for r in suite["train"]) + 1
     if per_rule >= phrasings:
@@ -247,7 +247,8 @@ def _from_synth(cfg: DataConfig) -> TaskSplits:
                                             test_list=set(), max_per_family=cfg.max_subtasks_per_family,
                                             seed=cfg.split_seed)
     return _finish(pool, tasks["test"], decisions, cfg, {"synth": f"promoe data synth --seed {cfg.split_seed} "
-                                                                  f"--instances {cfg.synth_instances}"},
+                                                                  f"--instances {cfg.synth_instances} --paraphrases "
+                                                                  f"{cfg.synth_paraphrases}"},
                    val_names=val_names)
 
 

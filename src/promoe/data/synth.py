@@ -133,6 +133,54 @@ RULES: tuple[Rule, ...] = (
 """The rules, in a fixed order (a task's name holds the rule's index, never its id)."""
 
 N_PHRASINGS = min(len(r.phrasings) for r in RULES)
+SYNTH_PARAPHRASES = 24
+"""Composed phrasings per training task, by default (``promoe data synth --paraphrases``, ``data.synth_paraphrases``)."""
+
+# -- composed phrasings: more wordings of each rule for the router to learn from (training tasks only) ---------
+_FIRST = ("first", "initial", "opening", "leading", "starting", "leftmost", "front", "earliest", "beginning")
+_LAST = ("last", "final", "closing", "ending", "trailing", "rightmost", "back", "latest", "concluding")
+_COUNT = {1: ("",), 2: ("two", "2", "pair of"), 3: ("three", "3", "trio of")}
+_FRAMES = (
+    "Output {x}.", "Write {x}.", "Return {x}.", "Give {x}.", "Print {x} and nothing more.", "Copy {x}.",
+    "Answer with {x}.", "Respond with only {x}.", "Read the list and write {x}.", "From the given words, "
+    "return {x}.", "Extract {x} from the sequence.", "Your answer should be {x}.", "Reply with {x} of the input.",
+    "List {x}, keeping their order.", "Take the words and keep {x}.",
+)
+_WHOLE = ("the whole list", "every word of the list in its place", "all of the words unchanged", "the entire input",
+          "the complete sequence as it is", "each word of the input, in the original order", "the full list again",
+          "the list without changing it", "all the given words in order")
+
+
+def _span(positions: tuple[str, ...], n: int) -> list[str]:
+    """``the first word``, ``the opening two words``, ``the two leftmost words``, ..."""
+    if n == 1:
+        return [f"the {p} word" for p in positions]
+    return [f"the {p} {c} words" for p in positions for c in _COUNT[n]] + [f"the {_COUNT[n][0]} {p} words"
+                                                                         for p in positions]
+
+
+def _ordered(a: tuple[str, ...], b: tuple[str, ...]) -> list[str]:
+    """The ``a`` word, then the ``b`` word, in several words."""
+    return [f.format(x=f"the {x} word", y=f"the {y} word") for x in a for y in b
+            for f in ("{x} followed by {y}", "{x} and then {y}", "{x}, then {y}", "first {x}, after it {y}")]
+
+
+def _objects(rule_id: str) -> list[str]:
+    """Noun phrases that say what ``rule_id`` outputs, composed from synonyms of its positions."""
+    return {
+        "first_word": _span(_FIRST, 1), "last_word": _span(_LAST, 1), "first_two": _span(_FIRST, 2),
+        "last_two": _span(_LAST, 2), "first_three": _span(_FIRST, 3), "first_and_last": _ordered(_FIRST, _LAST),
+        "last_and_first": _ordered(_LAST, _FIRST), "copy_all": list(_WHOLE),
+    }[rule_id]
+
+
+def composed_phrasings(rule: Rule, n: int, rng: random.Random) -> list[str]:
+    """``n`` distinct phrasings of ``rule`` composed from templates and synonyms (:data:`_FRAMES` around a noun
+    phrase of its positions), drawn with ``rng``; none is one of the rule's hand-written phrasings (the held-out
+    test phrasings among them)."""
+    pool = sorted({f.format(x=o) for f in _FRAMES for o in _objects(rule.id)} - set(rule.phrasings))
+    return rng.sample(pool, min(n, len(pool)))
+
 
 
 def answer(rule: Rule, words: list[str]) -> str:
@@ -152,7 +200,7 @@ def sample_words(rng: random.Random) -> list[str]:
 
 
 def _task_record(name: str, rule: Rule, p: int, split: str, n_instances: int, rng: random.Random,
-                 seen: set[str], seed: int) -> dict[str, Any]:
+                 seen: set[str], seed: int, paraphrases: list[str]) -> dict[str, Any]:
     inputs: list[list[str]] = []
     while len(inputs) < n_instances + 2:
         words = sample_words(rng)
@@ -163,6 +211,7 @@ def _task_record(name: str, rule: Rule, p: int, split: str, n_instances: int, rn
         out=answer(rule, w))} for w in inputs[:2]]
     return {
         "Definition": [rule.phrasings[p]],
+        **({"Paraphrases": paraphrases} if paraphrases else {}),
         "Categories": ["Synthetic"],
         "Reasoning": [],
         "Domains": [],
@@ -175,19 +224,27 @@ def _task_record(name: str, rule: Rule, p: int, split: str, n_instances: int, rn
     }
 
 
-def build_suite(*, seed: int = 0, n_instances: int = 50, train_phrasings: int = 4) -> dict[str, list[dict]]:
-    """The suite's task records, ``{"train": [...], "test": [...]}``, deterministic for ``seed``."""
+def build_suite(*, seed: int = 0, n_instances: int = 50, train_phrasings: int = 4,
+                paraphrases: int = SYNTH_PARAPHRASES) -> dict[str, list[dict]]:
+    """The suite's task records, ``{"train": [...], "test": [...]}``, deterministic for ``seed``. Each training
+    task also carries ``paraphrases`` composed phrasings of its rule (:func:`composed_phrasings`, field
+    ``Paraphrases``) for the router to learn from; a test task carries none."""
     if not 1 <= train_phrasings < N_PHRASINGS:
         raise DataError(f"train_phrasings={train_phrasings} leaves no training or no test phrasing",
                         field="--train-phrasings", fix=f"choose 1 to {N_PHRASINGS - 1}")
     if n_instances < 1:
         raise DataError(f"n_instances={n_instances}", field="--instances", fix="choose at least 1")
+    if paraphrases < 0:
+        raise DataError(f"paraphrases={paraphrases}", field="--paraphrases", fix="choose 0 or more")
     rng, seen = random.Random(seed), set()
+    wordings = random.Random(f"{seed}-paraphrases")  # its own stream: the instances do not depend on it
     suite: dict[str, list[dict]] = {"train": [], "test": []}
     for r, rule in enumerate(RULES):
         for p in range(N_PHRASINGS):
             split = "train" if p < train_phrasings else "test"
-            suite[split].append(_task_record(f"synth_r{r}_p{p}", rule, p, split, n_instances, rng, seen, seed))
+            extra = composed_phrasings(rule, paraphrases, wordings) if split == "train" and paraphrases else []
+            suite[split].append(_task_record(f"synth_r{r}_p{p}", rule, p, split, n_instances, rng, seen, seed,
+                                             extra))
     return suite
 
 
@@ -236,16 +293,18 @@ def _readme(manifest: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_suite(out_dir: str | Path, *, seed: int = 0, n_instances: int = 50, train_phrasings: int = 4) -> dict:
+def write_suite(out_dir: str | Path, *, seed: int = 0, n_instances: int = 50, train_phrasings: int = 4,
+                paraphrases: int = SYNTH_PARAPHRASES) -> dict:
     """Write ``train.jsonl.gz``, ``test.jsonl.gz``, ``README.md`` and ``manifest.json`` into ``out_dir``
     and return the manifest. Same arguments, same bytes. Refuses a non-empty folder that is not an
     earlier suite."""
     out = Path(out_dir)
     _check_out_dir(out)
-    suite = build_suite(seed=seed, n_instances=n_instances, train_phrasings=train_phrasings)
+    suite = build_suite(seed=seed, n_instances=n_instances, train_phrasings=train_phrasings, paraphrases=paraphrases)
     blobs = {f"{split}.jsonl.gz": _gzip_jsonl(records) for split, records in suite.items()}
     manifest: dict[str, Any] = {
         "kind": SUITE_KIND, "seed": seed, "n_instances": n_instances, "train_phrasings": train_phrasings,
+        "paraphrases": paraphrases,
         "counts": {f"{s}_{k}": n for s, records in suite.items() for k, n in (
             ("tasks", len(records)), ("instances", sum(len(r["Instances"]) for r in records)))},
         "rules": [{"index": i, "id": rule.id,
@@ -271,5 +330,6 @@ def run_command(out: str | Path) -> str:
             f"data.test_files=[{out}/test.jsonl.gz] data.val_tasks=2")
 
 
-__all__ = ["N_PHRASINGS", "RULES", "Rule", "SUITE_KIND", "VOCAB", "answer", "build_suite", "run_command",
+__all__ = ["N_PHRASINGS", "RULES", "Rule", "SUITE_KIND", "SYNTH_PARAPHRASES", "VOCAB", "answer", "build_suite",
+           "composed_phrasings", "run_command",
            "sample_words", "write_suite"]

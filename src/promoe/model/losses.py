@@ -42,3 +42,16 @@ def router_z_loss(*, logits: Tensor, mask: Tensor | None = None) -> Tensor:
     if logits.shape[0] == 0:
         return logits.new_zeros(())
     return torch.logsumexp(logits.float(), dim=-1).pow(2).mean()
+
+
+def routing_target_loss(*, logits: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Cross-entropy of the router's softmax against a target expert per row: ``logits`` (N, E), ``targets`` (N,)
+    expert indices, -1 where a row has no target (it does not count, nor do rows outside ``mask``)."""
+    n_experts = logits.shape[-1]
+    keep = targets.reshape(-1) >= 0
+    if mask is not None:
+        keep = keep & mask.reshape(-1).bool()
+    logits, targets = logits.reshape(-1, n_experts)[keep], targets.reshape(-1)[keep]
+    if logits.shape[0] == 0:
+        return logits.new_zeros(())
+    return torch.nn.functional.cross_entropy(logits.float(), targets)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from promoe.config import ModelConfig
 from promoe.model.hypernet import HyperNetwork
-from promoe.model.losses import load_balancing_loss, router_z_loss
+from promoe.model.losses import load_balancing_loss, router_z_loss, routing_target_loss
 from promoe.model.moe import MoELayer, RoutingContext, RoutingInfo
 from promoe.model.router import UniformRouter
 from promoe.model.upcycle import ADAPTERS
@@ -196,7 +196,7 @@ class MoEModel(nn.Module):
                 labels: Tensor | None = None, task_emb: Tensor | None = None, task_keys: list[str] | None = None,
                 lower: Tensor | None = None, full_logits: bool = False, num_items: float | None = None,
                 routing_only: bool = False, routing: Tensor | None = None, per_example: bool = False,
-                **kwargs) -> ModelOutput:
+                route_targets: Tensor | None = None, route_target_weight: float = 0.0, **kwargs) -> ModelOutput:
         """Loss and routing for a batch; ``lower`` = :meth:`lower_hidden` output skips the frozen part.
 
         With ``labels`` on a decoder-only backbone the output head runs only where a target token is
@@ -205,7 +205,8 @@ class MoEModel(nn.Module):
         ``num_items`` (the target tokens of the whole global batch, for exact gradient accumulation and
         data parallelism). ``per_example``: ``lm_loss`` is instead each example's summed NLL of its target
         tokens, shape (B,) (reference likelihoods). ``routing_only`` (decoder-only backbones, no labels)
-        skips the output head: only ``routing`` is wanted.
+        skips the output head: only ``routing`` is wanted. ``route_targets`` (B,): each example's target expert (-1:
+        none) for the routing-target loss (every MoE layer), added to the aux loss with ``route_target_weight``.
         """
         targets_only = labels is not None and not full_logits and self.decoder_only
         routing_only = routing_only and labels is None and self.decoder_only
@@ -241,7 +242,7 @@ class MoEModel(nn.Module):
         for info in routing:
             mask = masks[self.layer_stack[info.layer]]
             info.mask = mask if mask is not None and mask.shape == info.router.probs.shape[:2] else None
-        aux = self.aux_loss(routing)
+        aux = self.aux_loss(routing, route_targets, route_target_weight)
         lm_loss = getattr(out, "loss", None)
         loss = None if lm_loss is None else lm_loss + aux
         return ModelOutput(loss=loss, lm_loss=lm_loss, aux_loss=aux, logits=getattr(out, "logits", None),
@@ -278,8 +279,9 @@ class MoEModel(nn.Module):
                 info.mask = attention_mask
         return out, routing
 
-    def aux_loss(self, routing: list[RoutingInfo]) -> Tensor:
-        """Weighted load-balancing + z-loss over layers (per token, or per example for task-level routing)."""
+    def aux_loss(self, routing: list[RoutingInfo], targets: Tensor | None = None, target_weight: float = 0.0) -> Tensor:
+        """Weighted load-balancing + z-loss over layers (per token, or per example for task-level routing), and the
+        routing-target loss where ``targets`` (B,) are given with a positive ``target_weight``."""
         if self.kind == "dense" or not routing:
             return torch.zeros(())
         total = routing[0].router.probs.new_zeros(())
@@ -291,6 +293,9 @@ class MoEModel(nn.Module):
                 probs, idx, logits, mask = r.probs, r.indices, r.logits, info.mask
             total = total + self.cfg.aux_loss_weight * load_balancing_loss(probs=probs, indices=idx, mask=mask)
             total = total + self.cfg.z_loss_weight * router_z_loss(logits=logits, mask=mask)
+            if targets is not None and target_weight > 0:  # each example's target, at its every routed row
+                rows = targets.to(logits.device).view(-1, *([1] * (logits.dim() - 2))).expand(logits.shape[:-1])
+                total = total + target_weight * routing_target_loss(logits=logits, targets=rows, mask=mask)
         return total / len(routing)
 
 

@@ -21,35 +21,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from promoe.data.location import data_root
+from promoe.data.paraphrases import PACKAGE, package_path, read_paraphrases
 from promoe.data.schema import Task
-from promoe.data.sources import iter_jsonl
-from promoe.errors import DataError
 from promoe.io import write_json
 from promoe.registry import Row
 from promoe.stages.context import RunContext
 
 log = logging.getLogger(__name__)
-
-PARAPHRASES = Path("paraphrases") / "descriptions.jsonl.gz"
-"""The paraphrase package, relative to the data folder."""
-
-
-def read_paraphrases(path: str | Path) -> dict[str, list[str]]:
-    """``{task: [paraphrase, ...]}`` from a JSON Lines file of ``{"task", "descriptions"}`` rows."""
-    out: dict[str, list[str]] = {}
-    for lineno, row in iter_jsonl(path):
-        task = row.get("task") if isinstance(row, dict) else None
-        texts = row.get("descriptions") if isinstance(row, dict) else None
-        if not isinstance(task, str) or not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise DataError(f"line {lineno} needs a string `task` and a list of strings `descriptions`",
-                            file=str(path), field="descriptions", fix="rewrite the line in the documented format")
-        out[task] = [t for t in texts if t.strip()]
-    return out
 
 
 def control_group(task: Task, key: str = "rule") -> str:
@@ -125,11 +106,8 @@ def builtin(ctx: RunContext, row: Row, paraphrases: dict[str, list[str]] | None 
 def paraphrase(ctx: RunContext, row: Row) -> dict[str, str]:
     """The paraphrases of the data folder's package; no row without one (official repository, HF source
     or the user's own files)."""
-    try:
-        path = data_root(ctx.cfg.data) / PARAPHRASES
-    except (DataError, OSError):
-        path = None
-    if path is None or not path.exists():
-        log.warning("paraphrase ablation skipped: no %s in the data folder", PARAPHRASES)
+    path = package_path(ctx.cfg.data)
+    if path is None:
+        log.warning("paraphrase ablation skipped: no %s in the data folder", PACKAGE)
         return {}
     return builtin(ctx, row, read_paraphrases(path))

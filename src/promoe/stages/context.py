@@ -36,6 +36,8 @@ class RunContext:
     times: dict[str, float]
     task_emb: dict[str, Tensor]
     evaluation: Evaluation
+    wording_emb: dict[str, Tensor] = field(default_factory=dict)
+    """``{training task: (n, d_task)}`` other wordings of its Definition, for the routers' meta-training."""
     trained: dict[str, MoEModel] = field(default_factory=dict)
     profiles: Profiles | None = None
     rows: dict[str, Variant] = field(default_factory=dict)

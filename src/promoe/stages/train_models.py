@@ -38,7 +38,7 @@ from promoe.stages.context import RunContext
 from promoe.stages.logit_scale import logit_scales
 from promoe.stages.lower_cache import LowerCache
 from promoe.stages.profiles import load_or_make_profiles, routing_profiles
-from promoe.stages.specialise import specialise
+from promoe.stages.specialise import make_clusters, specialise
 from promoe.train import Trainer, TrainingError
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,8 @@ def train_model(ctx: RunContext, kind: str, name: str, examples: list[TrainExamp
     tcfg = replace(cfg.train, steps=own_steps(cfg, over_experts))
     model = fresh_model(ctx, kind)
     used = rates(model)
+    # over specialised experts, each training task's own expert is its routing target (train.route_targets > 0)
+    targets = make_clusters(ctx).assignment if over_experts and cfg.train.route_targets > 0 else None
     key, candidates = searched(tcfg, model)
     choice = None
     # every plan's examples (pilots' and the training's) stay cached until the model is trained
@@ -93,7 +95,8 @@ def train_model(ctx: RunContext, kind: str, name: str, examples: list[TrainExamp
         m, model = model if model is not None else fresh_model(ctx, kind), None  # each training: a fresh model
         trainer = Trainer(m, cfg=train_cfg, examples=examples, val_examples=val_examples, task_emb=ctx.task_emb,
                           pad_id=ctx.setup.tokenizer.pad_token_id, out_dir=out_dir, seed=cfg.seed,
-                          lower=lower if m.split is not None else None, accelerator=acc)
+                          lower=lower if m.split is not None else None, accelerator=acc,
+                          wording_emb=ctx.wording_emb, route_targets=targets)
         del m
         try:
             return trainer.fit(desc=desc), trainer
