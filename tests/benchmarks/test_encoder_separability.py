@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from promoe.benchmarks.encoder_separability import main, separability
+from promoe.benchmarks.encoder_separability import main, separability, wordings
 from promoe.data.synth import N_PHRASINGS, RULES
 
 
@@ -23,9 +23,26 @@ def test_rules_written_into_the_embedding_are_read_and_noise_is_not() -> None:
     assert all(acc["test"] < 0.5 and acc["leave_one_out"] < 0.5 for acc in noise.values())
 
 
+def test_composed_wordings_are_fitted_in_every_split() -> None:
+    """Held-out phrasings that carry their rule in words the training phrasings lack: read at chance from the
+    training phrasings alone, and read when composed wordings with those words are fitted too."""
+    signal, noise = _emb(20.0), _emb(0.0)
+    p = np.tile(np.arange(N_PHRASINGS), len(RULES))
+    x = np.where((p >= 4)[:, None], signal, noise)
+    rules = np.repeat(np.arange(len(RULES)), 30)
+    extra = np.hstack([np.eye(len(RULES))[rules], np.zeros((len(rules), 24))])
+    alone, helped = separability(x), separability(x, extra=extra, extra_rule=rules)
+    assert all(a["test"] < 0.5 for a in alone.values()) and all(a["test"] == 1.0 for a in helped.values())
+    texts, of = wordings(3, disjoint=True)
+    assert len(texts) == len(of) and set(of.tolist()) == set(range(len(RULES)))
+    held_only = {"leftmost", "rightmost", "initial", "final"}
+    assert not any(set(t.lower().rstrip(".").replace(",", "").split()) & held_only for t in texts)
+
+
 def test_command_writes_its_table(tmp_path, capsys) -> None:
-    assert main(["--encoder", "hashing", "--json", str(tmp_path / "sep.json")]) == 0
+    assert main(["--encoder", "hashing", "--wordings", "2", "--json", str(tmp_path / "sep.json")]) == 0
     out = json.loads((tmp_path / "sep.json").read_text())
-    assert out["encoder"] == "hashing" and set(out["accuracy"]) == {"nearest centroid", "LDA (shrinkage 0.5)",
-                                                                     "logistic regression (C=10)"}
-    assert all(0 <= a["test"] <= 1 for a in out["accuracy"].values()) and "test phrasings" in capsys.readouterr().out
+    (row,) = out["encoders"]
+    assert row["encoder"] == "hashing" and row["wordings_per_phrasing"] == 2
+    assert set(row["accuracy"]) == {"nearest centroid", "LDA (shrinkage 0.5)", "logistic regression (C=10)"}
+    assert all(0 <= a["test"] <= 1 for a in row["accuracy"].values()) and "test phrasings" in capsys.readouterr().out

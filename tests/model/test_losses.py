@@ -1,4 +1,5 @@
-"""promoe.model.losses: load balancing and router z-loss, minimal under uniform routing and mask-aware."""
+"""promoe.model.losses: load balancing and router z-loss, minimal under uniform routing and mask-aware; the routing-target
+loss."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from promoe.model.losses import load_balancing_loss, router_z_loss
+from promoe.model.losses import load_balancing_loss, router_z_loss, routing_target_loss
 from tests.model.helpers import E, K
 
 pytestmark = pytest.mark.usefixtures("tiny_tensors")
@@ -55,3 +56,14 @@ def test_router_z_loss_is_mask_aware_and_finite() -> None:
     assert torch.isfinite(big.grad).all()
     assert torch.all(big.grad[0, 3:] == 0) and big.grad[mask.bool()].abs().sum() > 0
     assert router_z_loss(logits=logits, mask=torch.zeros(2, 5)).dim() == 0
+
+
+def test_routing_target_loss_is_the_cross_entropy_of_rows_with_a_target() -> None:
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [1.0, 1.0, 5.0], [0.0, 0.0, 0.0]])
+    targets = torch.tensor([0, 2, -1, 1])  # row 2 has no target
+    mask = torch.tensor([True, True, True, False])  # row 3 is padding
+    expected = torch.nn.functional.cross_entropy(logits[:2], targets[:2])
+    assert torch.allclose(routing_target_loss(logits=logits, targets=targets, mask=mask), expected)
+    assert routing_target_loss(logits=logits, targets=torch.full((4,), -1), mask=None) == 0
+    right = routing_target_loss(logits=logits[:1], targets=torch.tensor([0]))
+    assert right < routing_target_loss(logits=logits[:1], targets=torch.tensor([1]))  # lower where it routes right

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from promoe.analysis.agreement import section as agreement_section
 from promoe.analysis.answer import answer_section
 from promoe.analysis.cluster_routing import section as cluster_section
 from promoe.analysis.compute import section as compute_section
@@ -211,7 +212,7 @@ def _routing(data: RunData, sig: dict) -> list[str]:
                      f"{int(np.max(r['tokens']))}"])
     out += _table(["row", "MoE layers", "experts", "mean load CV", "token entropy / max (nats)",
                    "routed tokens per layer"], rows)
-    out += _logit_scale(data.logit_scale)
+    out += _logit_scale(data.logit_scale) + agreement_section(data.routing)
     out += ["### Routing similarity vs description similarity", ""]
     if data.embeddings is None:
         return out + ["Not computed: the run folder has no `task_embeddings.npz`.", ""]

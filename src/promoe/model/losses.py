@@ -6,8 +6,13 @@ proactive ``task`` mode) and an optional boolean ``mask`` of the rows that count
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from promoe.model.router import RouterOutput
 
 
 def _select(mask: Tensor | None, *tensors: Tensor) -> tuple[Tensor, ...]:
@@ -55,3 +60,22 @@ def routing_target_loss(*, logits: Tensor, targets: Tensor, mask: Tensor | None 
     if logits.shape[0] == 0:
         return logits.new_zeros(())
     return torch.nn.functional.cross_entropy(logits.float(), targets)
+
+
+def router_losses(layers: list[tuple[RouterOutput, Tensor | None]], *, balance: float, z: float,
+                  targets: Tensor | None = None, target_weight: float = 0.0) -> Tensor:
+    """The mean over MoE layers of ``balance`` x load balancing + ``z`` x z-loss (per token, or per example for
+    task-level routing) + ``target_weight`` x the routing-target loss where ``targets`` (B,) are given.
+    ``layers``: each layer's router output with its token mask (None: every token counts)."""
+    total = layers[0][0].probs.new_zeros(())
+    for r, token_mask in layers:
+        if r.task_level:  # balance across the batch's tasks, not its tokens
+            probs, idx, logits, mask = r.probs[:, 0], r.indices[:, 0], r.logits[:, 0], None
+        else:
+            probs, idx, logits, mask = r.probs, r.indices, r.logits, token_mask
+        total = total + balance * load_balancing_loss(probs=probs, indices=idx, mask=mask)
+        total = total + z * router_z_loss(logits=logits, mask=mask)
+        if targets is not None:  # each example's target, at its every routed row
+            rows = targets.to(logits.device).view(-1, *([1] * (logits.dim() - 2))).expand(logits.shape[:-1])
+            total = total + target_weight * routing_target_loss(logits=logits, targets=rows, mask=mask)
+    return total / len(layers)

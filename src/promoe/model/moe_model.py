@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from promoe.config import ModelConfig
 from promoe.model.hypernet import HyperNetwork
-from promoe.model.losses import load_balancing_loss, router_z_loss, routing_target_loss
+from promoe.model.losses import router_losses
 from promoe.model.moe import MoELayer, RoutingContext, RoutingInfo
 from promoe.model.router import UniformRouter
 from promoe.model.upcycle import ADAPTERS
@@ -284,19 +284,9 @@ class MoEModel(nn.Module):
         routing-target loss where ``targets`` (B,) are given with a positive ``target_weight``."""
         if self.kind == "dense" or not routing:
             return torch.zeros(())
-        total = routing[0].router.probs.new_zeros(())
-        for info in routing:
-            r = info.router
-            if r.task_level:  # balance across the batch's tasks, not its tokens
-                probs, idx, logits, mask = r.probs[:, 0], r.indices[:, 0], r.logits[:, 0], None
-            else:
-                probs, idx, logits, mask = r.probs, r.indices, r.logits, info.mask
-            total = total + self.cfg.aux_loss_weight * load_balancing_loss(probs=probs, indices=idx, mask=mask)
-            total = total + self.cfg.z_loss_weight * router_z_loss(logits=logits, mask=mask)
-            if targets is not None and target_weight > 0:  # each example's target, at its every routed row
-                rows = targets.to(logits.device).view(-1, *([1] * (logits.dim() - 2))).expand(logits.shape[:-1])
-                total = total + target_weight * routing_target_loss(logits=logits, targets=rows, mask=mask)
-        return total / len(routing)
+        return router_losses([(info.router, info.mask) for info in routing], balance=self.cfg.aux_loss_weight,
+                             z=self.cfg.z_loss_weight, targets=targets if target_weight > 0 else None,
+                             target_weight=target_weight)
 
 
 class TaskRouting:
