@@ -36,13 +36,13 @@ def _trainer(out: Path, mcfg: ModelConfig = MCFG, **kw) -> Trainer:
     examples = build_examples(TASKS, bb.tokenizer, per_task=6, max_length=64, max_target_length=8,
                               prompt=PromptConfig())
     emb = dict(zip([t.name for t in TASKS], HashingEncoder(32).encode([t.definition for t in TASKS]), strict=True))
-    extra = {k: kw.pop(k) for k in ("wording_emb", "_targets") if k in kw}
+    extra = {k: kw.pop(k) for k in ("wording_emb", "_targets", "validate_first") if k in kw}
     cfg = TrainConfig(**{"steps": 6, "batch_size": 4, "lr": 1e-3, "warmup_steps": 1, "eval_every": 3,
                          "checkpoint_every": 2, "max_length": 64, **kw})
     model = build_model(bb.model, bb.family, mcfg, "promoe", seed=0)
     return Trainer(model, cfg=cfg, examples=examples, val_examples=examples[:4], task_emb=emb,
                    pad_id=bb.tokenizer.pad_token_id, out_dir=out, seed=0, wording_emb=extra.get("wording_emb"),
-                   route_targets=extra.get("_targets"))
+                   route_targets=extra.get("_targets"), validate_first=extra.get("validate_first", False))
 
 
 def test_resume_from_checkpoint_equals_uninterrupted(tmp_path: Path) -> None:
@@ -162,6 +162,17 @@ def test_routing_targets_pull_each_training_task_to_its_expert(tmp_path: Path, w
     assert chosen.shape[:2] == (3, 2)
     hit = bool((top == torch.tensor(list(targets.values()))[:, None]).all())
     assert hit == (weight > 0), top.tolist()
+
+
+def test_a_model_given_ready_is_validated_at_step_zero_and_kept_unless_beaten(tmp_path: Path) -> None:
+    still = _trainer(tmp_path / "still", lr=1e-12, router_lr=1e-12, validate_first=True)  # training changes nothing
+    result = still.fit()
+    rows = read_metrics(tmp_path / "still/metrics.jsonl")
+    assert rows[0] == {"step": 0, "val_loss": pytest.approx(result.best_val_loss)} and result.best_step == 0
+    moving = _trainer(tmp_path / "moving", lr=1e-2, router_lr=1e-2, validate_first=True)
+    assert moving.fit().best_step > 0  # a better checkpoint replaces it
+    plain = _trainer(tmp_path / "plain", steps=3)
+    assert plain.fit().best_step == 3 and read_metrics(tmp_path / "plain/metrics.jsonl")[0]["step"] == 1
 
 
 def test_sampling_plan_is_deterministic_balanced_and_bucketed() -> None:

@@ -131,10 +131,13 @@ class Trainer:
                  val_examples: Sequence[TrainExample], task_emb: dict[str, torch.Tensor], pad_id: int,
                  out_dir: Path, seed: int = 0, lower: LowerFn | None = None,
                  accelerator: Accelerator | None = None, task_weight: dict[str, float] | None = None,
-                 wording_emb: dict[str, torch.Tensor] | None = None, route_targets: dict[str, int] | None = None) -> None:
+                 wording_emb: dict[str, torch.Tensor] | None = None, route_targets: dict[str, int] | None = None,
+                 validate_first: bool = False) -> None:
         """``wording_emb``: ``{task: (n, d_task)}`` embeddings of other wordings of a training task's Definition, one
         of which (or the Definition) its examples carry at each step (:meth:`wording`). ``route_targets``: ``{task:
-        expert}`` for the routing-target loss (``cfg.route_targets`` its weight)."""
+        expert}`` for the routing-target loss (``cfg.route_targets`` its weight). ``validate_first``: the model as
+        given is a candidate checkpoint too (validated at step 0), e.g. a router fitted before meta-training."""
+        self.validate_first = validate_first
         self.cfg, self.examples, self.val_examples, self.task_emb = cfg, examples, val_examples, task_emb
         self.wording_emb, self.route_targets = wording_emb or {}, route_targets or {}
         self.pad_id, self.out_dir, self.seed, self.lower = pad_id, Path(out_dir), seed, lower
@@ -276,7 +279,13 @@ class Trainer:
         metrics = self.out_dir / "metrics.jsonl"
         if self.acc.is_main_process and metrics.exists():  # drop lines from after the checkpoint
             rows = read_metrics(metrics)
-            atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start))
+            atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in rows if 0 < r["step"] <= start))
+        if start == 0 and self.validate_first and state["best_step"] is None:
+            row = {"step": 0, "val_loss": self.validate()}
+            state.update(best_val_loss=row["val_loss"], best_step=0, bad_validations=0)
+            if self.acc.is_main_process:
+                save_trainable(self.acc.unwrap_model(self.model), self.out_dir / "best.safetensors")
+            self._log(row)
         bar = tqdm(range(start, self.cfg.steps), desc=desc, initial=start, total=self.cfg.steps,
                    disable=not self.acc.is_main_process, dynamic_ncols=True)
         for step in bar:

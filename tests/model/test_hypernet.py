@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from promoe.model.hypernet import HyperNetwork
+from promoe.model.hypernet import HyperNetwork, fit_to_targets
 from tests.model.helpers import D_TASK, MODES, build, left_padded, tiny_llama
 
 pytestmark = pytest.mark.usefixtures("tiny_tensors")
@@ -43,3 +43,15 @@ def test_gradients_reach_hypernetwork(mode: str) -> None:
         params = list(layers[s].parameters())
         assert all(p.requires_grad for p in params)
         assert all(nonzero_grad(p) for p in params)
+
+
+def test_fit_to_targets_routes_each_description_to_its_expert_at_every_layer() -> None:
+    torch.manual_seed(0)
+    hyper = HyperNetwork(d_task=16, n_layers=3, n_out=4, d_hidden=32, d_layer=8)
+    emb = torch.nn.functional.normalize(torch.randn(8, 16), dim=-1)
+    targets = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
+    assert not (hyper(emb).argmax(-1) == targets[:, None]).all()  # zero output layer: no choice yet
+    losses = fit_to_targets(hyper, emb, targets, steps=200, seed=0)
+    assert len(losses) == 200 and losses[-1] < 0.1 * losses[0]
+    assert (hyper(emb).argmax(-1) == targets[:, None]).all() and hyper.training
+    assert fit_to_targets(hyper, emb, targets, steps=0) == []

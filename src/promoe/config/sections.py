@@ -199,6 +199,11 @@ class TrainConfig:
         0.0, "Weight of the routing-target loss over specialised experts: each training task's routing at every MoE "
              "layer is pulled (cross-entropy) toward the expert specialised on its cluster, beside the LM loss. "
              "0: off; no effect without experts.specialise.", lo=0)
+    route_fit_steps: int = setting(
+        300, "With routing targets, steps (64 descriptions each, Adam at 1e-2, no backbone: seconds) fitting a "
+             "hypernetwork that makes one logit per expert (proactive task and prior modes) to them on the training "
+             "tasks' Definitions and other wordings before meta-training; the fitted router is validated at step 0 "
+             "and kept if no later checkpoint beats it. 0: none.", lo=0)
     lr_pilot: float = setting(
         0.25, "Share of a model's steps each learning-rate candidate trains (its warm-up at most half of them, "
               "validated at its end on the validation tasks), before the model trains in full at the winner; 1: "

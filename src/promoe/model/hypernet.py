@@ -32,3 +32,29 @@ class HyperNetwork(nn.Module):
         t = self.task_norm(task_emb.float())[:, None, :].expand(b, self.n_layers, self.d_task)
         layer = self.layer_emb.weight[None].expand(b, -1, -1)  # (B, L, d_layer)
         return self.out(self.act(self.hidden(torch.cat([t, layer], dim=-1))))  # (B, L, n_out)
+
+
+def fit_to_targets(hyper: HyperNetwork, task_emb: Tensor, targets: Tensor, *, steps: int, lr: float = 1e-2,
+                   seed: int = 0, batch_size: int = 64) -> list[float]:
+    """Fit ``hyper``'s expert logits at every layer to a target expert per description: cross-entropy, Adam,
+    ``steps`` mini-batches of ``batch_size`` rows of ``task_emb`` (N, d_task) with ``targets`` (N,) drawn by a
+    generator seeded with ``seed``. Only for a generator that makes one logit per expert (``n_out`` = experts:
+    proactive ``task`` and ``prior`` modes). Returns the loss of each step. Runs in seconds on a CPU: no backbone."""
+    n_experts = hyper.n_out
+    if len(task_emb) == 0 or steps == 0:
+        return []
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(hyper.parameters(), lr=lr)
+    was_training, losses = hyper.training, []
+    hyper.train()
+    for _ in range(steps):
+        rows = torch.randint(len(task_emb), (min(batch_size, len(task_emb)),), generator=gen)
+        logits = hyper(task_emb[rows])  # (b, L, E)
+        loss = nn.functional.cross_entropy(logits.reshape(-1, n_experts).float(),
+                                           targets[rows][:, None].expand(-1, hyper.n_layers).reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    hyper.train(was_training)
+    return losses

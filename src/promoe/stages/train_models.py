@@ -14,10 +14,13 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+import torch
+
 from promoe import registry
 from promoe.config import PromptConfig
 from promoe.data.examples import TrainExample, build_examples
 from promoe.io import write_json
+from promoe.model.hypernet import HyperNetwork, fit_to_targets
 from promoe.model.moe_model import MoEModel
 from promoe.resources import record_cut, record_stage, release_memory
 from promoe.stages.compute import (
@@ -70,6 +73,22 @@ def fresh_model(ctx: RunContext, kind: str, weights=None):
     return ctx.setup.model(kind, weights, experts=ctx.setup.experts_of(kind, ctx.run_dir))
 
 
+def fit_router(ctx: RunContext, model: MoEModel, targets: dict[str, int]) -> bool:
+    """Fit ``model``'s hypernetwork to the routing targets on the training tasks' Definitions and other wordings
+    (:func:`~promoe.model.hypernet.fit_to_targets`, ``train.route_fit_steps``); False where it makes no per-expert
+    logits (no hypernetwork, or proactive ``hyper`` mode) or no steps are asked."""
+    hyper, steps = model.hyper, ctx.cfg.train.route_fit_steps
+    if not isinstance(hyper, HyperNetwork) or hyper.n_out != model.cfg.n_experts or steps == 0:
+        return False
+    tasks = sorted(targets)
+    emb = torch.cat([torch.cat([ctx.task_emb[t][None], ctx.wording_emb.get(t, ctx.task_emb[t][:0])]) for t in tasks])
+    target = torch.tensor([targets[t] for t in tasks for _ in range(1 + len(ctx.wording_emb.get(t, ())))])
+    losses = fit_to_targets(hyper, emb.float(), target, steps=steps, seed=ctx.cfg.seed)
+    log.info("router fitted to its targets: %d descriptions of %d training tasks, cross-entropy %.3f -> %.3f in %d "
+             "steps", len(emb), len(tasks), losses[0], losses[-1], steps)
+    return True
+
+
 def train_model(ctx: RunContext, kind: str, name: str, examples: list[TrainExample], val_examples: list[TrainExample],
                 lower: LowerCache) -> tuple[MoEModel, set[int]]:
     """Train model ``kind`` into ``train/<name>/`` (resumes; a finished training only reloads) for its budget, at
@@ -93,10 +112,11 @@ def train_model(ctx: RunContext, kind: str, name: str, examples: list[TrainExamp
     def fit(train_cfg, out_dir: Path, desc: str):
         nonlocal model
         m, model = model if model is not None else fresh_model(ctx, kind), None  # each training: a fresh model
+        fitted = fit_router(ctx, m, targets) if targets else False
         trainer = Trainer(m, cfg=train_cfg, examples=examples, val_examples=val_examples, task_emb=ctx.task_emb,
                           pad_id=ctx.setup.tokenizer.pad_token_id, out_dir=out_dir, seed=cfg.seed,
                           lower=lower if m.split is not None else None, accelerator=acc,
-                          wording_emb=ctx.wording_emb, route_targets=targets)
+                          wording_emb=ctx.wording_emb, route_targets=targets, validate_first=fitted)
         del m
         try:
             return trainer.fit(desc=desc), trainer
