@@ -140,15 +140,15 @@ SYNTH_PARAPHRASES = 24
 _FIRST = ("first", "initial", "opening", "leading", "starting", "leftmost", "front", "earliest", "beginning")
 _LAST = ("last", "final", "closing", "ending", "trailing", "rightmost", "back", "latest", "concluding")
 _COUNT = {1: ("",), 2: ("two", "2", "pair of"), 3: ("three", "3", "trio of")}
-_FRAMES = (
-    "Output {x}.", "Write {x}.", "Return {x}.", "Give {x}.", "Print {x} and nothing more.", "Copy {x}.",
-    "Answer with {x}.", "Respond with only {x}.", "Read the list and write {x}.", "From the given words, "
-    "return {x}.", "Extract {x} from the sequence.", "Your answer should be {x}.", "Reply with {x} of the input.",
-    "List {x}, keeping their order.", "Take the words and keep {x}.",
-)
-_WHOLE = ("the whole list", "every word of the list in its place", "all of the words unchanged", "the entire input",
-          "the complete sequence as it is", "each word of the input, in the original order", "the full list again",
-          "the list without changing it", "all the given words in order")
+_VERBS = ("Output", "Write", "Return", "Give", "Print", "Copy", "Answer with", "Respond with", "Extract", "Produce",
+          "Reply with", "Keep", "Take", "Select", "Report", "Type", "Show", "List", "Repeat", "State")
+_SOURCES = ("", " of the list", " of the sequence", " from the input", " of the given words", " in the word list",
+            " from the list you are given", " of the input")
+_ENDS = (".", " and nothing else.", " and ignore the others.", " and drop the rest.", "; skip everything else.",
+         ", nothing more.", " only.", " as your answer.", ", leaving out the rest.", " and leave the others out.")
+_WHOLE = ("all the words", "every word", "the whole list", "the entire input", "the complete sequence",
+          "each word in the original order", "the list unchanged", "all of the words as they are", "the full list",
+          "every word, keeping their order", "all words in the same order")
 
 
 def _span(positions: tuple[str, ...], n: int) -> list[str]:
@@ -175,11 +175,18 @@ def _objects(rule_id: str) -> list[str]:
 
 
 def composed_phrasings(rule: Rule, n: int, rng: random.Random) -> list[str]:
-    """``n`` distinct phrasings of ``rule`` composed from templates and synonyms (:data:`_FRAMES` around a noun
-    phrase of its positions), drawn with ``rng``; none is one of the rule's hand-written phrasings (the held-out
-    test phrasings among them)."""
-    pool = sorted({f.format(x=o) for f in _FRAMES for o in _objects(rule.id)} - set(rule.phrasings))
-    return rng.sample(pool, min(n, len(pool)))
+    """``n`` distinct phrasings of ``rule`` composed from templates and synonyms (a verb, a noun phrase of its
+    positions, where the words are and how to end: tens of thousands of combinations per rule), drawn with ``rng``;
+    none is one of the rule's hand-written phrasings (the held-out test phrasings among them)."""
+    objects = _objects(rule.id)
+    out: set[str] = set()
+    budget = 50 * n + 100  # a draw can repeat or be hand-written: stop once n are found or the budget is spent
+    while len(out) < n and budget:
+        budget -= 1
+        text = f"{rng.choice(_VERBS)} {rng.choice(objects)}{rng.choice(_SOURCES)}{rng.choice(_ENDS)}"
+        if text not in rule.phrasings:
+            out.add(text)
+    return sorted(out, key=lambda t: rng.random())
 
 
 
