@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from promoe.data.paraphrases import read_paraphrases
 from promoe.data.schema import Task
 from promoe.errors import DataError
-from promoe.data.paraphrases import read_paraphrases
 from promoe.rows.ablations import ablated_descriptions, control_group, donors
 from tests.helpers import TASKS
 

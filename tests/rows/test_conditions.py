@@ -14,10 +14,10 @@ from safetensors.torch import load_file
 
 from promoe.cli import main
 from promoe.config import load_config
+from promoe.data.paraphrases import PACKAGE as PARAPHRASES
 from promoe.errors import ConfigError
 from promoe.model.router import UniformRouter
 from promoe.rows import conditions, oracle
-from promoe.data.paraphrases import PACKAGE as PARAPHRASES
 from promoe.stages.evaluation import Evaluation
 
 train_models = importlib.import_module("promoe.stages.train_models")  # the package re-exports its function

@@ -35,7 +35,8 @@ import numpy as np
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 
-from promoe.data.synth import N_PHRASINGS, RULES, composed_phrasings
+from promoe.data.synth import N_PHRASINGS, RULES
+from promoe.data.synth_wordings import composed_phrasings
 
 READERS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {}
 ENCODERS = ("minilm", "backbone-mean", "backbone-prompt", "hashing")
@@ -105,7 +106,8 @@ def wordings(n: int, *, train_phrasings: int = 4, disjoint: bool = False, seed: 
     seen = {w for r in RULES for t in r.phrasings[:train_phrasings] for w in _words(t)}
     rng, texts, rules = random.Random(seed), [], []
     for i, rule in enumerate(RULES):
-        pool = [t for t in composed_phrasings(rule, 10**6, rng) if not (disjoint and _words(t) & (held - seen))]
+        drawn = composed_phrasings(rule.id, rule.phrasings, 8 * n * train_phrasings, rng)
+        pool = [t for t in drawn if not (disjoint and _words(t) & (held - seen))]
         picked = rng.sample(pool, min(len(pool), n * train_phrasings))
         texts += picked
         rules += [i] * len(picked)

@@ -191,19 +191,16 @@ class TrainConfig:
     router_lr_candidates: list[float] = setting(
         [], "Candidate peak learning rates of routers and hypernetwork, for a model that trains nothing else (moe, "
             "promoe over frozen specialised experts), chosen the same way; empty: `router_lr`.")
-    paraphrases: int = setting(
-        32, "Other wordings of a training task's Definition a router may read in meta-training (the task's "
-            "Paraphrases field, then the data folder's paraphrase package): each step it reads one of them or the "
-            "Definition, drawn per task; validation and test tasks keep their Definition. 0: the Definition only.", lo=0)
-    route_targets: float = setting(
-        0.0, "Weight of the routing-target loss over specialised experts: each training task's routing at every MoE "
-             "layer is pulled (cross-entropy) toward the expert specialised on its cluster, beside the LM loss. "
-             "0: off; no effect without experts.specialise.", lo=0)
-    route_fit_steps: int = setting(
-        300, "With routing targets, steps (64 descriptions each, Adam at 1e-2, no backbone: seconds) fitting a "
-             "hypernetwork that makes one logit per expert (proactive task and prior modes) to them on the training "
-             "tasks' Definitions and other wordings before meta-training; the fitted router is validated at step 0 "
-             "and kept if no later checkpoint beats it. 0: none.", lo=0)
+    paraphrases: int = setting(32, "Other wordings per training task a router may read in meta-training (its "
+                               "Paraphrases field, then the paraphrase package), one or the Definition drawn per task "
+                               "and step; validation and test tasks keep their Definition. 0: the Definition only.", lo=0)
+    route_targets: float = setting(0.0, "Weight of the routing-target loss over specialised experts: each training "
+                                   "task's routing (every MoE layer) is pulled toward the expert of its cluster, beside "
+                                   "the LM loss. 0: off; no effect without experts.specialise.", lo=0)
+    route_fit_steps: int = setting(300, "With routing targets, steps (64 descriptions, Adam 1e-2, no backbone) fitting "
+                                   "a hypernetwork with one logit per expert (task, prior modes) to them on the training "
+                                   "tasks' wordings before meta-training; kept unless a checkpoint beats it. 0: none.",
+                                   lo=0)
     lr_pilot: float = setting(
         0.25, "Share of a model's steps each learning-rate candidate trains (its warm-up at most half of them, "
               "validated at its end on the validation tasks), before the model trains in full at the winner; 1: "

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from promoe.data.synth_wordings import composed_phrasings
 from promoe.errors import DataError
 from promoe.io import atomic_write_bytes, write_json
 
@@ -136,60 +137,6 @@ N_PHRASINGS = min(len(r.phrasings) for r in RULES)
 SYNTH_PARAPHRASES = 24
 """Composed phrasings per training task, by default (``promoe data synth --paraphrases``, ``data.synth_paraphrases``)."""
 
-# -- composed phrasings: more wordings of each rule for the router to learn from (training tasks only) ---------
-_FIRST = ("first", "initial", "opening", "leading", "starting", "leftmost", "front", "earliest", "beginning")
-_LAST = ("last", "final", "closing", "ending", "trailing", "rightmost", "back", "latest", "concluding")
-_COUNT = {1: ("",), 2: ("two", "2", "pair of"), 3: ("three", "3", "trio of")}
-_VERBS = ("Output", "Write", "Return", "Give", "Print", "Copy", "Answer with", "Respond with", "Extract", "Produce",
-          "Reply with", "Keep", "Take", "Select", "Report", "Type", "Show", "List", "Repeat", "State")
-_SOURCES = ("", " of the list", " of the sequence", " from the input", " of the given words", " in the word list",
-            " from the list you are given", " of the input")
-_ENDS = (".", " and nothing else.", " and ignore the others.", " and drop the rest.", "; skip everything else.",
-         ", nothing more.", " only.", " as your answer.", ", leaving out the rest.", " and leave the others out.")
-_WHOLE = ("all the words", "every word", "the whole list", "the entire input", "the complete sequence",
-          "each word in the original order", "the list unchanged", "all of the words as they are", "the full list",
-          "every word, keeping their order", "all words in the same order")
-
-
-def _span(positions: tuple[str, ...], n: int) -> list[str]:
-    """``the first word``, ``the opening two words``, ``the two leftmost words``, ..."""
-    if n == 1:
-        return [f"the {p} word" for p in positions]
-    return [f"the {p} {c} words" for p in positions for c in _COUNT[n]] + [f"the {_COUNT[n][0]} {p} words"
-                                                                         for p in positions]
-
-
-def _ordered(a: tuple[str, ...], b: tuple[str, ...]) -> list[str]:
-    """The ``a`` word, then the ``b`` word, in several words."""
-    return [f.format(x=f"the {x} word", y=f"the {y} word") for x in a for y in b
-            for f in ("{x} followed by {y}", "{x} and then {y}", "{x}, then {y}", "first {x}, after it {y}")]
-
-
-def _objects(rule_id: str) -> list[str]:
-    """Noun phrases that say what ``rule_id`` outputs, composed from synonyms of its positions."""
-    return {
-        "first_word": _span(_FIRST, 1), "last_word": _span(_LAST, 1), "first_two": _span(_FIRST, 2),
-        "last_two": _span(_LAST, 2), "first_three": _span(_FIRST, 3), "first_and_last": _ordered(_FIRST, _LAST),
-        "last_and_first": _ordered(_LAST, _FIRST), "copy_all": list(_WHOLE),
-    }[rule_id]
-
-
-def composed_phrasings(rule: Rule, n: int, rng: random.Random) -> list[str]:
-    """``n`` distinct phrasings of ``rule`` composed from templates and synonyms (a verb, a noun phrase of its
-    positions, where the words are and how to end: tens of thousands of combinations per rule), drawn with ``rng``;
-    none is one of the rule's hand-written phrasings (the held-out test phrasings among them)."""
-    objects = _objects(rule.id)
-    out: set[str] = set()
-    budget = 50 * n + 100  # a draw can repeat or be hand-written: stop once n are found or the budget is spent
-    while len(out) < n and budget:
-        budget -= 1
-        text = f"{rng.choice(_VERBS)} {rng.choice(objects)}{rng.choice(_SOURCES)}{rng.choice(_ENDS)}"
-        if text not in rule.phrasings:
-            out.add(text)
-    return sorted(out, key=lambda t: rng.random())
-
-
-
 def answer(rule: Rule, words: list[str]) -> str:
     """The rule's output for a word list, as the reference string."""
     return " ".join(rule.apply(list(words)))
@@ -249,7 +196,8 @@ def build_suite(*, seed: int = 0, n_instances: int = 50, train_phrasings: int = 
     for r, rule in enumerate(RULES):
         for p in range(N_PHRASINGS):
             split = "train" if p < train_phrasings else "test"
-            extra = composed_phrasings(rule, paraphrases, wordings) if split == "train" and paraphrases else []
+            extra = (composed_phrasings(rule.id, rule.phrasings, paraphrases, wordings)
+                     if split == "train" and paraphrases else [])
             suite[split].append(_task_record(f"synth_r{r}_p{p}", rule, p, split, n_instances, rng, seen, seed,
                                              extra))
     return suite
@@ -338,5 +286,5 @@ def run_command(out: str | Path) -> str:
 
 
 __all__ = ["N_PHRASINGS", "RULES", "Rule", "SUITE_KIND", "SYNTH_PARAPHRASES", "VOCAB", "answer", "build_suite",
-           "composed_phrasings", "run_command",
+           "run_command",
            "sample_words", "write_suite"]
