@@ -169,6 +169,8 @@ def test_a_model_given_ready_is_validated_at_step_zero_and_kept_unless_beaten(tm
     result = still.fit()
     rows = read_metrics(tmp_path / "still/metrics.jsonl")
     assert rows[0] == {"step": 0, "val_loss": pytest.approx(result.best_val_loss)} and result.best_step == 0
+    again = _trainer(tmp_path / "still", lr=1e-12, router_lr=1e-12, validate_first=True).fit()  # a finished run
+    assert again.best_step == 0 and read_metrics(tmp_path / "still/metrics.jsonl") == rows  # nothing lost or added
     moving = _trainer(tmp_path / "moving", lr=1e-2, router_lr=1e-2, validate_first=True)
     assert moving.fit().best_step > 0  # a better checkpoint replaces it
     plain = _trainer(tmp_path / "plain", steps=3)

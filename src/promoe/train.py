@@ -277,9 +277,9 @@ class Trainer:
         state["val_top_k"] = self.val_top_k
         start = state["step"]
         metrics = self.out_dir / "metrics.jsonl"
-        if self.acc.is_main_process and metrics.exists():  # drop lines from after the checkpoint
+        if self.acc.is_main_process and metrics.exists():  # drop lines from after the checkpoint (all, at none)
             rows = read_metrics(metrics)
-            atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in rows if 0 < r["step"] <= start))
+            atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in rows if start and r["step"] <= start))
         if start == 0 and self.validate_first and state["best_step"] is None:
             row = {"step": 0, "val_loss": self.validate()}
             state.update(best_val_loss=row["val_loss"], best_step=0, bad_validations=0)

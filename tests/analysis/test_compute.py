@@ -43,7 +43,8 @@ def test_report_gives_each_rows_compute_next_to_its_score(tmp_path: Path) -> Non
     write_json(run / "train/dense/compute.json", record(448, None, 3e-4, None, choice))
     routers = {"key": "router_lr", "pilot_steps": 16, "val_loss": {"0.001": 2.2, "0.01": 2.1}, "chosen": 0.01}
     write_json(run / "train/moe/compute.json", record(64, 384, None, 1e-2, routers))
-    write_json(run / "train/promoe/compute.json", record(64, 384, None, 1e-3))
+    fitted = {**record(64, 384, None, 1e-3), "best_step": 0, "router_fit": {"steps": 300, "descriptions": 600}}
+    write_json(run / "train/promoe/compute.json", fitted)
     report = (run / "REPORT.md").read_text() if analyze(run, n_boot=100) else ""
     assert report.index("## Headline") < report.index("## Compute per row") < report.index("## Paired tests")
     section = report[report.index("## Compute per row"):report.index("## Paired tests")]
@@ -60,7 +61,9 @@ def test_report_gives_each_rows_compute_next_to_its_score(tmp_path: Path) -> Non
     for row, model in (("uniform", "moe"), ("moe-fewshot", "moe"), ("promoe-shuffled", "promoe")):
         assert lines[row].split(" | ")[2:5] == lines[model].split(" | ")[2:5], row  # inherited
     assert lines["uniform"].split(" | ")[5:] == ["experts 0.001 (specialisation); routers 0.01 (chosen)", "`moe`'s |"]
-    assert lines["promoe"].split(" | ")[5] == "experts 0.001 (specialisation); routers 0.001"  # given, not chosen
+    assert lines["promoe"].split(" | ")[5] == (  # given, not chosen; fitted to its targets first and kept
+        "experts 0.001 (specialisation); routers 0.001; router first fitted to its routing targets (300 steps over 600 "
+        "descriptions, no backbone; kept: no checkpoint beat it)")
     score = lines["dense"].split(" | ")[1]
     assert score and score in report[report.index("## Headline"):report.index("## Compute per row")]
 
@@ -70,4 +73,7 @@ def test_bad_compute_json_is_a_clear_error(tmp_path: Path) -> None:
     synthetic_run(run, rows=("dense",), embeddings=False)
     write_json(run / "train/dense/compute.json", {**record(448, None, 3e-4, None), "examples_total": 1})
     with pytest.raises(DataError, match=r"train/dense/compute.json.*examples_total"):
+        analyze(run, n_boot=10)
+    write_json(run / "train/dense/compute.json", {**record(448, None, 3e-4, None), "router_fit": {"steps": "many"}})
+    with pytest.raises(DataError, match=r"train/dense/compute.json.*router_fit"):
         analyze(run, n_boot=10)

@@ -52,6 +52,9 @@ def _check(d: object, path: Path) -> dict:
             and all(v is None or _rate(v) or v == 0 for v in losses.values()) and _rate(choice.get("chosen"))):
         raise bad("lr_choice", "must be null or {key: lr | router_lr, pilot_steps, val_loss: {candidate: loss or "
                                f"null}}, chosen}}, got {choice!r}")
+    fit = d.get("router_fit")
+    if fit is not None and not (isinstance(fit, dict) and _count(fit.get("steps")) and _count(fit.get("descriptions"))):
+        raise bad("router_fit", f"must be null or {{steps, descriptions, ...}}, got {fit!r}")
     return d
 
 
@@ -109,6 +112,9 @@ def rates_cell(d: dict, detail: bool = True) -> str:
     for key, what in (("lr", "layers and experts"), ("router_lr", "routers")):
         if d[key] is not None:
             parts.append(f"{what} {_g(d[key])}{_choice(d['lr_choice'], key, detail)}")
+    if fit := d.get("router_fit"):
+        parts.append(f"router first fitted to its routing targets ({fit['steps']} steps over {fit['descriptions']:,} "
+                     f"descriptions, no backbone{'; kept: no checkpoint beat it' if d.get('best_step') == 0 else ''})")
     return "; ".join(parts) or "—"
 
 

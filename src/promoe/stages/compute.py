@@ -133,10 +133,11 @@ def adopt_pilot(pilot_dir: Path, out_dir: Path) -> None:
 
 
 def compute_record(cfg: ExperimentConfig, *, kind: str, name: str, over_experts: bool, tcfg: TrainConfig,
-                   used: Sequence[str], choice: dict | None, result: TrainResult) -> dict:
+                   used: Sequence[str], choice: dict | None, result: TrainResult, router_fit: dict | None = None) -> dict:
     """``compute.json`` of model ``name``: examples seen (steps x batch size) by the specialisation it stands on
     and by its own training, its learning rates (``used``: the keys its parameters train with) and how they were
-    chosen (``choice``; None: given, not searched), and the pilots' cost."""
+    chosen (``choice``; None: given, not searched), the pilots' cost, and the fit to routing targets it started from
+    (``router_fit``: steps and descriptions; None: none)."""
     b = tcfg.batch_size
     spec = {"steps": cfg.experts.steps, "examples": cfg.experts.steps * b,
             "lr": cfg.experts.lr or cfg.train.lr} if over_experts else None
@@ -148,4 +149,5 @@ def compute_record(cfg: ExperimentConfig, *, kind: str, name: str, over_experts:
             "steps": tcfg.steps, "examples": tcfg.steps * b,
             "examples_total": tcfg.steps * b + (spec["examples"] if spec else 0),
             "lr": tcfg.lr if "lr" in used else None, "router_lr": tcfg.router_lr if "router_lr" in used else None,
-            "lr_choice": choice, "best_step": result.best_step, "best_val_loss": result.best_val_loss}
+            "lr_choice": choice, "best_step": result.best_step, "best_val_loss": result.best_val_loss,
+            "router_fit": router_fit}

@@ -73,20 +73,21 @@ def fresh_model(ctx: RunContext, kind: str, weights=None):
     return ctx.setup.model(kind, weights, experts=ctx.setup.experts_of(kind, ctx.run_dir))
 
 
-def fit_router(ctx: RunContext, model: MoEModel, targets: dict[str, int]) -> bool:
+def fit_router(ctx: RunContext, model: MoEModel, targets: dict[str, int]) -> dict | None:
     """Fit ``model``'s hypernetwork to the routing targets on the training tasks' Definitions and other wordings
-    (:func:`~promoe.model.hypernet.fit_to_targets`, ``train.route_fit_steps``); False where it makes no per-expert
-    logits (no hypernetwork, or proactive ``hyper`` mode) or no steps are asked."""
+    (:func:`~promoe.model.hypernet.fit_to_targets`, ``train.route_fit_steps``); None where it makes no per-expert
+    logits (no hypernetwork, or proactive ``hyper`` mode) or no steps are asked; else the fit's steps and
+    descriptions (for ``compute.json``)."""
     hyper, steps = model.hyper, ctx.cfg.train.route_fit_steps
     if not isinstance(hyper, HyperNetwork) or hyper.n_out != model.cfg.n_experts or steps == 0:
-        return False
+        return None
     tasks = sorted(targets)
     emb = torch.cat([torch.cat([ctx.task_emb[t][None], ctx.wording_emb.get(t, ctx.task_emb[t][:0])]) for t in tasks])
     target = torch.tensor([targets[t] for t in tasks for _ in range(1 + len(ctx.wording_emb.get(t, ())))])
     losses = fit_to_targets(hyper, emb.float(), target, steps=steps, seed=ctx.cfg.seed)
     log.info("router fitted to its targets: %d descriptions of %d training tasks, cross-entropy %.3f -> %.3f in %d "
              "steps", len(emb), len(tasks), losses[0], losses[-1], steps)
-    return True
+    return {"steps": steps, "descriptions": len(emb), "loss_first": losses[0], "loss_last": losses[-1]}
 
 
 def train_model(ctx: RunContext, kind: str, name: str, examples: list[TrainExample], val_examples: list[TrainExample],
@@ -102,6 +103,7 @@ def train_model(ctx: RunContext, kind: str, name: str, examples: list[TrainExamp
     used = rates(model)
     # over specialised experts, each training task's own expert is its routing target (train.route_targets > 0)
     targets = make_clusters(ctx).assignment if over_experts and cfg.train.route_targets > 0 else None
+    fitted = None
     key, candidates = searched(tcfg, model)
     choice = None
     # every plan's examples (pilots' and the training's) stay cached until the model is trained
@@ -110,13 +112,13 @@ def train_model(ctx: RunContext, kind: str, name: str, examples: list[TrainExamp
     release_memory()
 
     def fit(train_cfg, out_dir: Path, desc: str):
-        nonlocal model
+        nonlocal model, fitted
         m, model = model if model is not None else fresh_model(ctx, kind), None  # each training: a fresh model
-        fitted = fit_router(ctx, m, targets) if targets else False
+        fitted = fit_router(ctx, m, targets) if targets else None
         trainer = Trainer(m, cfg=train_cfg, examples=examples, val_examples=val_examples, task_emb=ctx.task_emb,
                           pad_id=ctx.setup.tokenizer.pad_token_id, out_dir=out_dir, seed=cfg.seed,
                           lower=lower if m.split is not None else None, accelerator=acc,
-                          wording_emb=ctx.wording_emb, route_targets=targets, validate_first=fitted)
+                          wording_emb=ctx.wording_emb, route_targets=targets, validate_first=fitted is not None)
         del m
         try:
             return trainer.fit(desc=desc), trainer
@@ -148,7 +150,7 @@ def train_model(ctx: RunContext, kind: str, name: str, examples: list[TrainExamp
              result.best_val_loss, result.best_step)
     if acc.is_main_process:
         write_json(out / COMPUTE_FILE, compute_record(cfg, kind=kind, name=name, over_experts=over_experts, tcfg=tcfg,
-                                                      used=used, choice=choice, result=result))
+                                                      used=used, choice=choice, result=result, router_fit=fitted))
     model = acc.unwrap_model(trainer.model).eval()  # holds the best weights
     del trainer
     acc.free_memory()  # Accelerate keeps references to prepared models and optimizers
