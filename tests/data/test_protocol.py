@@ -136,3 +136,15 @@ def test_an_instance_a_demonstration_shows_is_never_scored() -> None:
         ("task001_demo", "demonstration_input", "Instances[2] (c) = Positive Examples[2]")]
     untouched = replace(task, instances=instances[3:])
     assert drop_demonstrated([untouched], QuirkLog()) == [untouched]
+
+
+def test_validation_spreads_over_labelled_rules_before_categories() -> None:
+    """Phrasings of one rule (``_meta.rule``) in one category: each rule gives one task before any gives two, and
+    keeps at least one for training."""
+    pool = [_task(f"r{r}_p{p}", meta={"rule": f"rule{r}"}) for r in range(8) for p in range(4)]
+    for seed in range(5):
+        train, val = carve_validation(pool, 8, seed=seed)
+        assert sorted(t.meta["rule"] for t in val) == [f"rule{r}" for r in range(8)]
+        assert {t.meta["rule"] for t in train} == {f"rule{r}" for r in range(8)}
+    assert all(t.meta["rule"] for t in carve_validation(pool, 20, seed=0)[0])
+    assert len({t.meta["rule"] for t in carve_validation(pool, 20, seed=0)[0]}) == 8

@@ -79,14 +79,17 @@ def carve_validation(tasks: list[Task], n_tasks: int, seed: int) -> tuple[list[T
 
     Families are taken round-robin over the categories (in a seeded order), so validation spreads over
     the training categories; a category first gives away all but one of its families, and only when
-    that is not enough does it give its last one (training always keeps at least one family).
+    that is not enough does it give its last one (training always keeps at least one family). A task with a
+    labelled group of its own (``_meta.rule``: phrasings of one rule, as in the synthetic suite and task files
+    written like it) spreads by that label instead of its category, so every rule keeps training phrasings.
     """
     families: dict[str, list[Task]] = defaultdict(list)
     for t in tasks:
         families[t.family].append(t)
     by_category: dict[str, list[str]] = defaultdict(list)
     for f in sorted(families, key=lambda f: stable_hash("val", seed, f)):
-        by_category[families[f][0].category].append(f)
+        first = families[f][0]
+        by_category[f"rule:{first.meta['rule']}" if first.meta.get("rule") is not None else first.category].append(f)
     categories = sorted(by_category, key=lambda c: stable_hash("val-category", seed, c))
     val_families: set[str] = set()
     n = 0
