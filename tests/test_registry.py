@@ -23,7 +23,7 @@ def test_every_builtin_row_builder_resolves() -> None:
 
 
 def test_names_groups_and_order_come_from_the_registry() -> None:
-    assert registry.choices("compare.routers") == ["knn", "skill", "uniform", "random", "oracle"]
+    assert registry.choices("compare.routers") == ["knn", "skill", "uniform", "random", "oracle", "oracle_insample"]
     assert registry.defaults("compare.routers") == ["knn", "skill", "uniform", "random", "oracle"]
     assert registry.choices("train.models") == ["dense", "moe", "promoe", "upcycled"]
     assert registry.defaults("train.models") == ["dense", "moe", "promoe"]  # upcycled: with specialised experts

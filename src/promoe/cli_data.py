@@ -87,7 +87,7 @@ def add_data_commands(sub) -> None:
     p.set_defaults(func=cmd_data_synth)
     p = data.add_parser("clusters", help="cluster the training tasks as experts would specialise on them")
     add_config_args(p)
-    p.add_argument("--method", choices=("description", "category", "given", "meta"), default="description",
+    p.add_argument("--method", choices=("description", "category", "given", "meta", "output"), default="description",
                    help="k-means of description embeddings, whole categories, --given, or each task's _meta --key")
     p.add_argument("--key", default="rule", help="the _meta label that makes the clusters (with --method meta)")
     p.add_argument("--n", type=int, help="how many clusters (default: model.n_experts)")

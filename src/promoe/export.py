@@ -131,7 +131,8 @@ def _merged_state(model: MoEModel,
     names = {id(m): n for n, m in model.backbone.named_modules()}
     merged: dict[str, Experts] = {}  # MLP module name -> its merged FFN
     for layer, choice in zip(model.moe_layers, choices, strict=True):
-        merged[names[id(layer)].removesuffix(".moe")] = layer.experts.merged(choice.indices, choice.weights)
+        name = names[id(layer)].removesuffix(".moe")
+        merged[name] = layer.experts.merged(choice.indices, choice.weights, layer.shared)
     if any(not m.gated for m in merged.values()):
         raise PromoeError("export needs gated (gate/up/down) experts, as the llama family's MLP is")
     config = model.backbone.config

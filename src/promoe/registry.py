@@ -41,6 +41,7 @@ GROUPS: dict[str, str] = {
     "router_only": "Router-only condition (trained and scored on the instance input alone: the task reaches a "
                    "model only through its router)",
     "adaptation": "In-context (Definition + positive examples) and few-shot fine-tuning",
+    "ceiling": "Ceiling, never a result: the best single expert per task chosen on the very instances scored",
     "other": "Other rows",
 }
 """Report groups in report order, with their section titles."""
@@ -55,6 +56,8 @@ REFERENCE = "promoe"
 """The row every other row is compared with (paired tests, ablations)."""
 HEADROOM = ("uniform", "oracle")
 """The floor and ceiling of the routing headroom: every expert equally, and the best single expert per task."""
+CEILING = "oracle_insample"
+"""The in-sample ceiling: the oracle's choice made on the scored instances; reported apart, never compared as a result."""
 ABLATED = "promoe"
 """The model whose router input the ablations replace; an ablation row is ``<ABLATED>-<name>``."""
 
@@ -290,6 +293,8 @@ for _row in (
         needs=("moe",)),
     Row("oracle", "router", "best single expert per task, chosen on its positive examples", f"{_R}.oracle:oracle",
         select="compare.routers", needs=("moe",)),
+    Row(CEILING, "router", "ceiling: the best single expert per task, chosen on the scored instances themselves",
+        f"{_R}.oracle:oracle_insample", select="compare.routers", needs=("moe",), default=False, section="ceiling"),
     Row("shuffled", "ablation", "another task's description", f"{_R}.ablations:builtin",
         select="compare.ablations", needs=("promoe",)),
     Row("empty", "ablation", "an empty description", f"{_R}.ablations:builtin", select="compare.ablations",

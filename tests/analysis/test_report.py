@@ -114,3 +114,15 @@ def test_a_run_without_groups_resamples_tasks_and_says_why(every_row: AnalysedRu
     assert sig["resampling"]["unit"] == "task" and sig["paired"]["moe"]["rougeL"]["unit"] == "task"
     assert "names no groups of related tasks (a run from before they were written)" in \
            (every_row.run / "REPORT.md").read_text()
+
+
+def test_the_ceiling_is_reported_apart_from_the_results(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    synthetic_run(run, rows=("moe", "promoe", "uniform", "oracle", "oracle_insample"), embeddings=False)
+    analyze(run, n_boot=100)
+    report = (run / "REPORT.md").read_text()
+    headline = report[report.index("## Headline"):report.index("## Paired tests")]
+    assert "oracle_insample" not in headline and "oracle_insample" not in report[report.index("## Paired tests"):
+                                                                                  report.index("## Oracle headroom")]
+    room = report[report.index("## Oracle headroom"):]
+    assert "| ROUGE-L | ceiling: oracle_insample − uniform |" in room and "Ceiling, never a result" in room

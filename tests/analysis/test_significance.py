@@ -176,3 +176,16 @@ def test_the_headroom_inside_a_condition_uses_its_own_floor_and_ceiling() -> Non
     assert sig["headroom"]["exact_match"]["headroom"]["diff"] == 0.0 and "promoe-router_only" not in \
         sig["headroom"]["exact_match"]["recovered"]
     assert set(sig["within_condition"]["router_only"]) == {"uniform", "oracle"}
+
+
+def test_the_in_sample_ceiling_is_reported_beside_the_headroom_and_never_compared_as_a_result() -> None:
+    every = {f"t{t}-{i}" for t in range(6) for i in range(2)}
+    first = {f"t{t}-0" for t in range(6)}
+    scores = {"promoe": _scored(2, first), "uniform": _scored(2, set()), "oracle": _scored(2, first),
+              "oracle_insample": _scored(2, every)}
+    sig = significance(RunData(scores=scores), n_boot=200)
+    assert "oracle_insample" not in sig["paired"] and "oracle_insample" in sig["models"]
+    room = sig["headroom"]["exact_match"]
+    assert room["headroom"]["diff"] == pytest.approx(50.0) and room["ceiling"]["diff"] == pytest.approx(100.0)
+    assert room["ceiling"]["detected"] and "oracle_insample" not in room["recovered"]
+    assert "oracle_insample" not in json.dumps(sig["family"])  # not among the answer's tests

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from promoe.data.clusters import Clusters, cluster_splits, cluster_tasks, read_assignment
-from promoe.data.schema import Task
+from promoe.data.clusters import Clusters, cluster_splits, cluster_tasks, output_kind, read_assignment
+from promoe.data.schema import Example, Instance, Task
 from promoe.errors import DataError, PromoeError
 
 
@@ -101,3 +101,36 @@ def test_meta_labels_make_the_clusters_and_place_held_out_tasks() -> None:
         cluster_splits(splits, emb, 2, "meta", meta_key="colour")
     with pytest.raises(PromoeError, match="every cluster 0..2"):
         cluster_splits(splits, emb, 3, "meta", meta_key="rule")
+
+
+def _answering(name: str, pairs: list[tuple[str, str]], demos: int = 0) -> Task:
+    inst = tuple(Instance(f"{name}-{i}", x, (y,)) for i, (x, y) in enumerate(pairs[demos:]))
+    return Task(name=name, definition=name, instances=inst,
+                positive_examples=tuple(Example(x, y) for x, y in pairs[:demos]))
+
+
+def test_the_kind_of_output_is_read_off_the_examples() -> None:
+    label = _answering("label", [(f"review {i}", "positive" if i % 2 else "negative") for i in range(10)])
+    span = _answering("span", [(f"the cat sat on mat {i}", f"mat {i}") for i in range(10)])
+    free = _answering("free", [(f"question {i}", f"a sentence of its own number {i}") for i in range(10)])
+    assert [output_kind(t) for t in (label, span, free)] == ["label", "span", "free text"]
+    few = _answering("few", [("is it good?", "Yes"), ("is it bad?", "No")], demos=2)
+    assert output_kind(few, instances=False) == "label"  # two demonstrations: short answers stand for a set
+    long = _answering("long", [("x", "a long answer of many words"), ("y", "another long one of words")], demos=2)
+    assert output_kind(long, instances=False) == "free text"
+
+
+def test_clusters_by_output_make_three_and_label_held_out_tasks_from_their_demonstrations() -> None:
+    tasks = [_answering(f"l{i}", [(f"r {j}", "yes" if j % 2 else "no") for j in range(10)]) for i in range(2)]
+    tasks += [_answering(f"s{i}", [(f"x {j} y", f"{j} y") for j in range(10)]) for i in range(2)]
+    tasks += [_answering(f"f{i}", [(f"q {j}", f"some text {j}") for j in range(10)]) for i in range(2)]
+    emb = {t.name: np.random.default_rng(i).standard_normal(4) for i, t in enumerate(tasks)}
+    c = cluster_tasks(tasks, emb, 3, "output")
+    assert c.assignment == {"l0": 0, "l1": 0, "s0": 1, "s1": 1, "f0": 2, "f1": 2}
+    with pytest.raises(ValueError, match="model.n_experts=3"):
+        cluster_tasks(tasks, emb, 2, "output")
+    test = _answering("t", [("x", "maybe"), ("y", "no")], demos=2)
+    emb["t"] = emb["f0"]  # nearest to a free-text task, but its demonstrations say label
+    splits = SimpleNamespace(train=tasks, val=[], test=[test])
+    clusters, held = cluster_splits(splits, emb, 3, "output")
+    assert held["test"] == {"t": 0}

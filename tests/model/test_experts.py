@@ -232,3 +232,12 @@ def test_merged_experts_are_one_ffn_with_the_same_output(gated: bool, bias: bool
     merged = ex.merged(idx, w)
     assert merged.n_experts == 1 and merged.d_ff == 2 * ex.d_ff
     torch.testing.assert_close(merged.expert(0, x), ex(x, idx.expand(9, 2), w.expand(9, 2)))
+
+
+def test_a_shared_expert_merges_beside_the_chosen_ones() -> None:
+    ex, shared = experts(True, False), experts(True, False)
+    x = torch.randn(9, D, dtype=torch.float64)
+    idx, w = torch.tensor([2, 0]), torch.tensor([0.7, 0.3], dtype=torch.float64)
+    merged = ex.merged(idx, w, shared)
+    assert merged.d_ff == 2 * ex.d_ff + shared.d_ff
+    torch.testing.assert_close(merged.expert(0, x), ex(x, idx.expand(9, 2), w.expand(9, 2)) + shared.expert(0, x))

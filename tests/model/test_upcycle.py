@@ -68,6 +68,25 @@ def test_carved_experts_average_to_ffn() -> None:
         experts_from_ffn(ffn, n_experts=2, width=D_FF + 1)
 
 
+def test_residual_experts_beside_a_shared_expert_start_as_the_ffn_and_then_differ() -> None:
+    """``model.shared_expert``: the pretrained FFN kept whole; the routed experts add nothing at first, each
+    from its own neurons, so that one gradient step moves them apart."""
+    base = tiny_llama()
+    model = build(base, "llama", "moe", shared_expert=True, expert_width=D_FF // 4)
+    ids, mask = left_padded()
+    with torch.no_grad():
+        ref = base(input_ids=ids, attention_mask=mask).logits
+        out = model(ids, attention_mask=mask)
+    torch.testing.assert_close(out.logits[mask.bool()], ref[mask.bool()], atol=1e-5, rtol=1e-5)
+    layer = model.moe_layers[0]
+    assert layer.shared.d_ff == D_FF and layer.experts.d_ff == D_FF // 4 and not layer.experts.w_out.any()
+    x = torch.randn(5, D)
+    torch.testing.assert_close(layer.expert(1, x), layer.shared.expert(0, x))
+    assert not torch.equal(layer.experts.w_in[0], layer.experts.w_in[1])  # different neurons: they will differ
+    layer.experts.w_out.data.normal_()
+    assert not torch.allclose(layer.expert(0, x), layer.expert(1, x))
+
+
 # -- upcycling reproduces the backbone ---------------------------------------------------------
 
 @pytest.mark.parametrize(("kind", "mode"), VARIANTS)

@@ -20,7 +20,7 @@ from promoe.analysis.markdown import num as _num
 from promoe.analysis.markdown import table as _table
 from promoe.analysis.rows import experts_model, main_groups
 from promoe.analysis.rundata import LABEL, LIKELIHOOD, METRICS, RunData
-from promoe.registry import GROUPS, HEADROOM, REFERENCE, conditions, entry, row_group, split_row
+from promoe.registry import CEILING, GROUPS, HEADROOM, REFERENCE, conditions, entry, row_group, split_row
 
 GROUP_KINDS = {"rule": "rule (phrasings of one synthetic rule)", "source": "source dataset (SNI `Source`)",
                "family": "BIG-bench family", "task": "task (alone)"}
@@ -79,7 +79,7 @@ def _headline(sig: dict) -> list[str]:
         out += ["Reference NLL: mean per-token negative log-likelihood of the references given the prompt (lower is "
                 "better; forward passes only, every row with a model), instance mean.", ""]
     for group, title in GROUPS.items():
-        rows = [m for m in models if row_group(m) == group]
+        rows = [m for m in models if row_group(m) == group and group != "ceiling"]  # not a result: under headroom
         if rows:
             out += [f"### {title}", ""]
             out += _table(["row", "ROUGE-L [95% CI]", "EM [95% CI]", "ROUGE-L task mean [95% CI]",
@@ -142,11 +142,15 @@ def _comparisons(sig: dict) -> list[str]:
         for k, h in sig["headroom"].items():
             rows.append([LABEL[k], f"{ceiling} − {floor}", _diff(h["headroom"]), _mde(h["headroom"]),
                          _p(h["headroom"]["p_bootstrap"], nb), str(h["headroom"]["n_tasks"])])
+            if top := h.get("ceiling"):
+                rows.append([LABEL[k], f"ceiling: {CEILING} − {floor}", _diff(top), _mde(top),
+                             _p(top["p_bootstrap"], nb), str(top["n_tasks"])])
             rows += [[LABEL[k], f"share recovered by {m}",
                       "not reported: headroom not detected (CI spans 0)" if r["share"] is None
                       else f"{r['share']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]", "", "", str(r["n_tasks"])]
                      for m, r in h["recovered"].items()]
         out += _table(["metric", "what", "value [95% CI]", "MDE (80%)", "p (bootstrap)", "tasks"], rows)
+        out += _ceiling(sig)
     if sig["zero_vs_few_shot"]:
         out += ["## Zero-shot vs the conditions", "",
                 "ROUGE-L instance means [95% CI] of each base model zero-shot, with the Definition and 2 positive "
@@ -165,6 +169,19 @@ def _comparisons(sig: dict) -> list[str]:
                         *(d(e.get(f"{REFERENCE}_minus_{k}")) for k in scored)]
                        for b, e in sig["zero_vs_few_shot"].items()])
     return out
+
+
+def _ceiling(sig: dict) -> list[str]:
+    """The in-sample ceiling's own scores, apart from the results (it chose on what it is scored on)."""
+    if CEILING not in sig["models"]:
+        return []
+    m = sig["models"][CEILING]
+    return [f"**{GROUPS['ceiling']}** (`{CEILING}`: each test task's expert chosen by the reference NLL of the "
+            "instances it is then scored on; `oracle` chooses on two demonstrations). A high ceiling with a low "
+            "`oracle` means two demonstrations do not find the best expert; both low mean the experts leave "
+            f"little to choose. `{CEILING}` ROUGE-L {_ci(m['rougeL_instance'])}, EM {_ci(m['exact_match_instance'])}"
+            + (f", reference NLL {_ci(m[f'{LIKELIHOOD}_instance'])}" if f"{LIKELIHOOD}_instance" in m else "")
+            + f" ({m['n']} instances); the expert x task NLL matrix it read is in `{CEILING}.json`.", ""]
 
 
 def _per_category(sig: dict) -> list[str]:

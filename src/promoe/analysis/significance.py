@@ -12,8 +12,8 @@ Over the test tasks, ``significance.json`` holds:
 * ``ablations``: per ablation row (``<ABLATED>-<variant>``) and the experts model for context
   (:func:`promoe.analysis.rows.experts_model`), the paired change *row − reference* per metric over
   common tasks, with both rows' means on those tasks (``mean``, ``reference_mean``);
-* ``headroom``: per metric, the routing headroom ``oracle − uniform`` (paired; ``detected``: its CI excludes 0)
-  and the share of it each model, router and ablation row recovers, with a bootstrap CI, given only where the
+* ``headroom``: per metric, the routing headroom ``oracle − uniform`` (paired; ``detected``: its CI excludes 0),
+  the in-sample ceiling's ``oracle_insample − uniform`` where the run scored it (``ceiling``), and the share of it each model, router and ablation row recovers, with a bootstrap CI, given only where the
   headroom's CI over the three rows' tasks excludes 0 (:func:`~promoe.analysis.stats.share_recovered`);
   ``condition_headroom``: the same per condition that scored both (``oracle-<c> − uniform-<c>``, shares of
   the condition's rows);
@@ -184,6 +184,10 @@ def within_condition(rows: Rows, *, n_boot: int, seed: int) -> dict:
     return out
 
 
+def _detected(t: dict) -> bool:  # a CI over more than one unit that excludes 0
+    return t["n_units"] > 1 and (t["low"] > 0 or t["high"] < 0)
+
+
 def headroom(rows: Rows, *, n_boot: int, seed: int, condition: str | None = None) -> dict:
     """Per metric: the routing headroom ``oracle − uniform`` (paired, :data:`promoe.registry.HEADROOM`) and,
     for every other routed row, the share of it the row recovers (``(row − uniform) / (oracle − uniform)``,
@@ -203,10 +207,13 @@ def headroom(rows: Rows, *, n_boot: int, seed: int, condition: str | None = None
 
     # each routed row's per-task means over the instances all three rows share
     shared = {m: rows.shared(m, floor, ceiling) for m in rows if m not in (floor, ceiling) and routed(m)}
+    top = next((_paired(rows, m, floor, n_boot=n_boot, seed=seed) for m in rows if row_group(m) == "ceiling"
+                and not condition), {})
     for metric, t in room.items():
         # detected: its CI excludes 0; only then is a share of it given (stats.share_recovered)
-        result = {"headroom": {**t, "detected": t["n_units"] > 1 and (t["low"] > 0 or t["high"] < 0)},
-                  "recovered": {}}
+        result = {"headroom": {**t, "detected": _detected(t)}, "recovered": {}}
+        if metric in top:  # the in-sample ceiling over the same floor: how much the experts leave at best
+            result["ceiling"] = {**top[metric], "detected": _detected(top[metric])}
         for m, ((mine, lo, hi), n) in shared.items():
             if metric in metrics_of(mine, lo, hi) and set(mine) & set(lo) & set(hi):
                 result["recovered"][m] = {**share_recovered(_vals(mine, metric), _vals(lo, metric), _vals(hi, metric),
@@ -237,7 +244,8 @@ def significance(data: RunData, *, n_boot: int = 10000, seed: int = 0) -> dict:
                                       weights={t: rows[t]["n"] for t in ts}, groups=groups)
                       for c, ts in sorted(by_cat.items())}
     ref = REFERENCE if REFERENCE in data.scores else next(iter(data.scores))
-    paired = {o: t for o in data.scores if o != ref and (t := _paired(all_rows, ref, o, n_boot=n_boot, seed=seed))}
+    paired = {o: t for o in data.scores if o != ref and row_group(o) != "ceiling"  # a ceiling is not a result
+              and (t := _paired(all_rows, ref, o, n_boot=n_boot, seed=seed))}
     for metric in (*METRICS, LIKELIHOOD):  # Holm over the comparisons that have the metric
         for o, p in holm({o: t[metric]["p_wilcoxon"] for o, t in paired.items() if metric in t}).items():
             paired[o][metric]["p_wilcoxon_holm"] = p

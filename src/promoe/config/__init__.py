@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from promoe.config.experts import ExpertsConfig
 from promoe.config.fields import build, check_fields, merge, overrides_tree, require, setting, to_dict
 from promoe.config.fields import help_lines as fields_help
 from promoe.config.sections import (
@@ -27,7 +28,6 @@ from promoe.config.sections import (
     CompareConfig,
     DataConfig,
     EvalConfig,
-    ExpertsConfig,
     ModelConfig,
     PromptConfig,
     TrainConfig,

@@ -123,6 +123,10 @@ class ModelConfig:
     expert_width: int | None = setting(
         None, "Expert FFN width (unset: the pretrained width, full copies; smaller: each expert keeps a "
               "slice of the pretrained neurons).", lo=1)
+    shared_expert: bool = setting(
+        False, "Keep the pretrained FFN whole in each MoE layer as a shared expert every token passes through; "
+               "the routed experts (`expert_width` wide, required) add to it and start at zero: a generalist plus "
+               "residual specialists, so that specialising cannot make one expert simply better than another.")
     proactive_mode: Literal["hyper", "prior", "task"] = setting(
         "prior", "hyper: generated token-router weights; prior: generated task prior + static token router; "
                  "task: task-level expert logits only.")
@@ -151,6 +155,9 @@ class ModelConfig:
         require(layers is None or layers and min(layers) >= 0 and len(set(layers)) == len(layers),
                  "model.moe_layers", layers, "is not a list of distinct FFN positions >= 0",
                  "list each position once, or unset it (the top model.n_moe_layers)")
+        require(not self.shared_expert or self.expert_width is not None, "model.expert_width", self.expert_width,
+                "is needed with model.shared_expert=true (the routed experts' width)",
+                "set it, e.g. model.expert_width=192 (an eighth of SmolLM2's 1536 neurons)")
 
 
 @dataclass
@@ -284,37 +291,3 @@ class CompareConfig:
 
     def validate(self) -> None:
         check_fields(self, "compare")
-
-
-@dataclass
-class ExpertsConfig:
-    """Specialised experts (Branch-Train-MiX style): each expert trained on one cluster of training tasks
-    before ``moe`` and ``promoe`` learn their routers over the same experts."""
-
-    specialise: bool = setting(False, "Specialise the experts first (false: experts upcycled and trained end to "
-                                      "end with their router, the standard recipe).")
-    clusters: Literal["description", "category", "given", "meta"] = setting(
-        "description", "How training tasks are clustered, one cluster per expert: k-means of description "
-                       "embeddings, whole categories, `cluster_file`, or a label in every task's `_meta` "
-                       "(`cluster_key`).")
-    cluster_file: str | None = setting(None, "JSON {task: cluster} (clusters=given).")
-    cluster_key: str = setting("rule", "The `_meta` label that makes the clusters (clusters=meta; `rule` in the "
-                                       "synthetic suite).")
-    steps: int = setting(64, "Optimizer steps of the specialisation (every example to its cluster's expert).", lo=1)
-    lr: float | None = setting(None, "Peak learning rate of the specialisation (unset: train.lr).", gt=0)
-    balance: bool = setting(True, "Sample every cluster equally often, so every expert gets the same number of "
-                                  "updates (as Branch-Train-MiX trains each expert for the same steps); false: "
-                                  "every training task equally often, so big clusters' experts train longer.")
-    freeze: bool = setting(True, "Keep the specialised weights frozen while routers are learned (false: "
-                                 "fine-tune them jointly with the routers).")
-    from_run: str | None = setting(None, "A run folder whose specialised experts (experts/, train/experts/) this "
-                                         "run starts from instead of training its own; its model and experts "
-                                         "settings must be this run's.")
-    per_seed: bool = setting(False, "With several seeds (--seeds): specialise the experts again for every seed "
-                                    "(true), or once with the first seed, every later seed starting from them "
-                                    "(false): then only what is learned over the experts is re-seeded.")
-
-    def validate(self) -> None:
-        check_fields(self, "experts")
-        require(self.clusters != "given" or self.cluster_file, "experts.cluster_file", self.cluster_file,
-                "is needed with experts.clusters=given", "name a JSON file {task: cluster}")

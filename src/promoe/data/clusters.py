@@ -7,7 +7,9 @@ Three ways to make ``n`` clusters of the training tasks:
   weighted by their task counts, so related categories share a cluster;
 * ``given`` — a researcher's own assignment (a JSON file ``{task: cluster}``);
 * ``meta`` — a label every training task carries in its record's ``_meta`` (e.g. ``rule`` in the
-  synthetic suite of :mod:`promoe.data.synth`); clusters are the sorted distinct labels.
+  synthetic suite of :mod:`promoe.data.synth`); clusters are the sorted distinct labels;
+* ``output`` — the kind of output a task asks for, read off its instances (:func:`output_kind`): a label
+  from a small set, a span copied from the input, or free text (three clusters).
 
 Every method keeps a centroid per cluster, so tasks that were not clustered (validation and test
 tasks) are assigned to the cluster whose centroid is nearest to their description (cosine); with
@@ -30,7 +32,36 @@ from promoe.data.schema import Task
 from promoe.data.sources import require_path
 from promoe.errors import DataError, PromoeError
 
-METHODS = ("description", "category", "given", "meta")
+METHODS = ("description", "category", "given", "meta", "output")
+LABELLED = ("meta", "output")
+"""Methods that label held-out tasks themselves (``Clusters.held``) rather than by their nearest centroid."""
+OUTPUT_KINDS = ("label", "span", "free text")
+"""The clusters of ``output``, in order."""
+MAX_LABELS = 16
+"""A task whose instances' outputs take at most this many distinct values (and fewer than half as many as
+there are instances) answers with a label."""
+MIN_FOR_SET = 8
+LABEL_WORDS = 3
+
+
+def output_kind(task: Task, *, instances: bool = True) -> str:
+    """What ``task`` asks for, from its instances' first outputs and its positive examples (``instances=False``:
+    the positive examples only, as for a test task): ``label`` — at most :data:`MAX_LABELS` distinct answers,
+    fewer than half as many as examples (with fewer than :data:`MIN_FOR_SET` examples a set cannot be seen:
+    every answer at most :data:`LABEL_WORDS` words); ``span`` — at least half the answers occur verbatim in their
+    input, ignoring case; else ``free text``."""
+    pairs = [(e.input.casefold(), e.output.strip().casefold()) for e in task.positive_examples]
+    if instances:
+        pairs += [(i.input.casefold(), i.outputs[0].strip().casefold()) for i in task.instances if i.outputs]
+    answers = {o for _, o in pairs}
+    if len(pairs) >= MIN_FOR_SET:
+        if len(answers) <= MAX_LABELS and 2 * len(answers) < len(pairs):
+            return "label"
+    elif pairs and all(len(o.split()) <= LABEL_WORDS for o in answers):
+        return "label"
+    if pairs and 2 * sum(bool(o) and o in x for x, o in pairs) >= len(pairs):
+        return "span"
+    return "free text"
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -77,7 +108,7 @@ class Clusters:
     def from_json(cls, data: dict) -> Clusters:
         held = {str(k): int(v) for split in ("val", "test") for k, v in (data.get(split) or {}).items()}
         return cls(data["method"], {str(k): int(v) for k, v in data["assignment"].items()},
-                   np.asarray(data["centroids"], dtype=np.float64), held if data["method"] == "meta" else {})
+                   np.asarray(data["centroids"], dtype=np.float64), held if data["method"] in LABELLED else {})
 
 
 def _kmeans(x: np.ndarray, n: int, seed: int, weights: np.ndarray | None = None) -> np.ndarray:
@@ -138,13 +169,18 @@ def cluster_tasks(tasks: Sequence[Task], emb: Mapping[str, np.ndarray], n: int, 
     else:
         if method == "meta":
             given = meta_labels(tasks, key=meta_key, known=sorted({str(t.meta.get(meta_key)) for t in tasks}))
+        elif method == "output":
+            if n != len(OUTPUT_KINDS):
+                raise ValueError(f"clusters by output make {len(OUTPUT_KINDS)} ({', '.join(OUTPUT_KINDS)}): set "
+                                 f"model.n_experts={len(OUTPUT_KINDS)}")
+            given = {t.name: OUTPUT_KINDS.index(output_kind(t)) for t in tasks}
         missing = [t for t in names if t not in given]
         if missing:
             raise ValueError(f"the given assignment has no cluster for {len(missing)} training tasks, e.g. "
                              f"{missing[:3]}")
         assignment = {t: int(given[t]) for t in names}
         if sorted(set(assignment.values())) != list(range(n)):
-            raise ValueError(f"the given assignment must use every cluster 0..{n - 1}, got "
+            raise ValueError(f"the {method} clusters must use every cluster 0..{n - 1}, got "
                              f"{sorted(set(assignment.values()))}")
     return Clusters(method, assignment, _centroids(assignment, emb, n))
 
@@ -166,5 +202,9 @@ def cluster_splits(splits, emb: Mapping[str, np.ndarray], n: int, method: str, *
     if method == "meta":
         clusters.held = meta_labels(splits.val + splits.test, key=meta_key,
                                     known=sorted({str(t.meta[meta_key]) for t in splits.train}))
+    elif method == "output":  # a test task's kind from its demonstrations only: its scored instances stay unseen
+        test = {t.name for t in splits.test}
+        clusters.held = {t.name: OUTPUT_KINDS.index(output_kind(t, instances=t.name not in test))
+                         for t in splits.val + splits.test}
     held = {s: clusters.assign({t.name: emb[t.name] for t in ts}) for s, ts in (("val", splits.val), ("test", splits.test))}
     return clusters, held

@@ -65,14 +65,17 @@ def build_model(backbone: nn.Module, family: str, cfg: ModelConfig, kind: ModelK
     for layer, s in enumerate(slots):
         ffn = adapter.read(all_slots[s], backbone.config)
         d_model = ffn.down.shape[0]
+        res = cfg.shared_expert
         if kind == "dense":
-            experts = experts_from_ffn(ffn, n_experts=1, width=cfg.expert_width, mix=cfg.top_k)
+            experts = experts_from_ffn(ffn, n_experts=1, width=cfg.expert_width, mix=cfg.top_k, residual=res)
         else:
-            experts = experts_from_ffn(ffn, n_experts=cfg.n_experts, width=cfg.expert_width)
+            experts = experts_from_ffn(ffn, n_experts=cfg.n_experts, width=cfg.expert_width, residual=res)
+        shared = experts_from_ffn(ffn, n_experts=1).to(ffn.down.dtype) if res else None
         experts.to(ffn.down.dtype)
         router = _router(kind, cfg, d_model)
         routers.append(router)
-        adapter.replace(all_slots[s], MoEBlock(MoELayer(experts=experts, router=router, layer=layer), context))
+        adapter.replace(all_slots[s], MoEBlock(MoELayer(experts=experts, router=router, layer=layer, shared=shared),
+                                               context))
     hyper = None
     if kind == "promoe":
         hyper = HyperNetwork(d_task=cfg.d_task, n_layers=len(slots), n_out=routers[0].n_generated,
@@ -105,8 +108,9 @@ def param_counts(model: MoEModel) -> dict[str, int]:
     ffn_total = ffn_active = 0
     for layer in model.moe_layers:
         per = layer.experts.n_params_per_expert()
-        ffn_total += per * layer.experts.n_experts
-        ffn_active += per * layer.router.top_k
+        shared = layer.shared.n_params_per_expert() if layer.shared is not None else 0
+        ffn_total += per * layer.experts.n_experts + shared
+        ffn_active += per * layer.router.top_k + shared
     hyper = sum(p.numel() for p in model.hyper.parameters()) if model.hyper is not None else 0
     return {"total": total, "activated": total - ffn_total + ffn_active - hyper, "trainable": trainable,
             "moe_ffn_total": ffn_total, "moe_ffn_activated": ffn_active, "hypernetwork_per_task": hyper}

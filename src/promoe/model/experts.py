@@ -229,24 +229,24 @@ class Experts(nn.Module):
         return out if out is not None else torch.zeros_like(x)
 
     @torch.no_grad()
-    def merged(self, indices: Tensor, weights: Tensor) -> Experts:
-        """Experts ``indices`` (k,) mixed with ``weights`` (k,) as one ordinary FFN of width k·d_ff:
-        their neurons side by side, each down projection scaled by its weight (the sum of the experts'
-        outputs, exactly). A task-level routing turns a whole MoE layer into this one FFN."""
-        idx = [int(e) for e in indices]
+    def merged(self, indices: Tensor, weights: Tensor, shared: Experts | None = None) -> Experts:
+        """Experts ``indices`` (k,) mixed with ``weights`` (k,) as one ordinary FFN: their neurons side by side,
+        each down projection scaled by its weight (the sum of the experts' outputs, exactly), and a ``shared``
+        expert's neurons beside them at weight 1. A task-level routing turns a whole MoE layer into this one FFN."""
         w = weights.to(self.w_out.dtype)
-        merged = Experts(n_experts=1, d_model=self.d_model, d_ff=len(idx) * self.d_ff, act=self.act_name,
+        parts = [(self, int(e), w[j]) for j, e in enumerate(indices)] + ([(shared, 0, 1.0)] if shared else [])
+        merged = Experts(n_experts=1, d_model=self.d_model, d_ff=sum(m.d_ff for m, _, _ in parts), act=self.act_name,
                          gated=self.gated, bias=self.b_in is not None).to(self.w_in.dtype)
 
-        def side_by_side(t: Tensor) -> Tensor:  # (k, rows, ...) -> [gate_1..gate_k; up_1..up_k] when gated
-            halves = t.chunk(2, dim=1) if self.gated else (t,)
-            return torch.cat([h.flatten(0, 1) for h in halves])
+        def side_by_side(ts: list[Tensor]) -> Tensor:  # [gate_1..gate_k; up_1..up_k] when gated
+            halves = [t.chunk(2, dim=0) if self.gated else (t,) for t in ts]
+            return torch.cat([h[i] for i in range(len(halves[0])) for h in halves])
 
-        merged.w_in[0].copy_(side_by_side(self.w_in[idx]))
-        merged.w_out[0].copy_(torch.cat([self.w_out[e] * w[j] for j, e in enumerate(idx)], dim=1))
+        merged.w_in[0].copy_(side_by_side([m.w_in[e] for m, e, _ in parts]))
+        merged.w_out[0].copy_(torch.cat([m.w_out[e] * s for m, e, s in parts], dim=1))
         if self.b_in is not None:
-            merged.b_in[0].copy_(side_by_side(self.b_in[idx]))
-            merged.b_out[0].copy_((self.b_out[idx] * w[:, None]).sum(0))
+            merged.b_in[0].copy_(side_by_side([m.b_in[e] for m, e, _ in parts]))
+            merged.b_out[0].copy_(sum(m.b_out[e] * s for m, e, s in parts))
         return merged
 
     def n_params_per_expert(self) -> int:

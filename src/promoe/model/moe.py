@@ -27,21 +27,29 @@ class RoutingInfo:
 
 
 class MoELayer(nn.Module):
-    """A router choosing among a bank of experts, token by token."""
+    """A router choosing among a bank of experts, token by token; with a ``shared`` expert (one FFN every
+    token passes through, ``model.shared_expert``) the routed experts add to its output."""
 
-    def __init__(self, *, experts: Experts, router: Router, layer: int) -> None:
+    def __init__(self, *, experts: Experts, router: Router, layer: int, shared: Experts | None = None) -> None:
         super().__init__()
-        self.experts, self.router, self.layer = experts, router, layer
+        self.experts, self.router, self.layer, self.shared = experts, router, layer, shared
 
     def forward(self, x: Tensor, task: Tensor | None = None) -> tuple[Tensor, RoutingInfo]:
         b, t, d = x.shape
         r = self.router(x, task)  # weights/indices (B, T, k)
         if r.task_level:  # one routing per row: no per-token dispatch
             y = self.experts.forward_rows(x, r.indices[:, 0], r.weights[:, 0])
-            return y, RoutingInfo(layer=self.layer, router=r)
-        k = r.indices.shape[-1]
-        y = self.experts(x.reshape(b * t, d), r.indices.reshape(b * t, k), r.weights.reshape(b * t, k))
-        return y.view(b, t, d), RoutingInfo(layer=self.layer, router=r)
+        else:
+            k = r.indices.shape[-1]
+            y = self.experts(x.reshape(b * t, d), r.indices.reshape(b * t, k), r.weights.reshape(b * t, k)).view(b, t, d)
+        if self.shared is not None:
+            y = y + self.shared.expert(0, x.reshape(b * t, d)).view(b, t, d)
+        return y, RoutingInfo(layer=self.layer, router=r)
+
+    def expert(self, e: int, x: Tensor) -> Tensor:
+        """What the layer computes on rows ``x`` (n, D) with every row routed to expert ``e`` alone."""
+        y = self.experts.expert(e, x)
+        return y if self.shared is None else y + self.shared.expert(0, x)
 
 
 @dataclass

@@ -11,7 +11,9 @@ read its weights and how to put a module in its place:
 
 Experts are full copies of the pretrained FFN by default, so with weights summing to one every
 expert choice reproduces the backbone. With ``expert_width < d_ff`` each expert keeps a slice of the
-pretrained neurons (scaled so that averaging all experts of a full carving reproduces the FFN).
+pretrained neurons (scaled so that averaging all experts of a full carving reproduces the FFN). With a
+shared expert (``model.shared_expert``) the pretrained FFN is kept whole beside the routed experts, whose
+down projections start at zero: residuals that specialise on top of a generalist every token uses.
 """
 
 from __future__ import annotations
@@ -147,12 +149,13 @@ def neuron_slice(e: int, width: int, d_ff: int) -> Tensor:
 
 @torch.no_grad()
 def experts_from_ffn(ffn: FFNWeights, *, n_experts: int, width: int | None = None,
-                     mix: int = 1) -> Experts:
+                     mix: int = 1, residual: bool = False) -> Experts:
     """Build ``n_experts`` experts initialised from ``ffn``.
 
     ``mix > 1`` builds each expert as the concatenation of ``mix`` consecutive upcycled experts with
     the down projection divided by ``mix`` — the dense baseline: one FFN equal to the MoE that always
-    averages experts ``0..mix-1``, with the MoE's activated parameters.
+    averages experts ``0..mix-1``, with the MoE's activated parameters. ``residual``: the down projections
+    start at zero (experts that add to a shared expert, which alone reproduces the FFN at first).
     """
     d_ff = ffn.d_ff
     width = width or d_ff
@@ -167,12 +170,12 @@ def experts_from_ffn(ffn: FFNWeights, *, n_experts: int, width: int | None = Non
         idx = torch.cat(parts)
         up = ffn.up[idx]
         experts.w_in[e].copy_(torch.cat([ffn.gate[idx], up]) if gated else up)
-        experts.w_out[e].copy_(ffn.down[:, idx] * (scale / mix))
+        experts.w_out[e].copy_(ffn.down[:, idx] * (0.0 if residual else scale / mix))
         if bias:
             zeros = torch.zeros(len(idx))
             b_up = ffn.up_bias[idx] if ffn.up_bias is not None else zeros
             b_gate = ffn.gate_bias[idx] if ffn.gate_bias is not None else zeros
             experts.b_in[e].copy_(torch.cat([b_gate, b_up]) if gated else b_up)
-            if ffn.down_bias is not None:
+            if ffn.down_bias is not None and not residual:
                 experts.b_out[e].copy_(ffn.down_bias)
     return experts

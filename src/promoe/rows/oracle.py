@@ -1,10 +1,16 @@
-"""The ``oracle`` router row: for each test task, the one expert (the same in every MoE layer) whose
-reference likelihood on the task's labelled *positive examples* is highest, then scored on the task's
-real instances — the most a task-level description router could recover over these experts.
+"""The oracle rows: for each test task, the one expert (the same in every MoE layer) whose reference
+likelihood on some of the task's examples is highest, then scored on the task's instances.
 
-The choice sees demonstrations only: scored instances never enter it, and the row refuses to run when
-the positive examples are scored too (``data.test_positive_examples``). Each task's choice and the
-per-expert NLLs are written to ``oracle.json``. Tasks without positive examples get uniform routing.
+* ``oracle`` chooses on the task's labelled *positive examples* (demonstrations): scored instances never
+  enter it, and the row refuses to run when the positive examples are scored too
+  (``data.test_positive_examples``) — the most a task-level description router could recover over these
+  experts, as a result. Tasks without positive examples get uniform routing.
+* ``oracle_insample`` chooses on the very instances it scores: a ceiling, never a result. Beside ``oracle``
+  it separates the two reasons a headroom can be small: a high ceiling with a low ``oracle`` means two
+  demonstrations do not find the best expert; both low mean the experts differ too little.
+
+Each task's choice and the per-expert NLLs (the expert x task matrix the choice reads) are written to
+``<row>.json``.
 """
 
 from __future__ import annotations
@@ -32,15 +38,21 @@ from promoe.stages.context import RunContext
 log = logging.getLogger(__name__)
 
 
-def choose(tasks: Sequence[Task], n_experts: int, nll: Callable[[int, list[Instance], Task], float]) -> dict[str, dict]:
-    """Per task with positive examples: ``{"expert": e, "nll": [per expert]}``, the expert of lowest
-    ``nll(expert, demonstrations, task)`` (the first on ties)."""
+def demonstrations(task: Task) -> list[Instance]:
+    """What ``oracle`` may look at: the task's positive examples."""
+    return list(demonstration_task(task, None).instances)
+
+
+def choose(tasks: Sequence[Task], n_experts: int, nll: Callable[[int, list[Instance], Task], float],
+           examples: Callable[[Task], list[Instance]] = demonstrations, desc: str = "the demonstrations") -> dict[str, dict]:
+    """Per task with ``examples``: ``{"expert": e, "nll": [per expert], "examples": n}``, the expert of lowest
+    ``nll(expert, examples, task)`` (the first on ties)."""
     out = {}
-    for t in tqdm(tasks, desc="oracle: each expert's NLL on the demonstrations", dynamic_ncols=True):
-        demos = list(demonstration_task(t, None).instances)  # what the oracle may look at
-        if demos:
-            losses = [nll(e, demos, t) for e in range(n_experts)]
-            out[t.name] = {"expert": min(range(n_experts), key=losses.__getitem__), "nll": losses, "demos": len(demos)}
+    for t in tqdm(tasks, desc=f"oracle: each expert's NLL on {desc}", dynamic_ncols=True):
+        if seen := examples(t):
+            losses = [nll(e, seen, t) for e in range(n_experts)]
+            out[t.name] = {"expert": min(range(n_experts), key=losses.__getitem__), "nll": losses,
+                           "examples": len(seen)}
     return out
 
 
@@ -51,9 +63,9 @@ def _one_hot(n_layers: int, n_experts: int, e: int | None) -> torch.Tensor:
     return torch.nn.functional.one_hot(torch.full((n_layers,), e), n_experts).float()
 
 
-class _DemoNLL:
-    """Mean per-token NLL of a task's demonstrations with every token routed to one expert; the batch and
-    its pass through the frozen lower layers are made once per task and reused for every expert."""
+class _TaskNLL:
+    """Mean per-token NLL of a task's examples with every token routed to one expert; the batch and its
+    pass through the frozen lower layers are made once per task and reused for every expert."""
 
     def __init__(self, model: MoEModel, ctx: RunContext) -> None:
         self.model, self.ctx, self.task, self.batch, self.lower = model, ctx, None, None, None
@@ -84,18 +96,26 @@ def oracle(ctx: RunContext, row: Row) -> Variant | None:
         log.warning("%s skipped: it chooses on the test tasks' positive examples, which this run also scores "
                     "(set data.test_positive_examples=false)", row.name)
         return None
+    return _chosen(ctx, row, demonstrations, "the demonstrations")
+
+
+def oracle_insample(ctx: RunContext, row: Row) -> Variant:
+    return _chosen(ctx, row, lambda t: ctx.evaluation.instances_of(row.name, t), "the scored instances (ceiling)")
+
+
+def _chosen(ctx: RunContext, row: Row, examples: Callable[[Task], list[Instance]], desc: str) -> Variant:
+    """``ctx.trained["moe"]``'s experts, each test task routed to the one of lowest NLL on ``examples(task)``."""
     model = variant_copy(ctx.trained["moe"])
     n_layers, n_experts = len(model.moe_layers), model.moe_layers[0].experts.n_experts
     names = [t.name for t in ctx.splits.test]
     uniform = TableRouting({t: _one_hot(n_layers, n_experts, None) for t in names})
     task_routed(model, uniform).eval()  # task-level routers; each candidate is passed as explicit routing
     t0 = time.perf_counter()
-    choices = choose(ctx.splits.test, n_experts, _DemoNLL(model, ctx))
+    choices = choose(ctx.splits.test, n_experts, _TaskNLL(model, ctx), examples, desc)
     record_stage(ctx.times, f"{row.name} choice", time.perf_counter() - t0)
     table = {t: _one_hot(n_layers, n_experts, choices[t]["expert"] if t in choices else None) for t in names}
     task_routed(model, TableRouting(table)).eval()  # by task name: twins with one Definition keep their own choice
     if ctx.acc.is_main_process:
         write_json(ctx.run_dir / f"{row.name}.json", {"choices": choices, "uniform": sorted(set(names) - set(choices))})
-    log.info("%s: chose an expert for %d of %d test tasks on their positive examples", row.name, len(choices),
-             len(names))
+    log.info("%s: chose an expert for %d of %d test tasks on %s", row.name, len(choices), len(names), desc)
     return Variant(row.name, model, ctx.task_emb)

@@ -11,6 +11,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from promoe.config import ExperimentConfig, PromptConfig
+from promoe.data.schema import Instance, Task
 from promoe.data.splits import TaskSplits
 from promoe.decode import supports_shared_prefix
 from promoe.evaluate import Variant, eval_items, predict_variants, write_predictions
@@ -45,6 +46,13 @@ class Evaluation:
             if self.base_ids is not None and v.name not in self.cfg.eval.headline_rows:
                 v.ids = self.base_ids
         return variants
+
+    def instances_of(self, name: str, task: Task) -> list[Instance]:
+        """The instances of ``task`` that row ``name`` scores (:meth:`scope`)."""
+        items = [i for _, i in eval_items([task])]
+        if self.base_ids is None or name in self.cfg.eval.headline_rows:
+            return items
+        return [i for i in items if i.id in self.base_ids]
 
     def prepare(self, variants: list[Variant]) -> list[Variant]:
         """``variants`` as they are scored: each limited to its instances (:meth:`scope`), its model on the device,

@@ -116,11 +116,13 @@ def _relative(sq_diff: torch.Tensor, sq_norm: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def weight_distance(model: MoEModel) -> list[list[float]]:
     """How far the experts' weights moved apart: ``||W_i - W_j|| / ||W_i||`` over all of an expert's FFN
-    weights, averaged over MoE layers (experts x experts; 0 for the identical upcycled copies)."""
+    weights (a shared expert's counted in every ``W_i``), averaged over MoE layers (experts x experts; 0 for
+    the identical upcycled copies)."""
     per_layer = []
     for layer in model.moe_layers:
         w = torch.cat([layer.experts.w_in.flatten(1), layer.experts.w_out.flatten(1)], dim=1).double()
-        per_layer.append(_relative(torch.cdist(w, w).square(), w.square().sum(1)))
+        shared = 0.0 if layer.shared is None else sum(float(p.double().square().sum()) for p in layer.shared.parameters())
+        per_layer.append(_relative(torch.cdist(w, w).square(), w.square().sum(1) + shared))
     return torch.stack(per_layer).mean(0).tolist()
 
 
@@ -148,7 +150,7 @@ class OutputDistance:
         @torch.no_grad()
         def hook(module, args) -> None:
             x = args[0].reshape(-1, args[0].shape[-1])
-            y = torch.stack([module.experts.expert(e, x) for e in range(module.experts.n_experts)]).double()
+            y = torch.stack([module.expert(e, x) for e in range(module.experts.n_experts)]).double()
             y = y.flatten(1)  # (E, tokens * D); one row of differences at a time: memory E x tokens x D
             diff = torch.stack([(y[j] - y).square().sum(-1) for j in range(len(y))])  # exact: 0 for equal experts
             self.sq_diff[i] = self.sq_diff[i] + diff
