@@ -54,7 +54,8 @@ def cmd_data_clusters(args: argparse.Namespace) -> int:
                                     meta_key=args.key)
     category = {t.name: t.category for t in tasks}
     print(f"{n} clusters of {len(splits.train)} training tasks by {args.method}; validation and test tasks go "
-          "to the nearest centroid" + (f" or their _meta.{args.key}" if args.method == "meta" else ""))
+          "to the nearest centroid" + (f" or their _meta.{args.key}" if args.method == "meta" else
+                                       " or the kind of output of their examples" if args.method == "output" else ""))
     print(f"{'cluster':>7} {'train':>6} {'val':>4} {'test':>5}  most frequent training categories")
     for c in range(n):
         members = [t for t, k in clusters.assignment.items() if k == c]
@@ -88,7 +89,8 @@ def add_data_commands(sub) -> None:
     p = data.add_parser("clusters", help="cluster the training tasks as experts would specialise on them")
     add_config_args(p)
     p.add_argument("--method", choices=("description", "category", "given", "meta", "output"), default="description",
-                   help="k-means of description embeddings, whole categories, --given, or each task's _meta --key")
+                   help="k-means of description embeddings, whole categories, --given, each task's _meta --key, or "
+                        "the kind of output (label, span, free text: --n 3)")
     p.add_argument("--key", default="rule", help="the _meta label that makes the clusters (with --method meta)")
     p.add_argument("--n", type=int, help="how many clusters (default: model.n_experts)")
     p.add_argument("--given", help="JSON file {task: cluster} (with --method given)")
