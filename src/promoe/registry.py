@@ -293,7 +293,7 @@ for _row in (
         needs=("moe",)),
     Row("oracle", "router", "best single expert per task, chosen on its positive examples", f"{_R}.oracle:oracle",
         select="compare.routers", needs=("moe",)),
-    Row(CEILING, "router", "ceiling: the best single expert per task, chosen on the scored instances themselves",
+    Row(CEILING, "router", "ceiling: the single expert of lowest reference NLL on the scored instances themselves",
         f"{_R}.oracle:oracle_insample", select="compare.routers", needs=("moe",), default=False, section="ceiling"),
     Row("shuffled", "ablation", "another task's description", f"{_R}.ablations:builtin",
         select="compare.ablations", needs=("promoe",)),

@@ -30,8 +30,8 @@ def _run(tmp: Path, demo: list[int], top: list[int], room: float) -> Path:
     for name, experts in (("oracle", demo), ("oracle_insample", top)):
         (run / f"{name}.json").write_text(json.dumps(
             {"choices": {f"t{i}": {"expert": e} for i, e in enumerate(experts)}}))
-    (run / "times.json").write_text(json.dumps({"specialise": 120.0, "eval": 60.0, "peak_rss_gib": 3.0,
-                                                "cpu": "test cpu"}))
+    (run / "times.json").write_text(json.dumps({"specialise": 120.0, "eval": 60.0, "lower_cache": 50.0,
+                                                "peak_rss_gib": 3.0, "cpu": "test cpu"}))
     return run
 
 
@@ -41,6 +41,7 @@ def test_each_design_reads_its_matrix_both_headrooms_and_the_oracles_agreement(t
     assert d["best_on_own"] == 2 and d["margins"] == pytest.approx([0.5, 0.8])
     assert d["weight_distance"] == pytest.approx(0.3) and d["agreement"] == {"same": 2, "tasks": 3}
     assert d["headroom"]["rougeL"]["ceiling"]["diff"] == 6.0 and d["specialise_s"] == 120.0
+    assert d["total_s"] == 180.0  # the lower-layer cache's time is inside the other stages
     main([f"output={run}", f"other={_run(tmp_path, [0], [1], 0.5)}", "--out", str(tmp_path / "t")])
     text = (tmp_path / "t.md").read_text()
     assert capsys.readouterr().out.strip() == text.strip()

@@ -179,7 +179,8 @@ def _ceiling(sig: dict) -> list[str]:
     return [f"**{GROUPS['ceiling']}** (`{CEILING}`: each test task's expert chosen by the reference NLL of the "
             "instances it is then scored on; `oracle` chooses on two demonstrations). A high ceiling with a low "
             "`oracle` means two demonstrations do not find the best expert; both low mean the experts leave "
-            f"little to choose. `{CEILING}` ROUGE-L {_ci(m['rougeL_instance'])}, EM {_ci(m['exact_match_instance'])}"
+            "little to choose. It bounds the reference NLL it chooses by; a generation's ROUGE-L and EM need not "
+            f"follow it. `{CEILING}` ROUGE-L {_ci(m['rougeL_instance'])}, EM {_ci(m['exact_match_instance'])}"
             + (f", reference NLL {_ci(m[f'{LIKELIHOOD}_instance'])}" if f"{LIKELIHOOD}_instance" in m else "")
             + f" ({m['n']} instances); the expert x task NLL matrix it read is in `{CEILING}.json`.", ""]
 

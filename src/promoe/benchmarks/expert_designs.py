@@ -30,6 +30,9 @@ from promoe.registry import CEILING
 from promoe.resources import stage_seconds
 
 METRICS = {"rougeL": "ROUGE-L", "exact_match": "EM", "ref_nll": "ref. NLL"}
+NESTED = ("lower_cache",)
+"""Stage times of ``times.json`` spent inside other stages (the lower-layer states computed while training): left
+out of a run's total, which is then its wall time but for the process start."""
 
 
 def _read(path: Path) -> dict | None:
@@ -87,7 +90,8 @@ def design(name: str, run: Path) -> dict:
             "weight_distance": None if matrix is None else _off_diagonal(matrix.get("weight_distance")),
             "output_distance": None if matrix is None else _off_diagonal(matrix.get("output_distance")),
             "headroom": room, "agreement": agreement(run),
-            "specialise_s": stages.get("specialise"), "total_s": stages.get("total"), "cpu": times.get("cpu")}
+            "specialise_s": stages.get("specialise"), "cpu": times.get("cpu"),
+            "total_s": sum(v for k, v in stages.items() if k not in NESTED) if stages else None}
 
 
 def _ci(t: dict | None, digits: int = 2) -> str:

@@ -7,7 +7,9 @@ likelihood on some of the task's examples is highest, then scored on the task's 
   experts, as a result. Tasks without positive examples get uniform routing.
 * ``oracle_insample`` chooses on the very instances it scores: a ceiling, never a result. Beside ``oracle``
   it separates the two reasons a headroom can be small: a high ceiling with a low ``oracle`` means two
-  demonstrations do not find the best expert; both low mean the experts differ too little.
+  demonstrations do not find the best expert; both low mean the experts differ too little. It is the
+  ceiling of the reference NLL it chooses by; ROUGE-L and exact match of a greedy generation need not follow
+  the likelihood of the reference (on SNI it scored below ``oracle`` in ROUGE-L: docs/expert-designs.md).
 
 Each task's choice and the per-expert NLLs (the expert x task matrix the choice reads) are written to
 ``<row>.json``.
