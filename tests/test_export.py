@@ -69,6 +69,23 @@ def router_params(model: MoEModel) -> int:
     return sum(p.numel() for layer in model.moe_layers for p in layer.router.parameters())
 
 
+def test_export_of_residual_experts_keeps_the_shared_expert(tmp_path: Path) -> None:
+    model, tok = build("promoe", shared_expert=True, expert_width=D_FF // 4)
+    with torch.no_grad():
+        for layer in model.moe_layers:
+            layer.experts.w_out.normal_(std=0.05)  # residuals that add something (they start at zero)
+    emb = torch.randn(1, D_TASK)
+    export_model(model, emb, tmp_path / "out", tokenizer=tok, definition="d")
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    x = batch(tok)
+    with torch.no_grad():
+        want = model(**x, task_emb=emb.expand(len(TEXTS), -1)).logits
+        got = plain(**x).logits
+    keep = x["attention_mask"].bool()
+    torch.testing.assert_close(got[keep], want[keep], rtol=1e-5, atol=1e-5)
+    assert plain.config.intermediate_size == D_FF + K * D_FF // 4  # the shared FFN beside the chosen residuals
+
+
 @pytest.mark.parametrize(("kind", "expert_width", "padded"), [
     ("promoe", None, True),  # full copies: merged FFN 2*d_ff, the lower FFNs are zero-padded
     ("promoe", D_FF // K, False),  # carved experts merge back to the pretrained width
