@@ -173,7 +173,8 @@ def test_bad_key_in_a_parent_names_the_parent(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("preset", "values"), [
     ("default", {"name": "default", "train.steps": 64, "data.test_max_per_task": 2, "compare.icl_models": [],
                  "compare.fewshot_models": [], "eval.batch_size": 16, "experts.specialise": True,
-                 "model.n_experts": 4, "train.models": ["dense", "upcycled", "moe", "promoe"],
+                 "model.n_experts": 3, "model.shared_expert": True, "model.expert_width": 192,
+                 "experts.clusters": "output", "train.models": ["dense", "upcycled", "moe", "promoe"],
                  "compare.routers": ["knn", "skill", "uniform", "random", "oracle"], "train.budget": "matched",
                  "train.lr_candidates": [1e-4, 3e-4, 1e-3], "train.router_lr_candidates": [1e-3, 3e-3, 1e-2]}),
     ("mechanism", {"name": "mechanism", "data.source": "synth", "prompt.condition": "router_only",
@@ -181,7 +182,8 @@ def test_bad_key_in_a_parent_names_the_parent(tmp_path: Path) -> None:
                    "compare.routers": ["uniform", "oracle"], "compare.ablations": ["shuffled"]}),
     ("full", {"name": "full", "train.steps": 64, "data.test_max_per_task": 2, "compare.fewshot_k": 2,
               "compare.fewshot_tasks": 40, "compare.icl_models": ["backbone", "dense", "moe", "promoe"],
-              "compare.fewshot_models": ["dense", "moe", "promoe"], "eval.max_new_tokens": 20}),
+              "compare.fewshot_models": ["dense", "moe", "promoe"], "eval.max_new_tokens": 20,
+              "compare.routers": ["knn", "skill", "uniform", "random", "oracle", "oracle_insample"]}),
     ("smoke", {"name": "smoke", "model.backbone": "tiny-llama", "model.n_experts": 4, "train.steps": 4,
                "data.test_max_per_task": None, "eval.batch_size": 8, "compare.fewshot_k": None,
                "compare.fewshot_steps": 2, "compare.icl_models": ["backbone", "dense", "moe", "promoe"]}),
@@ -273,7 +275,7 @@ def test_out_of_range_value_is_refused_naming_the_key(override: str, key: str) -
 
 
 @pytest.mark.parametrize("override", [
-    "model.top_k=4", "model.moe_layers=[0,5]", "train.micro_batch_size=8", "train.max_grad_norm=0",
+    "model.top_k=3", "model.moe_layers=[0,5]", "train.micro_batch_size=8", "train.max_grad_norm=0",
     "train.eval_every=0", "data.val_tasks=0", "compare.fewshot_k=null", "train.models=[dense]",
     "compare.routers=[]", "model.router_jitter=0.5", "seed=4294967295",
 ])
