@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from promoe.cli import main
+from promoe.cli import main, parse
 from tests.helpers import EXAMPLE_EXPECTED, _example, write_lines
 
 # --------------------------------------------------------------------------------------------
@@ -180,3 +180,13 @@ def test_empty_text_is_refused_by_the_rule_task_files_follow(argv: list[str], tm
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "is empty" in err and "non-empty text" in err
     assert not (tmp_path / "E").exists()
+
+
+def test_overrides_may_stand_on_either_side_of_the_options() -> None:
+    args = parse(["run", "train.steps=5", "--output-dir", "out", "data.val_tasks=3", "--preset", "smoke", "seed=1"])
+    assert args.overrides == ["train.steps=5", "data.val_tasks=3", "seed=1"]
+    assert args.output_dir == "out" and args.preset == "smoke"
+    for bad in (["run", "--output-dir", "out", "--nope"], ["run", "a=1", "--output-dir", "out", "stray"],
+                ["analyze", "--run", "r", "a=1"]):
+        with pytest.raises(SystemExit):
+            parse(bad)

@@ -269,8 +269,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line; ``key=value`` overrides may stand anywhere after the command, on either side of its
+    options (``run --output-dir D a=1 --preset p b=2``), not only in one run."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if stray := [a for a in rest if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if rest:
+        args.overrides = [*args.overrides, *rest]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
