@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from torch import Tensor
+from torch import Tensor, nn
 from transformers import AutoModelForCausalLM
 
 from promoe.cli import main
@@ -69,20 +69,27 @@ def router_params(model: MoEModel) -> int:
     return sum(p.numel() for layer in model.moe_layers for p in layer.router.parameters())
 
 
-def test_export_of_residual_experts_keeps_the_shared_expert(tmp_path: Path) -> None:
-    model, tok = build("promoe", shared_expert=True, expert_width=D_FF // 4)
-    with torch.no_grad():
-        for layer in model.moe_layers:
-            layer.experts.w_out.normal_(std=0.05)  # residuals that add something (they start at zero)
+def export_matching_logits(model: MoEModel, tok, out: Path) -> tuple[dict, nn.Module, dict[str, Tensor], Tensor]:
+    """Export ``model`` for a random task into ``out`` and check that the plain model's logits on left-padded
+    prompts equal the MoE's; returns the manifest, the plain model, the prompts and the task embedding."""
     emb = torch.randn(1, D_TASK)
-    export_model(model, emb, tmp_path / "out", tokenizer=tok, definition="d")
-    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    manifest = export_model(model, emb, out, tokenizer=tok, definition="d")
+    plain = AutoModelForCausalLM.from_pretrained(out).eval()
     x = batch(tok)
     with torch.no_grad():
         want = model(**x, task_emb=emb.expand(len(TEXTS), -1)).logits
         got = plain(**x).logits
     keep = x["attention_mask"].bool()
     torch.testing.assert_close(got[keep], want[keep], rtol=1e-5, atol=1e-5)
+    return manifest, plain, x, emb
+
+
+def test_export_of_residual_experts_keeps_the_shared_expert(tmp_path: Path) -> None:
+    model, tok = build("promoe", shared_expert=True, expert_width=D_FF // 4)
+    with torch.no_grad():
+        for layer in model.moe_layers:
+            layer.experts.w_out.normal_(std=0.05)  # residuals that add something (they start at zero)
+    _, plain, _, _ = export_matching_logits(model, tok, tmp_path / "out")
     assert plain.config.intermediate_size == D_FF + K * D_FF // 4  # the shared FFN beside the chosen residuals
 
 
@@ -94,16 +101,8 @@ def test_export_of_residual_experts_keeps_the_shared_expert(tmp_path: Path) -> N
 def test_export_equals_the_moe_model_for_its_task(tmp_path: Path, kind: str, expert_width: int | None,
                                                   padded: bool) -> None:
     model, tok = build(kind, expert_width=expert_width)
-    emb = torch.randn(1, D_TASK)
-    manifest = export_model(model, emb, tmp_path / "out", tokenizer=tok, definition="d")
-    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    manifest, plain, x, emb = export_matching_logits(model, tok, tmp_path / "out")
     assert type(plain).__name__ == "LlamaForCausalLM" and plain.dtype == torch.float32
-    x = batch(tok)
-    with torch.no_grad():
-        want = model(**x, task_emb=emb.expand(len(TEXTS), -1)).logits
-        got = plain(**x).logits
-    keep = x["attention_mask"].bool()
-    torch.testing.assert_close(got[keep], want[keep], rtol=1e-5, atol=1e-5)
     gen = dict(max_new_tokens=6, do_sample=False)
     want_ids = model.generate(**x, task_emb=emb.expand(len(TEXTS), -1), **gen)
     assert torch.equal(plain.generate(**x, **gen), want_ids)

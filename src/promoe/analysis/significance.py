@@ -13,7 +13,8 @@ Over the test tasks, ``significance.json`` holds:
   (:func:`promoe.analysis.rows.experts_model`), the paired change *row − reference* per metric over
   common tasks, with both rows' means on those tasks (``mean``, ``reference_mean``);
 * ``headroom``: per metric, the routing headroom ``oracle − uniform`` (paired; ``detected``: its CI excludes 0),
-  the in-sample ceiling's ``oracle_insample − uniform`` where the run scored it (``ceiling``), and the share of it each model, router and ablation row recovers, with a bootstrap CI, given only where the
+  the in-sample ceiling's ``oracle_insample − uniform`` where the run scored it (``ceiling``), and the share
+  of the headroom each model, router and ablation row recovers, with a bootstrap CI, given only where the
   headroom's CI over the three rows' tasks excludes 0 (:func:`~promoe.analysis.stats.share_recovered`);
   ``condition_headroom``: the same per condition that scored both (``oracle-<c> − uniform-<c>``, shares of
   the condition's rows);

@@ -43,16 +43,19 @@ class Evaluation:
         """``variants``, each limited to the instances its row scores: all for ``eval.headline_rows``, the
         first ``data.test_max_per_task`` of each task for the others."""
         for v in variants:
-            if self.base_ids is not None and v.name not in self.cfg.eval.headline_rows:
-                v.ids = self.base_ids
+            if (ids := self.ids_of(v.name)) is not None:
+                v.ids = ids
         return variants
+
+    def ids_of(self, name: str) -> set[str] | None:
+        """The instance ids row ``name`` scores: every one (None) for ``eval.headline_rows`` or when no row scores
+        more than the others, else the first ``data.test_max_per_task`` of each task."""
+        return None if name in self.cfg.eval.headline_rows else self.base_ids
 
     def instances_of(self, name: str, task: Task) -> list[Instance]:
         """The instances of ``task`` that row ``name`` scores (:meth:`scope`)."""
-        items = [i for _, i in eval_items([task])]
-        if self.base_ids is None or name in self.cfg.eval.headline_rows:
-            return items
-        return [i for i in items if i.id in self.base_ids]
+        ids = self.ids_of(name)
+        return [i for _, i in eval_items([task]) if ids is None or i.id in ids]
 
     def prepare(self, variants: list[Variant]) -> list[Variant]:
         """``variants`` as they are scored: each limited to its instances (:meth:`scope`), its model on the device,
