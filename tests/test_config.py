@@ -171,19 +171,27 @@ def test_bad_key_in_a_parent_names_the_parent(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("preset", "values"), [
-    ("default", {"name": "default", "train.steps": 64, "data.test_max_per_task": 2, "compare.icl_models": [],
+    ("default", {"name": "default", "train.steps": 32, "experts.steps": 96, "data.test_max_per_task": 2,
+                 "data.headline_max_per_task": None, "compare.icl_models": [], "compare.router_only_models": [],
+                 "compare.ablations": ["shuffled"], "eval.backbone": False,
                  "compare.fewshot_models": [], "eval.batch_size": 16, "experts.specialise": True,
                  "model.n_experts": 3, "model.shared_expert": True, "model.expert_width": 192,
                  "experts.clusters": "output", "train.models": ["dense", "upcycled", "moe", "promoe"],
-                 "compare.routers": ["knn", "skill", "uniform", "random", "oracle"], "train.budget": "matched",
+                 "compare.routers": ["uniform", "oracle"], "train.budget": "matched",
                  "train.lr_candidates": [1e-4, 3e-4, 1e-3], "train.router_lr_candidates": [1e-3, 3e-3, 1e-2]}),
     ("mechanism", {"name": "mechanism", "data.source": "synth", "prompt.condition": "router_only",
                    "experts.clusters": "meta", "train.models": ["moe", "promoe"],
                    "compare.routers": ["uniform", "oracle"], "compare.ablations": ["shuffled"]}),
-    ("full", {"name": "full", "train.steps": 64, "data.test_max_per_task": 2, "compare.fewshot_k": 2,
+    ("full", {"name": "full", "train.steps": 64, "experts.steps": 384, "data.test_max_per_task": 2,
+              "data.headline_max_per_task": 8, "compare.router_only_models": ["moe", "promoe"],
+              "compare.ablations": ["shuffled", "empty", "random_text", "category", "paraphrase"],
+              "eval.backbone": True, "compare.fewshot_k": 2,
               "compare.fewshot_tasks": 40, "compare.icl_models": ["backbone", "dense", "moe", "promoe"],
               "compare.fewshot_models": ["dense", "moe", "promoe"], "eval.max_new_tokens": 20,
               "compare.routers": ["knn", "skill", "uniform", "random", "oracle", "oracle_insample"]}),
+    ("reference", {"name": "reference", "experts.steps": 384, "data.headline_max_per_task": 32,
+                   "train.mixed_precision": "no", "compare.fewshot_models": ["dense", "moe", "promoe"],
+                   "eval.headline_rows": ["promoe", "moe", "oracle", "uniform", "oracle_insample"]}),
     ("smoke", {"name": "smoke", "model.backbone": "tiny-llama", "model.n_experts": 4, "train.steps": 4,
                "data.test_max_per_task": None, "eval.batch_size": 8, "compare.fewshot_k": None,
                "compare.fewshot_steps": 2, "compare.icl_models": ["backbone", "dense", "moe", "promoe"]}),
@@ -199,7 +207,7 @@ def test_shipped_presets_resolve_as_before(preset: str, values: dict) -> None:
 
 
 def test_presets_ship_with_the_package() -> None:
-    assert {"default", "full", "smoke", "sni_full", "mechanism"} <= set(presets())
+    assert {"default", "full", "reference", "smoke", "sni_full", "mechanism"} <= set(presets())
     assert str(CONFIG_DIR).endswith(str(Path("promoe") / "configs"))
 
 
@@ -345,7 +353,7 @@ def test_row_registered_later_is_accepted_and_a_default() -> None:
                                    select="compare.routers", needs=("moe",)), replace=True)
     try:
         assert load_config("default", ["compare.routers=[knn,probe_router]"]).compare.routers == ["knn", "probe_router"]
-        assert "probe_router" in load_config("default").compare.routers  # defaults come from the registry
+        assert "probe_router" in CompareConfig().routers  # defaults come from the registry
         assert any("compare.routers" in line and "'probe_router'" in line for line in help_lines())
     finally:
         registry.unregister("probe_router")
