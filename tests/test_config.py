@@ -190,7 +190,7 @@ def test_bad_key_in_a_parent_names_the_parent(tmp_path: Path) -> None:
               "compare.fewshot_models": ["dense", "moe", "promoe"], "eval.max_new_tokens": 20,
               "compare.routers": ["knn", "skill", "uniform", "random", "oracle", "oracle_insample"]}),
     ("reference", {"name": "reference", "experts.steps": 384, "data.headline_max_per_task": 32,
-                   "train.mixed_precision": "no", "compare.fewshot_models": ["dense", "moe", "promoe"],
+                   "train.mixed_precision": "no", "model.dtype": "fp32", "compare.fewshot_models": ["dense", "moe", "promoe"],
                    "eval.headline_rows": ["promoe", "moe", "oracle", "uniform", "oracle_insample"]}),
     ("smoke", {"name": "smoke", "model.backbone": "tiny-llama", "model.n_experts": 4, "train.steps": 4,
                "data.test_max_per_task": None, "eval.batch_size": 8, "compare.fewshot_k": None,

@@ -83,6 +83,7 @@ def stage_notes(cfg: ExperimentConfig, splits: TaskSplits, times: dict[str, floa
                                 "its router)."), "",
         "Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in stage_seconds(times).items()) + ".",
         f"Peak memory (RSS): {times.get('peak_rss_gib', 0):.2f} GiB.", *_cpu_note(times.get("cpu")),
+        *_dtype_note(times.get("dtype")),
         *_cut_note(times)])
 
 
@@ -94,6 +95,14 @@ def _cpu_note(c: dict | None) -> list[str]:
             f"{' '.join(c['flags']) or 'none of ' + ', '.join(SIMD_FLAGS)}, torch kernels {c['capability']}, "
             f"bf16 {'native' if c['native_bf16'] else 'not native'}"
             + (f" ({', '.join(f'{k}={v}' for k, v in c['env'].items())})" if c["env"] else "") + "."]
+
+
+def _dtype_note(d: dict | None) -> list[str]:
+    """What the models computed in (``times.json``'s ``dtype``: ``model.dtype`` resolved, ``train.mixed_precision``)."""
+    if not d:
+        return []
+    return [f"Precision: the frozen lower layers in {d['frozen_lower_layers']} (model.dtype), the rest in fp32"
+            + (f" under {d['mixed_precision']} autocast" if d["mixed_precision"] != "no" else "") + "."]
 
 
 def _train_sources(splits: TaskSplits) -> str:

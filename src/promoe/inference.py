@@ -48,13 +48,13 @@ class Trained:
         return self.setup.embed_tasks(tasks)
 
 
-def load_trained(run_dir: str | Path, name: str) -> Trained:
+def load_trained(run_dir: str | Path, name: str, *, dtype: str | None = None) -> Trained:
     """Rebuild model ``name`` (a trained model row: dense, moe, promoe, upcycled; or backbone = untrained) of the
-    run in ``run_dir``."""
+    run in ``run_dir``; ``dtype`` replaces the run's ``model.dtype`` (e.g. fp32 for an export)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise PromoeError(f"{run_dir}: no config.yaml — not a run folder (give the folder run_experiment made)")
-    cfg = load_config(str(run_dir / "config.yaml"))
+    cfg = load_config(str(run_dir / "config.yaml"), [f"model.dtype={dtype}"] if dtype else [])
     names = [r.name for r in registry.of_kind("model") if r.trained] + ["backbone"]
     if name not in names:
         raise PromoeError(f"unknown model {name!r}; choose from {names}")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from promoe import registry
@@ -22,6 +23,7 @@ from promoe.data.schema import Task
 from promoe.model.backbone import Backbone, load_backbone
 from promoe.model.build import build_model, moe_slots, share_frozen_weights
 from promoe.model.moe_model import MoEModel
+from promoe.model.precision import layers_in_bf16, resolve
 from promoe.model.prompting import chat_prompt
 from promoe.model.task_encoder import TaskEncoder, build_task_encoder
 from promoe.model.upcycle import ADAPTERS
@@ -40,12 +42,20 @@ class Setup:
     backbone: Backbone
     frozen_experts: dict[Path, dict[str, Tensor]] = field(default_factory=dict)
     """Frozen specialised experts by checkpoint: the tensors every model built on them holds (one copy in memory)."""
+    lower_dtype: str = "fp32"
+    """What the frozen lower layers compute in (``model.dtype`` resolved here: :mod:`promoe.model.precision`)."""
 
     @classmethod
     def load(cls, cfg: ExperimentConfig) -> Setup:
         """The backbone of ``cfg``, with the MoE positions checked against it (one error, before any work)."""
         backbone = load_backbone(cfg.model, seed=cfg.seed)
-        moe_slots(cfg.model, len(ADAPTERS[backbone.family].slots(backbone.model)))
+        layers = ADAPTERS[backbone.family].slots(backbone.model)
+        first = moe_slots(cfg.model, len(layers))[0]
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if cfg.model.freeze_lower and ADAPTERS[backbone.family].decoder_only(backbone.model) \
+                and resolve(cfg.model.dtype, device) == torch.bfloat16:
+            layers_in_bf16(layers[:first])  # before any model is built: every copy shares them (model.precision)
+            return cls(cfg, backbone, lower_dtype="bf16")
         return cls(cfg, backbone)
 
     @cached_property

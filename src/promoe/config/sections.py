@@ -113,6 +113,10 @@ class ModelConfig:
     n_moe_layers: int = setting(6, "How many top FFN positions become MoE layers (when moe_layers is unset).", lo=1)
     freeze_lower: bool = setting(True, "Freeze the embeddings (and the tied output head) and every layer below the first MoE layer; "
                                      "the layers from the first MoE layer up are trained.")
+    dtype: Literal["auto", "fp32", "bf16"] = setting(
+        "fp32", "Weights and matmuls of the frozen lower layers (with freeze_lower): fp32, bf16, or auto: bf16 "
+                "where it runs natively (a CPU with AVX-512 BF16 or AMX, a GPU with bf16), else fp32 "
+                "(benchmarks/results/precision-*).")
     n_experts: int = setting(8, "Experts per MoE layer.", lo=1)
     top_k: int = setting(2, "Experts chosen per token (or per task in proactive `task` mode).", lo=1)
     eval_top_k: int | None = setting(
@@ -158,6 +162,8 @@ class ModelConfig:
         require(not self.shared_expert or self.expert_width is not None, "model.expert_width", self.expert_width,
                 "is needed with model.shared_expert=true (the routed experts' width)",
                 "set it, e.g. model.expert_width=192 (an eighth of SmolLM2's 1536 neurons)")
+        require(self.dtype != "bf16" or self.freeze_lower, "model.dtype", self.dtype,
+                "applies to the frozen lower layers, and model.freeze_lower=false freezes none", "set model.dtype=auto")
 
 
 @dataclass

@@ -39,6 +39,7 @@ def start(cfg: ExperimentConfig, splits: TaskSplits, run_dir: Path, times: dict[
     """Load the setup and embed every task's Definition, and the training tasks' other wordings (stage ``load``)."""
     t0 = time.perf_counter()
     setup = Setup.load(cfg)
+    times["dtype"] = {"frozen_lower_layers": setup.lower_dtype, "mixed_precision": cfg.train.mixed_precision}
     task_emb = setup.embed_tasks(splits.train + splits.val + splits.test)
     wording_emb = embed_wordings(cfg, splits, setup)
     if acc.is_main_process:
