@@ -1,23 +1,30 @@
-"""Rule 7 of the README's "Bad input": names and text are normalised once, where they are read, and compared only
-in that form ("non-blank": at least one visible character). Each case checks one clean refusal (exit status 2, one
+"""Rules 7 and 8 of the README's "Bad input": names and text are normalised once, where they are read, and compared
+only in that form ("non-blank": at least one visible character); a resumed run's records are whole, and settings
+that cannot mean anything are refused before anything runs. Each case checks one clean refusal (exit status 2, one
 ``error:`` line naming the file, key or flag and the fix, nothing written outside the run folder) or the correct
-reading."""
+recovery."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from promoe.benchmarks.resume_check import run_until
 from promoe.cli import main
 from promoe.data.sources import load_tasks
 from promoe.data.splits import load_splits
 from promoe.data.text import clean, visible
+from promoe.resources import CUT, PEAKS, record_cut, record_stage, resume_times, stage_seconds
 from tests.data.helpers import _record, _write_json, _write_jsonl
 from tests.helpers import write_lines
 
+ROOT = Path(__file__).resolve().parents[1]
 ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
 
 
@@ -138,3 +145,90 @@ def test_duplicate_ids_that_differ_only_in_invisible_characters_are_refused(tmp_
     rec["Instances"][1]["id"] = rec["Instances"][0]["id"] + "\u200b"
     with pytest.raises(Exception, match="duplicate instance id"):
         load_tasks(_write_json(tmp_path / "task011_dup.json", rec))
+
+
+# -- rule 8: settings that cannot mean anything are refused before anything runs ----------------------------------
+
+
+@pytest.mark.parametrize(("overrides", "says"), [
+    (["model.n_experts=1"], "model.n_experts=1 with train.models=[moe, promoe]"),
+    (["model.n_experts=1", "model.top_k=1", "train.models=[dense]"], "compare.router_only_models=[moe, promoe]"),
+    (["experts.specialise=true", "experts.clusters=output"], "experts.clusters=output"),
+    (["experts.from_run=elsewhere"], "experts.from_run='elsewhere'"),
+    (["train.route_targets=1.0"], "train.route_targets=1.0"),
+    (["train.patience=2", "train.eval_every=0"], "train.patience=2"),
+])
+def test_settings_that_cannot_mean_anything_are_refused(tmp_path: Path, tiny_data_root: Path, capsys,
+                                                        overrides: list[str], says: str) -> None:
+    out = tmp_path / "out"
+    err = _refused(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(out),
+                    *overrides], capsys)
+    assert says in err and ": set " in err  # the keys, then the fix
+    assert not out.exists()
+
+
+def test_one_expert_with_dense_rows_only_is_accepted() -> None:
+    from promoe.config import load_config
+
+    cfg = load_config("smoke", ["model.n_experts=1", "model.top_k=1", "train.models=[dense]",
+                                "compare.icl_models=[backbone,dense]", "compare.fewshot_models=[dense]",
+                                "compare.router_only_models=[dense]"])
+    assert cfg.routed() == []
+
+
+def test_duplicate_seeds_are_refused_before_anything_runs(tmp_path: Path, tiny_data_root: Path, capsys) -> None:
+    out = tmp_path / "out"
+    err = _refused(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(out),
+                    "--seeds", "0", "1", "0"], capsys)
+    assert err.startswith("error: --seeds 0 1 0: seed 0 is listed twice") and "list each seed once" in err
+    assert not out.exists()
+
+
+# -- rule 8: a resumed run's records are whole --------------------------------------------------------------------
+
+
+def test_times_of_an_earlier_start_are_kept_and_a_damaged_record_is_not_trusted(tmp_path: Path) -> None:
+    path = tmp_path / "times.json"
+    first = resume_times(path, {"data": 1.0})
+    record_stage(first, "train_moe", 30.0)
+    record_cut(first, "train", 2, 10, 256)
+    assert json.loads(path.read_text())["train_moe"] == 30.0  # written at once, before the run ends
+    again = resume_times(path, {"data": 2.0})
+    record_stage(again, "train_moe", 0.5)  # finished before: only reloaded now
+    record_stage(again, "eval", 9.0)
+    saved = json.loads(path.read_text())
+    assert stage_seconds(saved) == {"data": 1.0, "train_moe": 30.0, "eval": 9.0}
+    assert set(saved[PEAKS]) == {"train_moe", "eval"} and saved[CUT] == {"train": [2, 10, 256]}
+    path.write_bytes(b"\x00\xffnot json")
+    assert dict(resume_times(path, {"data": 3.0})) == {"data": 3.0}
+    path.write_text(json.dumps({"load": "fast", PEAKS: [1], CUT: {"eval": [1, 2]}, "eval": 4.0}))
+    assert dict(resume_times(path, {})) == {"eval": 4.0, CUT: {}}
+
+
+RECORD_OVERRIDES = ["compare.icl_models=[]", "compare.fewshot_models=[]", "compare.router_only_models=[]",
+                    "compare.routers=[uniform,oracle]", "compare.ablations=[shuffled]"]
+
+
+def _stage_names(report: str) -> list[str]:
+    line = next(x for x in report.splitlines() if x.startswith("Stage times: "))
+    return re.findall(r"(?:^Stage times: |, )(.+?) \d+\.\d s", line)
+
+
+@pytest.mark.slow
+def test_a_run_killed_in_its_analysis_resumes_with_every_stage_recorded(tiny_data_root: Path, tmp_path: Path) -> None:
+    common = ["--preset", "smoke", "--data-root", str(tiny_data_root), *RECORD_OVERRIDES]
+    assert main(["run", "--output-dir", str(tmp_path / "a"), *common]) == 0
+    whole = tmp_path / "a" / "smoke"
+    run = tmp_path / "b" / "smoke"
+    cmd = [sys.executable, str(ROOT / "run_experiment.py"), "--output-dir", str(tmp_path / "b"), *common]
+    killed, _ = run_until(cmd, run, "analysis", timeout=300)
+    assert killed, "the run ended before its analysis"
+    again = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "already evaluated, kept" in again.stderr  # resumed, not redone
+    a, b = (json.loads((d / "times.json").read_text()) for d in (whole, run))
+    assert stage_seconds(b).keys() == stage_seconds(a).keys()
+    assert b[PEAKS].keys() == a[PEAKS].keys() and b[CUT] == a[CUT] and b["dtype"] == a["dtype"]
+    assert b["peak_rss_gib"] >= max(b[PEAKS].values())
+    reports = [(d / "REPORT.md").read_text() for d in (whole, run)]
+    assert _stage_names(reports[1]) == _stage_names(reports[0]) and len(_stage_names(reports[0])) >= 8
