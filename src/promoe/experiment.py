@@ -24,8 +24,18 @@ from promoe.data.groups import task_groups
 from promoe.data.schema import QUIRK_RULES
 from promoe.data.splits import TaskSplits, load_splits
 from promoe.data.summary import summarize
+from promoe.errors import ConfigError
 from promoe.io import atomic_write_text, write_json
-from promoe.resources import CUT, SIMD_FLAGS, cpu, peak_rss_gib, record_stage, stage_seconds
+from promoe.resources import (
+    CUT,
+    PEAKS,
+    SIMD_FLAGS,
+    cpu,
+    peak_rss_gib,
+    record_stage,
+    resume_times,
+    stage_seconds,
+)
 from promoe.rundir import RunLock, check_experts_source, claim, is_finished, prepare
 from promoe.stages.heuristics import run_heuristics
 
@@ -155,6 +165,7 @@ def run(cfg: ExperimentConfig, *, overwrite: bool = False) -> Path:
             prepare(run_dir, to_dict(cfg), overwrite=True)
         if main:
             claim(run_dir)
+            times = resume_times(run_dir / "times.json", times)  # the stages an interrupted start finished
         acc.wait_for_everyone()
         return _run(cfg, acc, run_dir, splits, times)
     finally:
@@ -179,7 +190,7 @@ def _run(cfg: ExperimentConfig, acc: Accelerator, run_dir: Path, splits: TaskSpl
     if not main:
         return run_dir
     results.update(model_results if cfg.train.models or cfg.eval.backbone else {})
-    times["peak_rss_gib"] = peak_rss_gib()
+    times["peak_rss_gib"] = max(peak_rss_gib(), *times.get(PEAKS, {}).values())  # an earlier start's too
     times["cpu"] = cpu()
     write_json(run_dir / "summary.json", {m: {k: r[k] for k in (*SUMMARY_KEYS, *LIKELIHOOD_KEYS) if k in r}
                                           for m, r in results.items()})
@@ -202,6 +213,10 @@ def run_seeds(cfg: ExperimentConfig, seeds: list[int], *, overwrite: bool = Fals
     ``experts.per_seed=false`` (the default) the experts are trained once, with the first seed, and every
     later seed starts from them (``experts.from_run``): the seeds then vary the models, routers and
     description-router rows learned over the same experts."""
+    if twice := sorted({s for s in seeds if seeds.count(s) > 1}):  # before anything runs or is written
+        raise ConfigError(f"--seeds {' '.join(map(str, seeds))}: seed {twice[0]} is listed twice; the same seed gives "
+                          "the same run, and counted twice it would make a mean ± CI of copies: list each seed once "
+                          "(e.g. --seeds 0 1 2)")
     top = Path(cfg.output_dir) / cfg.name
     if Accelerator().is_main_process:
         with RunLock(top):

@@ -254,7 +254,7 @@ def export_task_model(run_dir: str | Path, name: str, definition: str, out_dir: 
     from promoe.data.prompts import encode_prompt
     from promoe.inference import load_trained
 
-    require_text(definition, field="--definition")
+    definition = require_text(definition, field="--definition")
     check_out_dir(out_dir, overwrite)  # before the model is loaded
     trained = load_trained(run_dir, name, dtype="fp32")  # a plain checkpoint: every weight as trained, in fp32
     source = {"run": str(Path(run_dir).resolve()), "model": name, "backbone": trained.cfg.model.backbone,

@@ -91,8 +91,7 @@ def eval_task_file(run_dir: str | Path, name: str, tasks_file: str | Path, out_d
 
 def predict_one(run_dir: str | Path, name: str, definition: str, text: str) -> dict:
     """Answer one instance of a new task; also the experts each MoE layer chose for it."""
-    require_text(definition, field="--definition")
-    require_text(text, field="--input")
+    definition, text = require_text(definition, field="--definition"), require_text(text, field="--input")
     trained = load_trained(run_dir, name)
     task = Task(name="user_task", definition=definition, instances=(Instance("user-0", text, ("",)),))
     n_experts = trained.model.moe_layers[0].experts.n_experts

@@ -2,7 +2,8 @@
 
 Predictions: JSON Lines ``{"id", "prediction"}``. References: JSON Lines
 ``{"id", "references": [...], "task_id", "task_category", "track"}`` (as built by the official
-``create_reference_file.py``). Every file is written to a temporary name and renamed into place, so
+``create_reference_file.py``). Ids and task names are read cleaned (:mod:`promoe.data.text`), the form they
+are matched in. Every file is written to a temporary name and renamed into place, so
 a crash never leaves a torn file and an earlier result is replaced only by a complete one.
 """
 
@@ -19,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from promoe.data.schema import Task
+from promoe.data.schema import Task, require_text
 from promoe.data.sources import iter_jsonl
+from promoe.data.text import clean
 from promoe.errors import DataError
 from promoe.metrics import Reference
 
@@ -104,7 +106,7 @@ def read_predictions(path: str | Path) -> dict[str, str]:
         if not isinstance(pred, str):
             raise DataError(f"line {line}: expected str, got {type(pred).__name__}", file=str(path),
                             field="prediction", fix="make the prediction a JSON string")
-        out[pid] = pred
+        out[clean(pid)] = pred
     return out
 
 
@@ -133,7 +135,7 @@ def read_references(path: str | Path) -> list[Reference]:
     """Read an official reference file; refuses duplicate ids and empty reference lists."""
     refs, seen = [], set()
     for line, row in iter_jsonl(path):
-        rid = _field(row, "id", str, file=str(path), line=line)
+        rid = require_text(_field(row, "id", str, file=str(path), line=line), file=str(path), field=f"id (line {line})")
         if rid in seen:
             raise DataError(f"line {line}: duplicate id {rid!r}", file=str(path), field="id",
                             fix="keep one line per instance")
@@ -144,7 +146,7 @@ def read_references(path: str | Path) -> list[Reference]:
                             field="references", fix='write it as ["reference", ...]')
         refs.append(Reference(
             id=rid, references=tuple(texts),
-            task_id=_field(row, "task_id", str, file=str(path), line=line),
+            task_id=clean(_field(row, "task_id", str, file=str(path), line=line)),
             task_category=_field(row, "task_category", str, file=str(path), line=line),
             track=_track(row, file=str(path), line=line),
         ))

@@ -7,6 +7,9 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import json
+import logging
+import math
 import os
 import platform
 import resource
@@ -14,6 +17,10 @@ import sys
 from pathlib import Path
 
 import torch
+
+from promoe.io import write_json
+
+log = logging.getLogger(__name__)
 
 SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 """The CPU flags that decide which kernels PyTorch's matmuls run: AVX2 only, AVX-512, native bf16 (AVX-512
@@ -29,8 +36,66 @@ CUT = "prompts_cut"
 their start: ``{stage: [cut, prompts, max_length]}``."""
 
 
+class RunTimes(dict):
+    """A run's ``times.json`` while the run builds it (:func:`resume_times`): every record is written to the run
+    folder at once (atomically), so a run started again after an interruption starts from what was recorded.
+    ``kept``: the stages an earlier start of the run finished — their measurement stands (a resumed run that only
+    reloads a finished stage does not replace its time with the reload's)."""
+
+    def __init__(self, path: Path, kept: set[str]) -> None:
+        super().__init__()
+        self.path, self.kept = path, kept
+
+    def save(self) -> None:
+        write_json(self.path, self)
+
+
+def _save(times: dict) -> None:
+    if isinstance(times, RunTimes):
+        times.save()
+
+
+def resume_times(path: Path, times: dict) -> RunTimes:
+    """``times`` (what this start of the run recorded so far) merged into the ``times.json`` at ``path`` that an
+    earlier, interrupted start of the same run wrote; written back at once. A file that cannot be read is a
+    record, not a result: the run goes on without it (a warning names it)."""
+    earlier = _read_times(path)
+    merged = RunTimes(path, kept=set(stage_seconds(earlier)))
+    for key in [*times, *(k for k in earlier if k not in times)]:
+        now, then = times.get(key), earlier.get(key)
+        merged[key] = {**now, **then} if isinstance(now, dict) and isinstance(then, dict) else \
+            then if then is not None else now
+    merged.save()
+    return merged
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _read_times(path: Path) -> dict:
+    """The well-formed entries of ``times.json`` at ``path`` ({} when there is none or it is damaged)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        log.warning("%s: cannot be read (%s): the times of stages finished before the interruption are lost "
+                    "(results are not)", path, type(e).__name__)
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    out = {k: v for k, v in data.items() if _number(v) or k in ("dtype", "cpu") and isinstance(v, dict)}
+    if isinstance(peaks := data.get(PEAKS), dict):
+        out[PEAKS] = {k: v for k, v in peaks.items() if _number(v)}
+    if isinstance(cut := data.get(CUT), dict):
+        out[CUT] = {k: v for k, v in cut.items() if isinstance(v, list) and len(v) == 3 and all(map(_number, v))}
+    return out
+
+
 def record_cut(times: dict, stage: str, cut: int, prompts: int, max_length: int) -> None:
     times.setdefault(CUT, {})[stage] = [cut, prompts, max_length]
+    _save(times)
 
 
 def peak_rss_gib() -> float:
@@ -39,10 +104,15 @@ def peak_rss_gib() -> float:
     return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
 
 
-def record_stage(times: dict, name: str, seconds: float) -> None:
-    """``times[name] = seconds`` and the peak memory at the end of the stage under :data:`PEAKS`."""
+def record_stage(times: dict, name: str, seconds: float, *, peak: bool = True) -> None:
+    """``times[name] = seconds`` and (``peak``) the peak memory at the end of the stage under :data:`PEAKS`;
+    in a :class:`RunTimes`, written to the run folder, unless an earlier start of the run finished the stage."""
+    if name in getattr(times, "kept", ()):
+        return
     times[name] = seconds
-    times.setdefault(PEAKS, {})[name] = round(peak_rss_gib(), 3)
+    if peak:
+        times.setdefault(PEAKS, {})[name] = round(peak_rss_gib(), 3)
+    _save(times)
 
 
 def release_memory() -> None:

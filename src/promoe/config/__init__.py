@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from promoe.config.experts import ExpertsConfig
+from promoe.config.experts import OUTPUT_CLUSTERS, ExpertsConfig
 from promoe.config.fields import build, check_fields, merge, overrides_tree, require, setting, to_dict
 from promoe.config.fields import help_lines as fields_help
 from promoe.config.sections import (
@@ -33,6 +33,7 @@ from promoe.config.sections import (
     TrainConfig,
 )
 from promoe.errors import ConfigError
+from promoe.registry import arch, config_value, selected
 
 __all__ = ["CONFIG_DIR", "DATA_ENV", "CompareConfig", "DataConfig", "EvalConfig", "ExperimentConfig", "ExpertsConfig", "ModelConfig",
            "PromptConfig", "TrainConfig", "help_lines", "load_config", "preset_path", "presets", "to_dict"]
@@ -69,9 +70,15 @@ class ExperimentConfig:
         require("/" not in self.name and "\\" not in self.name and self.name not in {".", ".."}, "name", self.name,
                 "is not a plain folder name (the run folder must stay inside output_dir)",
                 "give a name without / or \\ (e.g. name=my_run), and choose the parent folder with --output-dir")
+        if self.model.n_experts == 1 and (routed := self.routed()):  # before model.top_k's bound: the cause first
+            raise ConfigError(f"model.n_experts=1 with {', '.join(routed)}: these route among experts, and with one "
+                              "expert every routing weight is 1, so routers, their statistics and every row compared "
+                              "through them mean nothing: set model.n_experts=2 or more, or keep dense rows only "
+                              "(train.models=[dense], experts.specialise=false, no moe or promoe in compare's lists)")
         for f in dataclasses.fields(self):
             if dataclasses.is_dataclass(section := getattr(self, f.name)):
                 section.validate()
+        self.check_meaning()
         if self.compare.uses_positive_examples and self.data.test_positive_examples:
             raise ConfigError("compare.icl_models / compare.fewshot_models show the test tasks' positive examples "
                               "to the models, so they cannot also be scored: set data.test_positive_examples=false "
@@ -92,6 +99,29 @@ class ExperimentConfig:
             raise ConfigError("compare.icl_models show Definition + examples in the prompt, but "
                               "prompt.condition=router_only prompts hold the instance input alone: set "
                               "compare.icl_models=[] (or prompt.condition=standard)")
+
+    def routed(self) -> list[str]:
+        """The selected settings that route among experts: models with a router (``moe``, ``promoe``, ``upcycled``)
+        trained or under a condition (the router and ablation rows need them trained), and specialisation."""
+        out = []
+        for key in ("train.models", *(r.select for r in selected(self, "condition"))):
+            if models := [m for m in config_value(self, key) if arch(m) in ("moe", "promoe")]:
+                out.append(f"{key}=[{', '.join(models)}]")
+        return out + (["experts.specialise=true"] if self.experts.specialise else [])
+
+    def check_meaning(self) -> None:
+        """Refuse settings that are each valid but together cannot give a meaningful result (keys and fix named)."""
+        if self.experts.specialise and self.experts.clusters == "output" and self.model.n_experts != OUTPUT_CLUSTERS:
+            raise ConfigError(f"experts.clusters=output makes {OUTPUT_CLUSTERS} clusters (label, span, free text), one "
+                              f"per expert, but model.n_experts={self.model.n_experts}: set "
+                              f"model.n_experts={OUTPUT_CLUSTERS}, or choose another experts.clusters")
+        for key, value, what, off in (
+                ("experts.from_run", self.experts.from_run, "starts from another run's specialised experts", "unset it"),
+                ("train.route_targets", self.train.route_targets or None, "pulls each task's routing toward its "
+                 "specialised expert", "set it to 0")):
+            if value is not None and not self.experts.specialise:
+                raise ConfigError(f"{key}={value!r} {what}, but experts.specialise=false (no experts are "
+                                  f"specialised), so it would be ignored: set experts.specialise=true, or {off}")
 
 
 def preset_path(name: str) -> Path | Traversable:

@@ -7,6 +7,9 @@ from typing import Literal
 
 from promoe.config.fields import check_fields, require, setting
 
+OUTPUT_CLUSTERS = 3
+"""The clusters of ``experts.clusters=output``, one per kind of output (:data:`promoe.data.clusters.OUTPUT_KINDS`)."""
+
 
 @dataclass
 class ExpertsConfig:

@@ -228,6 +228,9 @@ class TrainConfig:
             require(all(math.isfinite(v) and v > 0 for v in values) and len(set(values)) == len(values),
                     f"train.{key}", values, "is not a list of distinct finite learning rates > 0",
                     "list each candidate once, each above 0 (or [] for none)")
+        require(not self.patience or self.eval_every, "train.patience", self.patience, "stops training after that many "
+                "validations without improvement, but train.eval_every=0 validates only at the end",
+                "set train.eval_every (e.g. 50), or train.patience=0")
         require(self.micro_batch_size is None or self.micro_batch_size <= self.batch_size,
                  "train.micro_batch_size", self.micro_batch_size, f"exceeds train.batch_size={self.batch_size}",
                  "set it to at most the batch size, or unset it")

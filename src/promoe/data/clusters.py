@@ -30,6 +30,7 @@ from sklearn.cluster import KMeans
 
 from promoe.data.schema import Task
 from promoe.data.sources import require_path
+from promoe.data.text import clean
 from promoe.errors import DataError, PromoeError
 
 METHODS = ("description", "category", "given", "meta", "output")
@@ -135,7 +136,7 @@ def read_assignment(path: str | Path) -> dict[str, int]:
     if not isinstance(data, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                                              for v in data.values()):
         raise DataError("is not a mapping of task names to cluster numbers >= 0", file=str(path), fix=fix)
-    return {str(k): v for k, v in data.items()}
+    return {clean(str(k)): v for k, v in data.items()}  # task names in the form they are compared in
 
 
 def meta_labels(tasks: Sequence[Task], *, key: str, known: Sequence[str]) -> dict[str, int]:

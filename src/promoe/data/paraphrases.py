@@ -18,6 +18,7 @@ from promoe.config import DataConfig
 from promoe.data.location import data_root
 from promoe.data.schema import Task
 from promoe.data.sources import iter_jsonl
+from promoe.data.text import clean, visible
 from promoe.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,8 @@ PACKAGE = Path("paraphrases") / "descriptions.jsonl.gz"
 
 
 def read_paraphrases(path: str | Path) -> dict[str, list[str]]:
-    """``{task: [paraphrase, ...]}`` from a JSON Lines file of ``{"task", "descriptions"}`` rows."""
+    """``{task: [paraphrase, ...]}`` from a JSON Lines file of ``{"task", "descriptions"}`` rows; names and
+    descriptions cleaned (:mod:`promoe.data.text`) as a task file's names and Definitions are."""
     out: dict[str, list[str]] = {}
     for lineno, row in iter_jsonl(path):
         task = row.get("task") if isinstance(row, dict) else None
@@ -35,7 +37,7 @@ def read_paraphrases(path: str | Path) -> dict[str, list[str]]:
         if not isinstance(task, str) or not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise DataError(f"line {lineno} needs a string `task` and a list of strings `descriptions`",
                             file=str(path), field="descriptions", fix="rewrite the line in the documented format")
-        out[task] = [t for t in texts if t.strip()]
+        out[clean(task)] = [clean(t) for t in texts if visible(t)]
     return out
 
 

@@ -16,6 +16,7 @@ the way the official Tk-Instruct code reads them and every one is recorded:
 * an empty ``Reasoning`` list is simply empty.
 
 A user's own task file is read without a log: an instance with no non-empty reference is refused.
+Task names, instance ids and Definitions are read in the form they are compared in (:mod:`promoe.data.text`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from promoe.data.text import clean, clean_names, visible
 from promoe.errors import DataError
 
 Origin = Literal["instance", "positive_example"]
@@ -110,7 +112,7 @@ class Task:
     """Other wordings of the Definition (the optional field ``Paraphrases``): a router in meta-training may read
     one of them instead of the Definition (``train.paraphrases``); never shown to a model in a prompt."""
     meta: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    """Extra provenance from the record's `_meta` (left as read)."""
+    """Extra provenance from the record's `_meta` (as read, the task names in it cleaned: :data:`META_NAMES`)."""
 
     @property
     def category(self) -> str:
@@ -118,9 +120,16 @@ class Task:
         return self.categories[0] if self.categories else "unknown"
 
 
+META_NAMES = ("task", "sni_task", "bb_task", "sni_test_dataset_overlap")
+"""Keys of a record's ``_meta`` that hold task names (a name or a list of names), read as names are."""
+
+
 def check_task_name(name: Any, *, file: str) -> str:
-    """A task name must be a plain file-name-safe string (it becomes part of output paths)."""
-    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+    """A task name, cleaned (:func:`~promoe.data.text.clean`), must be a plain file-name-safe string (it becomes
+    part of output paths); returns it cleaned, the form it is compared in."""
+    if isinstance(name, str):
+        name = clean(name)
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
         raise DataError(
             f"task name {name!r} is not a plain name (letters, digits, '_', '-', '.'; no path parts)",
             file=file,
@@ -136,17 +145,17 @@ def _str(value: Any, *, file: str, task: str, field: str, allow_empty: bool = Tr
             f"expected a string, got {type(value).__name__}", file=file, task=task, field=field,
             fix="make the field a JSON string",
         )
-    if not allow_empty:
-        require_text(value, file=file, task=task, field=field)
-    return value
+    return value if allow_empty else require_text(value, file=file, task=task, field=field)
 
 
 def require_text(value: str, *, field: str, file: str | None = None, task: str | None = None) -> str:
-    """The one rule for text that must say something (a Definition, ``--definition``, ``--input``): not empty
-    and not only whitespace. Returns ``value``."""
-    if not value.strip():
-        raise DataError("is empty", file=file, task=task, field=field, fix="give it a non-empty text")
-    return value
+    """The one rule for text that must say something (a Definition, an instance id, ``--definition``,
+    ``--input``): at least one visible character (:func:`~promoe.data.text.visible`). Returns ``value`` cleaned
+    (:func:`~promoe.data.text.clean`), the form it is compared and used in."""
+    if not visible(value):
+        raise DataError("is empty (no visible character: only whitespace, control or zero-width characters)",
+                        file=file, task=task, field=field, fix="give it a non-empty text")
+    return clean(value)
 
 
 def _str_list(value: Any, *, file: str, task: str, field: str) -> tuple[str, ...]:
@@ -254,14 +263,15 @@ def task_from_record(
     meta = record.get("_meta") or {}
     if not isinstance(meta, dict):
         raise DataError("expected an object", file=file, field="_meta", fix="remove or fix _meta")
+    meta = {k: clean_names(v) if k in META_NAMES else v for k, v in meta.items()}
     name = check_task_name(name if name is not None else meta.get("task"), file=file)
     if "Definition" not in record:
         raise DataError("missing required field", file=file, task=name, field="Definition",
                         fix='add "Definition": ["<what the task asks>"]')
     definition = _str_list(record["Definition"], file=file, task=name, field="Definition")
-    if not definition or not definition[0].strip():
-        raise DataError("is empty", file=file, task=name, field="Definition",
-                        fix="write the task's instruction in Definition[0]")
+    if not definition or not visible(definition[0]):
+        raise DataError("is empty (no visible character: only whitespace, control or zero-width characters)",
+                        file=file, task=name, field="Definition", fix="write the task's instruction in Definition[0]")
     if "Instances" not in record:
         raise DataError("missing required field", file=file, task=name, field="Instances",
                         fix='add "Instances": [{"id": ..., "input": ..., "output": [...]}]')
@@ -277,7 +287,7 @@ def task_from_record(
     family = meta.get("bb_task")
     return Task(
         name=name,
-        definition=definition[0].strip(),
+        definition=clean(definition[0]),
         instances=_instances(record["Instances"], file=file, task=name, quirks=quirks),
         categories=lists["Categories"],
         reasoning=lists["Reasoning"],
@@ -290,8 +300,8 @@ def task_from_record(
         collection=str(meta.get("collection") or collection),
         family=f"bb_{family}" if family else name,
         path=file,
-        paraphrases=tuple(t.strip() for t in _str_list([] if record.get("Paraphrases") is None
-                                                        else record["Paraphrases"], file=file, task=name,
-                                                        field="Paraphrases") if t.strip()),
+        paraphrases=tuple(clean(t) for t in _str_list([] if record.get("Paraphrases") is None
+                                                       else record["Paraphrases"], file=file, task=name,
+                                                       field="Paraphrases") if visible(t)),
         meta=meta,
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from promoe.data.schema import Example, Instance, QuirkLog, Task, check_task_name, task_from_record
+from promoe.data.text import clean, visible
 from promoe.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -107,9 +108,10 @@ def read_task_package(path: str | Path, *, collection: str = "user",
 
 
 def read_split_list(path: str | Path) -> list[str]:
-    """Read a split file (one task name per line, as ``splits/default/train_tasks.txt``)."""
+    """Read a split file (one task name per line, as ``splits/default/train_tasks.txt``), names cleaned
+    (:func:`~promoe.data.text.clean`) as a task file's are."""
     p = require_path(path, "split list")
-    return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [clean(line) for line in p.read_text(encoding="utf-8").splitlines() if visible(line)]
 
 
 def read_repo_layout(
@@ -176,7 +178,7 @@ def tasks_from_rows(rows: Iterable[dict[str, Any]], *, file: str, columns: dict[
             if col not in row:
                 raise DataError(f"row {i} has no column {col!r}", file=file, field=col,
                                 fix=f"pass the column that holds the {key} in `columns`")
-        name = row[columns["task"]]
+        name = clean(row[columns["task"]]) if isinstance(row[columns["task"]], str) else row[columns["task"]]
         rec = grouped.setdefault(name, {"Definition": [row[columns["definition"]]], "Instances": []})
         out = row[columns["output"]]
         rec["Instances"].append({"id": row[columns["id"]], "input": row[columns["input"]],
@@ -215,7 +217,7 @@ def read_categories(path: str | Path) -> dict[str, str]:
     """Read ``task_categories.tsv`` (``task, split, category``) into ``{task: category}``."""
     p = require_path(path, "task category table")
     rows = [line.split("\t") for line in p.read_text(encoding="utf-8").splitlines()[1:] if line]
-    return {r[0]: r[2] for r in rows if len(r) >= 3}
+    return {clean(r[0]): r[2] for r in rows if len(r) >= 3}
 
 
 def load_tasks(path: str | Path, *, collection: str = "user") -> list[Task]:

@@ -66,7 +66,7 @@ def router_only(ctx: RunContext, row: Row, bases: list[str]) -> None:
         model, _ = train_model(ctx, base, f"{base}-{row.name}", examples, val_examples, lower)
         # routing as scored, as the run's own trained models: the headroom rows copy its routers (the oracle chooses so)
         trained[base] = model.for_scoring()
-    ctx.times[f"lower_cache {row.name}"] = lower.seconds
+    record_stage(ctx.times, f"lower_cache {row.name}", lower.seconds, peak=False)
     del lower, examples, val_examples
     release_memory()
     variants = [Variant(f"{b}-{row.name}", m, ctx.task_emb if m.hyper is not None else None) for b, m in trained.items()]

@@ -176,7 +176,7 @@ def train_models(ctx: RunContext) -> None:
                 lower if model.split is not None else None, tok.pad_token_id, cfg.eval.batch_size, seen))
         del model
         release_memory()
-    ctx.times["lower_cache"] = lower.seconds
+    record_stage(ctx.times, "lower_cache", lower.seconds, peak=False)  # (part of the training stages' times)
     lower.keep(set())  # training is over: only the validation examples' states stay
     release_memory()
     ctx.trained = {kind: fresh_model(ctx, kind, run_dir / "train" / kind / "best.safetensors")
