@@ -14,10 +14,11 @@ from pathlib import Path
 
 import yaml
 
-from promoe.cli_args import add_config_args, config_of
+from promoe.cli_args import Parser, add_config_args, config_of
 from promoe.cli_data import add_data_commands
 from promoe.config import help_lines, to_dict
 from promoe.errors import PromoeError
+from promoe.limits import count_arg, seed_arg
 from promoe.rundir import guard_output
 
 BREAKDOWNS = ("per_task", "per_instance")
@@ -182,7 +183,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="promoe", description="PRo-MoE: proactive routing for MoE models.")
+    parser = Parser(prog="promoe", description="PRo-MoE: proactive routing for MoE models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     add_data_commands(sub)
@@ -207,9 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_model_summary)
     p = model.add_parser("check", help="build every model, check it reproduces the backbone, train a few "
                                        "steps on training tasks and generate for test tasks")
-    p.add_argument("--steps", type=int, default=3, help="training steps per model")
-    p.add_argument("--batch-size", type=int, default=4, help="training examples per step")
-    p.add_argument("--n-test", type=int, default=4, help="test instances to generate answers for")
+    p.add_argument("--steps", type=count_arg(), default=3, help="training steps per model")
+    p.add_argument("--batch-size", type=count_arg("size"), default=4, help="training examples per step")
+    p.add_argument("--n-test", type=count_arg(), default=4, help="test instances to generate answers for")
     add_config_args(p)
     p.set_defaults(func=cmd_model_check)
 
@@ -263,8 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="regenerate a run's significance tests, figures and REPORT.md from its files")
     p.add_argument("--run", required=True, type=Path, help="run folder holding scores/<row>.json")
-    p.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples (and up to 2000 permutations)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap and permutation seed")
+    p.add_argument("--n-boot", type=count_arg("size"), default=10000,
+                   help="bootstrap resamples (and up to 2000 permutations), at most the size limit (promoe.limits)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="bootstrap and permutation seed")
     p.set_defaults(func=cmd_analyze)
     return parser
 

@@ -86,9 +86,16 @@ def label(value: float) -> str:
 
 def drawn(examples: Sequence[TrainExample], tcfg: TrainConfig, seed: int, steps: Sequence[int]) -> set[int]:
     """The training examples the sampling plans of ``steps`` steps draw (as :class:`~promoe.train.Trainer` makes
-    them): what the lower-layer cache must keep for a model's pilots and its training."""
-    return {i for n in set(steps) for idx in sampling_plan(examples, steps=n, batch_size=tcfg.batch_size,
-                                                           temperature=tcfg.temperature, seed=seed) for i in idx}
+    them): what the lower-layer cache must keep for a model's pilots and its training. A plan is read step by step
+    and no further once it has drawn every example (a plan of many steps is not replayed to its end)."""
+    out: set[int] = set()
+    for n in sorted(set(steps)):
+        for idx in sampling_plan(examples, steps=n, batch_size=tcfg.batch_size, temperature=tcfg.temperature,
+                                 seed=seed):
+            out.update(idx)
+            if len(out) == len(examples):
+                return out
+    return out
 
 
 def choose_lr(candidates: Sequence[float], key: str, pilot_steps: int, path: Path,
