@@ -29,8 +29,12 @@ WRITE_ERRORS = {
     errno.EISDIR: "a folder stands where a file is to be written: choose another path",
     errno.EACCES: "choose a folder you may write to (--output-dir)", errno.EPERM: "choose a folder you may write "
     "to (--output-dir)", errno.EROFS: "the file system is read-only: choose another folder (--output-dir)",
+    errno.ELOOP: "the path goes through a symbolic link that leads back to itself: choose another path",
+    errno.ENAMETOOLONG: "choose a shorter path", errno.EIO: "the disk failed to write: check it, and free some space",
+    errno.EFBIG: "a file is larger than the file system allows: choose another folder (--output-dir)",
 }
-"""Failures to write that are the machine's, not a bug: one message with the fix instead of a traceback."""
+"""Failures to write that are the machine's, not a bug: one message with the fix instead of a traceback (torch's
+and safetensors' own reports of a full disk arrive as ``OSError`` too: :func:`promoe.readback.writing`)."""
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -296,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\ninterrupted (Ctrl-C): {again}", file=sys.stderr)
         return 130
     except PromoeError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)  # one line, whatever a library said
         return 2
     except OSError as e:
         if e.errno not in WRITE_ERRORS:

@@ -77,8 +77,8 @@ LIMITS: dict[str, Limit] = {lim.name: lim for lim in (
     Limit("answer_words", 5_000, "words", "of an answer or reference that are scored (the rest is cut before "
                                           "ROUGE-L and exact match)"),
 )}
-"""Every limit, by name. Defaults: the real data's largest file inflates to 40 MiB, its longest reference has 1,390
-words and its longest test input 2,613 (what the copy-input floor answers); a preset holds about 100 values."""
+"""Every limit, by name. Defaults: the offline packages' largest file inflates to 40 MiB, their longest reference has
+1,390 words and their longest test input 2,613 (what the copy-input floor answers); a preset holds about 100 values."""
 
 
 def limit(name: str) -> int:

@@ -61,7 +61,7 @@ class Reference:
 def instance_scores(prediction: str, references: Sequence[str]) -> tuple[float, float]:
     """``(rougeL, exact_match)`` of one prediction, each the max over references, in [0, 1]. A prediction or
     reference longer than the ``answer_words`` limit (:mod:`promoe.limits`, 5,000 words: longer than any reference
-    or test input of SNI) is scored on its first that many words: ROUGE-L's time and memory grow with the product
+    or test input of the offline packages) is scored on its first that many words: ROUGE-L's time and memory grow with the product
     of the two lengths (a 10^6-word answer took a minute and 2 GiB)."""
     if not references:
         raise ValueError("an instance needs at least one reference")
