@@ -14,10 +14,11 @@ from pathlib import Path
 
 import yaml
 
-from promoe.cli_args import add_config_args, config_of
+from promoe.cli_args import Parser, add_config_args, config_of
 from promoe.cli_data import add_data_commands
 from promoe.config import help_lines, to_dict
 from promoe.errors import PromoeError
+from promoe.limits import count_arg, seed_arg
 from promoe.rundir import guard_output
 
 BREAKDOWNS = ("per_task", "per_instance")
@@ -28,8 +29,12 @@ WRITE_ERRORS = {
     errno.EISDIR: "a folder stands where a file is to be written: choose another path",
     errno.EACCES: "choose a folder you may write to (--output-dir)", errno.EPERM: "choose a folder you may write "
     "to (--output-dir)", errno.EROFS: "the file system is read-only: choose another folder (--output-dir)",
+    errno.ELOOP: "the path goes through a symbolic link that leads back to itself: choose another path",
+    errno.ENAMETOOLONG: "choose a shorter path", errno.EIO: "the disk failed to write: check it, and free some space",
+    errno.EFBIG: "a file is larger than the file system allows: choose another folder (--output-dir)",
 }
-"""Failures to write that are the machine's, not a bug: one message with the fix instead of a traceback."""
+"""Failures to write that are the machine's, not a bug: one message with the fix instead of a traceback (torch's
+and safetensors' own reports of a full disk arrive as ``OSError`` too: :func:`promoe.readback.writing`)."""
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -182,7 +187,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="promoe", description="PRo-MoE: proactive routing for MoE models.")
+    parser = Parser(prog="promoe", description="PRo-MoE: proactive routing for MoE models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     add_data_commands(sub)
@@ -207,9 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_model_summary)
     p = model.add_parser("check", help="build every model, check it reproduces the backbone, train a few "
                                        "steps on training tasks and generate for test tasks")
-    p.add_argument("--steps", type=int, default=3, help="training steps per model")
-    p.add_argument("--batch-size", type=int, default=4, help="training examples per step")
-    p.add_argument("--n-test", type=int, default=4, help="test instances to generate answers for")
+    p.add_argument("--steps", type=count_arg(), default=3, help="training steps per model")
+    p.add_argument("--batch-size", type=count_arg("size"), default=4, help="training examples per step")
+    p.add_argument("--n-test", type=count_arg(), default=4, help="test instances to generate answers for")
     add_config_args(p)
     p.set_defaults(func=cmd_model_check)
 
@@ -263,8 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="regenerate a run's significance tests, figures and REPORT.md from its files")
     p.add_argument("--run", required=True, type=Path, help="run folder holding scores/<row>.json")
-    p.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples (and up to 2000 permutations)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap and permutation seed")
+    p.add_argument("--n-boot", type=count_arg("size"), default=10000,
+                   help="bootstrap resamples (and up to 2000 permutations), at most the size limit (promoe.limits)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="bootstrap and permutation seed")
     p.set_defaults(func=cmd_analyze)
     return parser
 
@@ -294,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\ninterrupted (Ctrl-C): {again}", file=sys.stderr)
         return 130
     except PromoeError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)  # one line, whatever a library said
         return 2
     except OSError as e:
         if e.errno not in WRITE_ERRORS:

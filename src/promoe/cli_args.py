@@ -1,4 +1,5 @@
-"""Arguments every command that reads a config takes: ``--preset``, ``--data-root`` and ``key=value``."""
+"""The parser every command line uses (:class:`Parser`), and the arguments every command that reads a config
+takes: ``--preset``, ``--data-root`` and ``key=value``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,14 @@ import argparse
 from dataclasses import replace
 
 from promoe.config import DATA_ENV, ExperimentConfig, load_config, presets
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse``, whose usage errors (a missing option, a count out of range) are one ``error:`` line with exit
+    status 2, as every other error of the command line."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ from collections import Counter
 
 from promoe.cli_args import add_config_args, config_of
 from promoe.data.synth import SYNTH_PARAPHRASES
+from promoe.limits import count_arg, seed_arg
 
 
 def cmd_data_summary(args: argparse.Namespace) -> int:
@@ -78,11 +79,11 @@ def add_data_commands(sub) -> None:
     p = data.add_parser("synth", help="write the synthetic word-list suite of the mechanism check (held-out "
                                       "phrasings of known rules) as SNI-schema task packages")
     p.add_argument("--out", required=True, help="new or empty folder (or an earlier suite, which is replaced)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the word lists (same seed, same bytes)")
-    p.add_argument("--instances", type=int, default=50, help="instances per task")
-    p.add_argument("--train-phrasings", type=int, default=4,
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the word lists (same seed, same bytes)")
+    p.add_argument("--instances", type=count_arg(), default=50, help="instances per task")
+    p.add_argument("--train-phrasings", type=count_arg(), default=4,
                    help="phrasings per rule that training tasks use; test tasks use the others")
-    p.add_argument("--paraphrases", type=int, default=SYNTH_PARAPHRASES,
+    p.add_argument("--paraphrases", type=count_arg(lo=0), default=SYNTH_PARAPHRASES,
                    help="composed phrasings of its rule that each training task carries (field Paraphrases) for "
                         "the router to learn from; never a hand-written (held-out) phrasing")
     p.set_defaults(func=cmd_data_synth)
@@ -92,7 +93,7 @@ def add_data_commands(sub) -> None:
                    help="k-means of description embeddings, whole categories, --given, each task's _meta --key, or "
                         "the kind of output (label, span, free text: --n 3)")
     p.add_argument("--key", default="rule", help="the _meta label that makes the clusters (with --method meta)")
-    p.add_argument("--n", type=int, help="how many clusters (default: model.n_experts)")
+    p.add_argument("--n", type=count_arg("size"), help="how many clusters (default: model.n_experts)")
     p.add_argument("--given", help="JSON file {task: cluster} (with --method given)")
     p.add_argument("--out", help="write the clusters (assignment, centroids, validation and test tasks) as JSON")
     p.set_defaults(func=cmd_data_clusters)

@@ -12,6 +12,7 @@ settings) guards against using the file of another pass; the file is removed onc
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -24,6 +25,7 @@ import torch
 
 from promoe.io import atomic_write_text
 from promoe.model.stats import RoutingStats
+from promoe.readback import DamagedFile, has, json_file, redo
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,48 @@ def _stats_state(saved: dict) -> dict:
     return {**arrays, "task_load": {k: np.asarray(v, dtype=np.float64) for k, v in saved["task_load"].items()}}
 
 
+def _generator_bytes() -> set[int]:
+    """The sizes of a random generator's state here (CPU, and CUDA where there is one)."""
+    sizes = {torch.Generator().get_state().numel()}
+    if torch.cuda.is_available():
+        sizes.add(torch.Generator(device="cuda").get_state().numel())
+    return sizes
+
+
+def _check_row(row: object, v, path: Path) -> None:
+    """One :class:`DamagedFile` unless ``row`` is what :meth:`PassState.save` writes for row ``v`` (answers as
+    strings, counts of the shapes of ``v``'s statistics, random states of a generator's size)."""
+    def bad(what: str) -> DamagedFile:
+        return DamagedFile(path, f"is damaged: row {v.name!r} {what}")
+
+    if not has(row, done=int, answers=dict, rng=dict) or row["done"] < 0:
+        raise bad("is not a record of finished units, answers and random states")
+    if not all(isinstance(k, str) and isinstance(a, str) for k, a in row["answers"].items()):
+        raise bad("holds answers that are not text")
+    nll = row.get("likelihood") or {}
+    if not isinstance(nll, dict) or not all(isinstance(x, int | float) and not isinstance(x, bool)
+                                            for x in nll.values()):
+        raise bad("holds reference likelihoods that are not numbers")
+    if row.get("stats") is not None and v.stats is not None:
+        now, st = v.stats.state(), row["stats"]
+        try:
+            same = has(st, task_load=dict) and all(
+                np.asarray(st[k], dtype=np.float64).shape == np.shape(now[k])
+                for k in ("load", "prob_sum", "entropy_sum", "tokens")) and all(
+                np.asarray(x, dtype=np.float64).shape == np.shape(now["load"]) for x in st["task_load"].values())
+        except (KeyError, TypeError, ValueError):
+            same = False
+        if not same:
+            raise bad("holds routing counts of another shape")
+    try:
+        sizes = {len(base64.b64decode(s, validate=True)) for s in row["rng"].values()}
+        layers = [int(k) for k in row["rng"]]
+    except (TypeError, ValueError, binascii.Error):
+        raise bad("holds random states that cannot be decoded") from None
+    if not sizes <= _generator_bytes() or any(k < 0 for k in layers):
+        raise bad("holds random states of another size")
+
+
 class PassState:
     """Units finished, answers, routing counts and random-router states of the rows of one pass;
     ``path=None`` keeps nothing.
@@ -76,21 +120,24 @@ class PassState:
         done = {v.name: 0 for v in rows}
         if self.path is None or not self.path.exists():
             return done
-        try:
-            saved = json.loads(self.path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:  # written atomically: not a torn write of ours
-            log.warning("%s: unreadable progress file %s (%s): starting the pass over", self.label, self.path, e)
-            return done
-        if saved.get("key") != self.key:
-            log.warning("%s: %s belongs to another pass (other prompts or settings): starting the pass over",
-                        self.label, self.path)
+        try:  # the whole file is checked before any of it is used: a damaged one changes nothing
+            saved = json_file(self.path, lambda x: has(x, key=str, rows=dict), "a progress record")
+            if saved["key"] != self.key:
+                log.warning("%s: %s belongs to another pass (other prompts or settings): starting the pass over",
+                            self.label, self.path)
+                return done
+            for v in rows:
+                if v.name in saved["rows"]:
+                    _check_row(saved["rows"][v.name], v, self.path)
+        except DamagedFile as e:
+            redo(e, f"{self.label}: starting the pass over")
             return done
         self.saved = saved["rows"]
         for v in rows:
             row = self.saved.get(v.name)
             if row is None:
                 continue
-            done[v.name] = int(row["done"])
+            done[v.name] = row["done"]
             out[v.name].update(row["answers"])
             if likelihood is not None:
                 likelihood[v.name].update(row.get("likelihood") or {})

@@ -5,7 +5,8 @@ Tk-Instruct ``compute_metrics.py``): exact match after lower-casing, deleting AS
 collapsing whitespace; ROUGE-L F-measure from ``rouge_score`` with the Porter stemmer and its default
 tokenizer; the max over references per instance; the mean over instances × 100, rounded to 4
 decimals; overall, per category (``"_".join(category.lower().split())``) and per task. A missing
-prediction counts as the empty string.
+prediction counts as the empty string. One addition, a bound: an answer (or reference) is scored on its first
+``answer_words`` words (:func:`promoe.limits.cut_words`; 5,000 by default, above every real one).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from rouge_score import rouge_scorer
+
+from promoe.limits import cut_words
 
 _PUNCT = set(string.punctuation)
 
@@ -56,9 +59,13 @@ class Reference:
 
 
 def instance_scores(prediction: str, references: Sequence[str]) -> tuple[float, float]:
-    """``(rougeL, exact_match)`` of one prediction, each the max over references, in [0, 1]."""
+    """``(rougeL, exact_match)`` of one prediction, each the max over references, in [0, 1]. A prediction or
+    reference longer than the ``answer_words`` limit (:mod:`promoe.limits`, 5,000 words: longer than any reference
+    or test input of the offline packages) is scored on its first that many words: ROUGE-L's time and memory grow with the product
+    of the two lengths (a 10^6-word answer took a minute and 2 GiB)."""
     if not references:
         raise ValueError("an instance needs at least one reference")
+    prediction, references = cut_words(prediction), [cut_words(r) for r in references]
     return max_over_references(rouge_l, prediction, references), max_over_references(
         exact_match, prediction, references
     )

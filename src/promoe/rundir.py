@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from promoe.errors import ConfigError, PromoeError
+from promoe.limits import read_yaml_file
 
 LOCK = ".lock"
 MARKER = ".promoe-run"
@@ -103,7 +104,13 @@ def check_experts_source(source: Path, config: dict) -> None:
     if not (source / "train" / "experts" / "best.safetensors").exists() or not (source / "config.yaml").exists():
         raise ConfigError(f"experts.from_run={str(source)!r} holds no specialised experts (train/experts/best."
                           "safetensors and config.yaml): name a run folder whose specialisation finished")
-    theirs = yaml.safe_load((source / "config.yaml").read_text(encoding="utf-8")) or {}
+    try:
+        theirs = read_yaml_file(source / "config.yaml") or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"experts.from_run={str(source)!r}: its config.yaml cannot be read ({type(e).__name__}): "
+                          "name a run folder whose config is intact") from None
+    if not isinstance(theirs, dict):
+        raise ConfigError(f"experts.from_run={str(source)!r}: its config.yaml is not a mapping: name another run")
     differ = [k for k, _, _ in config_differences({s: theirs.get(s) or {} for s in SAME_FOR_EXPERTS},
                                                   {s: config[s] for s in SAME_FOR_EXPERTS})
               if k not in ("experts.from_run", "experts.per_seed")]
@@ -172,7 +179,7 @@ def prepare(run_dir: Path, config: dict, *, overwrite: bool = False) -> bool:
     path = run_dir / "config.yaml"
     if path.exists():
         try:
-            old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            old = read_yaml_file(path) or {}
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
             raise RunDirError(f"{path}: the run's config cannot be read ({type(e).__name__}), so it cannot be "
                               "checked against this run's: restore it, or pass --overwrite to start this folder "

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,15 +21,14 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from promoe.checkpoint import load_params as load_params  # where callers import these from
+from promoe.checkpoint import load_trainable, read_metrics, resume, save_last, save_trainable
 from promoe.config import TrainConfig
 from promoe.data.collate import IGNORE, Encoded, pad_batch
 from promoe.data.examples import TrainExample, sampling_plan
-from promoe.errors import PromoeError
 from promoe.io import atomic_write_text
 from promoe.loop import MicroBatch, OptimizerStep, adamw, forward
 from promoe.loop import TrainingError as TrainingError  # where callers import it from
@@ -56,52 +54,6 @@ class TrainResult:
     val_top_k: int | None = None
     """Experts per token of the validation that chose the checkpoint (``model.eval_top_k``), when that differs
     from training's; the metrics rows then also hold ``val_loss_train_top_k`` (None: routed as in training)."""
-
-
-def _trainable(model: MoEModel) -> dict[str, torch.Tensor]:
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
-def save_trainable(model: MoEModel, path: Path) -> None:
-    """The trained parameters only (the frozen backbone is rebuilt from the backbone cache)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({n: p.detach().contiguous().cpu() for n, p in _trainable(model).items()}, str(tmp))
-    tmp.replace(path)
-
-
-def load_trainable(model: MoEModel, path: Path) -> None:
-    load_params(model, path, list(_trainable(model)), what="trained parameters")
-
-
-def load_params(model: MoEModel, path: Path, names: Sequence[str], *, what: str, hint: str = "") -> None:
-    """Copy the parameters ``names`` of ``model`` from the safetensors file ``path``; one error if any is missing."""
-    try:
-        state = load_file(str(path))
-    except (OSError, SafetensorError) as e:  # truncated, corrupt, or not a checkpoint at all
-        raise PromoeError(f"{path}: cannot be read as a safetensors checkpoint ({e}): it is damaged; train the "
-                          "model again (delete the file and resume the run, or run with --overwrite)") from None
-    missing = sorted(set(names) - set(state))
-    if missing:
-        raise PromoeError(f"{path}: checkpoint lacks {len(missing)} {what}, e.g. {missing[0]}{hint}")
-    with torch.no_grad():
-        for n in names:
-            model.get_parameter(n).copy_(state[n])
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The rows of a ``metrics.jsonl``; a torn last line (the process was killed while appending it) is
-    dropped, a broken line before it is an error."""
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = []
-    for i, line in enumerate(lines):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if i < len(lines) - 1:
-                raise PromoeError(f"{path}: line {i + 1} is not JSON ({e}); delete the file to restart its "
-                                  "training log") from None
-    return rows
 
 
 def param_groups(model: MoEModel, lr: float, router_lr: float) -> list[dict]:
@@ -226,37 +178,13 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------------
     def _save_last(self, step: int, state: dict) -> None:
-        if not self.acc.is_main_process:
-            return
-        tmp, last = self.out_dir / ".last.tmp", self.out_dir / "last"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_trainable(self.acc.unwrap_model(self.model), tmp / "trainable.safetensors")
-        torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                    "rng": torch.get_rng_state()}, tmp / "optim.pt")  # dropout / router noise continue alike
-        atomic_write_text(tmp / "state.json", json.dumps({**state, "step": step}))
-        old = self.out_dir / ".last.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if last.exists():
-            last.rename(old)
-        tmp.rename(last)
-        shutil.rmtree(old, ignore_errors=True)
+        if self.acc.is_main_process:
+            save_last(self.out_dir, self.acc.unwrap_model(self.model), self.opt, self.sched, {**state, "step": step})
 
     def _resume(self) -> dict:
-        last = self.out_dir / "last"
-        if not (last / "state.json").exists():  # a kill between the two renames of `_save_last`
-            last = self.out_dir / ".last.old"
-        if not (last / "state.json").exists():
-            return {"step": 0, "best_val_loss": None, "best_step": None, "bad_validations": 0}
-        state = json.loads((last / "state.json").read_text())
-        load_trainable(self.acc.unwrap_model(self.model), last / "trainable.safetensors")
-        optim = torch.load(last / "optim.pt", weights_only=True, map_location="cpu")
-        self.opt.load_state_dict(optim["optimizer"])
-        self.sched.load_state_dict(optim["scheduler"])
-        if "rng" in optim:
-            torch.set_rng_state(optim["rng"])
-        log.info("%s: resumed at step %d", self.out_dir, state["step"])
-        return state
+        """The newest intact checkpoint's state, loaded into model, optimizer and scheduler (a damaged one is passed
+        over with a warning: :func:`promoe.checkpoint.resume`)."""
+        return resume(self.out_dir, self.acc.unwrap_model(self.model), self.opt, self.sched, self.cfg.steps)
 
     def _log(self, row: dict) -> None:
         if self.acc.is_main_process:
@@ -278,8 +206,8 @@ class Trainer:
         start = state["step"]
         metrics = self.out_dir / "metrics.jsonl"
         if self.acc.is_main_process and metrics.exists():  # drop lines from after the checkpoint (all, at none)
-            rows = read_metrics(metrics)
-            atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in rows if start and r["step"] <= start))
+            rows = read_metrics(metrics) if start else []  # (checked by _resume)
+            atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= start))
         if start == 0 and self.validate_first and state["best_step"] is None:
             row = {"step": 0, "val_loss": self.validate()}
             state.update(best_val_loss=row["val_loss"], best_step=0, bad_validations=0)

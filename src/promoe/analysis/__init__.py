@@ -27,6 +27,7 @@ from promoe.analysis.rundata import RunData, load_run
 from promoe.analysis.significance import seed_summary, significance
 from promoe.errors import DataError
 from promoe.io import atomic_write_text, write_json
+from promoe.limits import count_arg, seed_arg
 from promoe.registry import REFERENCE
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m promoe.analysis RUN_DIR``: rewrite a run's analysis and report."""
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("run_dir", type=Path, help="a results/<run> folder holding scores/<model>.json")
-    p.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--n-boot", type=count_arg("size"), default=10000, help="bootstrap resamples")
+    p.add_argument("--seed", type=seed_arg, default=0, help="bootstrap seed")
     args = p.parse_args(argv)
     print(json.dumps(analyze(args.run_dir, n_boot=args.n_boot, seed=args.seed), indent=2))

@@ -8,13 +8,14 @@ import math
 from pathlib import Path
 
 from promoe.errors import DataError
+from promoe.limits import READ_ERRORS, LimitError, load_json, read_text
 
 
 def read_json(path: Path) -> object:
     """The JSON in ``path``; one clear error when it cannot be read."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return load_json(read_text(path))
+    except (*READ_ERRORS, json.JSONDecodeError, LimitError) as e:
         raise DataError(f"cannot be read as JSON ({e})", file=str(path), fix="rewrite or remove it") from None
 
 

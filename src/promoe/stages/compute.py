@@ -20,7 +20,6 @@ cost.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -33,6 +32,7 @@ from promoe.data.examples import TrainExample, sampling_plan
 from promoe.io import write_json
 from promoe.loop import TrainingError
 from promoe.model.moe_model import MoEModel
+from promoe.readback import DamagedFile, has, json_file, redo
 from promoe.train import TrainResult, param_groups
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,16 @@ def label(value: float) -> str:
 
 def drawn(examples: Sequence[TrainExample], tcfg: TrainConfig, seed: int, steps: Sequence[int]) -> set[int]:
     """The training examples the sampling plans of ``steps`` steps draw (as :class:`~promoe.train.Trainer` makes
-    them): what the lower-layer cache must keep for a model's pilots and its training."""
-    return {i for n in set(steps) for idx in sampling_plan(examples, steps=n, batch_size=tcfg.batch_size,
-                                                           temperature=tcfg.temperature, seed=seed) for i in idx}
+    them): what the lower-layer cache must keep for a model's pilots and its training. A plan is read step by step
+    and no further once it has drawn every example (a plan of many steps is not replayed to its end)."""
+    out: set[int] = set()
+    for n in sorted(set(steps)):
+        for idx in sampling_plan(examples, steps=n, batch_size=tcfg.batch_size, temperature=tcfg.temperature,
+                                 seed=seed):
+            out.update(idx)
+            if len(out) == len(examples):
+                return out
+    return out
 
 
 def choose_lr(candidates: Sequence[float], key: str, pilot_steps: int, path: Path,
@@ -96,7 +103,14 @@ def choose_lr(candidates: Sequence[float], key: str, pilot_steps: int, path: Pat
     """Train each candidate not yet in ``path`` (``train(value) -> its best validation loss``), recording each as
     it finishes (``main``: this process writes), and return the choice: ``{key, pilot_steps, val_loss {candidate:
     loss, None: it diverged}, chosen}``, the lowest validation loss chosen (the first listed on a tie)."""
-    record = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    record = {}
+    if path.exists():
+        try:
+            record = json_file(path, lambda r: has(r, val_loss=dict) and all(
+                v is None or isinstance(v, int | float) and not isinstance(v, bool) for v in r["val_loss"].values()),
+                "a record of learning-rate pilots")
+        except DamagedFile as e:  # each pilot resumes from its own checkpoint, so asking them again is cheap
+            redo(e, "the pilots are asked for their validation loss again")
     losses: dict[str, float | None] = dict(record.get("val_loss", {}))
     for value in candidates:
         name = label(value)

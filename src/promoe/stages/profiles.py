@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from promoe.data.examples import TrainExample
 from promoe.io import write_npz
 from promoe.model.moe_model import MoEModel
+from promoe.readback import DamagedFile, arrays, redo
 from promoe.stages.lower_cache import LowerCache
 from promoe.train import batch_of
 
@@ -53,8 +54,14 @@ def routing_profiles(model: MoEModel, examples: Sequence[TrainExample], per_task
 def load_or_make_profiles(path: Path, acc: Accelerator, make: Callable[[], Profiles]) -> Profiles:
     """The profiles saved at ``path``, or ``make()``'s, saved there by the main process."""
     if path.exists():
-        with np.load(path, allow_pickle=False) as z:
+        try:
+            z = arrays(path, ["task_names", "routing"])
+            if z["routing"].ndim != 3 or len(z["task_names"]) != len(z["routing"]):
+                raise DamagedFile(path, f"is damaged: {len(z['task_names'])} tasks, routing of shape "
+                                        f"{list(z['routing'].shape)}")
             return [str(n) for n in z["task_names"]], z["routing"]
+        except DamagedFile as e:
+            redo(e, "the profiles are made again")
     names, routing = make()
     if acc.is_main_process:
         write_npz(path, task_names=np.array(names, dtype=str), routing=routing)

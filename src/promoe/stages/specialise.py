@@ -12,7 +12,6 @@ experts moved apart: in their weights (``weight_distance``) and in what they com
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from promoe.data.examples import TrainExample
 from promoe.io import write_json
 from promoe.model.moe_model import MoEModel
 from promoe.model.task_routing import ClusterRouting, task_routed
+from promoe.readback import DamagedFile, has, json_file, redo
 from promoe.resources import record_stage, release_memory
 from promoe.rundir import adopt_experts
 from promoe.stages.context import RunContext
@@ -41,7 +41,12 @@ def make_clusters(ctx: RunContext) -> Clusters:
     """The clusters of the training tasks (one per expert), saved once in ``experts/clusters.json``."""
     path = ctx.run_dir / "experts" / "clusters.json"
     if path.exists():
-        return Clusters.from_json(json.loads(path.read_text(encoding="utf-8")))
+        try:
+            data = json_file(path, lambda d: has(d, method=str, assignment=dict, centroids=list), "the clusters")
+            return Clusters.from_json(data)
+        except (DamagedFile, KeyError, TypeError, ValueError) as e:  # made again alike: the same seed, the same clusters
+            err = e if isinstance(e, DamagedFile) else DamagedFile(path, f"is damaged: not the clusters ({e!r})")
+            redo(err, "the clusters are made again")
     ec = ctx.cfg.experts
     emb = {k: v.float().numpy() for k, v in ctx.task_emb.items()}
     clusters, held = cluster_splits(ctx.splits, emb, ctx.cfg.model.n_experts, ec.clusters, seed=ctx.cfg.seed,

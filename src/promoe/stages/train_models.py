@@ -144,7 +144,7 @@ def train_model(ctx: RunContext, kind: str, name: str, examples: list[TrainExamp
     if candidates:
         tcfg = replace(tcfg, **{key: choice["chosen"] if choice else candidates[0]})
     result, trainer = fit(tcfg, out, f"train {name}")
-    seen = {i for idx in trainer.plan for i in idx}  # the training examples its batches use
+    seen = drawn(examples, tcfg, cfg.seed, [tcfg.steps])  # the training examples its batches use (trainer.plan's)
     record_stage(ctx.times, f"train_{name}", time.perf_counter() - t1)
     log.info("%s: trained %d steps, best validation loss %s at step %s", name, result.steps,
              result.best_val_loss, result.best_step)
