@@ -19,8 +19,8 @@ from promoe.benchmarks.resume_check import run_until
 from promoe.cli import main
 from promoe.data.sources import load_tasks
 from promoe.data.splits import load_splits
-from promoe.data.text import clean, visible
 from promoe.resources import CUT, PEAKS, record_cut, record_stage, resume_times, stage_seconds
+from promoe.text import clean, visible
 from tests.data.helpers import _record, _write_json, _write_jsonl
 from tests.helpers import write_lines
 
@@ -58,6 +58,15 @@ def test_clean_is_nfc_with_invisible_ends_trimmed(text: str, cleaned: str) -> No
 @pytest.mark.parametrize("text", ["", " \n\t", ZERO_WIDTH, "\u3164\u2800\ufe0f", "\x00\x1f"])
 def test_text_of_invisible_characters_is_blank(text: str) -> None:
     assert not visible(text)
+
+
+@pytest.mark.parametrize("key", ["name", "output_dir"])
+def test_a_run_name_or_folder_of_zero_width_characters_is_refused(key: str) -> None:
+    from promoe.config import load_config
+    from promoe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"{key}.*no visible character"):
+        load_config("smoke", [f"{key}={ZERO_WIDTH}"])
 
 
 @pytest.mark.parametrize(("where", "field"), [("definition", "Definition"), ("id", "Instances[0].id")])

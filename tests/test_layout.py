@@ -92,9 +92,10 @@ def test_the_registry_and_config_import_no_model_code() -> None:
     assert graph["promoe.registry"] == set()
     config = {"promoe.config", "promoe.config.sections", "promoe.config.fields", "promoe.config.experts"}
     for module in config:
-        assert graph[module] <= config | {"promoe.registry", "promoe.errors", "promoe.limits"}, module
+        assert graph[module] <= config | {"promoe.registry", "promoe.errors", "promoe.limits", "promoe.text"}, module
     assert graph["promoe.config.fields"] == {"promoe.errors", "promoe.limits"}
     assert graph["promoe.limits"] == {"promoe.errors"}  # the bounds configs are read within: a leaf, like errors
+    assert not graph.get("promoe.text")  # the one form of names and text: a leaf
 
 
 def test_every_module_is_short() -> None:

@@ -2,7 +2,7 @@
 
 Predictions: JSON Lines ``{"id", "prediction"}``. References: JSON Lines
 ``{"id", "references": [...], "task_id", "task_category", "track"}`` (as built by the official
-``create_reference_file.py``). Ids and task names are read cleaned (:mod:`promoe.data.text`), the form they
+``create_reference_file.py``). Ids and task names are read cleaned (:mod:`promoe.text`), the form they
 are matched in. Every file is written to a temporary name and renamed into place, so
 a crash never leaves a torn file and an earlier result is replaced only by a complete one.
 """
@@ -22,9 +22,9 @@ import numpy as np
 
 from promoe.data.schema import Task, require_text
 from promoe.data.sources import iter_jsonl
-from promoe.data.text import clean
 from promoe.errors import DataError
 from promoe.metrics import Reference
+from promoe.text import clean
 
 
 def _umask() -> int:

@@ -36,6 +36,7 @@ from promoe.config.sections import (
 from promoe.errors import ConfigError
 from promoe.limits import load_yaml, read_text
 from promoe.registry import arch, config_value, selected
+from promoe.text import visible
 
 __all__ = ["CONFIG_DIR", "DATA_ENV", "CompareConfig", "DataConfig", "EvalConfig", "ExperimentConfig", "ExpertsConfig", "ModelConfig",
            "PromptConfig", "TrainConfig", "help_lines", "load_config", "preset_path", "presets", "to_dict"]
@@ -66,7 +67,8 @@ class ExperimentConfig:
         """Check every section, then what involves several; a :class:`ConfigError` names the key and the fix."""
         check_fields(self, "")
         for key in ("name", "output_dir"):
-            require(getattr(self, key).strip(), key, getattr(self, key), "is blank", "give it a value")
+            require(visible(getattr(self, key)), key, getattr(self, key), "is blank (no visible character)",
+                    "give it a value")
         # the run folder is <output_dir>/<name>: a name with a path in it would put it (and what --overwrite
         # empties) anywhere on the disk
         require("/" not in self.name and "\\" not in self.name and self.name not in {".", ".."}, "name", self.name,

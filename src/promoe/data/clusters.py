@@ -30,9 +30,9 @@ from sklearn.cluster import KMeans
 
 from promoe.data.schema import Task
 from promoe.data.sources import require_path
-from promoe.data.text import clean
 from promoe.errors import DataError, PromoeError
 from promoe.limits import READ_ERRORS, LimitError, load_json, read_text
+from promoe.text import clean
 
 METHODS = ("description", "category", "given", "meta", "output")
 LABELLED = ("meta", "output")

@@ -18,8 +18,8 @@ from promoe.config import DataConfig
 from promoe.data.location import data_root
 from promoe.data.schema import Task
 from promoe.data.sources import iter_jsonl
-from promoe.data.text import clean, visible
 from promoe.errors import DataError
+from promoe.text import clean, visible
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ PACKAGE = Path("paraphrases") / "descriptions.jsonl.gz"
 
 def read_paraphrases(path: str | Path) -> dict[str, list[str]]:
     """``{task: [paraphrase, ...]}`` from a JSON Lines file of ``{"task", "descriptions"}`` rows; names and
-    descriptions cleaned (:mod:`promoe.data.text`) as a task file's names and Definitions are."""
+    descriptions cleaned (:mod:`promoe.text`) as a task file's names and Definitions are."""
     out: dict[str, list[str]] = {}
     for lineno, row in iter_jsonl(path):
         task = row.get("task") if isinstance(row, dict) else None

@@ -16,7 +16,7 @@ the way the official Tk-Instruct code reads them and every one is recorded:
 * an empty ``Reasoning`` list is simply empty.
 
 A user's own task file is read without a log: an instance with no non-empty reference is refused.
-Task names, instance ids and Definitions are read in the form they are compared in (:mod:`promoe.data.text`).
+Task names, instance ids and Definitions are read in the form they are compared in (:mod:`promoe.text`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from promoe.data.text import clean, clean_names, visible
 from promoe.errors import DataError
+from promoe.text import clean, clean_names, visible
 
 Origin = Literal["instance", "positive_example"]
 """Where a scored instance came from: a real task instance, or one of the task's positive examples."""
@@ -125,7 +125,7 @@ META_NAMES = ("task", "sni_task", "bb_task", "sni_test_dataset_overlap")
 
 
 def check_task_name(name: Any, *, file: str) -> str:
-    """A task name, cleaned (:func:`~promoe.data.text.clean`), must be a plain file-name-safe string (it becomes
+    """A task name, cleaned (:func:`~promoe.text.clean`), must be a plain file-name-safe string (it becomes
     part of output paths); returns it cleaned, the form it is compared in."""
     if isinstance(name, str):
         name = clean(name)
@@ -150,8 +150,8 @@ def _str(value: Any, *, file: str, task: str, field: str, allow_empty: bool = Tr
 
 def require_text(value: str, *, field: str, file: str | None = None, task: str | None = None) -> str:
     """The one rule for text that must say something (a Definition, an instance id, ``--definition``,
-    ``--input``): at least one visible character (:func:`~promoe.data.text.visible`). Returns ``value`` cleaned
-    (:func:`~promoe.data.text.clean`), the form it is compared and used in."""
+    ``--input``): at least one visible character (:func:`~promoe.text.visible`). Returns ``value`` cleaned
+    (:func:`~promoe.text.clean`), the form it is compared and used in."""
     if not visible(value):
         raise DataError("is empty (no visible character: only whitespace, control or zero-width characters)",
                         file=file, task=task, field=field, fix="give it a non-empty text")

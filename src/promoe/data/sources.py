@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from promoe.data.schema import Example, Instance, QuirkLog, Task, check_task_name, task_from_record
-from promoe.data.text import clean, visible
 from promoe.errors import DataError
 from promoe.limits import READ_ERRORS, LimitError, iter_lines, load_json, read_text
+from promoe.text import clean, visible
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def read_task_package(path: str | Path, *, collection: str = "user",
 
 def read_split_list(path: str | Path) -> list[str]:
     """Read a split file (one task name per line, as ``splits/default/train_tasks.txt``), names cleaned
-    (:func:`~promoe.data.text.clean`) as a task file's are."""
+    (:func:`~promoe.text.clean`) as a task file's are."""
     p = require_path(path, "split list")
     try:
         text = read_text(p)

@@ -98,7 +98,7 @@ def _finish(pool: list[Task], test_tasks: list[Task], decisions: list[Decision],
     """Cap, carve validation (``val_names``, else :func:`carve_validation`), build the test set without the
     instances a demonstration shows (:func:`drop_demonstrated`, recorded in ``quirks``); ``test_tasks`` hold every
     instance they have."""
-    if both := sorted({t.name for t in pool} & {t.name for t in test_tasks}):  # names compared cleaned (data.text)
+    if both := sorted({t.name for t in pool} & {t.name for t in test_tasks}):  # names compared cleaned (promoe.text)
         raise DataError(f"{len(both)} task(s) are both training and test tasks, e.g. {both[0]}",
                         file="; ".join(sources.values()), fix="a test task must be unseen: remove it from the training data")
     if cfg.max_test_tasks is not None and cfg.max_test_tasks < len(test_tasks):
