@@ -139,3 +139,12 @@ def test_no_share_of_a_headroom_that_is_not_detected() -> None:
     detected = {**sig, "headroom": {"rougeL": {**room, "headroom": _t(2.45, 0.5, 5.0, p=0.001), "recovered": {
         "promoe": {"share": None, "low": None, "high": None, "n_tasks": 100}}}}}  # spans 0 on the three's tasks
     assert "over the 100 tasks the three rows share its 95% CI spans 0" in "\n".join(answer_section(detected, None))
+
+
+def test_a_run_with_less_power_than_the_reference_run_says_where_the_powered_answer_is() -> None:
+    assert "Power:" not in "\n".join(answer_section(SIG, None))  # promoe − moe MDE 1.50: powered
+    weak = {**SIG, "paired": {**SIG["paired"], "moe": {"rougeL": _t(0.5, -4.0, 5.0, mde=4.8, p=0.8)}}}
+    text = "\n".join(answer_section(weak, None))
+    assert "detects a `promoe` − `moe` difference of 4.80 ROUGE-L (MDE), not smaller ones" in text
+    assert "`results/reference/`" in text and "--preset reference" in text
+    assert "Power:" not in "\n".join(answer_section(weak, None, metric="exact_match"))

@@ -95,7 +95,8 @@ def answer_section(sig: dict, condition: str | None, metric: str = "rougeL") -> 
               f"{'n/a' if c.mde is None else f'{c.mde:.2f}'}, p (Holm) {_p(c.p_holm, sig.get('n_boot'))}, "
               f"{c.scope} — {c.verdict}." for c in found), "")]
 
-    out += lines(own_comparisons(sig, metric))
+    own = own_comparisons(sig, metric)
+    out += lines(own) + _power_line(own, metric)
     if line := _headroom_line(sig, metric):
         out += [f"**{line}**", ""]
     inside = by_condition(sig, metric)
@@ -104,6 +105,22 @@ def answer_section(sig: dict, condition: str | None, metric: str = "rougeL") -> 
         if line := _headroom_line(sig, metric, c):
             out += [f"**{line}**", ""]
     return out
+
+
+POWERED_MDE = 1.5
+"""The MDE in ROUGE-L of ``promoe − moe`` that the reference run is sized for (``--preset reference``: about 32
+instances per test task); a run above it says where the powered answer is."""
+
+
+def _power_line(own: list[tuple[str, list[Comparison]]], metric: str) -> list[str]:
+    """Where ``promoe − moe`` had less power than the reference run's, a line saying so and where that run is."""
+    head = next((c for _, found in own for c in found if c.other == "moe"), None)
+    if metric != "rougeL" or head is None or head.mde is None or head.mde <= POWERED_MDE:
+        return []
+    return [f"Power: this run detects a `{head.reference}` − `{head.other}` difference of {head.mde:.2f} ROUGE-L "
+            f"(MDE), not smaller ones. The powered answer (MDE about {POWERED_MDE} with about 32 instances per "
+            "test task) is the reference run shipped in `results/reference/` (`python run_experiment.py --preset "
+            "reference`).", ""]
 
 
 def fig_answer(sig: dict, metric: str = "rougeL") -> Figure | None:
