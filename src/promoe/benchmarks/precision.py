@@ -35,7 +35,7 @@ from promoe.metrics import instance_scores
 from promoe.model.build import replace_routers, variant_copy
 from promoe.model.task_routing import TableRouting, task_routed
 from promoe.resources import cpu
-from promoe.rows.oracle import _one_hot
+from promoe.rows.oracle import one_hot
 from promoe.setup import Setup
 
 DTYPES = ("fp32", "bf16", "fp32")
@@ -58,7 +58,7 @@ def variants(setup: Setup, run: Path, tasks: list[Task]) -> list[Variant]:
         if (run / "oracle.json").is_file():
             choices = json.loads((run / "oracle.json").read_text())["choices"]
             n_layers, n_experts = len(moe.moe_layers), moe.moe_layers[0].experts.n_experts
-            table = {t.name: _one_hot(n_layers, n_experts, choices.get(t.name, {}).get("expert")) for t in tasks}
+            table = {t.name: one_hot(n_layers, n_experts, choices.get(t.name, {}).get("expert")) for t in tasks}
             out.append(Variant("oracle", task_routed(variant_copy(moe), TableRouting(table)).eval(), emb))
     return out
 

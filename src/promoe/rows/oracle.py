@@ -58,7 +58,7 @@ def choose(tasks: Sequence[Task], n_experts: int, nll: Callable[[int, list[Insta
     return out
 
 
-def _one_hot(n_layers: int, n_experts: int, e: int | None) -> torch.Tensor:
+def one_hot(n_layers: int, n_experts: int, e: int | None) -> torch.Tensor:
     """Task-level routing (n_layers, n_experts) probabilities: expert ``e`` (None: uniform)."""
     if e is None:
         return torch.full((n_layers, n_experts), 1.0 / n_experts)
@@ -86,7 +86,7 @@ class _TaskNLL:
             self.task = task.name
         b = self.batch
         n_layers, n_experts = len(model.moe_layers), model.moe_layers[0].experts.n_experts
-        routing = _one_hot(n_layers, n_experts, expert).clamp_min(1e-8).log()[None].expand(len(b.labels), -1, -1)
+        routing = one_hot(n_layers, n_experts, expert).clamp_min(1e-8).log()[None].expand(len(b.labels), -1, -1)
         targets = int((b.labels != -100).sum())
         out = model(input_ids=None if self.lower is not None else b.input_ids, attention_mask=b.attention_mask,
                     labels=b.labels, lower=self.lower, routing=routing, num_items=max(targets, 1))
@@ -110,12 +110,12 @@ def _chosen(ctx: RunContext, row: Row, examples: Callable[[Task], list[Instance]
     model = variant_copy(ctx.trained["moe"])
     n_layers, n_experts = len(model.moe_layers), model.moe_layers[0].experts.n_experts
     names = [t.name for t in ctx.splits.test]
-    uniform = TableRouting({t: _one_hot(n_layers, n_experts, None) for t in names})
+    uniform = TableRouting({t: one_hot(n_layers, n_experts, None) for t in names})
     task_routed(model, uniform).eval()  # task-level routers; each candidate is passed as explicit routing
     t0 = time.perf_counter()
     choices = choose(ctx.splits.test, n_experts, _TaskNLL(model, ctx), examples, desc)
     record_stage(ctx.times, f"{row.name} choice", time.perf_counter() - t0)
-    table = {t: _one_hot(n_layers, n_experts, choices[t]["expert"] if t in choices else None) for t in names}
+    table = {t: one_hot(n_layers, n_experts, choices[t]["expert"] if t in choices else None) for t in names}
     task_routed(model, TableRouting(table)).eval()  # by task name: twins with one Definition keep their own choice
     if ctx.acc.is_main_process:
         write_json(ctx.run_dir / f"{row.name}.json", {"choices": choices, "uniform": sorted(set(names) - set(choices))})
