@@ -171,18 +171,21 @@ def test_bad_key_in_a_parent_names_the_parent(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("preset", "values"), [
-    ("default", {"name": "default", "train.steps": 32, "experts.steps": 96, "data.test_max_per_task": 2,
+    ("default", {"name": "default", "train.steps": 16, "experts.steps": 80, "train.batch_size": 4,
+                 "data.test_max_per_task": 2,
                  "data.headline_max_per_task": None, "compare.icl_models": [], "compare.router_only_models": [],
                  "compare.ablations": ["shuffled"], "eval.backbone": False,
                  "compare.fewshot_models": [], "eval.batch_size": 16, "experts.specialise": True,
                  "model.n_experts": 3, "model.shared_expert": True, "model.expert_width": 192,
                  "experts.clusters": "output", "train.models": ["dense", "upcycled", "moe", "promoe"],
                  "compare.routers": ["uniform", "oracle"], "train.budget": "matched",
-                 "train.lr_candidates": [1e-4, 3e-4, 1e-3], "train.router_lr_candidates": [1e-3, 3e-3, 1e-2]}),
+                 "train.lr_candidates": [3e-4, 1e-3], "train.router_lr_candidates": [3e-3, 1e-2]}),
     ("mechanism", {"name": "mechanism", "data.source": "synth", "prompt.condition": "router_only",
                    "experts.clusters": "meta", "train.models": ["moe", "promoe"],
                    "compare.routers": ["uniform", "oracle"], "compare.ablations": ["shuffled"]}),
-    ("full", {"name": "full", "train.steps": 64, "experts.steps": 384, "data.test_max_per_task": 2,
+    ("full", {"name": "full", "train.steps": 64, "experts.steps": 384, "train.batch_size": 8,
+              "train.lr_candidates": [1e-4, 3e-4, 1e-3], "train.router_lr_candidates": [1e-3, 3e-3, 1e-2],
+              "data.test_max_per_task": 2,
               "data.headline_max_per_task": 8, "compare.router_only_models": ["moe", "promoe"],
               "compare.ablations": ["shuffled", "empty", "random_text", "category", "paraphrase"],
               "eval.backbone": True, "compare.fewshot_k": 2,
@@ -231,7 +234,7 @@ def test_presets_ship_with_the_package() -> None:
     ("train.steps=0", "train.steps"),
     ("train.batch_size=0", "train.batch_size"),
     ("train.micro_batch_size=0", "train.micro_batch_size"),
-    ("train.micro_batch_size=9", "train.micro_batch_size"),  # more than the batch of 8
+    ("train.micro_batch_size=5", "train.micro_batch_size"),  # more than the batch of 4
     ("train.lr=0", "train.lr"),
     ("train.lr=-0.001", "train.lr"),
     ("train.lr=.nan", "train.lr"),
@@ -283,7 +286,7 @@ def test_out_of_range_value_is_refused_naming_the_key(override: str, key: str) -
 
 
 @pytest.mark.parametrize("override", [
-    "model.top_k=3", "model.moe_layers=[0,5]", "train.micro_batch_size=8", "train.max_grad_norm=0",
+    "model.top_k=3", "model.moe_layers=[0,5]", "train.micro_batch_size=4", "train.max_grad_norm=0",
     "train.eval_every=0", "data.val_tasks=0", "compare.fewshot_k=null", "train.models=[dense]",
     "compare.routers=[]", "model.router_jitter=0.5", "seed=4294967295",
 ])
