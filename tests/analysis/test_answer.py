@@ -142,9 +142,17 @@ def test_no_share_of_a_headroom_that_is_not_detected() -> None:
 
 
 def test_a_run_with_less_power_than_the_reference_run_says_where_the_powered_answer_is() -> None:
-    assert "Power:" not in "\n".join(answer_section(SIG, None))  # promoe − moe MDE 1.50: powered
+    powered = "\n".join(answer_section(SIG, None))  # promoe − moe MDE 1.50: powered, its power stated
+    assert "detects a difference of 1.50 ROUGE-L (MDE)." in powered and "results/reference" not in powered
     weak = {**SIG, "paired": {**SIG["paired"], "moe": {"rougeL": _t(0.5, -4.0, 5.0, mde=4.8, p=0.8)}}}
     text = "\n".join(answer_section(weak, None))
-    assert "detects a `promoe` − `moe` difference of 4.80 ROUGE-L (MDE), not smaller ones" in text
+    assert "Power: `promoe` − `moe` over " in text
+    assert "detects a difference of 4.80 ROUGE-L (MDE), not smaller ones" in text
     assert "`results/reference/`" in text and "--preset reference" in text
-    assert "Power:" not in "\n".join(answer_section(weak, None, metric="exact_match"))
+    assert "MDE)" not in "\n".join(answer_section(weak, None, metric="exact_match"))
+
+
+def test_the_answer_says_what_the_budget_bought() -> None:
+    text = "\n".join(answer_section(SIG, None, budget="every trained row saw 384 training examples (...)"))
+    assert "What this run's budget buys: every trained row saw 384 training examples (...); `promoe` − `moe` over " \
+           in text

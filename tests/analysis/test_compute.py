@@ -47,6 +47,8 @@ def test_report_gives_each_rows_compute_next_to_its_score(tmp_path: Path) -> Non
     write_json(run / "train/promoe/compute.json", fitted)
     report = (run / "REPORT.md").read_text() if analyze(run, n_boot=100) else ""
     assert report.index("## Headline") < report.index("## Compute per row") < report.index("## Paired tests")
+    assert "What this run's budget buys: every trained row saw 3,584 training examples (dense: 3,584 end to end; " \
+           "moe, promoe: 3,072 specialising their experts + 512 training routers)" in report
     section = report[report.index("## Compute per row"):report.index("## Paired tests")]
     lines = {line.split(" | ")[0].lstrip("| "): line for line in section.splitlines() if line.startswith("| ")}
     assert "copy_demo" not in lines  # no training behind it

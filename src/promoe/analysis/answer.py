@@ -67,8 +67,10 @@ def _headroom_line(sig: dict, metric: str, condition: str | None = None) -> str 
     return head + f"`{ref}` recovers {r['share']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}] of it (1: all, 0: none)."
 
 
-def answer_section(sig: dict, condition: str | None, metric: str = "rougeL") -> list[str]:
-    """REPORT.md's opening: the question, one line per comparison, the headroom, the condition; [] without promoe."""
+def answer_section(sig: dict, condition: str | None, metric: str = "rougeL", budget: str | None = None) -> list[str]:
+    """REPORT.md's opening: the question, one line per comparison, what the run's budget bought (``budget``: the
+    training examples each row saw, :func:`promoe.analysis.compute.budget`), the headroom, the condition; [] without
+    promoe."""
     if REFERENCE not in sig.get("models", {}):
         return []
     where = {"standard": "standard prompts (Definition + input: the description reaches every model through its "
@@ -96,7 +98,7 @@ def answer_section(sig: dict, condition: str | None, metric: str = "rougeL") -> 
               f"{c.scope} — {c.verdict}." for c in found), "")]
 
     own = own_comparisons(sig, metric)
-    out += lines(own) + _power_line(own, metric)
+    out += lines(own) + _power_line(own, metric, budget)
     if line := _headroom_line(sig, metric):
         out += [f"**{line}**", ""]
     inside = by_condition(sig, metric)
@@ -112,15 +114,19 @@ POWERED_MDE = 1.5
 instances per test task); a run above it says where the powered answer is."""
 
 
-def _power_line(own: list[tuple[str, list[Comparison]]], metric: str) -> list[str]:
-    """Where ``promoe − moe`` had less power than the reference run's, a line saying so and where that run is."""
+def _power_line(own: list[tuple[str, list[Comparison]]], metric: str, budget: str | None = None) -> list[str]:
+    """What the run's budget bought: the training examples each row saw (``budget``) and the smallest ``promoe −
+    moe`` difference the test detects; where that is above the reference run's, where the powered answer is."""
     head = next((c for _, found in own for c in found if c.other == "moe"), None)
-    if metric != "rougeL" or head is None or head.mde is None or head.mde <= POWERED_MDE:
+    if metric != "rougeL" or head is None or head.mde is None:
         return []
-    return [f"Power: this run detects a `{head.reference}` − `{head.other}` difference of {head.mde:.2f} ROUGE-L "
-            f"(MDE), not smaller ones. The powered answer (MDE about {POWERED_MDE} with about 32 instances per "
-            "test task) is the reference run shipped in `results/reference/` (`python run_experiment.py --preset "
-            "reference`).", ""]
+    line = (f"What this run's budget buys: {budget}; " if budget else "Power: ") + \
+        f"`{head.reference}` − `{head.other}` over {head.scope} detects a difference of {head.mde:.2f} ROUGE-L (MDE)"
+    if head.mde <= POWERED_MDE:
+        return [line + ".", ""]
+    return [line + ", not smaller ones. The powered answer (MDE about "
+            f"{POWERED_MDE} with about 32 instances per test task) is the reference run shipped in "
+            "`results/reference/` (`python run_experiment.py --preset reference`).", ""]
 
 
 def fig_answer(sig: dict, metric: str = "rougeL") -> Figure | None:

@@ -127,6 +127,27 @@ def _pilots(d: dict, model: str, detail: bool) -> str:
     return f"{len(c['val_loss'])} × {c['pilot_steps']} steps{cost}"
 
 
+def budget(run_dir: Path, models: list[str]) -> str | None:
+    """The training examples each trained model of ``models`` saw, in one phrase (None: none recorded): e.g. "every
+    trained row saw 384 training examples (moe, promoe: 320 specialising their experts + 64 training routers; dense,
+    upcycled: 384 end to end)"."""
+    compute = read_compute(Path(run_dir) / "train")
+    trained = {m: compute[m] for m in models if m in compute}
+    if not trained:
+        return None
+    groups: dict[str, list[str]] = {}
+    for m, d in trained.items():
+        spec = d["specialisation"]
+        how = (f"{spec['examples']:,} specialising their experts + {d['examples']:,} training " +
+               ("routers" if d["lr"] is None else "the model")) if spec else f"{d['examples']:,} end to end"
+        groups.setdefault(how, []).append(m)
+    totals = {d["examples_total"] for d in trained.values()}
+    head = f"every trained row saw {totals.pop():,} training examples" if len(totals) == 1 else \
+        "the trained rows saw " + ", ".join(f"{m} {d['examples_total']:,}" for m, d in trained.items()) + \
+        " training examples"
+    return head + " (" + "; ".join(f"{', '.join(ms)}: {how}" for how, ms in groups.items()) + ")"
+
+
 def section(run_dir: Path, sig: dict) -> list[str]:
     """REPORT.md's "Compute per row": every row that stands on a trained model of the run in ``run_dir``
     (:func:`read_compute`), its ROUGE-L and that training's examples seen, steps and learning rates (empty for a

@@ -14,6 +14,7 @@ import numpy as np
 from promoe.analysis.agreement import section as agreement_section
 from promoe.analysis.answer import answer_section
 from promoe.analysis.cluster_routing import section as cluster_section
+from promoe.analysis.compute import budget
 from promoe.analysis.compute import section as compute_section
 from promoe.analysis.expert_report import experts_section
 from promoe.analysis.markdown import num as _num
@@ -259,7 +260,7 @@ def render_report(run_dir: Path, data: RunData, sig: dict, seeds: dict | None,
            f"({sig['n_boot']} resamples, seed {sig['seed']}): ROUGE-L and EM are the official instance means, "
            "their intervals resample tasks with all their instances; task means weigh every task the same. "
            + _resampling(sig.get("resampling") or {}), ""]
-    out += answer_section(sig, data.condition)
+    out += answer_section(sig, data.condition, budget=budget(run_dir, list(sig["models"])))
     figures = dict(figures)  # the answer's figure is shown with the answer, the rest at the end
     if "figures/answer.png" in figures:
         alt, caption = figures.pop("figures/answer.png")
