@@ -1,6 +1,6 @@
 """Careless and hostile input, table-driven: every command line below is refused with exit status 2 and one
 ``error:`` line that says why, with no traceback and no hang (an alarm bounds each case), and a sentinel run
-folder and a sentinel user folder are byte-identical afterwards. The rules are the README's "Bad input"."""
+folder and a sentinel user folder are byte-identical afterwards. The rules are docs/reliability.md's "Bad input"."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rule 5 of the README's "Bad input" (bounded resources): every input is read within limits on size, nesting
+"""Rule 5 of docs/reliability.md's "Bad input" (bounded resources): every input is read within limits on size, nesting
 and alias expansion, every count is range-checked where it is read, memory does not grow with a count before its
 work starts. Each case is one clean refusal (exit status 2, one ``error:`` line naming the limit and how to raise
 it) in bounded time, and memory where it could grow. Rule 6 (damaged run state, a full disk) is in

@@ -1,4 +1,4 @@
-"""Rule 6 of the README's "Bad input" (a run trusts nothing it reads back), the second half of
+"""Rule 6 of docs/reliability.md's "Bad input" (a run trusts nothing it reads back), the second half of
 tests/test_hostile_resources_and_state.py: a damaged checkpoint, optimizer state, training log or progress file
 is made again from the last good state (one warning, the results of an undamaged run) or refused with one line
 naming the file and a fix that works (followed here); a full disk, an unwritable folder and a symbolic-link loop

@@ -1,4 +1,4 @@
-"""Rules 7 and 8 of the README's "Bad input": names and text are normalised once, where they are read, and compared
+"""Rules 7 and 8 of docs/reliability.md's "Bad input": names and text are normalised once, where they are read, and compared
 only in that form ("non-blank": at least one visible character); a resumed run's records are whole, and settings
 that cannot mean anything are refused before anything runs. Each case checks one clean refusal (exit status 2, one
 ``error:`` line naming the file, key or flag and the fix, nothing written outside the run folder) or the correct

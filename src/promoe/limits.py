@@ -1,4 +1,4 @@
-"""The limits within which every input is read and every count a user sets must lie (the README's "Bad input",
+"""The limits within which every input is read and every count a user sets must lie (docs/reliability.md's "Bad input",
 rule 5), in one place.
 
 Each limit has a default far above what a real run needs, and an environment variable that raises (or lowers)

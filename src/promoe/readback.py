@@ -1,5 +1,5 @@
 """What a run reads back of its own files (checkpoints, optimizer state, progress, records) is checked before it
-is used (the README's "Bad input", rule 6): each reader here returns the content whole and of the expected shape,
+is used (docs/reliability.md's "Bad input", rule 6): each reader here returns the content whole and of the expected shape,
 or raises one :class:`DamagedFile` naming the file and what is wrong with it, never a ``UnicodeDecodeError``,
 ``EOFError`` or ``AttributeError`` from deep inside the run.
 
