@@ -127,7 +127,7 @@ def real_data_root() -> Path:
 @pytest.fixture(scope="module")
 def tiny():
     """The smoke preset's model config and its tiny backbone, shared by the tests of one module (they
-    build models from copies of it). test_loop.py has a ``tiny`` of its own."""
+    build models from copies of it). training/test_loop.py has a ``tiny`` of its own."""
     from promoe.config import load_config
     from promoe.model.backbone import load_backbone
 

@@ -27,7 +27,7 @@ from promoe.model.backbone import load_backbone
 from promoe.model.build import build_model
 from promoe.model.moe_model import MoEModel
 from promoe.model.task_encoder import HashingEncoder
-from promoe.train import save_trainable
+from promoe.training.trainer import save_trainable
 
 D_TASK, D_FF, K = 16, 64, 2
 TEXTS = ["Is the sky blue?", "Translate: good morning to you all", "ok"]

@@ -150,7 +150,7 @@ def test_a_limit_is_raised_by_its_environment_variable(monkeypatch) -> None:
 def test_a_billion_steps_take_no_memory_before_the_first(tmp_path: Path, monkeypatch) -> None:
     from promoe.config import TrainConfig
     from promoe.stages.compute import drawn
-    from tests.test_train import _trainer
+    from tests.training.test_trainer import _trainer
 
     monkeypatch.setenv("PROMOE_MAX_COUNT", str(2 * 10**9))
     trainer = _trainer(tmp_path / "t", steps=10**9, eval_every=0)

@@ -21,9 +21,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from promoe.cli import main
-from promoe.evalstate import PassState
+from promoe.evaluation.state import PassState
 from tests.test_hostile_resources_and_state import refused, tree
-from tests.test_train import _trainer
+from tests.training.test_trainer import _trainer
 
 SMALL = ["train.models=[moe]", "compare.routers=[]", "compare.ablations=[]", "compare.icl_models=[]",
          "compare.fewshot_models=[]", "compare.router_only_models=[]", "eval.backbone=false"]

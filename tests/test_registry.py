@@ -13,7 +13,7 @@ from torch import nn
 
 from promoe import registry
 from promoe.config import load_config
-from promoe.evaluate import Variant
+from promoe.evaluation.predict import Variant
 from promoe.registry import Row, register, unregister
 
 

@@ -27,7 +27,7 @@ from promoe.rundir import (
     prepare,
     run_root,
 )
-from promoe.train import load_params
+from promoe.training.trainer import load_params
 
 
 def test_second_writer_is_refused_until_the_first_releases(tmp_path: Path) -> None:

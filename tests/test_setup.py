@@ -12,7 +12,7 @@ from promoe.data.schema import Task
 from promoe.errors import ConfigError
 from promoe.model.prompting import chat_prompt
 from promoe.setup import Setup
-from promoe.train import save_trainable
+from promoe.training.trainer import save_trainable
 
 pytestmark = pytest.mark.usefixtures("tiny_tensors")
 

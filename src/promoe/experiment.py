@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 SUMMARY_KEYS = ("rougeL", "exact_match", "n", "rougeL_task_mean", "exact_match_task_mean", "n_tasks",
                 "per_category")
 LIKELIHOOD_KEYS = ("ref_nll", "ref_nll_task_mean")
-"""In the summary of every row that has them (a row with a model, :mod:`promoe.likelihood`)."""
+"""In the summary of every row that has them (a row with a model, :mod:`promoe.evaluation.likelihood`)."""
 
 
 def write_splits(splits: TaskSplits, run_dir: Path) -> None:

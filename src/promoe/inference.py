@@ -18,7 +18,7 @@ from promoe.config import ExperimentConfig, load_config
 from promoe.data.schema import Instance, Task, require_text
 from promoe.data.sources import load_tasks
 from promoe.errors import PromoeError
-from promoe.evaluate import eval_items, predict, write_predictions
+from promoe.evaluation.predict import eval_items, predict, write_predictions
 from promoe.io import read_references
 from promoe.model.moe_model import MoEModel
 from promoe.model.stats import RoutingStats

@@ -133,7 +133,7 @@ def score(predictions: dict[str, str], references: Sequence[Reference]) -> dict:
 
 def add_likelihood(result: dict, nll: dict[str, float], references: Sequence[Reference]) -> dict:
     """``result`` (a :func:`score` dict of the same references) with the reference NLL (mean per-token NLL
-    of an instance's best reference, :mod:`promoe.likelihood`): ``ref_nll`` (instance mean),
+    of an instance's best reference, :mod:`promoe.evaluation.likelihood`): ``ref_nll`` (instance mean),
     ``ref_nll_task_mean``, per task and per instance; unchanged unless every instance has one."""
     by_task: dict[str, list[float]] = defaultdict(list)
     for ref in references:

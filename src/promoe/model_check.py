@@ -3,7 +3,7 @@ training, trains a few steps on real training tasks and generates answers for te
 
 This is the acceptance check of the model layer on a user's own backbone and data; it prints one
 row per model and returns the measurements. It is an application of the model layer (it reads the data
-splits, trains with :class:`promoe.loop.OptimizerStep` and generates with :func:`promoe.evaluate.predict`),
+splits, trains with :class:`promoe.training.loop.OptimizerStep` and generates with :func:`promoe.evaluation.predict.predict`),
 so it lives outside ``promoe.model``.
 """
 
@@ -20,9 +20,9 @@ from promoe.data.collate import encode_pair, pad_batch
 from promoe.data.prompts import task_prompt
 from promoe.data.schema import Instance, Task
 from promoe.data.splits import load_splits
-from promoe.evaluate import predict
-from promoe.loop import MicroBatch, OptimizerStep, adamw
+from promoe.evaluation.predict import predict
 from promoe.setup import Setup
+from promoe.training.loop import MicroBatch, OptimizerStep, adamw
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from promoe.model.precision import layers_in_bf16, resolve
 from promoe.model.prompting import chat_prompt
 from promoe.model.task_encoder import TaskEncoder, build_task_encoder
 from promoe.model.upcycle import ADAPTERS
-from promoe.train import load_params, load_trainable
+from promoe.training.trainer import load_params, load_trainable
 
 SPECIALISED = ("moe", "promoe")
 """The models that learn their routers over specialised experts when ``experts.specialise`` is on."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 
 from promoe.model.build import build_model, replace_routers, share_frozen_weights, variant_copy
-from promoe.train import param_groups
+from promoe.training.trainer import param_groups
 
 
 def test_variants_share_weights(tiny) -> None:

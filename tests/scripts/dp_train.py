@@ -16,7 +16,7 @@ from promoe.data.schema import Instance, Task
 from promoe.model.backbone import load_backbone
 from promoe.model.build import build_model
 from promoe.model.task_encoder import HashingEncoder
-from promoe.train import Trainer, save_trainable
+from promoe.training.trainer import Trainer, save_trainable
 
 
 def main(out: Path, kind: str = "promoe") -> None:

@@ -14,12 +14,12 @@ from accelerate import Accelerator
 
 from promoe.config import load_config
 from promoe.data.splits import load_splits
-from promoe.loop import TrainingError
 from promoe.stages import start
 from promoe.stages.compute import choose_lr, own_steps, pilot_config
 from promoe.stages.lower_cache import LowerCache
 from promoe.stages.train_models import train_model, training_examples
-from promoe.train import Trainer
+from promoe.training.loop import TrainingError
+from promoe.training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("tiny_tensors")
 

@@ -13,7 +13,7 @@ from promoe.model.prompting import chat_prompt
 from promoe.model.task_encoder import HashingEncoder
 from promoe.stages.logit_scale import logit_scale, logit_scales
 from promoe.stages.lower_cache import LowerCache
-from promoe.train import val_key
+from promoe.training.trainer import val_key
 from tests.helpers import _models, _tasks
 
 

@@ -28,7 +28,7 @@ from promoe.stages.specialise import (
     specialist,
     weight_distance,
 )
-from promoe.train import batch_of, load_trainable, val_key
+from promoe.training.trainer import batch_of, load_trainable, val_key
 
 pytestmark = pytest.mark.usefixtures("tiny_tensors")
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from promoe.cli import main
 from promoe.config import load_config
 from promoe.errors import ConfigError
-from promoe.train import Trainer
+from promoe.training.trainer import Trainer
 
 
 def test_moe_and_promoe_learn_routers_over_the_specialised_experts(tiny_data_root: Path, tmp_path: Path,

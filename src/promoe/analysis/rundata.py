@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 METRICS = ("rougeL", "exact_match")
 """The per-task score fields every statistic, table and figure covers."""
 LIKELIHOOD = "ref_nll"
-"""The per-task reference NLL (:mod:`promoe.likelihood`; lower is better), covered where every row compared has it
+"""The per-task reference NLL (:mod:`promoe.evaluation.likelihood`; lower is better), covered where every row compared has it
 (rows without a model, and runs before it was measured, have none)."""
 LABEL = {"rougeL": "ROUGE-L", "exact_match": "Exact match", LIKELIHOOD: "Reference NLL"}
 ROUTING_KEYS = ("load", "tokens", "load_cv", "token_entropy", "task_names", "task_histograms")

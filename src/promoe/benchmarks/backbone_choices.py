@@ -24,7 +24,7 @@ from promoe.config import load_config
 from promoe.data.collate import encode_pair, pad_batch
 from promoe.data.prompts import task_prompt
 from promoe.data.splits import load_splits
-from promoe.evaluate import predict
+from promoe.evaluation.predict import predict
 from promoe.setup import Setup
 
 

@@ -21,7 +21,7 @@ from promoe.config import load_config
 from promoe.data.examples import build_examples
 from promoe.data.splits import load_splits
 from promoe.setup import Setup
-from promoe.train import batch_of
+from promoe.training.trainer import batch_of
 
 
 @torch.no_grad()

@@ -29,7 +29,7 @@ from promoe.analysis.stats import paired_test
 from promoe.config import load_config
 from promoe.data.schema import Task
 from promoe.data.splits import load_splits
-from promoe.evaluate import Variant, eval_items, predict_variants
+from promoe.evaluation.predict import Variant, eval_items, predict_variants
 from promoe.io import write_json
 from promoe.metrics import instance_scores
 from promoe.model.build import replace_routers, variant_copy

@@ -4,7 +4,7 @@ fraction of this CPU's dense matmul peak.
 * ``peak``: FLOP/s of a square matmul (``2 n^3`` FLOPs), medians over repeats, in fp32 and — only where the CPU
   runs it natively (:func:`promoe.resources.native_bf16`) — in bf16;
 * ``train``: optimizer steps of ``promoe`` (the default preset's model, over upcycled experts — throughput does
-  not depend on the weights — frozen where the preset freezes its specialised experts) through the project's own :class:`promoe.train.Trainer` on one fixed batch of
+  not depend on the weights — frozen where the preset freezes its specialised experts) through the project's own :class:`promoe.training.trainer.Trainer` on one fixed batch of
   ``train.batch_size`` Tk-Instruct prompts, the lower-layer cache off so every step does the same work;
 * ``eval``: zero-shot generation of one batch of ``eval.batch_size`` instances, ``eval.max_new_tokens`` new
   tokens each (EOS suppressed, so every call does the same work), as the evaluation stage runs it.
@@ -34,7 +34,7 @@ from promoe.config import load_config
 from promoe.data.examples import TrainExample
 from promoe.resources import native_bf16
 from promoe.setup import Setup, specialised_names
-from promoe.train import Trainer
+from promoe.training.trainer import Trainer
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:

@@ -4,7 +4,7 @@ Two sources, one result: a task's own ``Paraphrases`` field (task files; the syn
 phrasings there) and the data folder's paraphrase package (``paraphrases/descriptions.jsonl.gz``: about 200
 descriptions written by a language model for each of 438 SNI training and 62 test tasks, from Text-to-LoRA).
 Meta-training reads them for **training tasks only** (:func:`router_wordings`): the router sees one wording of
-each task per step (:class:`promoe.train.Trainer`), never in the prompt. A test task's paraphrases serve only
+each task per step (:class:`promoe.training.trainer.Trainer`), never in the prompt. A test task's paraphrases serve only
 the ``paraphrase`` ablation (:mod:`promoe.rows.ablations`).
 """
 

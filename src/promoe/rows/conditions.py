@@ -8,14 +8,14 @@ import time
 from dataclasses import replace
 
 from promoe import registry
-from promoe.evaluate import Variant
-from promoe.fewshot import fewshot_tasks, run_fewshot
+from promoe.evaluation.predict import Variant
 from promoe.registry import ABLATED, HEADROOM, Row
 from promoe.resources import record_stage, release_memory
 from promoe.stages.context import RunContext
 from promoe.stages.lower_cache import LowerCache
 from promoe.stages.score_rows import ablation_rows, ablation_texts
 from promoe.stages.train_models import train_model, training_examples
+from promoe.training.fewshot import fewshot_tasks, run_fewshot
 
 
 def in_context(ctx: RunContext, row: Row, bases: list[str]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from promoe.evaluate import Variant
+from promoe.evaluation.predict import Variant
 from promoe.registry import Row
 from promoe.stages.context import RunContext
 

@@ -27,8 +27,7 @@ from tqdm.auto import tqdm
 from promoe.data.collate import encode_pair, pad_batch
 from promoe.data.prompts import config_prompt
 from promoe.data.schema import Instance, Task
-from promoe.evaluate import Variant
-from promoe.fewshot import demonstration_task
+from promoe.evaluation.predict import Variant
 from promoe.io import write_json
 from promoe.model.build import variant_copy
 from promoe.model.moe_model import MoEModel
@@ -36,6 +35,7 @@ from promoe.model.task_routing import TableRouting, task_routed
 from promoe.registry import Row
 from promoe.resources import record_stage
 from promoe.stages.context import RunContext
+from promoe.training.fewshot import demonstration_task
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from promoe.evaluate import Variant
+from promoe.evaluation.predict import Variant
 from promoe.model.build import replace_routers, variant_copy
 from promoe.model.task_routing import KNNRouting, SkillRouting, task_routed, task_skills
 from promoe.registry import Row

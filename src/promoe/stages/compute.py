@@ -30,10 +30,10 @@ from pathlib import Path
 from promoe.config import ExperimentConfig, TrainConfig
 from promoe.data.examples import TrainExample, sampling_plan
 from promoe.io import write_json
-from promoe.loop import TrainingError
 from promoe.model.moe_model import MoEModel
 from promoe.readback import DamagedFile, has, json_file, redo
-from promoe.train import TrainResult, param_groups
+from promoe.training.loop import TrainingError
+from promoe.training.trainer import TrainResult, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def label(value: float) -> str:
 
 
 def drawn(examples: Sequence[TrainExample], tcfg: TrainConfig, seed: int, steps: Sequence[int]) -> set[int]:
-    """The training examples the sampling plans of ``steps`` steps draw (as :class:`~promoe.train.Trainer` makes
+    """The training examples the sampling plans of ``steps`` steps draw (as :class:`~promoe.training.trainer.Trainer` makes
     them): what the lower-layer cache must keep for a model's pilots and its training. A plan is read step by step
     and no further once it has drawn every example (a plan of many steps is not replayed to its end)."""
     out: set[int] = set()

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from promoe.config import ExperimentConfig
 from promoe.data.splits import TaskSplits
-from promoe.evaluate import Variant
+from promoe.evaluation.predict import Variant
 from promoe.io import write_npz
 from promoe.model.moe_model import MoEModel
 from promoe.setup import Setup

@@ -13,10 +13,10 @@ from accelerate.utils import gather_object
 from promoe.config import ExperimentConfig, PromptConfig
 from promoe.data.schema import Instance, Task
 from promoe.data.splits import TaskSplits
-from promoe.decode import supports_shared_prefix
-from promoe.evaluate import Variant, eval_items, predict_variants, write_predictions
+from promoe.evaluation.decode import supports_shared_prefix
+from promoe.evaluation.likelihood import reference_nll
+from promoe.evaluation.predict import Variant, eval_items, predict_variants, write_predictions
 from promoe.io import read_likelihood, read_predictions, read_references, references_of
-from promoe.likelihood import reference_nll
 from promoe.metrics import add_likelihood, score
 from promoe.model.moe_model import MoEModel
 from promoe.model.stats import RoutingStats
@@ -118,7 +118,7 @@ class Evaluation:
         record_stage(self.times, label, time.perf_counter() - t1)
 
     def likelihood(self, variants: list[Variant], prompt: PromptConfig, label: str) -> dict[str, dict[str, float]]:
-        """This process's share of every row's reference NLL (:mod:`promoe.likelihood`)."""
+        """This process's share of every row's reference NLL (:mod:`promoe.evaluation.likelihood`)."""
         acc, cfg = self.acc, self.cfg
         with acc.autocast():
             return reference_nll(variants, self.tok, self.items[acc.process_index::acc.num_processes], prompt=prompt,

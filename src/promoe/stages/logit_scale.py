@@ -22,7 +22,7 @@ import torch
 from promoe.data.examples import TrainExample
 from promoe.model.moe_model import MoEModel, TaskRouting
 from promoe.model.router import ProactiveRouter, TokenRouter
-from promoe.train import LowerFn, batch_of, val_key
+from promoe.training.trainer import LowerFn, batch_of, val_key
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def logit_scale(model: MoEModel, examples: Sequence[TrainExample], task_emb: dic
                 pad_id: int, lower: LowerFn | None = None) -> dict | None:
     """Per part (:data:`PARTS`): the mean over layers, and ``per_layer``; None for a model without a learned
     router (``dense``) or without examples. ``lower``: the run's cache of lower-layer states, ``examples`` being
-    its validation examples (keyed :func:`~promoe.train.val_key`), so the frozen layers do not run again."""
+    its validation examples (keyed :func:`~promoe.training.trainer.val_key`), so the frozen layers do not run again."""
     routers = [layer.router for layer in model.moe_layers if isinstance(layer.router, TokenRouter | ProactiveRouter)]
     if not routers or not examples:
         return None

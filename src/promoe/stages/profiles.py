@@ -16,7 +16,7 @@ from promoe.io import write_npz
 from promoe.model.moe_model import MoEModel
 from promoe.readback import DamagedFile, arrays, redo
 from promoe.stages.lower_cache import LowerCache
-from promoe.train import batch_of
+from promoe.training.trainer import batch_of
 
 Profiles = tuple[list[str], np.ndarray]
 """Training task names and their routing (N, n_layers, n_experts)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from promoe import registry
-from promoe.evaluate import Variant
+from promoe.evaluation.predict import Variant
 from promoe.model.moe_model import MoEModel
 from promoe.registry import ABLATED
 from promoe.stages.context import RunContext

@@ -32,7 +32,7 @@ from promoe.resources import record_stage, release_memory
 from promoe.rundir import adopt_experts
 from promoe.stages.context import RunContext
 from promoe.stages.lower_cache import LowerCache
-from promoe.train import Trainer, batch_of, val_key
+from promoe.training.trainer import Trainer, batch_of, val_key
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def expert_matrix(model: MoEModel, clusters: Clusters, val_examples: Sequence[Tr
     """Mean per-token NLL (experts x clusters) of the validation examples of each cluster, with every token
     routed to one expert; ``best_on_own`` counts the clusters whose own expert is best; the experts' weight
     and output distances (the latter on the same examples, routed to their own cluster's expert). ``lower``:
-    the run's cache of lower-layer states, keyed :func:`~promoe.train.val_key` for these examples (those the
+    the run's cache of lower-layer states, keyed :func:`~promoe.training.trainer.val_key` for these examples (those the
     specialisation's checkpoint choice scored are read back, the others computed). Call under the run's
     autocast, as that choice ran."""
     gen, pad = model.hyper, ctx.setup.tokenizer.pad_token_id

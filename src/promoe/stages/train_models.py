@@ -42,7 +42,7 @@ from promoe.stages.logit_scale import logit_scales
 from promoe.stages.lower_cache import LowerCache
 from promoe.stages.profiles import load_or_make_profiles, routing_profiles
 from promoe.stages.specialise import make_clusters, specialise
-from promoe.train import Trainer, TrainingError
+from promoe.training.trainer import Trainer, TrainingError
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ from promoe import model_check, setup
 from promoe.config import ModelConfig, PromptConfig, TrainConfig, load_config
 from promoe.data.examples import build_examples
 from promoe.data.schema import Instance, Task
-from promoe.fewshot import finetune
-from promoe.loop import MicroBatch, OptimizerStep, TrainingError
 from promoe.model.backbone import load_backbone
 from promoe.model.build import build_model
 from promoe.model.task_encoder import HashingEncoder
-from promoe.train import Trainer, batch_of
+from promoe.training.fewshot import finetune
+from promoe.training.loop import MicroBatch, OptimizerStep, TrainingError
+from promoe.training.trainer import Trainer, batch_of
 
 pytestmark = pytest.mark.usefixtures("tiny_tensors")
 

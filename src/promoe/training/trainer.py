@@ -6,7 +6,7 @@ micro-batch is its target-token sum over the global batch's target-token count (
 data parallelism give exactly the one-process gradient), AdamW with warm-up and decay, gradient
 clipping, validation loss on held-out *training* tasks for model selection, resumable safetensors
 checkpoints, ``metrics.jsonl`` and a progress bar. The optimizer step itself is
-:class:`promoe.loop.OptimizerStep`, shared with few-shot fine-tuning and ``promoe model check``.
+:class:`promoe.training.loop.OptimizerStep`, shared with few-shot fine-tuning and ``promoe model check``.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from promoe.config import TrainConfig
 from promoe.data.collate import IGNORE, Encoded, pad_batch
 from promoe.data.examples import TrainExample, sampling_plan
 from promoe.io import atomic_write_text
-from promoe.loop import MicroBatch, OptimizerStep, adamw, forward
-from promoe.loop import TrainingError as TrainingError  # where callers import it from
 from promoe.model.moe_model import MoEModel
+from promoe.training.loop import MicroBatch, OptimizerStep, adamw, forward
+from promoe.training.loop import TrainingError as TrainingError  # where callers import it from
 
 log = logging.getLogger(__name__)
 

@@ -4,12 +4,12 @@ ROUGE-L takes the best). A low-noise second metric next to ROUGE-L / exact match
 compare routings over the same frozen experts.
 
 Rows that share the frozen lower layers of a decoder-only backbone get it in their generation pass instead
-(:func:`promoe.evaluate.predict_variants` with ``likelihood``: each reference through the prompt's cache, the
+(:func:`promoe.evaluation.predict.predict_variants` with ``likelihood``: each reference through the prompt's cache, the
 prompt not run twice); this pass scores the others (encoder-decoder backbones, few-shot rows).
 
 Each row sees the same prompts as its generation pass (:func:`promoe.data.prompts.config_prompt`) and the
 routing of its own :class:`~promoe.model.moe_model.TaskRouting`; when the rows share their frozen lower
-layers (:func:`promoe.decode.supports_shared_prefix`) a batch's pass through them is computed once.
+layers (:func:`promoe.evaluation.decode.supports_shared_prefix`) a batch's pass through them is computed once.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from promoe.config import PromptConfig
 from promoe.data.collate import encode_pair, pad_batch
 from promoe.data.prompts import config_prompt, fits_in
 from promoe.data.schema import Instance, Task
-from promoe.decode import supports_shared_prefix
-from promoe.evaluate import Variant
+from promoe.evaluation.decode import supports_shared_prefix
+from promoe.evaluation.predict import Variant
 from promoe.model.moe_model import TaskRouting
 
 

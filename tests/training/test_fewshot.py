@@ -1,4 +1,4 @@
-"""promoe.fewshot: fine-tuning on a task's demonstrations learns them and every task starts from the
+"""promoe.training.fewshot: fine-tuning on a task's demonstrations learns them and every task starts from the
 same weights; a killed few-shot pass resumes at its first unfinished task (on the smoke preset's tiny
 backbone, the ``tiny`` fixture)."""
 
@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from promoe import fewshot as fewshot_module
 from promoe.config import load_config
-from promoe.evalstate import PassState
-from promoe.evaluate import Variant
-from promoe.fewshot import demonstration_task, finetune, run_fewshot
+from promoe.evaluation.predict import Variant
+from promoe.evaluation.state import PassState
 from promoe.model.build import build_model
 from promoe.model.prompting import chat_prompt
 from promoe.model.stats import RoutingStats
-from promoe.train import TrainingError, batch_of
+from promoe.training import fewshot as fewshot_module
+from promoe.training.fewshot import demonstration_task, finetune, run_fewshot
+from promoe.training.trainer import TrainingError, batch_of
 from tests.helpers import TASKS
 
 

@@ -1,4 +1,4 @@
-"""promoe.cli_data: ``promoe data clusters`` on the tiny offline data (summary and synth: tests/data)."""
+"""promoe.cli.data: ``promoe data clusters`` on the tiny offline data (summary and synth: tests/data)."""
 
 from __future__ import annotations
 

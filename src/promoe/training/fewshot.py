@@ -20,12 +20,12 @@ from tqdm.auto import tqdm
 from promoe.config import ExperimentConfig
 from promoe.data.examples import build_examples
 from promoe.data.schema import Instance, Task
-from promoe.evalstate import PassState, fingerprint
-from promoe.evaluate import Variant, predict_variants
-from promoe.likelihood import reference_nll
-from promoe.loop import MicroBatch, OptimizerStep, adamw
+from promoe.evaluation.likelihood import reference_nll
+from promoe.evaluation.predict import Variant, predict_variants
+from promoe.evaluation.state import PassState, fingerprint
 from promoe.model.moe_model import MoEModel
-from promoe.train import batch_of, param_groups
+from promoe.training.loop import MicroBatch, OptimizerStep, adamw
+from promoe.training.trainer import batch_of, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,14 @@ def run_fewshot(models: dict[str, MoEModel], variants: dict[str, Variant], items
                 task_emb: dict[str, torch.Tensor], progress: Path | None = None
                 ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, float]]]:
     """Predictions ``{row: {instance id: answer}}`` of every model fine-tuned per test task, and their
-    reference NLLs ``{row: {instance id: nll}}`` (:mod:`promoe.likelihood`).
+    reference NLLs ``{row: {instance id: nll}}`` (:mod:`promoe.evaluation.likelihood`).
 
     ``models`` maps a row name (``moe-fewshot``) to a trained model, ``variants`` the same names to the
     :class:`Variant` that collects its routing statistics. A task without positive examples is answered
     by the unchanged model (logged). Each task's fine-tuning starts from the same random state (seeded
     by ``cfg.seed`` and the task's name), so a task's answers do not depend on the tasks before it; with
     ``progress`` (a JSON file) the answers are saved after every task and a killed pass resumes at its
-    first unfinished task (see :mod:`promoe.evalstate`).
+    first unfinished task (see :mod:`promoe.evaluation.state`).
     """
     c = cfg.compare
     out: dict[str, dict[str, str]] = {name: {} for name in models}

@@ -1,4 +1,4 @@
-"""promoe.evalstate: an evaluation pass killed after a progress save resumes at its first unsaved batch
+"""promoe.evaluation.state: an evaluation pass killed after a progress save resumes at its first unsaved batch
 and ends with exactly the answers and routing counts of an uninterrupted pass."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from promoe.config import PromptConfig
-from promoe.evalstate import PassState
-from promoe.evaluate import Variant, predict_variants
+from promoe.evaluation.predict import Variant, predict_variants
+from promoe.evaluation.state import PassState
 from promoe.model.build import replace_routers, variant_copy
 from promoe.model.prompting import chat_prompt
 from promoe.model.stats import RoutingStats

@@ -1,4 +1,4 @@
-"""promoe.decode: shared-prefix greedy decoding of each model equals its own ``generate``."""
+"""promoe.evaluation.decode: shared-prefix greedy decoding of each model equals its own ``generate``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import StoppingCriteriaList
 
-from promoe.decode import (
+from promoe.evaluation.decode import (
     best_target_nll,
     eos_ids,
     greedy,
@@ -17,7 +17,7 @@ from promoe.decode import (
     supports_shared_prefix,
     upper,
 )
-from promoe.evaluate import FirstLineDone
+from promoe.evaluation.predict import FirstLineDone
 from promoe.model.prompting import chat_prompt
 from promoe.model.task_encoder import HashingEncoder
 from tests.helpers import _models

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-from promoe.cli_args import add_config_args, config_of
+from promoe.cli.args import add_config_args, config_of
 from promoe.data.synth import SYNTH_PARAPHRASES
 from promoe.limits import count_arg, seed_arg
 

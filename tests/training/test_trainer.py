@@ -1,4 +1,4 @@
-"""promoe.train: resume from a checkpoint gives the uninterrupted result; sampling plan; NaN stops cleanly;
+"""promoe.training.trainer: resume from a checkpoint gives the uninterrupted result; sampling plan; NaN stops cleanly;
 validation routes as the model is scored; data-parallel training (2 CPU processes, gloo) matches 1-process
 training with the same global batch."""
 
@@ -23,7 +23,7 @@ from promoe.errors import PromoeError
 from promoe.model.backbone import load_backbone
 from promoe.model.build import build_model
 from promoe.model.task_encoder import HashingEncoder
-from promoe.train import Trainer, TrainingError, read_metrics, save_trainable
+from promoe.training.trainer import Trainer, TrainingError, read_metrics, save_trainable
 
 MCFG = ModelConfig(backbone="tiny-llama", n_moe_layers=2, n_experts=4, task_encoder="hashing", d_task=32, d_hyper=16)
 TASKS = [Task(name=f"task{t}", definition=f"Task {t}: copy the {w}.",
@@ -231,7 +231,7 @@ def test_torn_last_metrics_line_is_dropped_on_resume(tmp_path: Path) -> None:
 
 # -- data-parallel training (2 CPU processes, gloo) --------------------------------------------------
 
-SCRIPT = Path(__file__).parent / "scripts" / "dp_train.py"
+SCRIPT = Path(__file__).parents[1] / "scripts" / "dp_train.py"
 
 
 def _run(cmd: list[str], cwd: Path) -> None:

@@ -1,4 +1,4 @@
-"""promoe.evaluate: ``predict_variants`` passes each batch's prompts through the lower layers once for all
+"""promoe.evaluation.predict: ``predict_variants`` passes each batch's prompts through the lower layers once for all
 variants and answers as each variant alone; prompts over the length limit are cut, counted and reported."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import copy
 
 from promoe.config import PromptConfig, load_config
 from promoe.data.splits import TaskSplits
-from promoe.evaluate import Variant, batches_of, predict_variants
+from promoe.evaluation.predict import Variant, batches_of, predict_variants
 from promoe.experiment import stage_notes
 from promoe.model.prompting import chat_prompt
 from promoe.model.task_encoder import HashingEncoder

@@ -21,7 +21,7 @@ from promoe.config import PromptConfig
 from promoe.data.collate import encode_target
 from promoe.data.prompts import fits_in, fitted_prompt
 from promoe.data.schema import Instance, Task
-from promoe.decode import (
+from promoe.evaluation.decode import (
     best_target_nll,
     eos_ids,
     greedy,
@@ -30,7 +30,7 @@ from promoe.decode import (
     supports_shared_prefix,
     upper,
 )
-from promoe.evalstate import PassState, fingerprint
+from promoe.evaluation.state import PassState, fingerprint
 from promoe.io import reference_rows, references_of, write_json, write_jsonl
 from promoe.metrics import add_likelihood, score
 from promoe.model.moe_model import MoEModel, TaskRouting
@@ -106,14 +106,14 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     """Greedy answers ``{variant: {instance id: first non-empty line}}`` for ``items``.
 
     All variants see the same prompts. When their backbone allows it (see
-    :func:`~promoe.decode.supports_shared_prefix`; the variants must share the frozen lower layers),
+    :func:`~promoe.evaluation.decode.supports_shared_prefix`; the variants must share the frozen lower layers),
     each batch's pass through the lower layers is computed once for all variants. With ``progress``
     (a JSON file), the answers and routing counts are saved after every batch and a killed pass
-    resumes at its first unsaved batch (see :mod:`promoe.evalstate`). ``counts``, if given, receives
+    resumes at its first unsaved batch (see :mod:`promoe.evaluation.state`). ``counts``, if given, receives
     the number of ``prompts`` and how many lost (the start of) their Definition to fit ``max_length`` (``cut``;
     prompts are made to fit by :func:`promoe.data.prompts.fit_prompt`, as in training). With ``likelihood`` (filled
     ``{row: {instance id: NLL}}``; the shared-prefix path only), each row's reference NLL is scored in the
-    same pass, from its prompt's cache (:func:`promoe.decode.best_target_nll`; a reference keeps its first
+    same pass, from its prompt's cache (:func:`promoe.evaluation.decode.best_target_nll`; a reference keeps its first
     ``max_target_length`` tokens with EOS, as in training). Batches: :func:`batches_of`.
     """
     for v in variants:
@@ -144,7 +144,7 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     shared = all(supports_shared_prefix(v.model) for v in variants)
     if likelihood is not None and not shared:
         raise ValueError("predict_variants: likelihood is scored in the shared-prefix pass only "
-                         "(promoe.likelihood.reference_nll scores the others)")
+                         "(promoe.evaluation.likelihood.reference_nll scores the others)")
     targets = None if likelihood is None else reference_tokens(tokenizer, items, max_target_length)
     out: dict[str, dict[str, str]] = {v.name: {} for v in variants}
     batches = batches_of(order, [min(n, max_length) for n in lengths], batch_size, batch_tokens)
@@ -225,7 +225,7 @@ def write_predictions(out_dir: Path, name: str, items: Sequence[tuple[Task, Inst
                       nll: dict[str, float] | None = None) -> dict:
     """Write ``predictions/<name>.jsonl`` and ``scores/<name>.json``, and once the references of
     ``all_items`` (every scored instance of the run; default ``items``). With ``nll`` (instance id ->
-    reference NLL, :mod:`promoe.likelihood`), first ``likelihood/<name>.jsonl``, and the scores hold it."""
+    reference NLL, :mod:`promoe.evaluation.likelihood`), first ``likelihood/<name>.jsonl``, and the scores hold it."""
     ids = {i.id for _, i in items}
     every = references_of(tasks)
     refs = [r for r in every if r.id in ids]

@@ -1,4 +1,4 @@
-"""The ``promoe`` command line: ``data summary | synth | clusters`` (in :mod:`promoe.cli_data`), ``score``, ``baseline heuristic``, ``model``,
+"""The ``promoe`` command line: ``data summary | synth | clusters`` (in :mod:`promoe.cli.data`), ``score``, ``baseline heuristic``, ``model``,
 ``eval``, ``predict``, ``export``, ``bench``, ``config``, ``run``, ``analyze``."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from promoe.cli_args import Parser, add_config_args, config_of
-from promoe.cli_data import add_data_commands
+from promoe.cli.args import Parser, add_config_args, config_of
+from promoe.cli.data import add_data_commands
 from promoe.config import help_lines, to_dict
 from promoe.errors import PromoeError
 from promoe.limits import count_arg, seed_arg

@@ -1,4 +1,4 @@
-"""promoe.likelihood: the reference NLL of evaluation rows is each instance's mean per-token NLL of its best
+"""promoe.evaluation.likelihood: the reference NLL of evaluation rows is each instance's mean per-token NLL of its best
 reference, computed as each row alone would (shared lower layers or not), with each row's own routing."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from promoe.config import PromptConfig
 from promoe.data.collate import encode_pair
 from promoe.data.prompts import config_prompt
 from promoe.data.schema import Instance, Task
-from promoe.evaluate import Variant
-from promoe.likelihood import reference_nll
+from promoe.evaluation.likelihood import reference_nll
+from promoe.evaluation.predict import Variant
 from promoe.metrics import add_likelihood
 from promoe.model.moe_model import TaskRouting
 from promoe.model.prompting import chat_prompt
@@ -76,8 +76,8 @@ def test_add_likelihood_means_per_task_and_overall() -> None:
 
 
 def test_generation_pass_scores_the_same_nll_from_each_prompts_cache(backbone) -> None:
-    from promoe.decode import supports_shared_prefix
-    from promoe.evaluate import predict_variants
+    from promoe.evaluation.decode import supports_shared_prefix
+    from promoe.evaluation.predict import predict_variants
 
     tok, models, tasks, items, emb, kw = _setup(backbone)
     variants = [Variant("moe", models["moe"]), Variant("promoe", models["promoe"], emb),
@@ -95,7 +95,7 @@ def test_generation_pass_scores_the_same_nll_from_each_prompts_cache(backbone) -
 
 
 def test_rows_limited_to_some_instances_get_full_batches_of_them(backbone) -> None:
-    from promoe.evaluate import predict_variants
+    from promoe.evaluation.predict import predict_variants
 
     tok, models, tasks, items, emb, kw = _setup(backbone)
     few = {i.id for _, i in items[::3]}  # a row scoring a third of the instances

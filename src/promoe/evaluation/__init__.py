@@ -1,0 +1,1 @@
+"""Evaluation: greedy answers of many rows over one shared prefill (predict, decode, the per-task prompt cache, the key/value store), a pass's saved progress (state), reference likelihoods (likelihood)."""
