@@ -102,7 +102,7 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
                      desc: str = "eval",
                      disable_progress: bool = False, progress: Path | None = None,
                      counts: dict[str, int] | None = None, likelihood: dict[str, dict[str, float]] | None = None,
-                     max_target_length: int = 64) -> dict[str, dict[str, str]]:
+                     max_target_length: int = 64, prefix_cache: bool = True) -> dict[str, dict[str, str]]:
     """Greedy answers ``{variant: {instance id: first non-empty line}}`` for ``items``.
 
     All variants see the same prompts. When their backbone allows it (see
@@ -114,7 +114,9 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     prompts are made to fit by :func:`promoe.data.prompts.fit_prompt`, as in training). With ``likelihood`` (filled
     ``{row: {instance id: NLL}}``; the shared-prefix path only), each row's reference NLL is scored in the
     same pass, from its prompt's cache (:func:`promoe.decode.best_target_nll`; a reference keeps its first
-    ``max_target_length`` tokens with EOS, as in training). Batches: :func:`batches_of`.
+    ``max_target_length`` tokens with EOS, as in training). Batches: :func:`batches_of`. With ``prefix_cache`` (the
+    shared-prefix path only), the instances of a task in a batch share their prompts' common start: the lower
+    layers and each variant's upper layers run it once (:mod:`promoe.prompt_cache`).
     """
     for v in variants:
         v.model.eval()
@@ -161,10 +163,12 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
         enc = tokenizer([prompts[j] for j in idx], return_tensors="pt", padding=True, truncation=True,
                         max_length=max_length, add_special_tokens=False)
         enc = {k: v.to(device) for k, v in enc.items()}
-        stopper = FirstLineDone(tokenizer, enc["input_ids"].shape[1])
         # the cache keeps room for the longest continuation a variant writes after the prompt: its answer or a reference
         room = max([max_new_tokens, *(len(r) for j in idx for r in (targets[j] if targets is not None else ()))])
-        prefix = prefill(variants[0].model, enc["input_ids"], enc["attention_mask"], room=room) if shared else None
+        groups = [items[j][0].name for j in idx] if prefix_cache else None  # each task's common start, once
+        prefix = prefill(variants[0].model, enc["input_ids"], enc["attention_mask"], room=room, groups=groups,
+                         pad_id=tokenizer.pad_token_id) if shared else None
+        stopper = FirstLineDone(tokenizer, (prefix.input_ids if shared else enc["input_ids"]).shape[1])
         batch_targets = None if targets is None else lower_targets(  # every row's references, lower layers once
             variants[0].model, prefix, [targets[j] for j in idx], pad_id=tokenizer.pad_token_id)
         for v in todo:
@@ -177,6 +181,7 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
             ids, mask = enc["input_ids"][sel], enc["attention_mask"][sel]
             if shared:
                 part = prefix if len(rows) == len(idx) else prefix.select(sel)
+                mask = part.mask  # the prompts' layout: with a shared start, [its block | the row's own]
                 record = v.stats is not None
                 prompted, routing = v.model.with_routing(partial(upper, v.model, part, room=room), None,
                                                          None, record=record, routing=task_routing)
