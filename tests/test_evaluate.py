@@ -130,7 +130,9 @@ def test_a_task_s_shared_prompt_start_gives_the_same_answers_likelihoods_and_rou
             assert cached == plain
             for name, stats in plain_stats.items():
                 assert cached_nll[name] == pytest.approx(plain_nll[name], rel=1e-5), name
-                if stats is None:  # dense: nothing routed
+                # in other batches (the cache puts a task's instances together), the decoding steps a finished row
+                # still takes (padding, counted as in generate) differ: routing counts compare in the same batch
+                if stats is None or batch_size < len(items):  # (dense: nothing routed)
                     continue
                 assert stats.tokens.tolist() == cached_stats[name].tokens.tolist(), name
                 assert stats.load.tolist() == cached_stats[name].load.tolist(), name

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from promoe.prompt_cache import plan
+from promoe.prompt_cache import plan, shared_starts
 
 
 def test_a_task_s_rows_share_their_common_start_and_keep_a_token_of_their_own() -> None:
@@ -29,3 +29,9 @@ def test_rows_sharing_nothing_do_not_widen_the_others_and_no_split_that_saves_no
     assert layout.group.tolist() == [0, 0, 1] and layout.suffix_ids.tolist() == [[7], [8], [7]]  # row's suffix
     long_short = torch.tensor([[1] * 10 + [2], [1] * 10 + [3], [4, 4, 5] + [7] * 8, [4, 4, 6] + [7] * 8])
     assert plan(long_short, torch.ones_like(long_short), ["a", "a", "b", "b"], pad_id=0, min_len=2) is None
+
+
+def test_tasks_are_ordered_by_the_start_their_prompts_share() -> None:
+    tasks = ["a", "b", "a", "c", "b"]
+    ids = [[1, 2, 3, 4], [1, 2, 9], [1, 2, 3, 5, 6], [7], [1, 2, 9, 9]]
+    assert shared_starts(tasks, ids) == {"a": 3, "b": 3, "c": 1}  # a task of one prompt: all of it

@@ -36,6 +36,7 @@ from promoe.metrics import add_likelihood, score
 from promoe.model.moe_model import MoEModel, TaskRouting
 from promoe.model.prompting import answer_done, first_line
 from promoe.model.stats import RoutingStats
+from promoe.prompt_cache import shared_starts
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,9 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     ``{row: {instance id: NLL}}``; the shared-prefix path only), each row's reference NLL is scored in the
     same pass, from its prompt's cache (:func:`promoe.decode.best_target_nll`; a reference keeps its first
     ``max_target_length`` tokens with EOS, as in training). Batches: :func:`batches_of`. With ``prefix_cache`` (the
-    shared-prefix path only), the instances of a task in a batch share their prompts' common start: the lower
-    layers and each variant's upper layers run it once (:mod:`promoe.prompt_cache`).
+    shared-prefix path only), a task's instances go in consecutive batches (tasks in order of the length of the
+    start their prompts share, each task's instances by length) and those of a batch share their prompts' common
+    start: the lower layers and each variant's upper layers run it once (:mod:`promoe.prompt_cache`).
     """
     for v in variants:
         v.model.eval()
@@ -124,13 +126,20 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     fitted = [fitted_prompt(t, i, prompt, fits) for t, i in items]
     prompts = [wrap(f.text) for f in fitted]
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    tokens = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    lengths = [len(ids) for ids in tokens]
     # rows limited to some instances (eval.headline_rows' others) get batches of their own instances: first the
     # instances every such row scores, then the rest, each by length (no batch mostly of prompts they skip);
     # instances no row scores are not run
     limited = [v for v in variants if v.ids is not None]
     scored = [j for j, (t, i) in enumerate(items) if any(v.covers(t.name, i.id) for v in variants)]
-    order = sorted(scored, key=lambda j: (any(items[j][1].id not in v.ids for v in limited), lengths[j]))
+    shared = all(supports_shared_prefix(v.model) for v in variants)
+    prefix_cache = prefix_cache and shared
+    # with the prompt cache, a task's prompts go in consecutive batches (tasks in order of the start they share)
+    start = shared_starts([items[j][0].name for j in scored], [tokens[j] for j in scored]) if prefix_cache else {}
+    order = sorted(scored, key=lambda j: (any(items[j][1].id not in v.ids for v in limited),
+                                          *((start[items[j][0].name], items[j][0].name) if prefix_cache else ()),
+                                          lengths[j]))
     cut = sum(fitted[j].cut == "definition" for j in scored)  # the start of the Definition lost (fit_prompt)
     if counts is not None:
         counts.update(prompts=len(scored), cut=cut)
@@ -143,7 +152,6 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     elif cut:
         log.warning("%s: %d of %d prompts kept only the end of their Definition within %d tokens (eval.max_length)",
                     desc, cut, len(scored), max_length)
-    shared = all(supports_shared_prefix(v.model) for v in variants)
     if likelihood is not None and not shared:
         raise ValueError("predict_variants: likelihood is scored in the shared-prefix pass only "
                          "(promoe.likelihood.reference_nll scores the others)")

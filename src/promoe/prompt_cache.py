@@ -10,11 +10,13 @@ once (a left-padded batch), then every row's own suffix (left padded) against it
 gathered per row. A row's prompt then has the combined layout ``[prefix block | suffix block]``, with padding
 before each block marked 0 in the mask: positions (counting real tokens) and attention are the whole prompt's.
 :func:`join_routing` gives the routing of the two passes in that layout, so routing statistics count the tokens
-and decisions of the unshared pass.
+and decisions of the unshared pass. :func:`shared_starts` orders an evaluation's prompts so that a task's instances
+fill batches together.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
@@ -96,6 +98,17 @@ def plan(input_ids: Tensor, mask: Tensor, groups: Sequence[Hashable], *, pad_id:
     layout = Layout(*_left_pad(prefixes, pad_id), torch.tensor(group, device=input_ids.device),
                     *_left_pad([x[c:] for x, c in zip(real, cut, strict=True)], pad_id))
     return layout if layout.positions < input_ids.numel() else None
+
+
+def shared_starts(tasks: Sequence[Hashable], ids: Sequence[Sequence[int]]) -> dict[Hashable, int]:
+    """Per task, the tokens all its prompts (``ids``, one per entry of ``tasks``) start with. Prompts sorted by this
+    (then by task, then by length) put a task's instances in consecutive batches, where they share that start,
+    next to tasks whose start pads little against it: sorted by length alone, a task's instances scatter over
+    batches of other tasks."""
+    members: dict[Hashable, list[Sequence[int]]] = {}
+    for t, x in zip(tasks, ids, strict=True):
+        members.setdefault(t, []).append(x)
+    return {t: len(os.path.commonprefix([list(x) for x in xs])) for t, xs in members.items()}
 
 
 @dataclass
