@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from promoe.prompt_cache import plan, shared_starts
+from promoe.prompt_cache import plan, positions, task_keys
 
 
 def test_a_task_s_rows_share_their_common_start_and_keep_a_token_of_their_own() -> None:
@@ -31,7 +31,10 @@ def test_rows_sharing_nothing_do_not_widen_the_others_and_no_split_that_saves_no
     assert plan(long_short, torch.ones_like(long_short), ["a", "a", "b", "b"], pad_id=0, min_len=2) is None
 
 
-def test_tasks_are_ordered_by_the_start_their_prompts_share() -> None:
+def test_tasks_are_ordered_by_their_prompts_own_parts_then_shared_starts_and_batches_costed() -> None:
     tasks = ["a", "b", "a", "c", "b"]
     ids = [[1, 2, 3, 4], [1, 2, 9], [1, 2, 3, 5, 6], [7], [1, 2, 9, 9]]
-    assert shared_starts(tasks, ids) == {"a": 3, "b": 3, "c": 1}  # a task of one prompt: all of it
+    assert task_keys(tasks, ids) == {"a": (2, 3, "a"), "b": (1, 3, "b"), "c": (0, 1, "c")}  # one prompt: all start
+    assert positions(ids[:3], ["x", "y", "z"]) == 15  # nothing shared: padded to the longest
+    assert positions(ids[:3], tasks[:3], min_len=1) == 2 * 3 + 3 * 2  # a's start [1, 2, 3]; b's [1] alone
+    assert positions([[5] * 20 + [1], [5] * 20 + [2, 2]], ["a", "a"]) == 20 + 2 * 2  # the start once

@@ -36,7 +36,7 @@ from promoe.metrics import add_likelihood, score
 from promoe.model.moe_model import MoEModel, TaskRouting
 from promoe.model.prompting import answer_done, first_line
 from promoe.model.stats import RoutingStats
-from promoe.prompt_cache import shared_starts
+from promoe.prompt_cache import positions, task_keys
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +116,9 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     ``{row: {instance id: NLL}}``; the shared-prefix path only), each row's reference NLL is scored in the
     same pass, from its prompt's cache (:func:`promoe.decode.best_target_nll`; a reference keeps its first
     ``max_target_length`` tokens with EOS, as in training). Batches: :func:`batches_of`. With ``prefix_cache`` (the
-    shared-prefix path only), a task's instances go in consecutive batches (tasks in order of the length of the
-    start their prompts share, each task's instances by length) and those of a batch share their prompts' common
-    start: the lower layers and each variant's upper layers run it once (:mod:`promoe.prompt_cache`).
+    shared-prefix path only), the instances of a task in a batch share their prompts' common start: the lower layers
+    and each variant's upper layers run it once (:mod:`promoe.prompt_cache`); a task's instances then go in
+    consecutive batches where that computes fewer positions (:func:`cache_order`).
     """
     for v in variants:
         v.model.eval()
@@ -135,11 +135,11 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     scored = [j for j, (t, i) in enumerate(items) if any(v.covers(t.name, i.id) for v in variants)]
     shared = all(supports_shared_prefix(v.model) for v in variants)
     prefix_cache = prefix_cache and shared
-    # with the prompt cache, a task's prompts go in consecutive batches (tasks in order of the start they share)
-    start = shared_starts([items[j][0].name for j in scored], [tokens[j] for j in scored]) if prefix_cache else {}
-    order = sorted(scored, key=lambda j: (any(items[j][1].id not in v.ids for v in limited),
-                                          *((start[items[j][0].name], items[j][0].name) if prefix_cache else ()),
-                                          lengths[j]))
+    part = {j: any(items[j][1].id not in v.ids for v in limited) for j in scored}
+    order = sorted(scored, key=lambda j: (part[j], lengths[j]))
+    if prefix_cache:  # or each task's prompts together, where that computes fewer positions (many per task)
+        order = cache_order(order, part, [t.name for t, _ in items], [x[-max_length:] for x in tokens], batch_size,
+                            batch_tokens)
     cut = sum(fitted[j].cut == "definition" for j in scored)  # the start of the Definition lost (fit_prompt)
     if counts is not None:
         counts.update(prompts=len(scored), cut=cut)
@@ -219,6 +219,22 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
                 out[v.name][items[idx[r]][1].id] = first_line(text)
         state.save(todo, out, b + 1, likelihood)
     return out
+
+
+def cache_order(order: list[int], part: dict[int, bool], tasks: Sequence[str], ids: Sequence[Sequence[int]],
+                batch_size: int, batch_tokens: int | None) -> list[int]:
+    """``order`` (prompts by ``part``, then by length), or the prompts by ``part``, then each task's together
+    (:func:`promoe.prompt_cache.task_keys`), then by length: whichever computes fewer prompt positions with the
+    prompt cache (:func:`promoe.prompt_cache.positions`; ties: ``order``). Together pays with several instances of
+    a task per batch; with one or two, the padding between tasks costs more than their shared starts save."""
+    keys = task_keys([tasks[j] for j in order], [ids[j] for j in order])
+    together = sorted(order, key=lambda j: (part[j], keys[tasks[j]], len(ids[j])))
+
+    def cost(o: list[int]) -> int:
+        return sum(positions([ids[j] for j in b], [tasks[j] for j in b])
+                   for b in batches_of(o, [len(x) for x in ids], batch_size, batch_tokens))
+
+    return together if cost(together) < cost(order) else order
 
 
 def reference_tokens(tokenizer, items: Sequence[tuple[Task, Instance]], max_target_length: int) -> list[list[list[int]]]:

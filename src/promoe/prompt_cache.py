@@ -10,8 +10,8 @@ once (a left-padded batch), then every row's own suffix (left padded) against it
 gathered per row. A row's prompt then has the combined layout ``[prefix block | suffix block]``, with padding
 before each block marked 0 in the mask: positions (counting real tokens) and attention are the whole prompt's.
 :func:`join_routing` gives the routing of the two passes in that layout, so routing statistics count the tokens
-and decisions of the unshared pass. :func:`shared_starts` orders an evaluation's prompts so that a task's instances
-fill batches together.
+and decisions of the unshared pass. :func:`task_keys` orders an evaluation's prompts so that a task's instances fill
+batches together, and :func:`positions` counts what a batch costs, to choose between that order and the plain one.
 """
 
 from __future__ import annotations
@@ -100,15 +100,27 @@ def plan(input_ids: Tensor, mask: Tensor, groups: Sequence[Hashable], *, pad_id:
     return layout if layout.positions < input_ids.numel() else None
 
 
-def shared_starts(tasks: Sequence[Hashable], ids: Sequence[Sequence[int]]) -> dict[Hashable, int]:
-    """Per task, the tokens all its prompts (``ids``, one per entry of ``tasks``) start with. Prompts sorted by this
-    (then by task, then by length) put a task's instances in consecutive batches, where they share that start,
-    next to tasks whose start pads little against it: sorted by length alone, a task's instances scatter over
-    batches of other tasks."""
-    members: dict[Hashable, list[Sequence[int]]] = {}
+def task_keys(tasks: Sequence[Hashable], ids: Sequence[Sequence[int]]) -> dict[Hashable, tuple]:
+    """Per task, where its prompts (``ids``, one per entry of ``tasks``) go in an order that keeps each task's prompts
+    together: by the longest part of a prompt beyond the start the task's prompts share, then by that start, then
+    by name. Batches cut from that order hold few tasks, alike in both lengths, so little padding is computed in
+    either block; sorted by length alone, a task's prompts scatter over other tasks' batches."""
+    members: dict[Hashable, list[list[int]]] = {}
     for t, x in zip(tasks, ids, strict=True):
-        members.setdefault(t, []).append(x)
-    return {t: len(os.path.commonprefix([list(x) for x in xs])) for t, xs in members.items()}
+        members.setdefault(t, []).append(list(x))
+    out = {}
+    for t, xs in members.items():
+        start = len(os.path.commonprefix(xs))
+        out[t] = (max(len(x) for x in xs) - start, start, str(t))
+    return out
+
+
+def positions(ids: Sequence[Sequence[int]], groups: Sequence[Hashable], *, min_len: int = MIN_SHARED) -> int:
+    """The prompt positions the lower layers (and each variant's upper layers) compute for one batch of prompts
+    (``ids``, token lists; ``groups`` as for :func:`plan`): padded to the longest, less what a split saves."""
+    padded, mask = _left_pad([torch.tensor(list(x), dtype=torch.long) for x in ids], 0)
+    layout = plan(padded, mask, groups, pad_id=0, min_len=min_len)
+    return padded.numel() if layout is None else layout.positions
 
 
 @dataclass

@@ -36,6 +36,7 @@ def test_cache_off_and_on_score_every_row_alike_and_time_each_phase(tiny_run: Pa
     assert all(set(p["phases"]) == set(PHASES) and p["phases"]["prefill"] > 0 for p in s["passes"].values())
     positions = s["passes"]["on"]["positions"]
     assert positions["batches_split"] >= 1 and positions["computed"] < positions["plain"]  # it did share
+    assert s["positions_share"] == positions["computed"] / s["passes"]["off"]["positions"]["plain"]
 
 
 def test_bad_counts_are_refused(tiny_run: Path) -> None:

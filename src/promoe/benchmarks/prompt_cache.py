@@ -6,8 +6,8 @@ lower layers per batch, greedy answers and each reference's NLL from the prompt'
 and off again, side by side in one process (the first pass warms caches; the two off passes bound the drift of a
 shared machine), for each number of instances per task. Reported per setting: the seconds of each pass and of its
 phases (``prefill``: the lower layers; ``upper``: each row's own layers over the prompts; ``greedy``: decoding;
-``lower_targets`` and ``best_target_nll``: the references), the prompt positions the cache computed against the
-plain batches' (how much of the prompts it shared, after padding), whether every row's answers are identical and
+``lower_targets`` and ``best_target_nll``: the references), the prompt positions each pass computed (padding
+included: the cache's batches are cut differently) and their share of the plain pass's, whether every row's answers are identical and
 the largest reference-NLL difference, and the CPU.
 
     python -m promoe.benchmarks.prompt_cache --run RUN_DIR [--tasks 24] [--per-task 2 8] [--batch-size 16] [--json OUT]
@@ -42,8 +42,8 @@ PHASES = ("prefill", "upper", "greedy", "lower_targets", "best_target_nll")
 @contextlib.contextmanager
 def timed_phases(seconds: Counter, positions: Counter):
     """Inside the block, the seconds of each of :data:`PHASES` as :func:`promoe.evaluate.predict_variants` calls
-    them add to ``seconds``, and the prompt positions a split batch computed (``computed``) against the plain
-    batch's (``plain``; every batch the cache was asked to split) to ``positions``."""
+    them add to ``seconds``, and to ``positions`` the prompt positions of the batches (``plain``: each padded to its
+    longest prompt) and those the passes computed (``computed``: less what the batches split by the cache saved)."""
     def timer(name, fn):
         def run(*args, **kwargs):
             t0 = time.perf_counter()
@@ -55,16 +55,21 @@ def timed_phases(seconds: Counter, positions: Counter):
 
     def plan(input_ids, *args, **kwargs):
         layout = real_plan(input_ids, *args, **kwargs)
-        positions["plain"] += input_ids.numel()
-        positions["computed"] += input_ids.numel() if layout is None else layout.positions
+        positions["computed"] += layout.positions - input_ids.numel() if layout is not None else 0
         positions["batches_split"] += layout is not None
-        positions["batches"] += 1
         return layout
 
-    real_plan = promoe.decode.plan
+    def prefill(model, input_ids, *args, **kwargs):
+        positions["batches"] += 1
+        positions["plain"] += input_ids.numel()  # the batch's prompts, padded to the longest
+        positions["computed"] += input_ids.numel()  # less what a split saves (plan)
+        return real_prefill(model, input_ids, *args, **kwargs)
+
+    real_plan, real_prefill = promoe.decode.plan, promoe.evaluate.prefill
     with contextlib.ExitStack() as stack:
         for name in PHASES:
-            stack.enter_context(mock.patch.object(promoe.evaluate, name, timer(name, getattr(promoe.evaluate, name))))
+            fn = prefill if name == "prefill" else getattr(promoe.evaluate, name)
+            stack.enter_context(mock.patch.object(promoe.evaluate, name, timer(name, fn)))
         stack.enter_context(mock.patch.object(promoe.decode, "plan", plan))
         yield
 
@@ -95,11 +100,11 @@ def measure_one(run: Path, n_tasks: int, per: int, batch_size: int | None) -> di
             total = time.perf_counter() - t0
         nlls[label] = nll
         out["passes"][label] = {"seconds": total, "phases": {k: seconds[k] for k in PHASES},
-                                **({"positions": dict(positions)} if cache else {})}
+                                "positions": dict(positions)}
         print(f"{per} per task, cache {label}: {total:.1f} s", {k: round(seconds[k], 1) for k in PHASES}, flush=True)
     on, off = out["passes"]["on"], out["passes"]
     out["speedup"] = min(off["off"]["seconds"], off["off_again"]["seconds"]) / on["seconds"]
-    out["positions_share"] = on["positions"]["computed"] / on["positions"]["plain"]
+    out["positions_share"] = on["positions"]["computed"] / off["off"]["positions"]["plain"]  # of the plain pass's
     out["identical_answers"] = {r: sum(answers["on"][r][i.id] == answers["off"][r][i.id] for _, i in items)
                                 for r in answers["off"]}
     out["max_nll_diff"] = {r: max((abs(x - nlls["off"][r][k]) for k, x in nlls["on"][r].items()), default=0.0)
