@@ -85,7 +85,8 @@ def eval_task_file(run_dir: str | Path, name: str, tasks_file: str | Path, out_d
     preds = predict(trained.model, trained.tokenizer, items, task_emb=trained.embed(tasks),
                     prompt=trained.cfg.prompt, wrap=trained.wrap, batch_size=trained.cfg.eval.batch_size,
                     max_new_tokens=trained.cfg.eval.max_new_tokens, max_length=trained.cfg.eval.max_length,
-                    batch_tokens=trained.cfg.eval.batch_tokens, desc=f"eval {name}")
+                    batch_tokens=trained.cfg.eval.batch_tokens, prefix_cache=trained.cfg.eval.prefix_cache,
+                    desc=f"eval {name}")
     return write_predictions(out, name, items, preds, tasks)
 
 
@@ -98,7 +99,8 @@ def predict_one(run_dir: str | Path, name: str, definition: str, text: str) -> d
     stats = RoutingStats(len(trained.model.moe_layers), n_experts)
     answer = predict(trained.model, trained.tokenizer, eval_items([task]), task_emb=trained.embed([task]),
                      prompt=trained.cfg.prompt, wrap=trained.wrap, max_new_tokens=trained.cfg.eval.max_new_tokens,
-                     max_length=trained.cfg.eval.max_length, stats=stats, desc="predict")["user-0"]
+                     max_length=trained.cfg.eval.max_length, prefix_cache=trained.cfg.eval.prefix_cache, stats=stats,
+                     desc="predict")["user-0"]
     share = stats.load / np.maximum(stats.load.sum(1, keepdims=True), 1)
     layers = []
     for layer, row in enumerate(share):

@@ -94,16 +94,15 @@ def test_generation_pass_scores_the_same_nll_from_each_prompts_cache(backbone) -
     assert answers == predict_variants(variants, tok, items, **kw, max_new_tokens=4)
 
 
-def test_rows_limited_to_some_instances_get_full_batches_of_them(backbone) -> None:
-    from promoe.evaluation.predict import predict_variants
+def test_rows_limited_to_some_instances_get_full_batches_of_them(backbone, monkeypatch) -> None:
+    from promoe.evaluation import predict as evaluate
+    from promoe.evaluation.decode import prefill
 
     tok, models, tasks, items, emb, kw = _setup(backbone)
     few = {i.id for _, i in items[::3]}  # a row scoring a third of the instances
     rows = []  # prompts (rows) entering the shared lower layers, per batch
-    hook = models["moe"].backbone.model.layers[0].register_forward_hook(
-        lambda m, a, o: rows.append(a[0].shape[0]) if a[0].shape[1] > 1 else None)
-    out = predict_variants([Variant("moe", models["moe"], ids=few)], tok, items, **{**kw, "batch_size": 2},
-                           max_new_tokens=1)
-    hook.remove()
+    monkeypatch.setattr(evaluate, "prefill", lambda m, ids, *a, **k: rows.append(ids.shape[0]) or prefill(m, ids, *a, **k))
+    out = evaluate.predict_variants([Variant("moe", models["moe"], ids=few)], tok, items, **{**kw, "batch_size": 2},
+                                    max_new_tokens=1)
     assert set(out["moe"]) == few and len(few) < len(items)
     assert sum(rows) == len(few) and len(rows) == -(-len(few) // 2)  # full batches of its own prompts only

@@ -73,6 +73,7 @@ def score(setup: Setup, run: Path, tasks: list[Task], items: list) -> tuple[dict
                                batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
                                max_length=cfg.eval.max_length, batch_tokens=cfg.eval.batch_tokens,
                                likelihood=nll, max_target_length=cfg.train.max_target_length,
+                               prefix_cache=cfg.eval.prefix_cache,
                                desc=f"scoring, lower layers in {setup.lower_dtype}")
     seconds = time.perf_counter() - t0
     rouge = {r: {i.id: 100 * instance_scores(a[i.id], i.outputs)[0] for _, i in items} for r, a in answers.items()}

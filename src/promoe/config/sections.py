@@ -247,6 +247,10 @@ class EvalConfig:
     batch_tokens: int | None = setting(
         8192, "Cap on a generation batch's padded prompt tokens (its size x its longest prompt): batches of long "
               "prompts are smaller, so the memory of a batch stays bounded (unset: eval.batch_size alone).", lo=1)
+    prefix_cache: bool = setting(
+        True, "Run the start the prompts of a task share (chat wrapper and Definition) once per batch, not once per "
+              "instance, through the frozen lower layers and each row's own layers (decoder-only backbones; false: "
+              "every prompt whole, as before; answers are the same).")
     backbone: bool = setting(True, "Also evaluate the untrained backbone.")
     headline_rows: list[str] = field(default_factory=list, metadata={
         "help": "Rows scored on data.headline_max_per_task instances per test task (the question's rows: generation "

@@ -10,78 +10,23 @@ Results equal ``model.generate`` (greedy) of each variant on its own (tests comp
 The same pass scores references (:func:`target_nll`): after a variant's upper layers have run over the
 prompt (:func:`upper`), each reference is fed through the cached prompt, so a row's reference likelihood
 costs the reference's tokens only, not a second pass over its prompt.
+
+The instances of one task share a long start of their prompts (the chat wrapper and the Definition): with
+``groups`` (each row's task), :func:`prefill` and then every variant's :func:`upper` run it once per batch rather
+than once per instance (:mod:`promoe.evaluation.prompt_cache`); decoding and references read the rows' combined layout.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from promoe.evaluation.kvstore import KVStore
+from promoe.evaluation.prompt_cache import Shared, join_routing, plan
 from promoe.model.moe_model import MoEModel
-
-
-class KVStore:
-    """The smallest key/value cache the Hugging Face attention layers accept: ``update`` appends a
-    step's keys and values and returns the layer's keys and values so far.
-
-    Each layer's tensors live in a buffer with room for ``room`` more positions, so a decoding step
-    writes in place instead of concatenating (copying) the whole cache, which dominated decoding.
-    One prefill serves every variant without a copy: :meth:`view` is a store over the same buffers that
-    sees this store's positions and writes after them, into the room; the next view overwrites what the
-    last one wrote there, and this store's own positions never change. Views are used one at a time.
-    """
-
-    def __init__(self, room: int = 0) -> None:
-        self.room = room
-        self.buf: dict[int, tuple[Tensor, Tensor]] = {}
-        self.len: dict[int, int] = {}
-
-    def _alloc(self, layer: int, k: Tensor, v: Tensor) -> None:
-        n = k.shape[-2]
-        bk, bv = k.new_empty(*k.shape[:-2], n + self.room, k.shape[-1]), v.new_empty(*v.shape[:-2], n + self.room,
-                                                                                       v.shape[-1])
-        bk[..., :n, :], bv[..., :n, :] = k, v
-        self.buf[layer], self.len[layer] = (bk, bv), n
-
-    def view(self, layers: range | None = None, *, room: int | None = None) -> KVStore:
-        """A store over this one's buffers (of ``layers`` only, default all), for one pass: see the class. ``room``:
-        that of the buffers the pass allocates itself (default this store's)."""
-        out = KVStore(self.room if room is None else room)
-        for i in self.buf:
-            if layers is None or i in layers:
-                out.buf[i], out.len[i] = self.buf[i], self.len[i]
-        return out
-
-    def items(self):
-        """``(layer, (keys, values))`` of every layer, without the unused room."""
-        return ((i, (k[..., :self.len[i], :], v[..., :self.len[i], :])) for i, (k, v) in self.buf.items())
-
-    def update(self, keys: Tensor, values: Tensor, layer_idx: int, *args, **kwargs) -> tuple[Tensor, Tensor]:
-        if layer_idx not in self.buf:
-            self._alloc(layer_idx, keys, values)
-            return keys, values  # contiguous, unlike the buffer's first positions when it has room
-        n, q = self.len[layer_idx], keys.shape[-2]
-        bk, bv = self.buf[layer_idx]
-        if n + q > bk.shape[-2]:  # out of room: grow into buffers of this store's own
-            self.room = max(self.room, q)
-            self._alloc(layer_idx, torch.cat([bk[..., :n, :], keys], -2), torch.cat([bv[..., :n, :], values], -2))
-        else:
-            bk[..., n:n + q, :], bv[..., n:n + q, :] = keys, values
-            self.len[layer_idx] = n + q
-        n = self.len[layer_idx]
-        bk, bv = self.buf[layer_idx]
-        return bk[..., :n, :], bv[..., :n, :]
-
-    def select(self, rows: Tensor, layers: range | None = None) -> KVStore:
-        """The store of some rows (of ``layers`` only, default all): a copy, with the same room."""
-        out = KVStore(self.room)
-        for i, (k, v) in self.items():
-            if layers is None or i in layers:
-                out._alloc(i, k.index_select(0, rows), v.index_select(0, rows))
-        return out
 
 
 def supports_shared_prefix(model: MoEModel) -> bool:
@@ -127,25 +72,43 @@ def _run_layers(model: MoEModel, hidden: Tensor, start: int, stop: int | None, k
 
 @dataclass
 class Prefix:
-    """A batch of prompts after the shared lower layers."""
+    """A batch of prompts after the shared lower layers. With ``shared`` (:mod:`promoe.evaluation.prompt_cache`), a row's
+    prompt is laid out ``[prefix block | suffix block]``, padding before each; ``hidden`` then holds the suffix
+    block's states, and the variants' upper layers run over ``shared``'s prefixes once, then over the suffixes."""
 
-    input_ids: Tensor  # (B, T) left padded
+    input_ids: Tensor  # (B, T) left padded (each block, with `shared`)
     mask: Tensor  # (B, T)
-    hidden: Tensor  # (B, T, D) entering layer `split`
-    kv: KVStore  # keys/values of the lower layers
+    hidden: Tensor  # (B, S, D) entering layer `split`, of the last S positions (S = T without `shared`)
+    kv: KVStore  # keys/values of the lower layers, all T positions of every row
     split: int
+    shared: Shared | None = None
 
     def select(self, rows: Tensor) -> Prefix:
-        return Prefix(self.input_ids[rows], self.mask[rows], self.hidden[rows], self.kv.select(rows), self.split)
+        return Prefix(self.input_ids[rows], self.mask[rows], self.hidden[rows], self.kv.select(rows), self.split,
+                      None if self.shared is None else self.shared.select(rows))
 
 
 @torch.no_grad()
-def prefill(model: MoEModel, input_ids: Tensor, mask: Tensor, *, room: int = 0) -> Prefix:
+def prefill(model: MoEModel, input_ids: Tensor, mask: Tensor, *, room: int = 0,
+            groups: Sequence[Hashable] | None = None, pad_id: int = 0) -> Prefix:
     """Run the prompts through the frozen lower layers of ``model`` (shared by all its variants), keeping room
-    for ``room`` more positions (the most a variant decodes or a reference holds)."""
-    kv = KVStore(room)
-    hidden = _run_layers(model, model.backbone.model.embed_tokens(input_ids), 0, model.split, mask, kv)
-    return Prefix(input_ids, mask, hidden, kv, model.split)
+    for ``room`` more positions (the most a variant decodes or a reference holds). With ``groups`` (each row's
+    task; rows of a group must be routed alike), the rows of a group share their common prefix
+    (:func:`promoe.evaluation.prompt_cache.plan`; ``pad_id`` pads its layout) when that saves work."""
+    embed = model.backbone.model.embed_tokens
+    layout = None if groups is None else plan(input_ids, mask, groups, pad_id=pad_id)
+    if layout is None:
+        kv = KVStore(room)
+        hidden = _run_layers(model, embed(input_ids), 0, model.split, mask, kv)
+        return Prefix(input_ids, mask, hidden, kv, model.split)
+    shared_kv = KVStore()
+    shared = _run_layers(model, embed(layout.prefix_ids), 0, model.split, layout.prefix_mask, shared_kv)
+    ids, key_mask = layout.combined()
+    # each row's copy of its prefix's keys and values, with room for its suffix and what follows
+    kv = shared_kv.select(layout.group.clamp_min(0), room=layout.suffix_ids.shape[1] + room)
+    hidden = _run_layers(model, embed(layout.suffix_ids), 0, model.split, key_mask, kv)
+    kv.room = room
+    return Prefix(ids, key_mask, hidden, kv, model.split, Shared(shared, layout.prefix_mask, layout.group))
 
 
 def eos_ids(model: MoEModel) -> list[int]:
@@ -158,7 +121,7 @@ class Prompted:
     """A batch of prompts through every layer of one variant: the last layer's hidden states and the keys
     and values of every layer (lower ones shared with the prefix)."""
 
-    hidden: Tensor  # (B, T, D)
+    hidden: Tensor  # (B, S, D) of the last S positions (see Prefix.hidden)
     kv: KVStore
     mask: Tensor  # (B, T)
 
@@ -175,7 +138,40 @@ def upper(model: MoEModel, prefix: Prefix, *, room: int = 0) -> Prompted:
     if model.split != prefix.split:
         raise ValueError(f"prefix was computed below layer {prefix.split}, the model's split is {model.split}")
     kv = prefix.kv.view(room=room)  # the room of the upper layers' own buffers
-    return Prompted(_run_layers(model, prefix.hidden, prefix.split, None, prefix.mask, kv), kv, prefix.mask)
+    records = model.context.records
+    n = len(records)
+    if prefix.shared is not None:
+        _upper_shared(model, prefix, kv, room)
+    m = len(records)
+    hidden = _run_layers(model, prefix.hidden, prefix.split, None, prefix.mask, kv)
+    if prefix.shared is not None and len(records) > m:
+        records[n:] = join_routing(records[n:m], records[m:], prefix.shared.group, prefix.mask)
+    return Prompted(hidden, kv, prefix.mask)
+
+
+def _upper_shared(model: MoEModel, prefix: Prefix, kv: KVStore, room: int) -> None:
+    """``model``'s upper layers over ``prefix``'s shared prefixes, once each, routed as their rows (the routing
+    :meth:`MoEModel.with_routing` put in place, one row per batch row): each row's copy of its prefix's keys and
+    values goes into ``kv``, with room for its suffix (:func:`upper` joins the routing of both passes). A router
+    drawing random numbers per token (``random``) draws for each prefix once, not for each row's whole prompt as
+    the unshared pass does: other draws of the same distribution, so its answers may differ from that pass's."""
+    ctx, sh = model.context, prefix.shared
+    task, first = ctx.task, sh.first()
+    if task is not None:
+        if task.shape[0] != len(sh.group):
+            raise ValueError(f"routing of {task.shape[0]} rows for a batch of {len(sh.group)} prompts")
+        rows = (sh.group >= 0).nonzero()[:, 0]
+        if not torch.equal(task[rows], task[first[sh.group[rows]]]):
+            raise ValueError("rows sharing a prompt prefix are routed differently: group them by task")
+    own = KVStore()
+    ctx.task = None if task is None else task.index_select(0, first)
+    try:
+        _run_layers(model, sh.hidden, prefix.split, None, sh.mask, own)
+    finally:
+        ctx.task = task
+    rows_kv = own.select(sh.group.clamp_min(0), room=prefix.hidden.shape[1] + room)
+    kv.buf.update(rows_kv.buf)
+    kv.len.update(rows_kv.len)
 
 
 @dataclass

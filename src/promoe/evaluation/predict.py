@@ -30,6 +30,7 @@ from promoe.evaluation.decode import (
     supports_shared_prefix,
     upper,
 )
+from promoe.evaluation.prompt_cache import positions, task_keys
 from promoe.evaluation.state import PassState, fingerprint
 from promoe.io import reference_rows, references_of, write_json, write_jsonl
 from promoe.metrics import add_likelihood, score
@@ -102,7 +103,7 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
                      desc: str = "eval",
                      disable_progress: bool = False, progress: Path | None = None,
                      counts: dict[str, int] | None = None, likelihood: dict[str, dict[str, float]] | None = None,
-                     max_target_length: int = 64) -> dict[str, dict[str, str]]:
+                     max_target_length: int = 64, prefix_cache: bool = True) -> dict[str, dict[str, str]]:
     """Greedy answers ``{variant: {instance id: first non-empty line}}`` for ``items``.
 
     All variants see the same prompts. When their backbone allows it (see
@@ -114,7 +115,10 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     prompts are made to fit by :func:`promoe.data.prompts.fit_prompt`, as in training). With ``likelihood`` (filled
     ``{row: {instance id: NLL}}``; the shared-prefix path only), each row's reference NLL is scored in the
     same pass, from its prompt's cache (:func:`promoe.evaluation.decode.best_target_nll`; a reference keeps its first
-    ``max_target_length`` tokens with EOS, as in training). Batches: :func:`batches_of`.
+    ``max_target_length`` tokens with EOS, as in training). Batches: :func:`batches_of`. With ``prefix_cache`` (the
+    shared-prefix path only), the instances of a task in a batch share their prompts' common start: the lower layers
+    and each variant's upper layers run it once (:mod:`promoe.evaluation.prompt_cache`); a task's instances then go in
+    consecutive batches where that computes fewer positions (:func:`cache_order`).
     """
     for v in variants:
         v.model.eval()
@@ -122,13 +126,20 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     fitted = [fitted_prompt(t, i, prompt, fits) for t, i in items]
     prompts = [wrap(f.text) for f in fitted]
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    tokens = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    lengths = [len(ids) for ids in tokens]
     # rows limited to some instances (eval.headline_rows' others) get batches of their own instances: first the
     # instances every such row scores, then the rest, each by length (no batch mostly of prompts they skip);
     # instances no row scores are not run
     limited = [v for v in variants if v.ids is not None]
     scored = [j for j, (t, i) in enumerate(items) if any(v.covers(t.name, i.id) for v in variants)]
-    order = sorted(scored, key=lambda j: (any(items[j][1].id not in v.ids for v in limited), lengths[j]))
+    shared = all(supports_shared_prefix(v.model) for v in variants)
+    prefix_cache = prefix_cache and shared
+    part = {j: any(items[j][1].id not in v.ids for v in limited) for j in scored}
+    order = sorted(scored, key=lambda j: (part[j], lengths[j]))
+    if prefix_cache:  # or each task's prompts together, where that computes fewer positions (many per task)
+        order = cache_order(order, part, [t.name for t, _ in items], [x[-max_length:] for x in tokens], batch_size,
+                            batch_tokens)
     cut = sum(fitted[j].cut == "definition" for j in scored)  # the start of the Definition lost (fit_prompt)
     if counts is not None:
         counts.update(prompts=len(scored), cut=cut)
@@ -141,7 +152,6 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
     elif cut:
         log.warning("%s: %d of %d prompts kept only the end of their Definition within %d tokens (eval.max_length)",
                     desc, cut, len(scored), max_length)
-    shared = all(supports_shared_prefix(v.model) for v in variants)
     if likelihood is not None and not shared:
         raise ValueError("predict_variants: likelihood is scored in the shared-prefix pass only "
                          "(promoe.evaluation.likelihood.reference_nll scores the others)")
@@ -161,10 +171,12 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
         enc = tokenizer([prompts[j] for j in idx], return_tensors="pt", padding=True, truncation=True,
                         max_length=max_length, add_special_tokens=False)
         enc = {k: v.to(device) for k, v in enc.items()}
-        stopper = FirstLineDone(tokenizer, enc["input_ids"].shape[1])
         # the cache keeps room for the longest continuation a variant writes after the prompt: its answer or a reference
         room = max([max_new_tokens, *(len(r) for j in idx for r in (targets[j] if targets is not None else ()))])
-        prefix = prefill(variants[0].model, enc["input_ids"], enc["attention_mask"], room=room) if shared else None
+        groups = [items[j][0].name for j in idx] if prefix_cache else None  # each task's common start, once
+        prefix = prefill(variants[0].model, enc["input_ids"], enc["attention_mask"], room=room, groups=groups,
+                         pad_id=tokenizer.pad_token_id) if shared else None
+        stopper = FirstLineDone(tokenizer, (prefix.input_ids if shared else enc["input_ids"]).shape[1])
         batch_targets = None if targets is None else lower_targets(  # every row's references, lower layers once
             variants[0].model, prefix, [targets[j] for j in idx], pad_id=tokenizer.pad_token_id)
         for v in todo:
@@ -177,6 +189,7 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
             ids, mask = enc["input_ids"][sel], enc["attention_mask"][sel]
             if shared:
                 part = prefix if len(rows) == len(idx) else prefix.select(sel)
+                mask = part.mask  # the prompts' layout: with a shared start, [its block | the row's own]
                 record = v.stats is not None
                 prompted, routing = v.model.with_routing(partial(upper, v.model, part, room=room), None,
                                                          None, record=record, routing=task_routing)
@@ -206,6 +219,22 @@ def predict_variants(variants: Sequence[Variant], tokenizer, items: Sequence[tup
                 out[v.name][items[idx[r]][1].id] = first_line(text)
         state.save(todo, out, b + 1, likelihood)
     return out
+
+
+def cache_order(order: list[int], part: dict[int, bool], tasks: Sequence[str], ids: Sequence[Sequence[int]],
+                batch_size: int, batch_tokens: int | None) -> list[int]:
+    """``order`` (prompts by ``part``, then by length), or the prompts by ``part``, then each task's together
+    (:func:`promoe.evaluation.prompt_cache.task_keys`), then by length: whichever computes fewer prompt positions with the
+    prompt cache (:func:`promoe.evaluation.prompt_cache.positions`; ties: ``order``). Together pays with several instances of
+    a task per batch; with one or two, the padding between tasks costs more than their shared starts save."""
+    keys = task_keys([tasks[j] for j in order], [ids[j] for j in order])
+    together = sorted(order, key=lambda j: (part[j], keys[tasks[j]], len(ids[j])))
+
+    def cost(o: list[int]) -> int:
+        return sum(positions([ids[j] for j in b], [tasks[j] for j in b])
+                   for b in batches_of(o, [len(x) for x in ids], batch_size, batch_tokens))
+
+    return together if cost(together) < cost(order) else order
 
 
 def reference_tokens(tokenizer, items: Sequence[tuple[Task, Instance]], max_target_length: int) -> list[list[list[int]]]:

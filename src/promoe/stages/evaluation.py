@@ -107,7 +107,8 @@ class Evaluation:
                                      desc=f"{label} {', '.join(v.name for v in variants)}",
                                      disable_progress=not acc.is_main_process, progress=self.progress_file(label),
                                      counts=counts, likelihood=nll if fused else None,
-                                     max_target_length=self.cfg.train.max_target_length)
+                                     max_target_length=self.cfg.train.max_target_length,
+                                     prefix_cache=self.cfg.eval.prefix_cache)
         if not fused:
             t2 = time.perf_counter()
             nll = self.likelihood(variants, prompt or self.cfg.prompt, label)

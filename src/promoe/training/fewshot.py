@@ -111,7 +111,7 @@ def run_fewshot(models: dict[str, MoEModel], variants: dict[str, Variant], items
         preds = predict_variants(rows, tokenizer, task_items, prompt=cfg.prompt, wrap=wrap,
                                  batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
                                  max_length=cfg.eval.max_length, batch_tokens=cfg.eval.batch_tokens,
-                                 disable_progress=True)
+                                 prefix_cache=cfg.eval.prefix_cache, disable_progress=True)
         lik = reference_nll(rows, tokenizer, task_items, prompt=cfg.prompt, wrap=wrap, batch_size=cfg.eval.batch_size,
                             max_length=cfg.eval.max_length, max_target_length=cfg.train.max_target_length,
                             disable_progress=True)
