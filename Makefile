@@ -18,10 +18,10 @@ test:
 	$(BIN)/ruff check src tests run_experiment.py
 	$(BIN)/pytest -m "not slow"
 
-# everything: what CI runs
+# everything: what CI runs (with the 25 slowest tests listed)
 test-all:
 	$(BIN)/ruff check src tests run_experiment.py
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=25
 
 lint:
 	$(BIN)/ruff check --fix src tests run_experiment.py
