@@ -218,6 +218,7 @@ def test_bad_data_with_overwrite_keeps_the_earlier_run(tiny_data_root: Path, tmp
     assert sorted(p.name for p in run.iterdir()) == sorted([LOCK, MARKER, "summary.json", "REPORT.md"])
 
 
+@pytest.mark.slow
 def test_several_seeds_aggregate_into_mean_and_ci(tiny_data_root: Path, tmp_path: Path) -> None:
     assert main(["run", "--preset", "smoke", "--data-root", str(tiny_data_root), "--output-dir", str(tmp_path),
                  "train.steps=2", "train.eval_every=1", "--seeds", "0", "1"]) == 0
@@ -230,6 +231,7 @@ def test_several_seeds_aggregate_into_mean_and_ci(tiny_data_root: Path, tmp_path
     assert "## Seeds" in (top / "REPORT.md").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("per_seed", [False, True])
 def test_seeds_share_the_first_seeds_experts_unless_asked_not_to(tiny_data_root: Path, tmp_path: Path,
                                                                   per_seed: bool) -> None:

@@ -46,6 +46,7 @@ STAGES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_killed_run_resumes_to_identical_results(tiny_data_root_module: Path, tmp_path: Path, reference: Path,
                                                  stage: str) -> None:

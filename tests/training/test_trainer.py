@@ -240,6 +240,7 @@ def _run(cmd: list[str], cwd: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not available")
 def test_two_process_training_matches_one_process(tmp_path: Path) -> None:
