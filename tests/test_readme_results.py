@@ -89,3 +89,14 @@ def test_a_wrong_number_is_caught() -> None:
             continue
         raise AssertionError(f"{wrong} passed")
     assert _same("−2.71", -2.7057) and _same("0.0084", 0.0084) and not _same("0.57", 0.567 - 0.01)
+
+
+def test_the_readme_tables_are_what_the_command_prints() -> None:
+    """Each marked block is exactly what ``python -m promoe.analysis.readme DIR`` prints for it."""
+    from promoe.analysis.readme import tables
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = {(kind, folder): body for kind, folder, body in _BLOCK.findall(readme)}
+    for kind, folder in blocks:
+        printed = {(k, f): b for k, f, b in _BLOCK.findall(tables(folder, ROOT))}
+        assert printed[kind, folder] == blocks[kind, folder], f"README's {kind} table of {folder}: regenerate it"

@@ -1,5 +1,5 @@
 """The ``promoe`` command line: ``data summary | synth | clusters`` (in :mod:`promoe.cli.data`), ``score``, ``baseline heuristic``, ``model``,
-``eval``, ``predict``, ``export``, ``bench``, ``config``, ``run``, ``analyze``."""
+``eval``, ``predict``, ``export``, ``bench``, ``config``, ``run``, ``analyze | publish`` (in :mod:`promoe.cli.results`)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ import yaml
 
 from promoe.cli.args import Parser, add_config_args, config_of
 from promoe.cli.data import add_data_commands
+from promoe.cli.results import add_results_commands
 from promoe.config import help_lines, to_dict
 from promoe.errors import PromoeError
-from promoe.limits import count_arg, seed_arg
+from promoe.limits import count_arg
 from promoe.rundir import guard_output
 
 BREAKDOWNS = ("per_task", "per_instance")
@@ -178,14 +179,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_analyze(args: argparse.Namespace) -> int:
-    from promoe.analysis import analyze
-
-    out = analyze(args.run, n_boot=args.n_boot, seed=args.seed)
-    print(f"report: {out['report']}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="promoe", description="PRo-MoE: proactive routing for MoE models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -266,12 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("analyze", help="regenerate a run's significance tests, figures and REPORT.md from its files")
-    p.add_argument("--run", required=True, type=Path, help="run folder holding scores/<row>.json")
-    p.add_argument("--n-boot", type=count_arg("size"), default=10000,
-                   help="bootstrap resamples (and up to 2000 permutations), at most the size limit (promoe.limits)")
-    p.add_argument("--seed", type=seed_arg, default=0, help="bootstrap and permutation seed")
-    p.set_defaults(func=cmd_analyze)
+    add_results_commands(sub)
     return parser
 
 
