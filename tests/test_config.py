@@ -181,6 +181,8 @@ def test_bad_key_in_a_parent_names_the_parent(tmp_path: Path) -> None:
                  "compare.routers": ["uniform", "oracle"], "train.budget": "matched",
                  "train.lr_candidates": [1e-3], "train.router_lr_candidates": [3e-3], "train.paraphrases": 4}),
     ("mechanism", {"name": "mechanism", "data.source": "synth", "prompt.condition": "router_only",
+                   "data.synth_instances": 24, "train.steps": 24, "experts.steps": 144,
+                   "train.router_lr_candidates": [1e-3],
                    "experts.clusters": "meta", "train.models": ["moe", "promoe"],
                    "compare.routers": ["uniform", "oracle"], "compare.ablations": ["shuffled"]}),
     ("full", {"name": "full", "train.steps": 64, "experts.steps": 384, "train.batch_size": 8,
