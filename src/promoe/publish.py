@@ -20,7 +20,7 @@ import yaml
 
 from promoe.errors import DataError
 from promoe.io import atomic_write_bytes, atomic_write_text
-from promoe.limits import read_yaml_file
+from promoe.limits import load_yaml, read_yaml_file
 
 GZIPPED = ("predictions", "likelihood", "references.jsonl")
 """Folders (every ``.jsonl`` inside) and files written ``.gz``: large, read by people and ``promoe score``."""
@@ -47,10 +47,10 @@ def gzipped(rel: Path) -> bool:
     return str(rel) in GZIPPED or (rel.parts[0] in GZIPPED and rel.suffix == ".jsonl")
 
 
-def portable_config(text: str) -> str:
+def portable_config(text: str, where: str = "config.yaml") -> str:
     """``config.yaml`` without this machine's paths: every absolute path value becomes ``null`` (``output_dir``,
     which the run's folder must have, becomes ``runs``), with a comment saying so."""
-    cfg = yaml.safe_load(text)
+    cfg = load_yaml(text, where)
 
     def walk(node, key: str = ""):
         if isinstance(node, dict):
@@ -82,7 +82,7 @@ def publish(run: Path, to: Path, *, commit: str | None = None, command: str | No
     for rel in kept(run):
         data = (run / rel).read_bytes()
         if rel == Path("config.yaml"):
-            data = portable_config(data.decode("utf-8")).encode("utf-8")
+            data = portable_config(data.decode("utf-8"), str(run / rel)).encode("utf-8")
         if gzipped(rel):
             rel, data = rel.with_name(rel.name + ".gz"), gzip.compress(data, mtime=0)
         if len(data) > max_mb * 2**20:
