@@ -50,7 +50,7 @@ def smoke_run(tmp_path_factory) -> Path:
 
 def test_published_run_regenerates_its_report_and_leaves_checkpoints_and_paths_behind(smoke_run: Path,
                                                                                       tmp_path: Path) -> None:
-    to = tmp_path / "results" / "smoke"
+    to = tmp_path / "results" / "smoke-2026"  # another name: the regenerated report still names the run
     assert main(["publish", "--run", str(smoke_run), "--to", str(to), "--commit", "abc1234",
                  "--command", "python run_experiment.py --preset smoke"]) == 0
     files = {p.relative_to(to).as_posix() for p in to.rglob("*") if p.is_file()}

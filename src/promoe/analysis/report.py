@@ -255,7 +255,7 @@ def render_report(run_dir: Path, data: RunData, sig: dict, seeds: dict | None,
     """REPORT.md: the answer (:mod:`promoe.analysis.answer`) and its figure, headline by group, paired tests, ablations, zero- vs few-shot, per-category, routing,
     seed and specialised-expert tables, then the figures."""
     split = "" if sig["n_test_tasks"] is None else f" {sig['n_test_tasks']} test tasks in `splits.json`."
-    out = [f"# PRo-MoE analysis: run `{run_dir.name}`", "",
+    out = [f"# PRo-MoE analysis: run `{data.name or run_dir.name}`", "",
            f"Rows: {', '.join(sig['models'])}.{split} Intervals are 95% percentile bootstraps over test tasks "
            f"({sig['n_boot']} resamples, seed {sig['seed']}): ROUGE-L and EM are the official instance means, "
            "their intervals resample tasks with all their instances; task means weigh every task the same. "

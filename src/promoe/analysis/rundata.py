@@ -51,6 +51,7 @@ class RunData:
     experts: Experts | None = None  # experts/*.json of a run with specialised experts
     logit_scale: dict[str, dict] | None = None  # routing/logit_scale.json: model -> total/static/generated spread
     condition: str | None = None  # config.yaml's prompt.condition (standard | router_only)
+    name: str | None = None  # config.yaml's name (a published copy keeps its run's name in its report)
     missing: dict[str, str] = field(default_factory=dict)  # row -> what of it is there although its score is not
 
     def task_categories(self) -> dict[str, str]:
@@ -193,7 +194,7 @@ def load_run(run_dir: Path) -> RunData:
     data.experts = read_experts(run_dir / "experts")
     if (run_dir / "routing" / "logit_scale.json").is_file():
         data.logit_scale = _read_logit_scale(run_dir / "routing" / "logit_scale.json")
-    data.condition = _read_condition(run_dir / "config.yaml")
+    data.condition, data.name = _read_config(run_dir / "config.yaml")
     return data
 
 
@@ -211,16 +212,18 @@ def _read_groups(splits: object, path: Path) -> dict[str, str] | None:
     return groups
 
 
-def _read_condition(path: Path) -> str | None:
-    """The run's prompt condition from its ``config.yaml`` (None where the file or key is missing or unreadable:
-    the report then does not name one)."""
+def _read_config(path: Path) -> tuple[str | None, str | None]:
+    """The run's prompt condition and name from its ``config.yaml`` (None where the file or key is missing or
+    unreadable: the report then names no condition, and the run by its folder)."""
     if not path.is_file():
-        return None
+        return None, None
     try:
         cfg = read_yaml_file(path)
     except (OSError, UnicodeDecodeError, yaml.YAMLError, LimitError):
         log.warning("%s: unreadable; the report names no prompt condition", path)
-        return None
-    prompt = cfg.get("prompt") if isinstance(cfg, dict) else None
+        return None, None
+    cfg = cfg if isinstance(cfg, dict) else {}
+    prompt = cfg.get("prompt")
     condition = prompt.get("condition", "standard") if isinstance(prompt, dict) else None
-    return condition if isinstance(condition, str) else None
+    name = cfg.get("name")
+    return (condition if isinstance(condition, str) else None), (name if isinstance(name, str) and name else None)
