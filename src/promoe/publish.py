@@ -5,7 +5,7 @@ resolved config, the splits, every score, the routing statistics, the training c
 summary, the significance tests, ``per_task.csv``, ``times.json``, the figures and ``REPORT.md``; the predictions,
 the reference likelihoods and the references go gzipped. Checkpoints, optimizer states and the resume bookkeeping
 stay behind. The config's machine paths are dropped (a path names this machine, not the run), and no file may be
-larger than ``max_mb`` once copied. ``PROVENANCE.md`` says where the files came from: the run folder, its preset,
+larger than ``max_mb`` once copied. ``PROVENANCE.md`` says where the files came from: the run folder, its name,
 and the commit and command that made it when they are given.
 """
 
@@ -20,15 +20,16 @@ import yaml
 
 from promoe.errors import DataError
 from promoe.io import atomic_write_bytes, atomic_write_text
-from promoe.limits import load_yaml, read_yaml_file
+from promoe.limits import read_yaml_file
 
 GZIPPED = ("predictions", "likelihood", "references.jsonl")
 """Folders (every ``.jsonl`` inside) and files written ``.gz``: large, read by people and ``promoe score``."""
 LEFT_BEHIND_PARTS = ("last", "progress", "lr")
 """Folders never copied: checkpoints to resume from, scoring progress, learning-rate pilots (their choice is in
 ``train/<model>/lr_choice.json`` and ``compute.json``)."""
-LEFT_BEHIND_SUFFIXES = (".safetensors", ".pt", ".bin", ".tmp", ".lock")
-LEFT_BEHIND_NAMES = (".promoe-run", ".lock")
+LEFT_BEHIND_SUFFIXES = (".safetensors", ".pt", ".bin")
+"""Weights and optimizer states. Hidden files stay behind too: the run folder's marks (:data:`promoe.rundir.LOCK`,
+:data:`promoe.rundir.MARKER`) and the temporary files of atomic writes."""
 
 
 def kept(run: Path) -> Iterator[Path]:
@@ -38,7 +39,7 @@ def kept(run: Path) -> Iterator[Path]:
         if not path.is_file() or path.is_symlink():
             continue
         if any(part in LEFT_BEHIND_PARTS for part in rel.parts[:-1]) or path.suffix in LEFT_BEHIND_SUFFIXES \
-                or path.name in LEFT_BEHIND_NAMES or path.name.startswith("."):
+                or path.name.startswith("."):
             continue
         yield rel
 
@@ -47,10 +48,9 @@ def gzipped(rel: Path) -> bool:
     return str(rel) in GZIPPED or (rel.parts[0] in GZIPPED and rel.suffix == ".jsonl")
 
 
-def portable_config(text: str, where: str = "config.yaml") -> str:
-    """``config.yaml`` without this machine's paths: every absolute path value becomes ``null`` (``output_dir``,
-    which the run's folder must have, becomes ``runs``), with a comment saying so."""
-    cfg = load_yaml(text, where)
+def portable_config(cfg: dict) -> str:
+    """The text of ``config.yaml`` (read: ``cfg``) without this machine's paths: every absolute path value becomes
+    ``null`` (``output_dir``, which the run's folder must have, becomes ``runs``), with a comment saying so."""
 
     def walk(node, key: str = ""):
         if isinstance(node, dict):
@@ -78,11 +78,11 @@ def publish(run: Path, to: Path, *, commit: str | None = None, command: str | No
                         fix="give an empty or new folder as --to")
     if to.resolve() == run.resolve() or run.resolve() in to.resolve().parents:
         raise DataError("is the run folder or inside it", file=str(to), fix="publish to a folder outside the run")
+    cfg = read_yaml_file(run / "config.yaml")
+    cfg = cfg if isinstance(cfg, dict) else {}
     blobs: dict[Path, bytes] = {}
     for rel in kept(run):
-        data = (run / rel).read_bytes()
-        if rel == Path("config.yaml"):
-            data = portable_config(data.decode("utf-8"), str(run / rel)).encode("utf-8")
+        data = portable_config(cfg).encode("utf-8") if rel == Path("config.yaml") else (run / rel).read_bytes()
         if gzipped(rel):
             rel, data = rel.with_name(rel.name + ".gz"), gzip.compress(data, mtime=0)
         if len(data) > max_mb * 2**20:
@@ -93,9 +93,8 @@ def publish(run: Path, to: Path, *, commit: str | None = None, command: str | No
         shutil.rmtree(to)
     for rel, data in blobs.items():
         atomic_write_bytes(to / rel, data)
-    preset = (read_yaml_file(run / "config.yaml") or {}).get("name", "?")
     lines = [f"# Provenance of `{to.name}`", "",
-             f"Published by `promoe publish` from the run folder `{run.name}` (preset `{preset}`).", "",
+             f"Published by `promoe publish` from the run folder `{run.name}` (run name `{cfg.get('name', '?')}`).", "",
              f"* commit: {commit or 'not given'}", f"* command: `{command}`" if command else "* command: not given",
              "* `promoe analyze --run <this folder>` regenerates `significance.json`, the figures and `REPORT.md` "
              "from these files alone.", "", "| file | bytes |", "|---|---:|"]
